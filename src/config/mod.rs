@@ -1,0 +1,355 @@
+//! Experiment files, parsed in two phases (ripgrep-style): `raw` mirrors the YAML with
+//! `deny_unknown_fields`; `load` validates it into [`Experiment`], which later code cannot get
+//! wrong. All problems found in a file are reported together, each with the YAML path (or the
+//! line and column for syntax errors) and what is allowed.
+
+pub mod raw;
+pub mod strategy;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ConfigError;
+use crate::strategy::StrategySpec;
+use raw::{RawExperiment, RawPromptLine};
+
+/// Grids above this many samples get a warning (at ~20 tokens/s they take hours).
+pub const LARGE_GRID_SAMPLES: usize = 5_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSpec {
+    pub id: String,
+    pub gguf: PathBuf,
+    pub tokenizer: PathBuf,
+    pub eos_tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Prompt {
+    pub id: String,
+    pub text: String,
+}
+
+/// A validated experiment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Experiment {
+    pub name: String,
+    pub description: Option<String>,
+    pub seed: u64,
+    pub models: Vec<ModelSpec>,
+    pub prompts: Vec<Prompt>,
+    pub samples: usize,
+    pub max_new_tokens: usize,
+    pub stop: Vec<String>,
+    pub strategies: Vec<StrategySpec>,
+    pub baseline: String,
+    /// The experiment file and the sha256 of its bytes.
+    pub source: PathBuf,
+    pub source_sha256: String,
+    /// Non-fatal remarks (e.g. a very large grid).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+impl Experiment {
+    pub fn total_samples(&self) -> usize {
+        self.models.len() * self.prompts.len() * self.strategies.len() * self.samples
+    }
+}
+
+/// Expand `${VAR}` and `${VAR:-default}` in a path string.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in {s:?}"))?;
+        let expr = &after[..end];
+        let (var, default) = match expr.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (expr, None),
+        };
+        match (std::env::var(var).ok().filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!("environment variable {var} is not set (used in {s:?}); set it or write ${{{var}:-default}}")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn resolve(base: &Path, s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(expand_env(s)?);
+    Ok(if p.is_absolute() { p } else { base.join(p) })
+}
+
+/// Read and validate an experiment file. `check_files` also checks that model, tokenizer and
+/// prompt files exist (off only for unit tests of the schema).
+pub fn load(path: &Path) -> Result<Experiment, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::new(path, vec![format!("cannot read the file: {e}")]))?;
+    let text = String::from_utf8(bytes.clone()).map_err(|_| ConfigError::new(path, vec!["the file is not UTF-8 text".into()]))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let sha = hex(&Sha256::digest(&bytes));
+    parse(&text, path, &base, sha)
+}
+
+/// Validate experiment YAML text; `file` names it in messages, `base` resolves relative paths.
+pub fn parse(text: &str, file: &Path, base: &Path, source_sha256: String) -> Result<Experiment, ConfigError> {
+    let raw: RawExperiment = serde_yaml::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        let msg = match e.location() {
+            Some(loc) => format!("line {} column {}: {}", loc.line(), loc.column(), strip_location(&msg)),
+            None => msg,
+        };
+        ConfigError::new(file, vec![msg])
+    })?;
+    let mut errors: Vec<String> = Vec::new();
+    let mut warnings = Vec::new();
+
+    if raw.version != 1 {
+        errors.push(format!("version: {} is not supported; this declab reads schema version 1", raw.version));
+    }
+    if raw.name.trim().is_empty() || raw.name.contains(['/', '\\']) || raw.name.starts_with('.') {
+        errors.push(format!("name: {:?} cannot be used as a results folder name; use letters, digits, '-', '_'", raw.name));
+    }
+    if raw.max_new_tokens == 0 {
+        errors.push("max_new_tokens: 0 generates nothing; use a positive number such as 64".into());
+    }
+    if raw.samples == 0 {
+        errors.push("samples: 0 generates nothing; use 1 or more samples per prompt".into());
+    }
+    for (i, s) in raw.stop.iter().enumerate() {
+        if s.is_empty() {
+            errors.push(format!("stop[{i}]: an empty stop string would end every generation at once"));
+        }
+    }
+
+    // models
+    let mut models = Vec::new();
+    if raw.models.is_empty() {
+        errors.push("models: the list is empty; declare at least one model".into());
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in raw.models.iter().enumerate() {
+        let p = format!("models[{i}]");
+        if !seen.insert(m.id.clone()) {
+            errors.push(format!("{p}.id: duplicate model id {:?}", m.id));
+        }
+        let (gguf, tok) = match (&m.path, &m.gguf, &m.tokenizer) {
+            (Some(dir), None, None) => match resolve(base, dir) {
+                Ok(d) => match find_gguf(&d) {
+                    Ok(g) => (Some(g), Some(d.join("tokenizer.json"))),
+                    Err(e) => {
+                        errors.push(format!("{p}.path: {e}"));
+                        (None, None)
+                    }
+                },
+                Err(e) => {
+                    errors.push(format!("{p}.path: {e}"));
+                    (None, None)
+                }
+            },
+            (None, Some(g), Some(t)) => {
+                let g = resolve(base, g).map_err(|e| errors.push(format!("{p}.gguf: {e}"))).ok();
+                let t = resolve(base, t).map_err(|e| errors.push(format!("{p}.tokenizer: {e}"))).ok();
+                (g, t)
+            }
+            _ => {
+                errors.push(format!("{p}: give either `path` (a folder with one .gguf and tokenizer.json) or both `gguf` and `tokenizer`"));
+                (None, None)
+            }
+        };
+        if let (Some(g), Some(t)) = (gguf, tok) {
+            if !g.is_file() {
+                errors.push(format!("{p}.gguf: {} does not exist (run `make models` to fetch the default model)", g.display()));
+            }
+            if !t.is_file() {
+                errors.push(format!("{p}.tokenizer: {} does not exist (run `make models` to fetch the default tokenizer)", t.display()));
+            }
+            models.push(ModelSpec { id: m.id.clone(), gguf: g, tokenizer: t, eos_tokens: m.eos_tokens.clone() });
+        }
+    }
+
+    // prompts
+    let mut prompts = Vec::new();
+    if raw.prompts.is_empty() {
+        errors.push("prompts: the list is empty; add {id, text} items or a {file: prompts.jsonl}".into());
+    }
+    for (i, rp) in raw.prompts.iter().enumerate() {
+        let p = format!("prompts[{i}]");
+        match (&rp.id, &rp.text, &rp.file) {
+            (Some(id), Some(text), None) => prompts.push(Prompt { id: id.clone(), text: text.clone() }),
+            (None, None, Some(f)) => match resolve(base, f).map_err(|e| e.to_string()).and_then(|f| read_prompt_file(&f)) {
+                Ok(list) => prompts.extend(list),
+                Err(e) => errors.push(format!("{p}.file: {e}")),
+            },
+            _ => errors.push(format!("{p}: give either `id` and `text`, or `file` (a JSONL file with one {{\"id\", \"text\"}} per line)")),
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for pr in &prompts {
+        if pr.text.is_empty() {
+            errors.push(format!("prompts: prompt {:?} has empty text", pr.id));
+        }
+        if !seen.insert(pr.id.clone()) {
+            errors.push(format!("prompts: duplicate prompt id {:?}", pr.id));
+        }
+    }
+
+    // strategies
+    let mut strategies = Vec::new();
+    if raw.strategies.is_empty() {
+        errors.push("strategies: the list is empty; add at least one, e.g. {kind: greedy}".into());
+    }
+    for (i, b) in raw.strategies.iter().enumerate() {
+        match strategy::expand_block(b, &format!("strategies[{i}]")) {
+            Ok(list) => strategies.extend(list),
+            Err(es) => errors.extend(es.into_iter().map(|e| e.to_string())),
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for s in &strategies {
+        if !seen.insert(s.id.clone()) {
+            errors.push(format!("strategies: duplicate strategy id {:?}; give one of them a `name`", s.id));
+        }
+    }
+    let baseline = match &raw.baseline {
+        Some(b) if strategies.iter().any(|s| &s.id == b) => b.clone(),
+        Some(b) => {
+            let known: Vec<&str> = strategies.iter().map(|s| s.id.as_str()).collect();
+            errors.push(format!("baseline: {b:?} is not a strategy id; known ids: {}", known.join(", ")));
+            String::new()
+        }
+        None => strategies.first().map(|s| s.id.clone()).unwrap_or_default(),
+    };
+
+    if !errors.is_empty() {
+        return Err(ConfigError::new(file, errors));
+    }
+    let exp = Experiment {
+        name: raw.name,
+        description: raw.description,
+        seed: raw.seed,
+        models,
+        prompts,
+        samples: raw.samples,
+        max_new_tokens: raw.max_new_tokens,
+        stop: raw.stop,
+        strategies,
+        baseline,
+        source: file.to_path_buf(),
+        source_sha256,
+        warnings: vec![],
+    };
+    if exp.total_samples() > LARGE_GRID_SAMPLES {
+        warnings.push(format!(
+            "the grid expands to {} samples ({} models x {} prompts x {} strategies x {} samples); at ~20 tokens/s this takes hours",
+            exp.total_samples(),
+            exp.models.len(),
+            exp.prompts.len(),
+            exp.strategies.len(),
+            exp.samples
+        ));
+    }
+    Ok(Experiment { warnings, ..exp })
+}
+
+fn strip_location(msg: &str) -> &str {
+    match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    }
+}
+
+fn find_gguf(dir: &Path) -> Result<PathBuf, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read folder {}: {e}", dir.display()))?;
+    let ggufs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "gguf")).collect();
+    match ggufs.len() {
+        1 => Ok(ggufs.into_iter().next().expect("one")),
+        0 => Err(format!("no .gguf file in {}", dir.display())),
+        n => Err(format!("{n} .gguf files in {}; name one with `gguf:`", dir.display())),
+    }
+}
+
+fn read_prompt_file(path: &Path) -> Result<Vec<Prompt>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let p: RawPromptLine = serde_json::from_str(line)
+            .map_err(|e| format!("{}:{}: not a JSON object {{\"id\": ..., \"text\": ...}}: {e}", path.display(), i + 1))?;
+        out.push(Prompt { id: p.id, text: p.text });
+    }
+    if out.is_empty() {
+        return Err(format!("{} holds no prompts (expected one JSON object per line)", path.display()));
+    }
+    Ok(out)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> Result<Experiment, String> {
+        parse(yaml, Path::new("x.yaml"), Path::new("."), String::new()).map_err(|e| e.to_string())
+    }
+
+    const MODELS: &str = "models: [{id: m, gguf: Cargo.toml, tokenizer: Cargo.toml}]\n";
+
+    #[test]
+    fn reports_syntax_errors_with_line_and_column() {
+        let e = check("name: x\nseed: [1\n").unwrap_err();
+        assert!(e.contains("x.yaml") && e.contains("line "), "{e}");
+    }
+
+    #[test]
+    fn unknown_top_level_key() {
+        let e = check(&format!("name: x\nseed: 1\n{MODELS}prompts: [{{id: a, text: b}}]\nmax_new_tokens: 4\nstrategies: [{{kind: greedy}}]\nsampels: 3\n")).unwrap_err();
+        assert!(e.contains("unknown field `sampels`"), "{e}");
+    }
+
+    #[test]
+    fn collects_all_errors() {
+        let e = check(&format!(
+            "name: x\nseed: 1\n{MODELS}prompts: [{{id: a, text: b}}, {{id: a, text: c}}]\nmax_new_tokens: 0\nsamples: 0\nstrategies: [{{kind: top_p, top_p: 2}}]\nbaseline: nope\n"
+        ))
+        .unwrap_err();
+        for needle in ["max_new_tokens", "samples: 0", "duplicate prompt id", "strategies[0].top_p", "baseline"] {
+            assert!(e.contains(needle), "missing {needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_model_file_names_make_models() {
+        let e = check("name: x\nseed: 1\nmodels: [{id: m, gguf: nope.gguf, tokenizer: nope.json}]\nprompts: [{id: a, text: b}]\nmax_new_tokens: 4\nstrategies: [{kind: greedy}]\n").unwrap_err();
+        assert!(e.contains("models[0].gguf") && e.contains("make models"), "{e}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("DECLAB_TEST_ENV_X", "/abc");
+        assert_eq!(expand_env("${DECLAB_TEST_ENV_X}/m.gguf").unwrap(), "/abc/m.gguf");
+        assert_eq!(expand_env("${DECLAB_TEST_UNSET_Y:-../models}/m").unwrap(), "../models/m");
+        assert!(expand_env("${DECLAB_TEST_UNSET_Y}/m").is_err());
+    }
+
+    #[test]
+    fn valid_file_defaults_baseline_to_first_strategy() {
+        let e = check(&format!("name: x\nseed: 1\n{MODELS}prompts: [{{id: a, text: b}}]\nmax_new_tokens: 4\nstrategies: [{{kind: greedy}}, {{kind: temperature, temperature: [0.7, 1.0]}}]\n")).unwrap();
+        assert_eq!(e.baseline, "greedy");
+        assert_eq!(e.strategies.len(), 3);
+        assert_eq!(e.samples, 1);
+    }
+}

@@ -1,0 +1,74 @@
+//! Raw experiment file types: shaped exactly like the YAML, `deny_unknown_fields` everywhere.
+//! Strategy blocks stay as YAML mappings here because any of their parameters may be a list
+//! (a grid axis); `config::strategy` expands and checks them.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExperiment {
+    /// Schema version; 1 is the only one so far.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub seed: u64,
+    pub models: Vec<RawModel>,
+    pub prompts: Vec<RawPrompt>,
+    /// Samples per (model, prompt, strategy) cell.
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    pub max_new_tokens: usize,
+    /// Strings that end a generation (the stop string itself is cut from the text).
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// Strategy id that comparisons are made against (default: the first strategy).
+    #[serde(default)]
+    pub baseline: Option<String>,
+    pub strategies: Vec<serde_yaml::Value>,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+fn default_samples() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    pub id: String,
+    /// A folder holding exactly one `.gguf` file and a `tokenizer.json`.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub gguf: Option<String>,
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// Extra end-of-generation tokens, as token strings (e.g. "<end_of_turn>").
+    #[serde(default)]
+    pub eos_tokens: Vec<String>,
+}
+
+/// Either `{id, text}` or `{file}` (one JSON object `{"id": ..., "text": ...}` per line).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrompt {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// One line of a prompt file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPromptLine {
+    pub id: String,
+    pub text: String,
+}

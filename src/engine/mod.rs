@@ -1,0 +1,196 @@
+//! The model side: a small trait over candle models (prefill, then one token per step with the
+//! KV cache; logits of the last position as f32), GGUF loading by `general.architecture`, and
+//! the tokenizer. Untrusted files are checked here: not-a-GGUF, missing metadata, an
+//! unsupported architecture, a tokenizer that does not fit the model's vocabulary.
+
+pub mod tiny;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use crate::config::ModelSpec;
+
+/// A causal language model with a KV cache.
+pub trait LanguageModel: Send {
+    /// Feed `tokens` at positions `pos..pos+len` and return the logits for the last one.
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>>;
+    /// An independent copy, KV cache included (weights are shared, not copied).
+    fn fork(&self) -> Box<dyn LanguageModel>;
+}
+
+/// Architectures whose candle-transformers quantized model we drive.
+pub const ARCHITECTURES: &[&str] = &["gemma3", "llama", "qwen3", "phi3"];
+
+macro_rules! candle_model {
+    ($name:ident, $ty:ty) => {
+        #[derive(Clone)]
+        struct $name {
+            inner: $ty,
+            device: Device,
+        }
+
+        impl LanguageModel for $name {
+            fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+                let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+                let logits = self.inner.forward(&x, pos)?;
+                Ok(logits.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
+            }
+
+            fn fork(&self) -> Box<dyn LanguageModel> {
+                Box::new(self.clone())
+            }
+        }
+    };
+}
+
+candle_model!(Gemma3, candle_transformers::models::quantized_gemma3::ModelWeights);
+candle_model!(Llama, candle_transformers::models::quantized_llama::ModelWeights);
+candle_model!(Qwen3, candle_transformers::models::quantized_qwen3::ModelWeights);
+candle_model!(Phi3, candle_transformers::models::quantized_phi3::ModelWeights);
+
+/// A loaded model with everything the runner needs.
+pub struct LoadedModel {
+    pub model: Box<dyn LanguageModel>,
+    pub tokenizer: Tokenizer,
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    /// Token ids that end a generation.
+    pub eos_ids: Vec<u32>,
+    pub gguf_sha256: String,
+    pub tokenizer_sha256: String,
+    pub load_ms: f64,
+}
+
+impl LoadedModel {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| anyhow!("tokenizing the prompt failed: {e}"))?;
+        let ids = enc.get_ids().to_vec();
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            bail!("the tokenizer produced token id {bad}, outside the model's vocabulary of {}", self.vocab_size);
+        }
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer.decode(ids, true).map_err(|e| anyhow!("decoding tokens failed: {e}"))
+    }
+}
+
+pub fn device(cuda: bool) -> Result<Device> {
+    if cuda {
+        Device::new_cuda(0).context("no CUDA device (build with --features cuda and run on a machine with a GPU)")
+    } else {
+        Ok(Device::Cpu)
+    }
+}
+
+/// sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(crate::config::hex(&h.finalize()))
+}
+
+fn md_u32(ct: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
+    let v = ct.metadata.get(key).ok_or_else(|| anyhow!("{}: the GGUF metadata has no `{key}`; the file is incomplete or not a supported model", path.display()))?;
+    Ok(v.to_u32().or_else(|_| v.to_u64().map(|x| x as u32)).map_err(|e| anyhow!("{}: `{key}` is not an integer: {e}", path.display()))? as usize)
+}
+
+/// Load a model and its tokenizer.
+pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
+    let start = Instant::now();
+    let path = &spec.gguf;
+    let gguf_sha256 = sha256_file(path)?;
+    let tokenizer_sha256 = sha256_file(&spec.tokenizer)?;
+    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open model file {}", path.display()))?;
+    let ct = gguf_file::Content::read(&mut file)
+        .map_err(|e| anyhow!("{} is not a readable GGUF file ({e}); re-run `make models` or check the path", path.display()))?;
+    let arch = match ct.metadata.get("general.architecture") {
+        Some(v) => v.to_string().map_err(|_| anyhow!("{}: `general.architecture` is not a string", path.display()))?.clone(),
+        None => bail!("{}: the GGUF metadata has no `general.architecture`", path.display()),
+    };
+    if !ARCHITECTURES.contains(&arch.as_str()) {
+        bail!("{}: architecture `{arch}` is not supported; declab runs: {}", path.display(), ARCHITECTURES.join(", "));
+    }
+    let context_length = md_u32(&ct, &format!("{arch}.context_length"), path)?;
+    for key in ["block_count", "embedding_length", "attention.head_count"] {
+        md_u32(&ct, &format!("{arch}.{key}"), path)?;
+    }
+    let vocab_tensor = ["output.weight", "token_embd.weight"]
+        .iter()
+        .find_map(|n| ct.tensor_infos.get(*n))
+        .ok_or_else(|| anyhow!("{}: no `token_embd.weight` tensor; not a language model GGUF", path.display()))?;
+    let vocab_size = vocab_tensor.shape.dims()[0];
+    let eos_meta = ct.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok());
+    // Size check before reading tensors: a truncated file fails here with a clear message.
+    let file_len = file.metadata()?.len();
+    for (name, info) in &ct.tensor_infos {
+        let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let end = ct.tensor_data_offset + info.offset + bytes as u64;
+        if end > file_len {
+            bail!("{}: tensor `{name}` ends at byte {end} but the file has {file_len} bytes; the file is truncated (re-run `make models`)", path.display());
+        }
+    }
+    let model: Box<dyn LanguageModel> = {
+        let d = device.clone();
+        let ctx = |e: candle_core::Error| anyhow!("{}: loading the {arch} weights failed: {e}", path.display());
+        match arch.as_str() {
+            "gemma3" => Box::new(Gemma3 { inner: candle_transformers::models::quantized_gemma3::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?, device: d }),
+            "llama" => Box::new(Llama { inner: candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?, device: d }),
+            "qwen3" => Box::new(Qwen3 { inner: candle_transformers::models::quantized_qwen3::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?, device: d }),
+            "phi3" => Box::new(Phi3 { inner: candle_transformers::models::quantized_phi3::ModelWeights::from_gguf(false, ct, &mut file, device).map_err(ctx)?, device: d }),
+            _ => unreachable!("checked above"),
+        }
+    };
+    let tokenizer = Tokenizer::from_file(&spec.tokenizer)
+        .map_err(|e| anyhow!("{} is not a valid tokenizer.json: {e}", spec.tokenizer.display()))?;
+    // Added tokens beyond the model's vocabulary (Gemma 3's `<image_soft_token>`) are harmless
+    // unless a prompt produces them (checked in `encode`); the base vocabulary must fit.
+    let tok_vocab = tokenizer.get_vocab_size(false);
+    if tok_vocab > vocab_size {
+        bail!(
+            "{} has {tok_vocab} tokens but the model {} has a vocabulary of {vocab_size}; they do not belong together",
+            spec.tokenizer.display(),
+            path.display()
+        );
+    }
+    let mut eos_ids: Vec<u32> = eos_meta.into_iter().collect();
+    for t in ["<eos>", "<end_of_turn>", "</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>"] {
+        if let Some(id) = tokenizer.token_to_id(t) {
+            eos_ids.push(id);
+        }
+    }
+    for t in &spec.eos_tokens {
+        let id = tokenizer.token_to_id(t).ok_or_else(|| anyhow!("model {}: eos token {t:?} is not in {}", spec.id, spec.tokenizer.display()))?;
+        eos_ids.push(id);
+    }
+    eos_ids.sort_unstable();
+    eos_ids.dedup();
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        architecture: arch,
+        vocab_size,
+        context_length,
+        eos_ids,
+        gguf_sha256,
+        tokenizer_sha256,
+        load_ms: start.elapsed().as_secs_f64() * 1e3,
+    })
+}

@@ -1,0 +1,19 @@
+//! declab: an experiment runner for LLM decoding strategies.
+//!
+//! An experiment file declares models, prompts and a grid of strategies ([`config`]); the
+//! [`runner`] generates every (model, prompt, strategy, sample) with candle ([`engine`]) and a
+//! per-sample seeded sampler ([`strategy`], [`seed`]), recording per-token traces
+//! ([`record`]); [`report`] writes the outputs.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod record;
+pub mod report;
+pub mod runner;
+pub mod seed;
+pub mod stats;
+pub mod metrics;
+pub mod strategy;

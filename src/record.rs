@@ -1,0 +1,100 @@
+//! The sample record: one generated sample with its per-token trace, as stored one per line in
+//! `samples.jsonl`. Timing fields (`trace.forward_ms`, `trace.sampler_us`, `timing`) are the
+//! only ones allowed to differ between two runs of the same experiment.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    pub model: String,
+    pub prompt_id: String,
+    pub strategy: String,
+    pub kind: String,
+    pub params: serde_json::Value,
+    pub sample_index: usize,
+    pub seed: u64,
+    /// "ok" or "failed".
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub prompt: String,
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub token_ids: Vec<u32>,
+    /// "eos", "stop_string", "max_tokens", "context" or "error".
+    pub stop_reason: String,
+    pub trace: Trace,
+    pub timing: Timing,
+}
+
+/// Per-token trace, one entry per generated token (struct of arrays, compact in JSON).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    /// Entropy of the unmodified next-token distribution (nats).
+    pub entropy: Vec<f32>,
+    /// Varentropy of the unmodified distribution (nats²).
+    pub varentropy: Vec<f32>,
+    /// Effective temperature (0 = greedy step).
+    pub temperature: Vec<f32>,
+    /// Entropy of the distribution actually sampled from (nats).
+    pub final_entropy: Vec<f32>,
+    /// Candidates with non-zero final probability.
+    pub kept: Vec<u32>,
+    /// ln p of the chosen token under the unmodified distribution.
+    pub logprob: Vec<f32>,
+    /// p of the chosen token under the final distribution.
+    pub p_final: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<Vec<f32>>,
+    /// Wall time of the forward pass that consumed each token (the last token is not fed).
+    pub forward_ms: Vec<f32>,
+    /// Wall time of the sampler (apply + draw + accept) for each token.
+    pub sampler_us: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// The prompt's prefill, shared by every sample of the prompt (reported on each).
+    pub prefill_ms: f64,
+    pub total_ms: f64,
+}
+
+impl SampleRecord {
+    /// Identity of a sample within an experiment.
+    pub fn key(&self) -> (String, String, String, usize) {
+        (self.model.clone(), self.prompt_id.clone(), self.strategy.clone(), self.sample_index)
+    }
+
+    /// The record with every timing field cleared, for reproducibility comparisons.
+    pub fn without_timing(&self) -> SampleRecord {
+        let mut r = self.clone();
+        r.trace.forward_ms.clear();
+        r.trace.sampler_us.clear();
+        r.timing = Timing::default();
+        r
+    }
+
+    pub fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
+pub fn mean(v: &[f32]) -> Option<f64> {
+    if v.is_empty() {
+        None
+    } else {
+        Some(v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64)
+    }
+}
+
+pub fn median(v: &[f32]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s: Vec<f64> = v.iter().map(|&x| x as f64).collect();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    Some(if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) })
+}

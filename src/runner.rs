@@ -1,0 +1,558 @@
+//! Drives an experiment: for each model, each prompt (one shared prefill), each strategy and
+//! sample, generate with the sample's own seeded RNG, time the forward pass and the sampler
+//! separately, and append each finished sample to `samples.jsonl` at once (fsync per cell), so
+//! a crash keeps what finished and a re-run resumes. At the end the records are rewritten in
+//! canonical order with `samples.csv`, `manifest.json` and the statistics.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::config::{Experiment, Prompt};
+use crate::engine::{self, LanguageModel, LoadedModel};
+use crate::record::{SampleRecord, Timing, Trace};
+use crate::report::{self, JsonlAppender};
+use crate::strategy::{self, ProcSpec, Sampler, StrategySpec};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    /// Move an existing results folder aside and start over.
+    pub fresh: bool,
+    pub cuda: bool,
+    /// Show an interactive progress bar (default: when stderr is a terminal).
+    pub progress: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub out_dir: PathBuf,
+    pub samples_total: usize,
+    pub samples_run: usize,
+    pub samples_resumed: usize,
+    pub samples_failed: usize,
+    pub tokens_generated: usize,
+    pub generate_seconds: f64,
+    pub interrupted: bool,
+}
+
+/// Set by the Ctrl-C handler; the runner stops after the current step.
+pub fn stop_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false))).clone()
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub declab_version: String,
+    pub git_commit: Option<String>,
+    pub experiment: String,
+    pub config_file: String,
+    pub config_sha256: String,
+    pub resolved_config: serde_json::Value,
+    pub seed: u64,
+    pub models: Vec<ModelInfo>,
+    pub threads: usize,
+    pub host_cpu: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub samples_total: usize,
+    pub samples_done: usize,
+    pub samples_failed: usize,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub gguf: String,
+    pub gguf_sha256: String,
+    pub tokenizer: String,
+    pub tokenizer_sha256: String,
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub load_ms: f64,
+}
+
+pub fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// A hash of what determines the samples (the resolved config), used to refuse resuming a folder
+/// written by a different configuration.
+pub fn config_hash(exp: &Experiment) -> String {
+    use sha2::{Digest, Sha256};
+    let mut v = serde_json::to_value(exp).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("source");
+        o.remove("source_sha256");
+        o.remove("description");
+    }
+    crate::config::hex(&Sha256::digest(serde_json::to_vec(&v).unwrap_or_default()))
+}
+
+/// Exclusive lock on a results folder; a lock left by a dead process is replaced.
+pub struct DirLock {
+    path: PathBuf,
+}
+
+impl DirLock {
+    pub fn acquire(dir: &Path) -> Result<DirLock> {
+        let path = dir.join(".lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id())?;
+                    return Ok(DirLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
+                    let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists() && p != std::process::id());
+                    if alive {
+                        bail!(
+                            "{} is in use by another declab run (pid {}); wait for it, or use another --out",
+                            dir.display(),
+                            pid.unwrap_or(0)
+                        );
+                    }
+                    std::fs::remove_file(&path).ok();
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", path.display())),
+            }
+        }
+        bail!("cannot take the lock {}", path.display())
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn git_commit() -> Option<String> {
+    option_env!("DECLAB_GIT_COMMIT").filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// Prepare the output folder: refuse a folder written by another config (unless `fresh`), move
+/// it aside when `fresh`, and return the records already there.
+fn prepare_out_dir(exp: &Experiment, opts: &RunOptions, hash: &str) -> Result<Vec<SampleRecord>> {
+    let dir = &opts.out_dir;
+    let manifest_path = dir.join("manifest.json");
+    let samples_path = dir.join("samples.jsonl");
+    if dir.exists() && opts.fresh && (manifest_path.exists() || samples_path.exists()) {
+        let aside = PathBuf::from(format!("{}.old-{}", dir.display(), chrono::Utc::now().format("%Y%m%dT%H%M%S")));
+        std::fs::rename(dir, &aside).with_context(|| format!("cannot move {} aside", dir.display()))?;
+        eprintln!("declab: moved the previous results to {}", aside.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create results folder {}", dir.display()))?;
+    if manifest_path.exists() {
+        let m: Manifest = serde_json::from_slice(&std::fs::read(&manifest_path)?)
+            .with_context(|| format!("{} is not a declab manifest; use --fresh to start over", manifest_path.display()))?;
+        if m.config_sha256 != hash {
+            bail!(
+                "{} was written by a different configuration of {:?} (config hash {} != {}).\n\
+                 Re-run with --fresh to move the old results aside and start over, or choose another --out.",
+                dir.display(),
+                exp.name,
+                &m.config_sha256[..12.min(m.config_sha256.len())],
+                &hash[..12]
+            );
+        }
+    }
+    if samples_path.exists() {
+        let read = report::read_samples(&samples_path)?;
+        if read.dropped_torn_line {
+            eprintln!("declab: dropped a torn last line in {} (an interrupted write)", samples_path.display());
+            report::write_atomic(&samples_path, &report::jsonl_bytes(&read.records)?)?;
+        }
+        return Ok(read.records);
+    }
+    Ok(Vec::new())
+}
+
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+    done: usize,
+    tokens: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize, already: usize, interactive: bool) -> Self {
+        let bar = interactive.then(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} samples {msg} (ETA {eta})")
+                    .expect("valid template"),
+            );
+            b.set_position(already as u64);
+            b
+        });
+        Progress { bar, total, done: already, tokens: 0, started: Instant::now() }
+    }
+
+    fn sample_done(&mut self, tokens: usize) {
+        self.done += 1;
+        self.tokens += tokens;
+        if let Some(b) = &self.bar {
+            b.set_position(self.done as u64);
+            b.set_message(format!("{:.1} tok/s", self.tokens as f64 / self.started.elapsed().as_secs_f64()));
+        }
+    }
+
+    fn cell_done(&self, label: &str) {
+        if self.bar.is_none() {
+            let secs = self.started.elapsed().as_secs_f64();
+            eprintln!("declab: [{}/{} samples] {label} ({:.1} tok/s, {:.0} s elapsed)", self.done, self.total, self.tokens as f64 / secs.max(1e-9), secs);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Check runtime-only constraints that need the model (vocabulary size).
+fn check_against_model(exp: &Experiment, model: &LoadedModel) -> Result<()> {
+    let ln_v = (model.vocab_size as f64).ln();
+    fn walk(p: &[ProcSpec], ln_v: f64, sid: &str) -> Result<()> {
+        for s in p {
+            match s {
+                ProcSpec::TargetEntropy { target_nats, .. } if *target_nats > ln_v => {
+                    bail!(crate::error::ConfigError::new(
+                        Path::new("strategies"),
+                        vec![format!("strategy {sid}: target entropy {target_nats:.3} nats exceeds ln V = {ln_v:.3} for this model's vocabulary; allowed: 0..={ln_v:.3}")]
+                    ))
+                }
+                ProcSpec::EntropySwitch { low, mid, high, .. } => {
+                    walk(low, ln_v, sid)?;
+                    walk(mid, ln_v, sid)?;
+                    walk(high, ln_v, sid)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    for s in &exp.strategies {
+        walk(&s.processors, ln_v, &s.id)?;
+    }
+    Ok(())
+}
+
+/// Everything needed to generate one sample.
+pub struct GenerateArgs<'a> {
+    pub model: &'a LoadedModel,
+    pub prefilled: &'a dyn LanguageModel,
+    pub first_logits: &'a [f32],
+    pub prompt_ids: &'a [u32],
+    pub max_new_tokens: usize,
+    pub stop: &'a [String],
+    pub seed: u64,
+    pub stop_flag: &'a AtomicBool,
+}
+
+pub struct Generated {
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    pub stop_reason: String,
+    pub trace: Trace,
+    pub error: Option<String>,
+}
+
+/// Generate one sample from a prefilled model state.
+pub fn generate(args: &GenerateArgs, strategy: &StrategySpec) -> Result<Generated> {
+    let mut model = args.prefilled.fork();
+    let mut sampler = Sampler::new(strategy::build(&strategy.processors, args.model.vocab_size));
+    sampler.reset(args.prompt_ids);
+    let mut rng = crate::seed::rng(args.seed);
+    let mut trace = Trace::default();
+    let mut ids: Vec<u32> = Vec::new();
+    let mut logits = args.first_logits.to_vec();
+    let mut pos = args.prompt_ids.len();
+    let mut stop_reason = "max_tokens".to_string();
+    let mut text_cut: Option<String> = None;
+    let mut error = None;
+    let tracks_branch = strategy.processors.iter().any(|p| matches!(p, ProcSpec::EntropySwitch { .. }));
+    let tracks_controller = strategy.processors.iter().any(|p| {
+        matches!(p, ProcSpec::TargetEntropy { .. } | ProcSpec::Mirostat { .. } | ProcSpec::Dynatemp { .. } | ProcSpec::Edt { .. } | ProcSpec::EntropySwitch { .. })
+    });
+    for i in 0..args.max_new_tokens {
+        if args.stop_flag.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        let t0 = Instant::now();
+        let step = match sampler.sample(&logits, &mut rng) {
+            Ok(s) => s,
+            Err(e) => {
+                error = Some(format!("step {i}: {e}"));
+                stop_reason = "error".into();
+                break;
+            }
+        };
+        trace.sampler_us.push((t0.elapsed().as_secs_f64() * 1e6) as f32);
+        trace.entropy.push(step.entropy_nats as f32);
+        trace.varentropy.push(step.varentropy_nats2 as f32);
+        trace.temperature.push(step.temperature as f32);
+        trace.final_entropy.push(step.final_entropy_nats as f32);
+        trace.kept.push(step.kept);
+        trace.logprob.push(step.logprob as f32);
+        trace.p_final.push(step.p_final as f32);
+        if tracks_branch {
+            trace.branch.get_or_insert_with(Vec::new).push(step.branch.unwrap_or("").to_string());
+        }
+        if tracks_controller {
+            trace.controller.get_or_insert_with(Vec::new).push(step.controller.map(|c| c as f32).unwrap_or(f32::NAN));
+        }
+        ids.push(step.token);
+        if args.model.eos_ids.contains(&step.token) {
+            stop_reason = "eos".into();
+            break;
+        }
+        if !args.stop.is_empty() {
+            let text = args.model.decode(&ids)?;
+            if let Some(cut) = args.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text_cut = Some(text[..cut].to_string());
+                stop_reason = "stop_string".into();
+                break;
+            }
+        }
+        if i + 1 == args.max_new_tokens {
+            break;
+        }
+        if pos + 1 >= args.model.context_length {
+            stop_reason = "context".into();
+            break;
+        }
+        let t1 = Instant::now();
+        logits = model.forward(&[step.token], pos)?;
+        trace.forward_ms.push((t1.elapsed().as_secs_f64() * 1e3) as f32);
+        pos += 1;
+    }
+    let text = match text_cut {
+        Some(t) => t,
+        None => args.model.decode(&ids)?,
+    };
+    Ok(Generated { token_ids: ids, text, stop_reason, trace, error })
+}
+
+/// Run an experiment into `opts.out_dir`.
+pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
+    let hash = config_hash(exp);
+    let existing = prepare_out_dir(exp, opts, &hash)?;
+    let _lock = DirLock::acquire(&opts.out_dir)?;
+    let samples_path = opts.out_dir.join("samples.jsonl");
+    let done: HashSet<(String, String, String, usize)> = existing.iter().map(|r| r.key()).collect();
+    let resumed = done.len();
+    if resumed > 0 {
+        eprintln!("declab: resuming {}: {} of {} samples already done", opts.out_dir.display(), resumed, exp.total_samples());
+    }
+    let started_at = now();
+    let mut manifest = Manifest {
+        declab_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: git_commit(),
+        experiment: exp.name.clone(),
+        config_file: exp.source.display().to_string(),
+        config_sha256: hash.clone(),
+        resolved_config: serde_json::to_value(exp)?,
+        seed: exp.seed,
+        models: vec![],
+        threads: candle_core::utils::get_num_threads(),
+        host_cpu: host_cpu(),
+        started_at,
+        finished_at: None,
+        status: "running".into(),
+        samples_total: exp.total_samples(),
+        samples_done: resumed,
+        samples_failed: existing.iter().filter(|r| !r.ok()).count(),
+    };
+    let manifest_path = opts.out_dir.join("manifest.json");
+    report::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+
+    let device = engine::device(opts.cuda)?;
+    let mut out = JsonlAppender::open(&samples_path)?;
+    let interactive = opts.progress.unwrap_or_else(|| std::io::stderr().is_terminal());
+    let mut progress = Progress::new(exp.total_samples(), resumed, interactive);
+    let stop = stop_flag();
+    let mut summary = RunSummary {
+        out_dir: opts.out_dir.clone(),
+        samples_total: exp.total_samples(),
+        samples_run: 0,
+        samples_resumed: resumed,
+        samples_failed: manifest.samples_failed,
+        tokens_generated: 0,
+        generate_seconds: 0.0,
+        interrupted: false,
+    };
+    let gen_start = Instant::now();
+    'models: for mspec in &exp.models {
+        let pending_model = exp.prompts.iter().any(|p| pending_for_prompt(exp, &done, &mspec.id, p));
+        let model = engine::load(mspec, &device).with_context(|| format!("loading model {:?}", mspec.id))?;
+        manifest.models.push(ModelInfo {
+            id: mspec.id.clone(),
+            gguf: mspec.gguf.display().to_string(),
+            gguf_sha256: model.gguf_sha256.clone(),
+            tokenizer: mspec.tokenizer.display().to_string(),
+            tokenizer_sha256: model.tokenizer_sha256.clone(),
+            architecture: model.architecture.clone(),
+            vocab_size: model.vocab_size,
+            context_length: model.context_length,
+            load_ms: model.load_ms,
+        });
+        check_against_model(exp, &model)?;
+        if !pending_model {
+            continue;
+        }
+        for prompt in &exp.prompts {
+            if !pending_for_prompt(exp, &done, &mspec.id, prompt) {
+                continue;
+            }
+            let prompt_ids = model.encode(&prompt.text)?;
+            if prompt_ids.len() + exp.max_new_tokens > model.context_length {
+                bail!(
+                    "prompt {:?} has {} tokens; with max_new_tokens {} it exceeds the context length {} of model {:?}",
+                    prompt.id,
+                    prompt_ids.len(),
+                    exp.max_new_tokens,
+                    model.context_length,
+                    mspec.id
+                );
+            }
+            let mut prefilled = model.model.fork();
+            let t0 = Instant::now();
+            let first_logits = prefilled.forward(&prompt_ids, 0).with_context(|| format!("prefill of prompt {:?}", prompt.id))?;
+            let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+            for strat in &exp.strategies {
+                let mut wrote = false;
+                for idx in 0..exp.samples {
+                    let key = (mspec.id.clone(), prompt.id.clone(), strat.id.clone(), idx);
+                    if done.contains(&key) {
+                        continue;
+                    }
+                    let seed = crate::seed::sample_seed(exp.seed, &mspec.id, &prompt.id, &strat.id, idx);
+                    let args = GenerateArgs {
+                        model: &model,
+                        prefilled: prefilled.as_ref(),
+                        first_logits: &first_logits,
+                        prompt_ids: &prompt_ids,
+                        max_new_tokens: exp.max_new_tokens,
+                        stop: &exp.stop,
+                        seed,
+                        stop_flag: &stop,
+                    };
+                    let t = Instant::now();
+                    let g = match generate(&args, strat) {
+                        Ok(g) => g,
+                        Err(e) if stop.load(Ordering::Relaxed) => {
+                            let _ = e;
+                            summary.interrupted = true;
+                            break 'models;
+                        }
+                        Err(e) => return Err(e).with_context(|| format!("generating {}/{}/{} sample {idx}", mspec.id, prompt.id, strat.id)),
+                    };
+                    let rec = record(exp, &mspec.id, prompt, strat, idx, seed, &prompt_ids, g, prefill_ms, t.elapsed().as_secs_f64() * 1e3);
+                    if !rec.ok() {
+                        summary.samples_failed += 1;
+                        eprintln!("declab: sample failed: {}/{}/{} #{idx}: {}", rec.model, rec.prompt_id, rec.strategy, rec.error.as_deref().unwrap_or(""));
+                    }
+                    summary.tokens_generated += rec.token_ids.len();
+                    progress.sample_done(rec.token_ids.len());
+                    out.append(&rec)?;
+                    wrote = true;
+                    summary.samples_run += 1;
+                }
+                if wrote {
+                    out.sync()?;
+                    progress.cell_done(&format!("{} / {} / {}", mspec.id, prompt.id, strat.id));
+                }
+            }
+        }
+    }
+    out.sync()?;
+    progress.finish();
+    summary.generate_seconds = gen_start.elapsed().as_secs_f64();
+
+    // canonical order and derived files
+    let mut records = report::read_samples(&samples_path)?.records;
+    sort_canonical(exp, &mut records);
+    let complete = records.len() == exp.total_samples() && !summary.interrupted;
+    report::write_atomic(&samples_path, &report::jsonl_bytes(&records)?)?;
+    report::write_atomic(&opts.out_dir.join("samples.csv"), &report::csv_out::samples_csv(&records)?)?;
+    manifest.samples_done = records.len();
+    manifest.samples_failed = records.iter().filter(|r| !r.ok()).count();
+    manifest.finished_at = Some(now());
+    manifest.status = if complete { "complete".into() } else { "incomplete".into() };
+    report::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    Ok(summary)
+}
+
+fn pending_for_prompt(exp: &Experiment, done: &HashSet<(String, String, String, usize)>, model: &str, prompt: &Prompt) -> bool {
+    exp.strategies
+        .iter()
+        .any(|s| (0..exp.samples).any(|i| !done.contains(&(model.to_string(), prompt.id.clone(), s.id.clone(), i))))
+}
+
+/// Order: model, prompt, strategy (as declared), sample index.
+pub fn sort_canonical(exp: &Experiment, records: &mut [SampleRecord]) {
+    let pos = |list: Vec<&String>, x: &String| list.iter().position(|y| *y == x).unwrap_or(usize::MAX);
+    records.sort_by_key(|r| {
+        (
+            pos(exp.models.iter().map(|m| &m.id).collect(), &r.model),
+            pos(exp.prompts.iter().map(|p| &p.id).collect(), &r.prompt_id),
+            pos(exp.strategies.iter().map(|s| &s.id).collect(), &r.strategy),
+            r.sample_index,
+        )
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    _exp: &Experiment,
+    model: &str,
+    prompt: &Prompt,
+    strat: &StrategySpec,
+    idx: usize,
+    seed: u64,
+    prompt_ids: &[u32],
+    g: Generated,
+    prefill_ms: f64,
+    total_ms: f64,
+) -> SampleRecord {
+    SampleRecord {
+        model: model.to_string(),
+        prompt_id: prompt.id.clone(),
+        strategy: strat.id.clone(),
+        kind: strat.kind.clone(),
+        params: strat.params.clone(),
+        sample_index: idx,
+        seed,
+        status: if g.error.is_some() { "failed".into() } else { "ok".into() },
+        error: g.error,
+        prompt: prompt.text.clone(),
+        text: g.text,
+        prompt_tokens: prompt_ids.len(),
+        token_ids: g.token_ids,
+        stop_reason: g.stop_reason,
+        trace: g.trace,
+        timing: Timing { prefill_ms, total_ms },
+    }
+}

@@ -1,0 +1,64 @@
+//! `dynatemp`: llama.cpp's entropy-scaled temperature (`llama_sampler_temp_ext`, kalomaze's
+//! koboldcpp PR #600 / llama.cpp PR #4972):
+//! T_min = max(0, T - range), T_max = T + range; H = entropy (nats) of the current candidates,
+//! normalised by ln(#candidates); T_dyn = T_min + (T_max - T_min)·(H/H_max)^exponent; then
+//! logits /= T_dyn. range <= 0 is plain temperature. As in llama.cpp, the entropy is measured on
+//! the candidates that survive earlier truncation (temperature runs last in llama.cpp's chain);
+//! with a single candidate nothing is scaled. T_dyn = 0 is greedy. No sort: one softmax pass.
+
+use super::kernels::Candidates;
+use super::temperature::apply_temperature;
+use super::{Effect, Processor, Scratch, StepCtx};
+
+#[derive(Debug)]
+pub struct DynaTemp {
+    pub temperature: f64,
+    pub range: f64,
+    pub exponent: f64,
+}
+
+impl Processor for DynaTemp {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, s: &mut Scratch) -> Effect {
+        if self.range <= 0.0 {
+            return apply_temperature(cands, self.temperature);
+        }
+        if cands.len() <= 1 {
+            return Effect::default();
+        }
+        let t_min = (self.temperature - self.range).max(0.0);
+        let t_max = self.temperature + self.range;
+        let h = cands.softmax_into(&mut s.probs).entropy_nats;
+        let h_max = (cands.len() as f64).ln();
+        let h_norm = (h / h_max).clamp(0.0, 1.0);
+        let t = t_min + (t_max - t_min) * h_norm.powf(self.exponent);
+        let mut e = apply_temperature(cands, t);
+        e.controller = Some(t);
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::testutil::*;
+    use crate::strategy::Sampler;
+
+    #[test]
+    fn temperature_follows_normalised_entropy() {
+        let l = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
+        // H = 1.142120, H_max = ln 4 = 1.386294, H_norm = 0.823865
+        // T = 0.5 + (1.5 - 0.5) * 0.823865 = 1.323865
+        let mut s = Sampler::new(Box::new(DynaTemp { temperature: 1.0, range: 0.5, exponent: 1.0 }));
+        let d = s.final_distribution(&l).unwrap();
+        assert!((d.temperature - 1.323865).abs() < 1e-5, "{}", d.temperature);
+        assert_close(&d.probs, &softmax_subset(&l, &[0, 1, 2, 3], 1.323865), 1e-5);
+    }
+
+    #[test]
+    fn uniform_gets_max_temperature_and_range_zero_is_plain() {
+        let mut s = Sampler::new(Box::new(DynaTemp { temperature: 1.0, range: 0.5, exponent: 2.0 }));
+        assert!((s.final_distribution(&[0.0; 4]).unwrap().temperature - 1.5).abs() < 1e-9);
+        let mut s = Sampler::new(Box::new(DynaTemp { temperature: 0.7, range: 0.0, exponent: 1.0 }));
+        assert!((s.final_distribution(&[1.0, 0.0]).unwrap().temperature - 0.7).abs() < 1e-12);
+    }
+}

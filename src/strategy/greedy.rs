@@ -1,0 +1,44 @@
+//! `greedy`: keep only the argmax. Ties go to the lowest token id (llama.cpp's greedy scans
+//! with strict `>`, so its first maximum is also the lowest id on a full vocabulary).
+
+use super::kernels::Candidates;
+use super::{Effect, Processor, Scratch, StepCtx};
+
+#[derive(Debug, Default)]
+pub struct Greedy;
+
+/// Shrink `cands` to its argmax (lowest id on ties).
+pub fn keep_argmax(cands: &mut Candidates) {
+    if let Some(best) = cands.argmax_position() {
+        let (id, l) = (cands.ids[best], cands.logits[best]);
+        cands.ids.clear();
+        cands.logits.clear();
+        cands.ids.push(id);
+        cands.logits.push(l);
+        cands.sorted_by_id = true;
+    }
+}
+
+impl Processor for Greedy {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
+        keep_argmax(cands);
+        Effect::temperature(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::testutil::final_probs;
+
+    #[test]
+    fn lowest_id_wins_ties() {
+        assert_eq!(final_probs(Box::new(Greedy), &[1.0, 3.0, 3.0, -1.0]), vec![0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn single_finite_logit() {
+        let l = [f32::NEG_INFINITY, f32::NEG_INFINITY, -5.0];
+        assert_eq!(final_probs(Box::new(Greedy), &l), vec![0.0, 0.0, 1.0]);
+    }
+}

@@ -1,0 +1,160 @@
+//! `mirostat` (Basu et al., ICLR 2021) with llama.cpp semantics (`llama_sampler_mirostat*`):
+//! temperature first (llama.cpp's common chain is temp → mirostat), mu starts at 2·tau (and on
+//! reset); surprise = -log2 p of the drawn token under the truncated, renormalised
+//! distribution; mu ← mu - eta·(surprise - tau).
+//!
+//! * v2: keep tokens with -log2 p <= mu (at least the top one). llama.cpp sorts and cuts at the
+//!   first token above mu; the kept set is identical, so no sort is needed here.
+//! * v1: estimate the Zipf exponent s from the top m = 100 probabilities
+//!   (s = Σ t_i b_i / Σ t_i², t_i = ln((i+2)/(i+1)), b_i = ln(p_i / p_{i+1}), i < m-1),
+//!   k = ((s-1)·2^mu / (1 - V^-(s-1)))^(1/s) with V the model's vocabulary size, then keep the
+//!   top max(k, 1) tokens (exactly k; ties broken by lower id).
+//!
+//! Differences from the paper's code (basusourya/mirostat): it uses tau = 3, eta = 1, n = 50000
+//! as V, k = round(k) + 1 and the surprise of the *untruncated* probability; declab follows
+//! llama.cpp (tau 5, eta 0.1, the real V, int(k), renormalised surprise).
+
+use super::greedy::keep_argmax;
+use super::kernels::{visit_in_key_order, Candidates};
+use super::temperature::apply_temperature;
+use super::{Accepted, Effect, Processor, Scratch, StepCtx};
+
+#[derive(Debug)]
+pub struct Mirostat {
+    pub version: u8,
+    pub tau: f64,
+    pub eta: f64,
+    pub temperature: f64,
+    pub m: usize,
+    mu: f64,
+    applied: bool,
+}
+
+impl Mirostat {
+    pub fn new(version: u8, tau: f64, eta: f64, temperature: f64) -> Self {
+        Mirostat { version, tau, eta, temperature, m: 100, mu: 2.0 * tau, applied: false }
+    }
+
+    fn apply_v2(&self, cands: &mut Candidates, s: &mut Scratch) {
+        cands.softmax_into(&mut s.probs);
+        let threshold = (-self.mu).exp2();
+        let p_max = s.probs.iter().cloned().fold(0.0, f64::max);
+        if p_max < threshold {
+            keep_argmax(cands);
+        } else {
+            let probs = &s.probs;
+            cands.retain(|i, _| probs[i] >= threshold);
+        }
+    }
+
+    fn apply_v1(&self, cands: &mut Candidates, s: &mut Scratch, vocab: usize) {
+        cands.softmax_into(&mut s.probs);
+        s.keys.clear();
+        s.keys.extend(s.probs.iter().map(|&p| -p));
+        let n = cands.len();
+        let mut top: Vec<usize> = Vec::with_capacity(self.m);
+        visit_in_key_order(&s.keys, &cands.ids, &mut s.order, |pos| {
+            top.push(pos);
+            top.len() < self.m
+        });
+        let (mut sum_tb, mut sum_tt) = (0.0f64, 0.0f64);
+        let mut i = 0;
+        while i + 1 < self.m && i + 1 < top.len() {
+            let t_i = ((i + 2) as f64 / (i + 1) as f64).ln();
+            let b_i = (s.probs[top[i]] / s.probs[top[i + 1]]).ln();
+            sum_tb += t_i * b_i;
+            sum_tt += t_i * t_i;
+            i += 1;
+        }
+        let s_hat = sum_tb / sum_tt;
+        let eps_hat = s_hat - 1.0;
+        let k = ((eps_hat * self.mu.exp2()) / (1.0 - (vocab as f64).powf(-eps_hat))).powf(1.0 / s_hat);
+        let k = if k.is_finite() { (k as usize).clamp(1, n) } else { n };
+        if k >= n {
+            return;
+        }
+        if k <= top.len() {
+            top.truncate(k);
+        } else {
+            top.clear();
+            visit_in_key_order(&s.keys, &cands.ids, &mut s.order, |pos| {
+                top.push(pos);
+                top.len() < k
+            });
+        }
+        cands.keep_positions(&top, &mut s.ids, &mut s.logits);
+    }
+}
+
+impl Processor for Mirostat {
+    fn apply(&mut self, cands: &mut Candidates, ctx: &StepCtx, s: &mut Scratch) -> Effect {
+        let mut e = apply_temperature(cands, self.temperature);
+        if cands.len() > 1 {
+            if self.version == 1 {
+                self.apply_v1(cands, s, ctx.vocab_size);
+            } else {
+                self.apply_v2(cands, s);
+            }
+        }
+        self.applied = true;
+        e.controller = Some(self.mu);
+        e
+    }
+
+    fn accept(&mut self, a: &Accepted) {
+        if std::mem::take(&mut self.applied) {
+            let surprise = -a.p_final.max(f64::MIN_POSITIVE).log2();
+            self.mu -= self.eta * (surprise - self.tau);
+        }
+    }
+
+    fn reset(&mut self, _prompt: &[u32]) {
+        self.mu = 2.0 * self.tau;
+        self.applied = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::testutil::*;
+    use crate::strategy::Sampler;
+    use rand::SeedableRng;
+
+    #[test]
+    fn v2_keeps_tokens_below_mu_and_updates_mu() {
+        // p = (.5,.3,.15,.05): surprise bits (1, 1.737, 2.737, 4.322); tau=1 -> mu=2
+        let l = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
+        let mut s = Sampler::new(Box::new(Mirostat::new(2, 1.0, 0.5, 1.0)));
+        let d = s.final_distribution(&l).unwrap();
+        assert_close(&d.probs, &[0.625, 0.375, 0.0, 0.0], 1e-6);
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let step = s.sample(&l, &mut rng).unwrap();
+        assert_eq!(step.controller, Some(2.0));
+        let p = if step.token == 0 { 0.625f64 } else { 0.375 };
+        let mu = 2.0 - 0.5 * (-p.log2() - 1.0);
+        let next = s.sample(&l, &mut rng).unwrap();
+        assert!((next.controller.unwrap() - mu).abs() < 1e-6);
+        s.reset(&[]);
+        assert_eq!(s.sample(&l, &mut rng).unwrap().controller, Some(2.0));
+    }
+
+    #[test]
+    fn v2_keeps_top_token_when_all_exceed_mu() {
+        let l = [0.0f32; 8]; // each token has 3 bits of surprise; tau small -> mu < 3
+        let p = final_probs(Box::new(Mirostat::new(2, 0.5, 0.1, 1.0)), &l);
+        assert_close(&p, &[1.0, 0., 0., 0., 0., 0., 0., 0.], 0.0);
+    }
+
+    #[test]
+    fn v1_zipf_estimate_gives_expected_k() {
+        // exact Zipf with s = 2: p_i ∝ 1/i²; s_hat must be 2, eps 1
+        let v = 1000usize;
+        let l: Vec<f32> = (1..=v).map(|i| -2.0 * (i as f32).ln()).collect();
+        // mu = 6 -> k = (1·64/(1-1/1000))^(1/2) = 8.004
+        let mut s = Sampler::new(Box::new(Mirostat::new(1, 3.0, 0.1, 1.0)));
+        let d = s.final_distribution(&l).unwrap();
+        assert_eq!(d.kept, 8);
+        assert!(d.probs[..8].iter().all(|&p| p > 0.0));
+    }
+}

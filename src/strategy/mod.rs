@@ -1,0 +1,319 @@
+//! Decoding strategies: the per-sample, stateful samplers declab compares.
+//!
+//! The protocol follows llama.cpp's sampler chain: every processor has `apply` (rewrite the
+//! candidate set), `accept` (observe the chosen token) and `reset` (start a new sample). A
+//! [`Chain`] is itself a processor. A [`Sampler`] wraps one processor tree with the terminal
+//! categorical draw and produces per-step diagnostics ([`StepInfo`]).
+//!
+//! No I/O here, and no RNG of its own: the caller passes the sample's seeded ChaCha stream.
+//! No processor sorts the whole vocabulary (Gemma's is 262,144 tokens); selections use
+//! windowed `select_nth_unstable` (see [`kernels::visit_in_key_order`]).
+
+pub mod kernels;
+mod chain;
+mod dynatemp;
+mod edt;
+mod entropy_switch;
+mod greedy;
+mod mirostat;
+mod epsilon;
+mod min_p;
+mod repetition;
+mod spec;
+mod target_entropy;
+mod temperature;
+mod top_k;
+mod top_n_sigma;
+mod top_p;
+mod typical;
+
+pub use chain::Chain;
+pub use spec::{build, ProcSpec, StrategySpec, TargetMode, TargetSignal, Unit};
+pub use target_entropy::solve_temperature;
+
+use kernels::{Candidates, DistStats};
+use rand::Rng;
+use rand_chacha::ChaCha20Rng;
+
+/// What one processor did at a step, beyond shrinking the candidate set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Effect {
+    /// Temperature the processor divided the logits by (multiplied along a chain).
+    pub temperature: Option<f64>,
+    /// Branch taken by a switching strategy.
+    pub branch: Option<&'static str>,
+    /// Controller state (mirostat's mu in bits, a feedback controller's temperature, ...).
+    pub controller: Option<f64>,
+}
+
+impl Effect {
+    pub fn temperature(t: f64) -> Self {
+        Effect { temperature: Some(t), ..Default::default() }
+    }
+
+    /// Combine the effect of a later processor into this one.
+    pub fn then(mut self, later: Effect) -> Self {
+        self.temperature = match (self.temperature, later.temperature) {
+            (Some(a), Some(b)) => Some(a * b),
+            (a, b) => a.or(b),
+        };
+        self.branch = later.branch.or(self.branch);
+        self.controller = later.controller.or(self.controller);
+        self
+    }
+}
+
+/// Read-only facts about the current step that processors may use.
+#[derive(Debug, Clone, Copy)]
+pub struct StepCtx<'a> {
+    /// The model's unmodified logits for this step.
+    pub logits: &'a [f32],
+    /// Entropy/varentropy of the unmodified distribution.
+    pub base: DistStats,
+    pub vocab_size: usize,
+}
+
+/// What the chain's processors learn about the token that was drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    pub token: u32,
+    /// Probability of the token under the final (sampled-from) distribution.
+    pub p_final: f64,
+    /// Probability of the token under the unmodified distribution.
+    pub p_base: f64,
+    /// Entropy (nats) of the final distribution.
+    pub final_entropy_nats: f64,
+}
+
+/// A logits processor (llama.cpp's `llama_sampler_i` without the terminal draw).
+pub trait Processor: Send {
+    /// Rewrite the candidate set in place.
+    fn apply(&mut self, cands: &mut Candidates, ctx: &StepCtx, scratch: &mut Scratch) -> Effect;
+    /// Observe the chosen token (after the draw).
+    fn accept(&mut self, _accepted: &Accepted) {}
+    /// Forget per-sample state; `prompt` holds the prompt's token ids.
+    fn reset(&mut self, _prompt: &[u32]) {}
+}
+
+/// Reusable buffers shared by processors within one step.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    pub probs: Vec<f64>,
+    pub keys: Vec<f64>,
+    pub order: Vec<usize>,
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+}
+
+/// Per-step diagnostics recorded in the traces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInfo {
+    pub token: u32,
+    /// Entropy of the model's unmodified distribution (nats).
+    pub entropy_nats: f64,
+    /// Varentropy of the unmodified distribution (nats²).
+    pub varentropy_nats2: f64,
+    /// Product of the temperatures applied; 0 when the step was greedy; 1 when none.
+    pub temperature: f64,
+    /// Entropy of the distribution actually sampled from (nats).
+    pub final_entropy_nats: f64,
+    /// Candidates with non-zero final probability.
+    pub kept: u32,
+    /// ln p of the chosen token under the unmodified distribution.
+    pub logprob: f64,
+    /// p of the chosen token under the final distribution.
+    pub p_final: f64,
+    pub branch: Option<&'static str>,
+    pub controller: Option<f64>,
+}
+
+impl StepInfo {
+    pub fn p_base(&self) -> f64 {
+        self.logprob.exp()
+    }
+}
+
+/// Why a step could not be sampled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SampleError {
+    #[error("the logits contain NaN at token {0}")]
+    NanLogit(usize),
+    #[error("the logits contain +infinity at token {0}")]
+    InfiniteLogit(usize),
+    #[error("every logit is -infinity: no token can be sampled")]
+    NoCandidate,
+    #[error("the logits are empty")]
+    Empty,
+}
+
+/// Check logits at the boundary: NaN and +inf are rejected, -inf means "masked".
+pub fn check_logits(logits: &[f32]) -> Result<(), SampleError> {
+    if logits.is_empty() {
+        return Err(SampleError::Empty);
+    }
+    let mut any_finite = false;
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_nan() {
+            return Err(SampleError::NanLogit(i));
+        }
+        if l == f32::INFINITY {
+            return Err(SampleError::InfiniteLogit(i));
+        }
+        any_finite |= l > f32::NEG_INFINITY;
+    }
+    if any_finite {
+        Ok(())
+    } else {
+        Err(SampleError::NoCandidate)
+    }
+}
+
+/// The final distribution at one step, for inspection (`declab dist`) and tests.
+#[derive(Debug, Clone)]
+pub struct FinalDist {
+    /// Probability per vocabulary entry (0 for removed tokens).
+    pub probs: Vec<f64>,
+    pub entropy_nats: f64,
+    pub temperature: f64,
+    pub kept: usize,
+    pub effect: Effect,
+}
+
+/// A complete per-sample sampler: a processor tree plus the terminal categorical draw.
+pub struct Sampler {
+    root: Box<dyn Processor>,
+    cands: Candidates,
+    scratch: Scratch,
+    probs: Vec<f64>,
+}
+
+impl Sampler {
+    pub fn new(root: Box<dyn Processor>) -> Self {
+        Sampler { root, cands: Candidates::default(), scratch: Scratch::default(), probs: Vec::new() }
+    }
+
+    pub fn reset(&mut self, prompt: &[u32]) {
+        self.root.reset(prompt);
+    }
+
+    /// Apply the processors to `logits`; leaves the final candidates and their probabilities
+    /// (in token-id order) in `self`.
+    fn apply(&mut self, logits: &[f32]) -> Result<(DistStats, Effect, DistStats), SampleError> {
+        check_logits(logits)?;
+        let base = kernels::dist_stats(logits);
+        let ctx = StepCtx { logits, base, vocab_size: logits.len() };
+        self.cands.fill(logits);
+        let effect = self.root.apply(&mut self.cands, &ctx, &mut self.scratch);
+        self.cands.retain_logit_at_least(f32::NEG_INFINITY);
+        if self.cands.is_empty() {
+            return Err(SampleError::NoCandidate);
+        }
+        self.cands.sort_by_id();
+        let fin = self.cands.softmax_into(&mut self.probs);
+        Ok((base, effect, fin))
+    }
+
+    /// One decoding step: apply, draw with `rng`, accept. The draw walks the final
+    /// distribution in token-id order, so it does not depend on how processors ordered it.
+    pub fn sample(&mut self, logits: &[f32], rng: &mut ChaCha20Rng) -> Result<StepInfo, SampleError> {
+        let (base, effect, fin) = self.apply(logits)?;
+        let u: f64 = rng.random();
+        let pos = kernels::draw_inverse_cdf(&self.probs, u);
+        let token = self.cands.ids[pos];
+        let p_final = self.probs[pos];
+        let logprob = base.log_prob(logits[token as usize]);
+        let kept = self.probs.iter().filter(|&&p| p > 0.0).count() as u32;
+        let accepted = Accepted { token, p_final, p_base: logprob.exp(), final_entropy_nats: fin.entropy_nats };
+        self.root.accept(&accepted);
+        Ok(StepInfo {
+            token,
+            entropy_nats: base.entropy_nats,
+            varentropy_nats2: base.varentropy_nats2,
+            temperature: effect.temperature.unwrap_or(1.0),
+            final_entropy_nats: fin.entropy_nats,
+            kept,
+            logprob,
+            p_final,
+            branch: effect.branch,
+            controller: effect.controller,
+        })
+    }
+
+    /// The final distribution over the whole vocabulary at this step, without drawing.
+    pub fn final_distribution(&mut self, logits: &[f32]) -> Result<FinalDist, SampleError> {
+        let (_, effect, fin) = self.apply(logits)?;
+        let mut probs = vec![0.0; logits.len()];
+        for (&id, &p) in self.cands.ids.iter().zip(&self.probs) {
+            probs[id as usize] = p;
+        }
+        let kept = self.probs.iter().filter(|&&p| p > 0.0).count();
+        Ok(FinalDist {
+            probs,
+            entropy_nats: fin.entropy_nats,
+            temperature: effect.temperature.unwrap_or(1.0),
+            kept,
+            effect,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    /// Final distribution of a processor on hand-made logits.
+    pub fn final_probs(p: Box<dyn Processor>, logits: &[f32]) -> Vec<f64> {
+        Sampler::new(p).final_distribution(logits).expect("valid logits").probs
+    }
+
+    /// Softmax reference (f64) over the given subset, for expected values.
+    pub fn softmax_subset(logits: &[f32], keep: &[usize], t: f64) -> Vec<f64> {
+        let m = keep.iter().map(|&i| logits[i] as f64 / t).fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = keep.iter().map(|&i| (logits[i] as f64 / t - m).exp()).sum();
+        let mut out = vec![0.0; logits.len()];
+        for &i in keep {
+            out[i] = (logits[i] as f64 / t - m).exp() / z;
+        }
+        out
+    }
+
+    pub fn assert_close(a: &[f64], b: &[f64], tol: f64) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol, "index {i}: {x} vs {y} (all: {a:?} vs {b:?})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn rejects_bad_logits() {
+        assert_eq!(check_logits(&[]), Err(SampleError::Empty));
+        assert_eq!(check_logits(&[0.0, f32::NAN]), Err(SampleError::NanLogit(1)));
+        assert_eq!(check_logits(&[f32::INFINITY]), Err(SampleError::InfiniteLogit(0)));
+        assert_eq!(check_logits(&[f32::NEG_INFINITY; 3]), Err(SampleError::NoCandidate));
+    }
+
+    #[test]
+    fn frequency_of_draws_matches_final_distribution() {
+        let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
+        let mut s = Sampler::new(build(&[ProcSpec::Temperature { temperature: 0.8 }], logits.len()));
+        let fin = s.final_distribution(&logits).unwrap();
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let mut counts = [0usize; 5];
+        let n = 100_000;
+        for _ in 0..n {
+            counts[s.sample(&logits, &mut rng).unwrap().token as usize] += 1;
+        }
+        for i in 0..5 {
+            let f = counts[i] as f64 / n as f64;
+            // 5 standard errors of a binomial proportion
+            let se = (fin.probs[i] * (1.0 - fin.probs[i]) / n as f64).sqrt();
+            assert!((f - fin.probs[i]).abs() < 5.0 * se + 1e-9, "token {i}: {f} vs {}", fin.probs[i]);
+        }
+    }
+}

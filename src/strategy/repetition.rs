@@ -1,0 +1,67 @@
+//! `repetition_penalty`: Hugging Face `RepetitionPenaltyLogitsProcessor` (Keskar et al. 2019):
+//! for every distinct token already in the sequence (prompt included), score < 0 ? score·θ :
+//! score/θ, once per token whatever its count.
+
+use super::kernels::Candidates;
+use super::{Accepted, Effect, Processor, Scratch, StepCtx};
+
+#[derive(Debug)]
+pub struct RepetitionPenalty {
+    pub penalty: f64,
+    seen: Vec<bool>,
+}
+
+impl RepetitionPenalty {
+    pub fn new(penalty: f64) -> Self {
+        RepetitionPenalty { penalty, seen: Vec::new() }
+    }
+
+    fn mark(&mut self, token: u32) {
+        let t = token as usize;
+        if t >= self.seen.len() {
+            self.seen.resize(t + 1, false);
+        }
+        self.seen[t] = true;
+    }
+}
+
+impl Processor for RepetitionPenalty {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
+        let theta = self.penalty as f32;
+        for (id, l) in cands.ids.iter().zip(cands.logits.iter_mut()) {
+            if self.seen.get(*id as usize).copied().unwrap_or(false) {
+                *l = if *l < 0.0 { *l * theta } else { *l / theta };
+            }
+        }
+        Effect::default()
+    }
+
+    fn accept(&mut self, a: &Accepted) {
+        self.mark(a.token);
+    }
+
+    fn reset(&mut self, prompt: &[u32]) {
+        self.seen.clear();
+        for &t in prompt {
+            self.mark(t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::testutil::*;
+    use crate::strategy::Sampler;
+
+    #[test]
+    fn penalises_seen_tokens_by_sign() {
+        let l = [2.0f32, -1.0, 1.0, 0.5];
+        let mut s = Sampler::new(Box::new(RepetitionPenalty::new(2.0)));
+        s.reset(&[0, 1]);
+        let p = s.final_distribution(&l).unwrap().probs;
+        // token 0: 2/2 = 1; token 1: -1*2 = -2
+        assert_close(&p, &softmax_subset(&[1.0, -2.0, 1.0, 0.5], &[0, 1, 2, 3], 1.0), 1e-7);
+        let _ = final_probs(Box::new(RepetitionPenalty::new(2.0)), &l);
+    }
+}

@@ -1,0 +1,53 @@
+//! `temperature`: divide the logits by T (Hugging Face `TemperatureLogitsWarper`).
+//! T = 0 means greedy (llama.cpp's `temp` with T <= 0 keeps only the first maximum; HF
+//! refuses T = 0 and asks for `do_sample=False`, which is the same thing).
+
+use super::greedy::keep_argmax;
+use super::kernels::Candidates;
+use super::{Effect, Processor, Scratch, StepCtx};
+
+#[derive(Debug)]
+pub struct Temperature {
+    pub t: f64,
+}
+
+/// Apply temperature `t` to the candidates; `t <= 0` is greedy.
+pub fn apply_temperature(cands: &mut Candidates, t: f64) -> Effect {
+    if t <= 0.0 {
+        keep_argmax(cands);
+        return Effect::temperature(0.0);
+    }
+    if t != 1.0 {
+        cands.scale((1.0 / t) as f32);
+    }
+    Effect::temperature(t)
+}
+
+impl Processor for Temperature {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
+        apply_temperature(cands, self.t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::testutil::*;
+
+    #[test]
+    fn scales_logits() {
+        let l = [2.0f32, 1.0, 0.0, -1.0];
+        let p = final_probs(Box::new(Temperature { t: 0.5 }), &l);
+        assert_close(&p, &softmax_subset(&l, &[0, 1, 2, 3], 0.5), 1e-6);
+        // hand-computed: softmax([4,2,0,-2])
+        assert_close(&p, &[0.86495488, 0.11705891, 0.01584220, 0.00214401], 1e-6);
+    }
+
+    #[test]
+    fn zero_is_greedy_and_huge_is_near_uniform() {
+        let l = [2.0f32, 1.0, 2.0, -1.0];
+        assert_eq!(final_probs(Box::new(Temperature { t: 0.0 }), &l), vec![1.0, 0.0, 0.0, 0.0]);
+        let p = final_probs(Box::new(Temperature { t: 1e6 }), &l);
+        assert_close(&p, &[0.25; 4], 1e-5);
+    }
+}

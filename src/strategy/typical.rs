@@ -1,0 +1,66 @@
+//! `typical_p`: locally typical sampling (Meister et al., TACL 2023) with Hugging Face
+//! `TypicalLogitsWarper` semantics, min_tokens_to_keep = 1:
+//! H = -Σ p ln p; score_i = |-ln p_i - H|; in ascending score order, last = #(cumsum < mass)
+//! (clamped to n-1); remove tokens whose score is > score[last]. Tokens tied with the boundary
+//! score are therefore all kept. Ordered by score with a windowed selection, not a full sort.
+
+use super::kernels::{visit_in_key_order, Candidates};
+use super::{Effect, Processor, Scratch, StepCtx};
+
+#[derive(Debug)]
+pub struct Typical {
+    pub mass: f64,
+}
+
+impl Processor for Typical {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, s: &mut Scratch) -> Effect {
+        if self.mass >= 1.0 || cands.len() <= 1 {
+            return Effect::default();
+        }
+        let stats = cands.softmax_into(&mut s.probs);
+        let h = stats.entropy_nats;
+        s.keys.clear();
+        s.keys.extend(cands.logits.iter().map(|&l| (-(stats.log_prob(l)) - h).abs()));
+        let mut cum = 0.0;
+        let mut boundary = f64::INFINITY;
+        let (probs, keys) = (&s.probs, &s.keys);
+        visit_in_key_order(keys, &cands.ids, &mut s.order, |pos| {
+            cum += probs[pos];
+            if cum >= self.mass {
+                boundary = keys[pos];
+                return false;
+            }
+            true
+        });
+        // never reached `mass` (rounding): HF clamps to the last index, i.e. keeps all
+        let keys = &s.keys;
+        cands.retain(|i, _| keys[i] <= boundary);
+        Effect::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::testutil::*;
+
+    #[test]
+    fn hand_computed_typical_set() {
+        // p = (.5,.3,.15,.05): H = 1.1421 nats; -ln p = (.693,1.204,1.897,2.996)
+        // scores = (.4490, .0619, .7550, 1.8536): order 1,0,2,3; cumsum .3,.8,.95,1
+        // mass .5: first cumsum >= .5 is at token 0 -> keep scores <= .4490 -> {1, 0}
+        let l = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
+        assert_close(&final_probs(Box::new(Typical { mass: 0.5 }), &l), &[0.625, 0.375, 0.0, 0.0], 1e-6);
+        // mass .25: token 1 alone (cumsum .3 >= .25)
+        assert_close(&final_probs(Box::new(Typical { mass: 0.25 }), &l), &[0.0, 1.0, 0.0, 0.0], 1e-6);
+        // mass .9: {1,0,2}
+        let p = final_probs(Box::new(Typical { mass: 0.9 }), &l);
+        assert_close(&p, &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0], 1e-6);
+    }
+
+    #[test]
+    fn uniform_keeps_all_ties() {
+        let l = [0.0f32; 4];
+        assert_close(&final_probs(Box::new(Typical { mass: 0.3 }), &l), &[0.25; 4], 1e-9);
+    }
+}
