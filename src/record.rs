@@ -47,7 +47,9 @@ pub struct Trace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub controller: Option<Vec<f32>>,
+    /// Controller state per token (mirostat's mu, a solved/controlled temperature); null on
+    /// steps where the branch taken has no controller.
+    pub controller: Option<Vec<Option<f32>>>,
     /// Wall time of the forward pass that consumed each token (the last token is not fed).
     pub forward_ms: Vec<f32>,
     /// Wall time of the sampler (apply + draw + accept) for each token.
@@ -64,7 +66,12 @@ pub struct Timing {
 impl SampleRecord {
     /// Identity of a sample within an experiment.
     pub fn key(&self) -> (String, String, String, usize) {
-        (self.model.clone(), self.prompt_id.clone(), self.strategy.clone(), self.sample_index)
+        (
+            self.model.clone(),
+            self.prompt_id.clone(),
+            self.strategy.clone(),
+            self.sample_index,
+        )
     }
 
     /// The record with every timing field cleared, for reproducibility comparisons.
@@ -96,5 +103,9 @@ pub fn median(v: &[f32]) -> Option<f64> {
     let mut s: Vec<f64> = v.iter().map(|&x| x as f64).collect();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    Some(if n % 2 == 1 { s[n / 2] } else { 0.5 * (s[n / 2 - 1] + s[n / 2]) })
+    Some(if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    })
 }

@@ -22,8 +22,21 @@ pub fn derive(parts: &[&str]) -> u64 {
 }
 
 /// Seed of one generated sample.
-pub fn sample_seed(experiment_seed: u64, model: &str, prompt: &str, strategy: &str, sample_index: usize) -> u64 {
-    derive(&["sample", &experiment_seed.to_string(), model, prompt, strategy, &sample_index.to_string()])
+pub fn sample_seed(
+    experiment_seed: u64,
+    model: &str,
+    prompt: &str,
+    strategy: &str,
+    sample_index: usize,
+) -> u64 {
+    derive(&[
+        "sample",
+        &experiment_seed.to_string(),
+        model,
+        prompt,
+        strategy,
+        &sample_index.to_string(),
+    ])
 }
 
 /// Seed for a statistics procedure (bootstrap, ...) of an experiment.

@@ -67,7 +67,9 @@ pub fn expand_env(s: &str) -> Result<String, String> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in {s:?}"))?;
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in {s:?}"))?;
         let expr = &after[..end];
         let (var, default) = match expr.split_once(":-") {
             Some((v, d)) => (v, Some(d)),
@@ -92,19 +94,31 @@ fn resolve(base: &Path, s: &str) -> Result<PathBuf, String> {
 /// Read and validate an experiment file. `check_files` also checks that model, tokenizer and
 /// prompt files exist (off only for unit tests of the schema).
 pub fn load(path: &Path) -> Result<Experiment, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::new(path, vec![format!("cannot read the file: {e}")]))?;
-    let text = String::from_utf8(bytes.clone()).map_err(|_| ConfigError::new(path, vec!["the file is not UTF-8 text".into()]))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError::new(path, vec![format!("cannot read the file: {e}")]))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| ConfigError::new(path, vec!["the file is not UTF-8 text".into()]))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let sha = hex(&Sha256::digest(&bytes));
     parse(&text, path, &base, sha)
 }
 
 /// Validate experiment YAML text; `file` names it in messages, `base` resolves relative paths.
-pub fn parse(text: &str, file: &Path, base: &Path, source_sha256: String) -> Result<Experiment, ConfigError> {
+pub fn parse(
+    text: &str,
+    file: &Path,
+    base: &Path,
+    source_sha256: String,
+) -> Result<Experiment, ConfigError> {
     let raw: RawExperiment = serde_yaml::from_str(text).map_err(|e| {
         let msg = e.to_string();
         let msg = match e.location() {
-            Some(loc) => format!("line {} column {}: {}", loc.line(), loc.column(), strip_location(&msg)),
+            Some(loc) => format!(
+                "line {} column {}: {}",
+                loc.line(),
+                loc.column(),
+                strip_location(&msg)
+            ),
             None => msg,
         };
         ConfigError::new(file, vec![msg])
@@ -113,10 +127,16 @@ pub fn parse(text: &str, file: &Path, base: &Path, source_sha256: String) -> Res
     let mut warnings = Vec::new();
 
     if raw.version != 1 {
-        errors.push(format!("version: {} is not supported; this declab reads schema version 1", raw.version));
+        errors.push(format!(
+            "version: {} is not supported; this declab reads schema version 1",
+            raw.version
+        ));
     }
     if raw.name.trim().is_empty() || raw.name.contains(['/', '\\']) || raw.name.starts_with('.') {
-        errors.push(format!("name: {:?} cannot be used as a results folder name; use letters, digits, '-', '_'", raw.name));
+        errors.push(format!(
+            "name: {:?} cannot be used as a results folder name; use letters, digits, '-', '_'",
+            raw.name
+        ));
     }
     if raw.max_new_tokens == 0 {
         errors.push("max_new_tokens: 0 generates nothing; use a positive number such as 64".into());
@@ -126,7 +146,9 @@ pub fn parse(text: &str, file: &Path, base: &Path, source_sha256: String) -> Res
     }
     for (i, s) in raw.stop.iter().enumerate() {
         if s.is_empty() {
-            errors.push(format!("stop[{i}]: an empty stop string would end every generation at once"));
+            errors.push(format!(
+                "stop[{i}]: an empty stop string would end every generation at once"
+            ));
         }
     }
 
@@ -156,8 +178,12 @@ pub fn parse(text: &str, file: &Path, base: &Path, source_sha256: String) -> Res
                 }
             },
             (None, Some(g), Some(t)) => {
-                let g = resolve(base, g).map_err(|e| errors.push(format!("{p}.gguf: {e}"))).ok();
-                let t = resolve(base, t).map_err(|e| errors.push(format!("{p}.tokenizer: {e}"))).ok();
+                let g = resolve(base, g)
+                    .map_err(|e| errors.push(format!("{p}.gguf: {e}")))
+                    .ok();
+                let t = resolve(base, t)
+                    .map_err(|e| errors.push(format!("{p}.tokenizer: {e}")))
+                    .ok();
                 (g, t)
             }
             _ => {
@@ -167,19 +193,29 @@ pub fn parse(text: &str, file: &Path, base: &Path, source_sha256: String) -> Res
         };
         if let (Some(g), Some(t)) = (gguf, tok) {
             if !g.is_file() {
-                errors.push(format!("{p}.gguf: {} does not exist (run `make models` to fetch the default model)", g.display()));
+                errors.push(format!(
+                    "{p}.gguf: {} does not exist (run `make models` to fetch the default model)",
+                    g.display()
+                ));
             }
             if !t.is_file() {
                 errors.push(format!("{p}.tokenizer: {} does not exist (run `make models` to fetch the default tokenizer)", t.display()));
             }
-            models.push(ModelSpec { id: m.id.clone(), gguf: g, tokenizer: t, eos_tokens: m.eos_tokens.clone() });
+            models.push(ModelSpec {
+                id: m.id.clone(),
+                gguf: g,
+                tokenizer: t,
+                eos_tokens: m.eos_tokens.clone(),
+            });
         }
     }
 
     // prompts
     let mut prompts = Vec::new();
     if raw.prompts.is_empty() {
-        errors.push("prompts: the list is empty; add {id, text} items or a {file: prompts.jsonl}".into());
+        errors.push(
+            "prompts: the list is empty; add {id, text} items or a {file: prompts.jsonl}".into(),
+        );
     }
     for (i, rp) in raw.prompts.iter().enumerate() {
         let p = format!("prompts[{i}]");
@@ -216,14 +252,20 @@ pub fn parse(text: &str, file: &Path, base: &Path, source_sha256: String) -> Res
     let mut seen = BTreeSet::new();
     for s in &strategies {
         if !seen.insert(s.id.clone()) {
-            errors.push(format!("strategies: duplicate strategy id {:?}; give one of them a `name`", s.id));
+            errors.push(format!(
+                "strategies: duplicate strategy id {:?}; give one of them a `name`",
+                s.id
+            ));
         }
     }
     let baseline = match &raw.baseline {
         Some(b) if strategies.iter().any(|s| &s.id == b) => b.clone(),
         Some(b) => {
             let known: Vec<&str> = strategies.iter().map(|s| s.id.as_str()).collect();
-            errors.push(format!("baseline: {b:?} is not a strategy id; known ids: {}", known.join(", ")));
+            errors.push(format!(
+                "baseline: {b:?} is not a strategy id; known ids: {}",
+                known.join(", ")
+            ));
             String::new()
         }
         None => strategies.first().map(|s| s.id.clone()).unwrap_or_default(),
@@ -268,28 +310,47 @@ fn strip_location(msg: &str) -> &str {
 }
 
 fn find_gguf(dir: &Path) -> Result<PathBuf, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read folder {}: {e}", dir.display()))?;
-    let ggufs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "gguf")).collect();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read folder {}: {e}", dir.display()))?;
+    let ggufs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .collect();
     match ggufs.len() {
         1 => Ok(ggufs.into_iter().next().expect("one")),
         0 => Err(format!("no .gguf file in {}", dir.display())),
-        n => Err(format!("{n} .gguf files in {}; name one with `gguf:`", dir.display())),
+        n => Err(format!(
+            "{n} .gguf files in {}; name one with `gguf:`",
+            dir.display()
+        )),
     }
 }
 
 fn read_prompt_file(path: &Path) -> Result<Vec<Prompt>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let p: RawPromptLine = serde_json::from_str(line)
-            .map_err(|e| format!("{}:{}: not a JSON object {{\"id\": ..., \"text\": ...}}: {e}", path.display(), i + 1))?;
-        out.push(Prompt { id: p.id, text: p.text });
+        let p: RawPromptLine = serde_json::from_str(line).map_err(|e| {
+            format!(
+                "{}:{}: not a JSON object {{\"id\": ..., \"text\": ...}}: {e}",
+                path.display(),
+                i + 1
+            )
+        })?;
+        out.push(Prompt {
+            id: p.id,
+            text: p.text,
+        });
     }
     if out.is_empty() {
-        return Err(format!("{} holds no prompts (expected one JSON object per line)", path.display()));
+        return Err(format!(
+            "{} holds no prompts (expected one JSON object per line)",
+            path.display()
+        ));
     }
     Ok(out)
 }
@@ -326,7 +387,13 @@ mod tests {
             "name: x\nseed: 1\n{MODELS}prompts: [{{id: a, text: b}}, {{id: a, text: c}}]\nmax_new_tokens: 0\nsamples: 0\nstrategies: [{{kind: top_p, top_p: 2}}]\nbaseline: nope\n"
         ))
         .unwrap_err();
-        for needle in ["max_new_tokens", "samples: 0", "duplicate prompt id", "strategies[0].top_p", "baseline"] {
+        for needle in [
+            "max_new_tokens",
+            "samples: 0",
+            "duplicate prompt id",
+            "strategies[0].top_p",
+            "baseline",
+        ] {
             assert!(e.contains(needle), "missing {needle}: {e}");
         }
     }
@@ -334,14 +401,23 @@ mod tests {
     #[test]
     fn missing_model_file_names_make_models() {
         let e = check("name: x\nseed: 1\nmodels: [{id: m, gguf: nope.gguf, tokenizer: nope.json}]\nprompts: [{id: a, text: b}]\nmax_new_tokens: 4\nstrategies: [{kind: greedy}]\n").unwrap_err();
-        assert!(e.contains("models[0].gguf") && e.contains("make models"), "{e}");
+        assert!(
+            e.contains("models[0].gguf") && e.contains("make models"),
+            "{e}"
+        );
     }
 
     #[test]
     fn env_expansion() {
         std::env::set_var("DECLAB_TEST_ENV_X", "/abc");
-        assert_eq!(expand_env("${DECLAB_TEST_ENV_X}/m.gguf").unwrap(), "/abc/m.gguf");
-        assert_eq!(expand_env("${DECLAB_TEST_UNSET_Y:-../models}/m").unwrap(), "../models/m");
+        assert_eq!(
+            expand_env("${DECLAB_TEST_ENV_X}/m.gguf").unwrap(),
+            "/abc/m.gguf"
+        );
+        assert_eq!(
+            expand_env("${DECLAB_TEST_UNSET_Y:-../models}/m").unwrap(),
+            "../models/m"
+        );
         assert!(expand_env("${DECLAB_TEST_UNSET_Y}/m").is_err());
     }
 

@@ -48,12 +48,20 @@ impl std::fmt::Display for PathError {
 }
 
 fn err(path: &str, message: impl Into<String>) -> PathError {
-    PathError { path: path.to_string(), message: message.into() }
+    PathError {
+        path: path.to_string(),
+        message: message.into(),
+    }
 }
 
 /// Expand one strategy block into its grid of validated strategies.
 pub fn expand_block(block: &Value, path: &str) -> Result<Vec<StrategySpec>, Vec<PathError>> {
-    let map = block.as_mapping().ok_or_else(|| vec![err(path, "a strategy must be a mapping with a `kind`, e.g. {kind: top_p, top_p: 0.9}")])?;
+    let map = block.as_mapping().ok_or_else(|| {
+        vec![err(
+            path,
+            "a strategy must be a mapping with a `kind`, e.g. {kind: top_p, top_p: 0.9}",
+        )]
+    })?;
     let kind = kind_of(map, path).map_err(|e| vec![e])?;
     let _ = kind;
     let mut combos: Vec<Mapping> = vec![Mapping::new()];
@@ -87,7 +95,11 @@ pub fn expand_block(block: &Value, path: &str) -> Result<Vec<StrategySpec>, Vec<
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (i, m) in combos.iter().enumerate() {
-        let p = if combos.len() > 1 { format!("{path} (grid point {i})") } else { path.to_string() };
+        let p = if combos.len() > 1 {
+            format!("{path} (grid point {i})")
+        } else {
+            path.to_string()
+        };
         match parse_single(m, &p) {
             Ok(s) => out.push(s),
             Err(e) => {
@@ -105,9 +117,15 @@ pub fn expand_block(block: &Value, path: &str) -> Result<Vec<StrategySpec>, Vec<
 
 fn kind_of(map: &Mapping, path: &str) -> Result<String, PathError> {
     match map.get("kind") {
-        None => Err(err(path, format!("missing `kind`; one of: {}", KINDS.join(", ")))),
+        None => Err(err(
+            path,
+            format!("missing `kind`; one of: {}", KINDS.join(", ")),
+        )),
         Some(Value::String(k)) if KINDS.contains(&k.as_str()) => Ok(k.clone()),
-        Some(Value::String(k)) => Err(err(&format!("{path}.kind"), format!("unknown strategy kind `{k}`; one of: {}", KINDS.join(", ")))),
+        Some(Value::String(k)) => Err(err(
+            &format!("{path}.kind"),
+            format!("unknown strategy kind `{k}`; one of: {}", KINDS.join(", ")),
+        )),
         Some(_) => Err(err(&format!("{path}.kind"), "`kind` must be a string")),
     }
 }
@@ -118,12 +136,22 @@ pub fn parse_single(map: &Mapping, path: &str) -> Result<StrategySpec, Vec<PathE
     let name = match map.get("name") {
         None => None,
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-        Some(_) => return Err(vec![err(&format!("{path}.name"), "`name` must be a non-empty string")]),
+        Some(_) => {
+            return Err(vec![err(
+                &format!("{path}.name"),
+                "`name` must be a non-empty string",
+            )])
+        }
     };
     let processors = processors_for(&kind, map, path)?;
     let id = name.unwrap_or_else(|| strategy_id(&kind, map));
     let params = serde_json::to_value(map).unwrap_or(serde_json::Value::Null);
-    Ok(StrategySpec { id, kind, processors, params })
+    Ok(StrategySpec {
+        id,
+        kind,
+        processors,
+        params,
+    })
 }
 
 fn de<T: for<'de> Deserialize<'de>>(map: &Mapping, path: &str) -> Result<T, Vec<PathError>> {
@@ -148,18 +176,36 @@ impl Checker<'_> {
     fn check(&mut self, key: &str, value: Option<f64>, ok: bool, allowed: &str) {
         if let Some(v) = value {
             if !ok || !v.is_finite() {
-                self.errors.push(err(&format!("{}.{key}", self.path), format!("{v} is out of range; allowed: {allowed}")));
+                self.errors.push(err(
+                    &format!("{}.{key}", self.path),
+                    format!("{v} is out of range; allowed: {allowed}"),
+                ));
             }
         }
     }
     fn prob(&mut self, key: &str, v: Option<f64>) {
-        self.check(key, v, v.is_some_and(|x| x > 0.0 && x <= 1.0), "0 < value <= 1");
+        self.check(
+            key,
+            v,
+            v.is_some_and(|x| x > 0.0 && x <= 1.0),
+            "0 < value <= 1",
+        );
     }
     fn open_prob(&mut self, key: &str, v: Option<f64>) {
-        self.check(key, v, v.is_some_and(|x| x > 0.0 && x < 1.0), "0 < value < 1");
+        self.check(
+            key,
+            v,
+            v.is_some_and(|x| x > 0.0 && x < 1.0),
+            "0 < value < 1",
+        );
     }
     fn temperature(&mut self, key: &str, v: Option<f64>) {
-        self.check(key, v, v.is_some_and(|x| (0.0..=100.0).contains(&x)), "0 <= temperature <= 100 (0 means greedy)");
+        self.check(
+            key,
+            v,
+            v.is_some_and(|x| (0.0..=100.0).contains(&x)),
+            "0 <= temperature <= 100 (0 means greedy)",
+        );
     }
     fn positive(&mut self, key: &str, v: Option<f64>) {
         self.check(key, v, v.is_some_and(|x| x > 0.0), "value > 0");
@@ -202,10 +248,16 @@ struct Flat {
 
 impl Flat {
     fn check(&self, path: &str) -> Result<(), Vec<PathError>> {
-        let mut c = Checker { path, errors: vec![] };
+        let mut c = Checker {
+            path,
+            errors: vec![],
+        };
         c.temperature("temperature", self.temperature);
         if self.top_k == Some(0) {
-            c.errors.push(err(&format!("{path}.top_k"), "0 is out of range; allowed: top_k >= 1"));
+            c.errors.push(err(
+                &format!("{path}.top_k"),
+                "0 is out of range; allowed: top_k >= 1",
+            ));
         }
         c.prob("top_p", self.top_p);
         c.prob("min_p", self.min_p);
@@ -249,7 +301,9 @@ impl Flat {
         if let Some(repetition_penalty) = self.repetition_penalty {
             v.push(ProcSpec::RepetitionPenalty { repetition_penalty });
         }
-        let t = self.temperature.map(|temperature| ProcSpec::Temperature { temperature });
+        let t = self
+            .temperature
+            .map(|temperature| ProcSpec::Temperature { temperature });
         if !self.temperature_last {
             v.extend(t.clone());
         }
@@ -441,13 +495,21 @@ fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>
     match kind {
         "greedy" => {
             let b: GreedyBlock = de(map, path)?;
-            let mut c = Checker { path, errors: vec![] };
+            let mut c = Checker {
+                path,
+                errors: vec![],
+            };
             c.positive("repetition_penalty", b.repetition_penalty);
-            let mut v: Vec<ProcSpec> = b.repetition_penalty.map(|repetition_penalty| ProcSpec::RepetitionPenalty { repetition_penalty }).into_iter().collect();
+            let mut v: Vec<ProcSpec> = b
+                .repetition_penalty
+                .map(|repetition_penalty| ProcSpec::RepetitionPenalty { repetition_penalty })
+                .into_iter()
+                .collect();
             v.push(ProcSpec::Greedy);
             c.done(v)
         }
-        "temperature" | "top_k" | "top_p" | "min_p" | "typical_p" | "epsilon_cutoff" | "eta_cutoff" | "top_n_sigma" => {
+        "temperature" | "top_k" | "top_p" | "min_p" | "typical_p" | "epsilon_cutoff"
+        | "eta_cutoff" | "top_n_sigma" => {
             let f: Flat = de(map, path)?;
             let present = match kind {
                 "temperature" => f.temperature.is_some(),
@@ -460,7 +522,13 @@ fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>
                 _ => f.top_n_sigma.is_some(),
             };
             if !present {
-                return Err(vec![err(path, format!("kind `{kind}` needs its parameter `{kind}` (e.g. {kind}: {})", example(kind)))]);
+                return Err(vec![err(
+                    path,
+                    format!(
+                        "kind `{kind}` needs its parameter `{kind}` (e.g. {kind}: {})",
+                        example(kind)
+                    ),
+                )]);
             }
             f.check(path)?;
             Ok(f.chain())
@@ -486,7 +554,10 @@ fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>
         }
         "entropy_switch" => {
             let b: SwitchBlock = de(map, path)?;
-            let mut c = Checker { path, errors: vec![] };
+            let mut c = Checker {
+                path,
+                errors: vec![],
+            };
             c.non_negative("entropy_low", Some(b.entropy_low));
             c.non_negative("entropy_high", Some(b.entropy_high));
             c.non_negative("varentropy_low", b.varentropy_low);
@@ -497,7 +568,8 @@ fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>
                     format!("entropy_low ({}) is above entropy_high ({}); thresholds must be ordered low <= high", b.entropy_low, b.entropy_high),
                 ));
             }
-            let mut branch = |key: &str, v: &Value| match nested_block(v, &format!("{path}.{key}")) {
+            let mut branch = |key: &str, v: &Value| match nested_block(v, &format!("{path}.{key}"))
+            {
                 Ok(s) => s.processors,
                 Err(e) => {
                     c.errors.extend(e);
@@ -520,11 +592,17 @@ fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>
         }
         "target_entropy" => {
             let b: TargetBlock = de(map, path)?;
-            let mut c = Checker { path, errors: vec![] };
+            let mut c = Checker {
+                path,
+                errors: vec![],
+            };
             c.non_negative("target", Some(b.target));
             c.positive("t_min", Some(b.t_min));
             if b.t_max <= b.t_min {
-                c.errors.push(err(&format!("{path}.t_max"), format!("t_max ({}) must be above t_min ({})", b.t_max, b.t_min)));
+                c.errors.push(err(
+                    &format!("{path}.t_max"),
+                    format!("t_max ({}) must be above t_min ({})", b.t_max, b.t_min),
+                ));
             }
             c.non_negative("kp", b.kp);
             c.non_negative("ki", b.ki);
@@ -532,14 +610,25 @@ fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>
             c.prob("top_p", b.top_p);
             c.prob("min_p", b.min_p);
             if b.mode == Mode::Solve {
-                for (k, present) in [("signal", b.signal.is_some()), ("kp", b.kp.is_some()), ("ki", b.ki.is_some()), ("t_init", b.t_init.is_some())] {
+                for (k, present) in [
+                    ("signal", b.signal.is_some()),
+                    ("kp", b.kp.is_some()),
+                    ("ki", b.ki.is_some()),
+                    ("t_init", b.t_init.is_some()),
+                ] {
                     if present {
-                        c.errors.push(err(&format!("{path}.{k}"), format!("`{k}` only applies to `mode: feedback`")));
+                        c.errors.push(err(
+                            &format!("{path}.{k}"),
+                            format!("`{k}` only applies to `mode: feedback`"),
+                        ));
                     }
                 }
             }
             let mode = match b.mode {
-                Mode::Solve => TargetMode::Solve { t_min: b.t_min, t_max: b.t_max },
+                Mode::Solve => TargetMode::Solve {
+                    t_min: b.t_min,
+                    t_max: b.t_max,
+                },
                 Mode::Feedback => TargetMode::Feedback {
                     signal: b.signal.unwrap_or(TargetSignal::Entropy),
                     kp: b.kp.unwrap_or(0.5),
@@ -549,29 +638,49 @@ fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>
                     t_max: b.t_max,
                 },
             };
-            let mut v = vec![ProcSpec::TargetEntropy { target_nats: b.unit.to_nats(b.target), mode }];
+            let mut v = vec![ProcSpec::TargetEntropy {
+                target_nats: b.unit.to_nats(b.target),
+                mode,
+            }];
             v.extend(truncation_after(b.top_p, b.min_p));
             c.done(v)
         }
         "mirostat" => {
             let b: MirostatBlock = de(map, path)?;
-            let mut c = Checker { path, errors: vec![] };
+            let mut c = Checker {
+                path,
+                errors: vec![],
+            };
             if b.version != 1 && b.version != 2 {
-                c.errors.push(err(&format!("{path}.version"), format!("{} is not a mirostat version; allowed: 1 or 2", b.version)));
+                c.errors.push(err(
+                    &format!("{path}.version"),
+                    format!("{} is not a mirostat version; allowed: 1 or 2", b.version),
+                ));
             }
             c.positive("mirostat_tau", Some(b.mirostat_tau));
             c.positive("mirostat_eta", Some(b.mirostat_eta));
             c.temperature("temperature", Some(b.temperature));
-            c.done(vec![ProcSpec::Mirostat { version: b.version, mirostat_tau: b.mirostat_tau, mirostat_eta: b.mirostat_eta, temperature: b.temperature }])
+            c.done(vec![ProcSpec::Mirostat {
+                version: b.version,
+                mirostat_tau: b.mirostat_tau,
+                mirostat_eta: b.mirostat_eta,
+                temperature: b.temperature,
+            }])
         }
         "dynatemp" => {
             let b: DynatempBlock = de(map, path)?;
-            let mut c = Checker { path, errors: vec![] };
+            let mut c = Checker {
+                path,
+                errors: vec![],
+            };
             c.temperature("temperature", Some(b.temperature));
             c.non_negative("dynatemp_range", Some(b.dynatemp_range));
             c.positive("dynatemp_exponent", Some(b.dynatemp_exponent));
             if b.top_k == Some(0) {
-                c.errors.push(err(&format!("{path}.top_k"), "0 is out of range; allowed: top_k >= 1"));
+                c.errors.push(err(
+                    &format!("{path}.top_k"),
+                    "0 is out of range; allowed: top_k >= 1",
+                ));
             }
             c.prob("top_p", b.top_p);
             c.prob("min_p", b.min_p);
@@ -581,18 +690,29 @@ fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>
                 v.push(ProcSpec::TopK { top_k });
             }
             v.extend(truncation_after(b.top_p, b.min_p));
-            v.push(ProcSpec::Dynatemp { temperature: b.temperature, dynatemp_range: b.dynatemp_range, dynatemp_exponent: b.dynatemp_exponent });
+            v.push(ProcSpec::Dynatemp {
+                temperature: b.temperature,
+                dynatemp_range: b.dynatemp_range,
+                dynatemp_exponent: b.dynatemp_exponent,
+            });
             c.done(v)
         }
         "edt" => {
             let b: EdtBlock = de(map, path)?;
-            let mut c = Checker { path, errors: vec![] };
+            let mut c = Checker {
+                path,
+                errors: vec![],
+            };
             c.temperature("temperature", Some(b.temperature));
             c.positive("edt_theta", Some(b.edt_theta));
             c.open_prob("edt_n", Some(b.edt_n));
             c.prob("top_p", b.top_p);
             c.prob("min_p", b.min_p);
-            let mut v = vec![ProcSpec::Edt { temperature: b.temperature, edt_theta: b.edt_theta, edt_n: b.edt_n }];
+            let mut v = vec![ProcSpec::Edt {
+                temperature: b.temperature,
+                edt_theta: b.edt_theta,
+                edt_n: b.edt_n,
+            }];
             v.extend(truncation_after(b.top_p, b.min_p));
             c.done(v)
         }
@@ -615,14 +735,27 @@ fn example(kind: &str) -> &'static str {
 
 /// A nested strategy block (a branch or a chain item with `kind`): no grid lists allowed.
 fn nested_block(v: &Value, path: &str) -> Result<StrategySpec, Vec<PathError>> {
-    let map = v.as_mapping().ok_or_else(|| vec![err(path, "expected a strategy block such as {kind: greedy}")])?;
+    let map = v.as_mapping().ok_or_else(|| {
+        vec![err(
+            path,
+            "expected a strategy block such as {kind: greedy}",
+        )]
+    })?;
     let kind = kind_of(map, path).map_err(|e| vec![e])?;
     if kind == "entropy_switch" {
-        return Err(vec![err(path, "entropy_switch cannot be nested inside another strategy")]);
+        return Err(vec![err(
+            path,
+            "entropy_switch cannot be nested inside another strategy",
+        )]);
     }
     for (k, val) in map {
-        if matches!(val, Value::Sequence(_)) && !NESTED_KEYS.contains(&k.as_str().unwrap_or_default()) {
-            return Err(vec![err(&format!("{path}.{}", k.as_str().unwrap_or("?")), "grid lists are only expanded at the top level of a strategy block")]);
+        if matches!(val, Value::Sequence(_))
+            && !NESTED_KEYS.contains(&k.as_str().unwrap_or_default())
+        {
+            return Err(vec![err(
+                &format!("{path}.{}", k.as_str().unwrap_or("?")),
+                "grid lists are only expanded at the top level of a strategy block",
+            )]);
         }
     }
     parse_single(map, path)
@@ -635,7 +768,12 @@ fn chain_item(item: &Value, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>>
             return Ok(vec![ProcSpec::Greedy]);
         }
     }
-    let map = item.as_mapping().ok_or_else(|| vec![err(path, "expected {processor: value}, e.g. {top_p: 0.9}, or a block with `kind`")])?;
+    let map = item.as_mapping().ok_or_else(|| {
+        vec![err(
+            path,
+            "expected {processor: value}, e.g. {top_p: 0.9}, or a block with `kind`",
+        )]
+    })?;
     if map.contains_key("kind") {
         return Ok(nested_block(item, path)?.processors);
     }
@@ -644,8 +782,18 @@ fn chain_item(item: &Value, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>>
     }
     let (k, v) = map.iter().next().expect("one entry");
     let key = k.as_str().unwrap_or_default();
-    let num = |v: &Value| v.as_f64().ok_or_else(|| vec![err(&format!("{path}.{key}"), format!("expected a number, got {}", short(v)))]);
-    let mut c = Checker { path, errors: vec![] };
+    let num = |v: &Value| {
+        v.as_f64().ok_or_else(|| {
+            vec![err(
+                &format!("{path}.{key}"),
+                format!("expected a number, got {}", short(v)),
+            )]
+        })
+    };
+    let mut c = Checker {
+        path,
+        errors: vec![],
+    };
     let p = match key {
         "greedy" => ProcSpec::Greedy,
         "temperature" => {
@@ -703,7 +851,9 @@ fn chain_item(item: &Value, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>>
 }
 
 fn short(v: &Value) -> String {
-    serde_yaml::to_string(v).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into())
+    serde_yaml::to_string(v)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Short names used in ids.
@@ -739,7 +889,10 @@ const INTEGER_KEYS: &[&str] = &["top_k", "version"];
 
 fn fmt_value(key: &str, v: &Value) -> String {
     match v {
-        Value::Number(n) if !INTEGER_KEYS.contains(&key) => n.as_f64().map(|f| format!("{f:?}")).unwrap_or_else(|| n.to_string()),
+        Value::Number(n) if !INTEGER_KEYS.contains(&key) => n
+            .as_f64()
+            .map(|f| format!("{f:?}"))
+            .unwrap_or_else(|| n.to_string()),
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
@@ -747,7 +900,11 @@ fn fmt_value(key: &str, v: &Value) -> String {
             Some(name) => name.to_string(),
             None => strategy_id(m.get("kind").and_then(Value::as_str).unwrap_or("?"), m),
         },
-        Value::Sequence(items) => items.iter().map(|i| chain_item_id(i)).collect::<Vec<_>>().join(">"),
+        Value::Sequence(items) => items
+            .iter()
+            .map(chain_item_id)
+            .collect::<Vec<_>>()
+            .join(">"),
         _ => short(v),
     }
 }
@@ -771,17 +928,32 @@ fn chain_item_id(item: &Value) -> String {
 /// others in alphabetical order of their YAML keys, so reordering keys never changes an id (and
 /// therefore never changes a seed).
 pub fn strategy_id(kind: &str, map: &Mapping) -> String {
-    let mut keys: Vec<&str> = map.keys().filter_map(Value::as_str).filter(|k| *k != "kind" && *k != "name").collect();
+    let mut keys: Vec<&str> = map
+        .keys()
+        .filter_map(Value::as_str)
+        .filter(|k| *k != "kind" && *k != "name")
+        .collect();
     keys.sort_by_key(|k| (*k != kind, *k != "target", k.to_string()));
     if kind == "chain" {
-        return format!("chain({})", map.get("chain").map(|v| fmt_value("chain", v)).unwrap_or_default());
+        return format!(
+            "chain({})",
+            map.get("chain")
+                .map(|v| fmt_value("chain", v))
+                .unwrap_or_default()
+        );
     }
     if keys.is_empty() {
         return kind.to_string();
     }
     let parts: Vec<String> = keys
         .iter()
-        .map(|k| format!("{}={}", abbrev(k), fmt_value(k, map.get(*k).expect("key from map"))))
+        .map(|k| {
+            format!(
+                "{}={}",
+                abbrev(k),
+                fmt_value(k, map.get(*k).expect("key from map"))
+            )
+        })
         .collect();
     format!("{kind}({})", parts.join(","))
 }
@@ -795,36 +967,80 @@ mod tests {
     }
 
     fn ids(yaml: &str) -> Vec<String> {
-        expand_block(&block(yaml), "strategies[0]").unwrap().into_iter().map(|s| s.id).collect()
+        expand_block(&block(yaml), "strategies[0]")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
     }
 
     fn error(yaml: &str) -> String {
-        expand_block(&block(yaml), "strategies[0]").unwrap_err().iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        expand_block(&block(yaml), "strategies[0]")
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[test]
     fn grid_expands_in_key_order_last_fastest() {
         assert_eq!(
             ids("{kind: top_p, top_p: [0.9, 0.95], temperature: [0.7, 1.0]}"),
-            vec!["top_p(p=0.9,t=0.7)", "top_p(p=0.9,t=1.0)", "top_p(p=0.95,t=0.7)", "top_p(p=0.95,t=1.0)"]
+            vec![
+                "top_p(p=0.9,t=0.7)",
+                "top_p(p=0.9,t=1.0)",
+                "top_p(p=0.95,t=0.7)",
+                "top_p(p=0.95,t=1.0)"
+            ]
         );
     }
 
     #[test]
     fn ids_are_stable_under_key_order_and_int_floats() {
-        assert_eq!(ids("{temperature: 1, top_p: 0.9, kind: top_p}"), vec!["top_p(p=0.9,t=1.0)"]);
+        assert_eq!(
+            ids("{temperature: 1, top_p: 0.9, kind: top_p}"),
+            vec!["top_p(p=0.9,t=1.0)"]
+        );
         assert_eq!(ids("{kind: greedy}"), vec!["greedy"]);
         assert_eq!(ids("{kind: top_k, top_k: 40}"), vec!["top_k(k=40)"]);
-        assert_eq!(ids("{kind: top_p, top_p: 0.9, name: nucleus}"), vec!["nucleus"]);
-        assert_eq!(ids("{kind: chain, chain: [{top_k: 40}, {top_p: 0.9}, {temperature: 0.8}]}"), vec!["chain(k=40>p=0.9>t=0.8)"]);
+        assert_eq!(
+            ids("{kind: top_p, top_p: 0.9, name: nucleus}"),
+            vec!["nucleus"]
+        );
+        assert_eq!(
+            ids("{kind: chain, chain: [{top_k: 40}, {top_p: 0.9}, {temperature: 0.8}]}"),
+            vec!["chain(k=40>p=0.9>t=0.8)"]
+        );
     }
 
     #[test]
     fn flat_params_follow_hf_order_or_temperature_last() {
-        let s = &expand_block(&block("{kind: top_p, top_p: 0.9, temperature: 0.7, top_k: 40}"), "s").unwrap()[0];
-        assert_eq!(s.processors, vec![ProcSpec::Temperature { temperature: 0.7 }, ProcSpec::TopK { top_k: 40 }, ProcSpec::TopP { top_p: 0.9 }]);
-        let s = &expand_block(&block("{kind: min_p, min_p: 0.1, temperature: 1.5, temperature_last: true}"), "s").unwrap()[0];
-        assert_eq!(s.processors, vec![ProcSpec::MinP { min_p: 0.1 }, ProcSpec::Temperature { temperature: 1.5 }]);
+        let s = &expand_block(
+            &block("{kind: top_p, top_p: 0.9, temperature: 0.7, top_k: 40}"),
+            "s",
+        )
+        .unwrap()[0];
+        assert_eq!(
+            s.processors,
+            vec![
+                ProcSpec::Temperature { temperature: 0.7 },
+                ProcSpec::TopK { top_k: 40 },
+                ProcSpec::TopP { top_p: 0.9 }
+            ]
+        );
+        let s = &expand_block(
+            &block("{kind: min_p, min_p: 0.1, temperature: 1.5, temperature_last: true}"),
+            "s",
+        )
+        .unwrap()[0];
+        assert_eq!(
+            s.processors,
+            vec![
+                ProcSpec::MinP { min_p: 0.1 },
+                ProcSpec::Temperature { temperature: 1.5 }
+            ]
+        );
     }
 
     #[test]
@@ -857,7 +1073,8 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_the_path() {
-        assert!(error("{kind: top_p, top_p: 1.5}").contains("strategies[0].top_p: 1.5 is out of range; allowed: 0 < value <= 1"));
+        assert!(error("{kind: top_p, top_p: 1.5}")
+            .contains("strategies[0].top_p: 1.5 is out of range; allowed: 0 < value <= 1"));
         assert!(error("{kind: temperature, temperature: -1}").contains("strategies[0].temperature"));
         assert!(error("{kind: top_p, top_p: [0.9, 0]}").contains("grid point 1"));
         let e = error("{kind: entropy_switch, entropy_low: 3, entropy_high: 1, low: {kind: greedy}, mid: {kind: greedy}, high: {kind: greedy}}");
@@ -866,7 +1083,8 @@ mod tests {
         assert!(error("{kind: top_p}").contains("needs its parameter `top_p`"));
         assert!(error("{kind: nucleus}").contains("unknown strategy kind `nucleus`"));
         assert!(error("{kind: top_p, top_p: []}").contains("empty list"));
-        assert!(error("{kind: target_entropy, target: 2, kp: 1}").contains("only applies to `mode: feedback`"));
+        assert!(error("{kind: target_entropy, target: 2, kp: 1}")
+            .contains("only applies to `mode: feedback`"));
         let e = error("{kind: entropy_switch, entropy_low: 1, entropy_high: 2, low: {kind: greedy, oops: 1}, mid: {kind: greedy}, high: {kind: greedy}}");
         assert!(e.contains("strategies[0].low") && e.contains("oops"), "{e}");
         assert!(error("{kind: chain, chain: [{top_q: 0.9}]}").contains("strategies[0].chain[0]"));
@@ -874,9 +1092,15 @@ mod tests {
 
     #[test]
     fn units_convert_to_nats() {
-        let s = &expand_block(&block("{kind: target_entropy, target: 1.0, unit: bits}"), "s").unwrap()[0];
+        let s = &expand_block(
+            &block("{kind: target_entropy, target: 1.0, unit: bits}"),
+            "s",
+        )
+        .unwrap()[0];
         match &s.processors[0] {
-            ProcSpec::TargetEntropy { target_nats, .. } => assert!((target_nats - std::f64::consts::LN_2).abs() < 1e-12),
+            ProcSpec::TargetEntropy { target_nats, .. } => {
+                assert!((target_nats - std::f64::consts::LN_2).abs() < 1e-12)
+            }
             other => panic!("{other:?}"),
         }
     }

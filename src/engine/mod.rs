@@ -39,7 +39,10 @@ macro_rules! candle_model {
             fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
                 let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
                 let logits = self.inner.forward(&x, pos)?;
-                Ok(logits.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
+                Ok(logits
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1::<f32>()?)
             }
 
             fn fork(&self) -> Box<dyn LanguageModel> {
@@ -49,10 +52,22 @@ macro_rules! candle_model {
     };
 }
 
-candle_model!(Gemma3, candle_transformers::models::quantized_gemma3::ModelWeights);
-candle_model!(Llama, candle_transformers::models::quantized_llama::ModelWeights);
-candle_model!(Qwen3, candle_transformers::models::quantized_qwen3::ModelWeights);
-candle_model!(Phi3, candle_transformers::models::quantized_phi3::ModelWeights);
+candle_model!(
+    Gemma3,
+    candle_transformers::models::quantized_gemma3::ModelWeights
+);
+candle_model!(
+    Llama,
+    candle_transformers::models::quantized_llama::ModelWeights
+);
+candle_model!(
+    Qwen3,
+    candle_transformers::models::quantized_qwen3::ModelWeights
+);
+candle_model!(
+    Phi3,
+    candle_transformers::models::quantized_phi3::ModelWeights
+);
 
 /// A loaded model with everything the runner needs.
 pub struct LoadedModel {
@@ -70,22 +85,31 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| anyhow!("tokenizing the prompt failed: {e}"))?;
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| anyhow!("tokenizing the prompt failed: {e}"))?;
         let ids = enc.get_ids().to_vec();
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            bail!("the tokenizer produced token id {bad}, outside the model's vocabulary of {}", self.vocab_size);
+            bail!(
+                "the tokenizer produced token id {bad}, outside the model's vocabulary of {}",
+                self.vocab_size
+            );
         }
         Ok(ids)
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer.decode(ids, true).map_err(|e| anyhow!("decoding tokens failed: {e}"))
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| anyhow!("decoding tokens failed: {e}"))
     }
 }
 
 pub fn device(cuda: bool) -> Result<Device> {
     if cuda {
-        Device::new_cuda(0).context("no CUDA device (build with --features cuda and run on a machine with a GPU)")
+        Device::new_cuda(0)
+            .context("no CUDA device (build with --features cuda and run on a machine with a GPU)")
     } else {
         Ok(Device::Cpu)
     }
@@ -94,7 +118,8 @@ pub fn device(cuda: bool) -> Result<Device> {
 /// sha256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -108,25 +133,52 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 fn md_u32(ct: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
-    let v = ct.metadata.get(key).ok_or_else(|| anyhow!("{}: the GGUF metadata has no `{key}`; the file is incomplete or not a supported model", path.display()))?;
-    Ok(v.to_u32().or_else(|_| v.to_u64().map(|x| x as u32)).map_err(|e| anyhow!("{}: `{key}` is not an integer: {e}", path.display()))? as usize)
+    let v = ct.metadata.get(key).ok_or_else(|| {
+        anyhow!(
+            "{}: the GGUF metadata has no `{key}`; the file is incomplete or not a supported model",
+            path.display()
+        )
+    })?;
+    Ok(v.to_u32()
+        .or_else(|_| v.to_u64().map(|x| x as u32))
+        .map_err(|e| anyhow!("{}: `{key}` is not an integer: {e}", path.display()))?
+        as usize)
 }
 
-/// Load a model and its tokenizer.
-pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
-    let start = Instant::now();
-    let path = &spec.gguf;
-    let gguf_sha256 = sha256_file(path)?;
-    let tokenizer_sha256 = sha256_file(&spec.tokenizer)?;
-    let mut file = std::fs::File::open(path).with_context(|| format!("cannot open model file {}", path.display()))?;
-    let ct = gguf_file::Content::read(&mut file)
-        .map_err(|e| anyhow!("{} is not a readable GGUF file ({e}); re-run `make models` or check the path", path.display()))?;
+/// What the GGUF header says about a model, checked without reading the weights.
+#[derive(Debug, Clone)]
+pub struct GgufInfo {
+    pub architecture: String,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub eos_token_id: Option<u32>,
+}
+
+fn read_header(path: &Path) -> Result<(std::fs::File, gguf_file::Content, GgufInfo)> {
+    let mut file = std::fs::File::open(path)
+        .with_context(|| format!("cannot open model file {}", path.display()))?;
+    let ct = gguf_file::Content::read(&mut file).map_err(|e| {
+        anyhow!(
+            "{} is not a readable GGUF file ({e}); re-run `make models` or check the path",
+            path.display()
+        )
+    })?;
     let arch = match ct.metadata.get("general.architecture") {
-        Some(v) => v.to_string().map_err(|_| anyhow!("{}: `general.architecture` is not a string", path.display()))?.clone(),
-        None => bail!("{}: the GGUF metadata has no `general.architecture`", path.display()),
+        Some(v) => v
+            .to_string()
+            .map_err(|_| anyhow!("{}: `general.architecture` is not a string", path.display()))?
+            .clone(),
+        None => bail!(
+            "{}: the GGUF metadata has no `general.architecture`",
+            path.display()
+        ),
     };
     if !ARCHITECTURES.contains(&arch.as_str()) {
-        bail!("{}: architecture `{arch}` is not supported; declab runs: {}", path.display(), ARCHITECTURES.join(", "));
+        bail!(
+            "{}: architecture `{arch}` is not supported; declab runs: {}",
+            path.display(),
+            ARCHITECTURES.join(", ")
+        );
     }
     let context_length = md_u32(&ct, &format!("{arch}.context_length"), path)?;
     for key in ["block_count", "embedding_length", "attention.head_count"] {
@@ -135,31 +187,100 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     let vocab_tensor = ["output.weight", "token_embd.weight"]
         .iter()
         .find_map(|n| ct.tensor_infos.get(*n))
-        .ok_or_else(|| anyhow!("{}: no `token_embd.weight` tensor; not a language model GGUF", path.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no `token_embd.weight` tensor; not a language model GGUF",
+                path.display()
+            )
+        })?;
     let vocab_size = vocab_tensor.shape.dims()[0];
-    let eos_meta = ct.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok());
-    // Size check before reading tensors: a truncated file fails here with a clear message.
+    let eos_token_id = ct
+        .metadata
+        .get("tokenizer.ggml.eos_token_id")
+        .and_then(|v| v.to_u32().ok());
+    // A truncated file fails here with a clear message instead of inside the loader.
     let file_len = file.metadata()?.len();
     for (name, info) in &ct.tensor_infos {
-        let bytes = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+        let bytes =
+            info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
         let end = ct.tensor_data_offset + info.offset + bytes as u64;
         if end > file_len {
             bail!("{}: tensor `{name}` ends at byte {end} but the file has {file_len} bytes; the file is truncated (re-run `make models`)", path.display());
         }
     }
+    Ok((
+        file,
+        ct,
+        GgufInfo {
+            architecture: arch,
+            vocab_size,
+            context_length,
+            eos_token_id,
+        },
+    ))
+}
+
+/// Check a model file's header (format, architecture, metadata, size) without loading weights.
+pub fn inspect(path: &Path) -> Result<GgufInfo> {
+    Ok(read_header(path)?.2)
+}
+
+/// Load a model and its tokenizer.
+pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
+    let start = Instant::now();
+    let path = &spec.gguf;
+    let gguf_sha256 = sha256_file(path)?;
+    let tokenizer_sha256 = sha256_file(&spec.tokenizer)?;
+    let (mut file, ct, info) = read_header(path)?;
+    let GgufInfo {
+        architecture: arch,
+        vocab_size,
+        context_length,
+        eos_token_id: eos_meta,
+    } = info;
     let model: Box<dyn LanguageModel> = {
         let d = device.clone();
-        let ctx = |e: candle_core::Error| anyhow!("{}: loading the {arch} weights failed: {e}", path.display());
+        let ctx = |e: candle_core::Error| {
+            anyhow!("{}: loading the {arch} weights failed: {e}", path.display())
+        };
         match arch.as_str() {
-            "gemma3" => Box::new(Gemma3 { inner: candle_transformers::models::quantized_gemma3::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?, device: d }),
-            "llama" => Box::new(Llama { inner: candle_transformers::models::quantized_llama::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?, device: d }),
-            "qwen3" => Box::new(Qwen3 { inner: candle_transformers::models::quantized_qwen3::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?, device: d }),
-            "phi3" => Box::new(Phi3 { inner: candle_transformers::models::quantized_phi3::ModelWeights::from_gguf(false, ct, &mut file, device).map_err(ctx)?, device: d }),
+            "gemma3" => Box::new(Gemma3 {
+                inner: candle_transformers::models::quantized_gemma3::ModelWeights::from_gguf(
+                    ct, &mut file, device,
+                )
+                .map_err(ctx)?,
+                device: d,
+            }),
+            "llama" => Box::new(Llama {
+                inner: candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+                    ct, &mut file, device,
+                )
+                .map_err(ctx)?,
+                device: d,
+            }),
+            "qwen3" => Box::new(Qwen3 {
+                inner: candle_transformers::models::quantized_qwen3::ModelWeights::from_gguf(
+                    ct, &mut file, device,
+                )
+                .map_err(ctx)?,
+                device: d,
+            }),
+            "phi3" => Box::new(Phi3 {
+                inner: candle_transformers::models::quantized_phi3::ModelWeights::from_gguf(
+                    false, ct, &mut file, device,
+                )
+                .map_err(ctx)?,
+                device: d,
+            }),
             _ => unreachable!("checked above"),
         }
     };
-    let tokenizer = Tokenizer::from_file(&spec.tokenizer)
-        .map_err(|e| anyhow!("{} is not a valid tokenizer.json: {e}", spec.tokenizer.display()))?;
+    let tokenizer = Tokenizer::from_file(&spec.tokenizer).map_err(|e| {
+        anyhow!(
+            "{} is not a valid tokenizer.json: {e}",
+            spec.tokenizer.display()
+        )
+    })?;
     // Added tokens beyond the model's vocabulary (Gemma 3's `<image_soft_token>`) are harmless
     // unless a prompt produces them (checked in `encode`); the base vocabulary must fit.
     let tok_vocab = tokenizer.get_vocab_size(false);
@@ -171,13 +292,26 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
         );
     }
     let mut eos_ids: Vec<u32> = eos_meta.into_iter().collect();
-    for t in ["<eos>", "<end_of_turn>", "</s>", "<|endoftext|>", "<|im_end|>", "<|eot_id|>"] {
+    for t in [
+        "<eos>",
+        "<end_of_turn>",
+        "</s>",
+        "<|endoftext|>",
+        "<|im_end|>",
+        "<|eot_id|>",
+    ] {
         if let Some(id) = tokenizer.token_to_id(t) {
             eos_ids.push(id);
         }
     }
     for t in &spec.eos_tokens {
-        let id = tokenizer.token_to_id(t).ok_or_else(|| anyhow!("model {}: eos token {t:?} is not in {}", spec.id, spec.tokenizer.display()))?;
+        let id = tokenizer.token_to_id(t).ok_or_else(|| {
+            anyhow!(
+                "model {}: eos token {t:?} is not in {}",
+                spec.id,
+                spec.tokenizer.display()
+            )
+        })?;
         eos_ids.push(id);
     }
     eos_ids.sort_unstable();

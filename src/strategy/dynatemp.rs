@@ -48,7 +48,11 @@ mod tests {
         let l = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
         // H = 1.142120, H_max = ln 4 = 1.386294, H_norm = 0.823865
         // T = 0.5 + (1.5 - 0.5) * 0.823865 = 1.323865
-        let mut s = Sampler::new(Box::new(DynaTemp { temperature: 1.0, range: 0.5, exponent: 1.0 }));
+        let mut s = Sampler::new(Box::new(DynaTemp {
+            temperature: 1.0,
+            range: 0.5,
+            exponent: 1.0,
+        }));
         let d = s.final_distribution(&l).unwrap();
         assert!((d.temperature - 1.323865).abs() < 1e-5, "{}", d.temperature);
         assert_close(&d.probs, &softmax_subset(&l, &[0, 1, 2, 3], 1.323865), 1e-5);
@@ -56,9 +60,17 @@ mod tests {
 
     #[test]
     fn uniform_gets_max_temperature_and_range_zero_is_plain() {
-        let mut s = Sampler::new(Box::new(DynaTemp { temperature: 1.0, range: 0.5, exponent: 2.0 }));
+        let mut s = Sampler::new(Box::new(DynaTemp {
+            temperature: 1.0,
+            range: 0.5,
+            exponent: 2.0,
+        }));
         assert!((s.final_distribution(&[0.0; 4]).unwrap().temperature - 1.5).abs() < 1e-9);
-        let mut s = Sampler::new(Box::new(DynaTemp { temperature: 0.7, range: 0.0, exponent: 1.0 }));
+        let mut s = Sampler::new(Box::new(DynaTemp {
+            temperature: 0.7,
+            range: 0.0,
+            exponent: 1.0,
+        }));
         assert!((s.final_distribution(&[1.0, 0.0]).unwrap().temperature - 0.7).abs() < 1e-12);
     }
 }

@@ -41,11 +41,19 @@ mod tests {
 
     #[test]
     fn formula() {
-        let e = Edt { temperature: 1.0, theta: 0.5, n: 0.8 };
+        let e = Edt {
+            temperature: 1.0,
+            theta: 0.5,
+            n: 0.8,
+        };
         // H = ln 4: T = 0.8^(0.5/1.386294) = 0.92267
         assert!((e.temperature_for(4f64.ln()) - 0.8f64.powf(0.5 / 4f64.ln())).abs() < 1e-12);
         assert_eq!(e.temperature_for(0.0), 0.0);
-        let mut s = Sampler::new(Box::new(Edt { temperature: 1.0, theta: 0.5, n: 0.8 }));
+        let mut s = Sampler::new(Box::new(Edt {
+            temperature: 1.0,
+            theta: 0.5,
+            n: 0.8,
+        }));
         let d = s.final_distribution(&[0.0; 4]).unwrap();
         assert_close(&d.probs, &[0.25; 4], 1e-9);
         assert!((d.temperature - 0.8f64.powf(0.5 / 4f64.ln())).abs() < 1e-9);

@@ -58,9 +58,17 @@ mod tests {
 
     #[test]
     fn epsilon_cuts_small_probs() {
-        assert_close(&final_probs(Box::new(Epsilon { epsilon: 0.1 }), &l4()), &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0], 1e-6);
+        assert_close(
+            &final_probs(Box::new(Epsilon { epsilon: 0.1 }), &l4()),
+            &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0],
+            1e-6,
+        );
         // everything below: the top token stays
-        assert_close(&final_probs(Box::new(Epsilon { epsilon: 0.9 }), &l4()), &[1.0, 0.0, 0.0, 0.0], 1e-9);
+        assert_close(
+            &final_probs(Box::new(Epsilon { epsilon: 0.9 }), &l4()),
+            &[1.0, 0.0, 0.0, 0.0],
+            1e-9,
+        );
     }
 
     #[test]

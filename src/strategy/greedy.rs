@@ -33,7 +33,10 @@ mod tests {
 
     #[test]
     fn lowest_id_wins_ties() {
-        assert_eq!(final_probs(Box::new(Greedy), &[1.0, 3.0, 3.0, -1.0]), vec![0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(
+            final_probs(Box::new(Greedy), &[1.0, 3.0, 3.0, -1.0]),
+            vec![0.0, 1.0, 0.0, 0.0]
+        );
     }
 
     #[test]

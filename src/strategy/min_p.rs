@@ -33,16 +33,32 @@ mod tests {
     fn relative_threshold() {
         let l = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
         // threshold 0.4 * 0.5 = 0.2: keeps .5 and .3
-        assert_close(&final_probs(Box::new(MinP { min_p: 0.4 }), &l), &[0.625, 0.375, 0.0, 0.0], 1e-6);
+        assert_close(
+            &final_probs(Box::new(MinP { min_p: 0.4 }), &l),
+            &[0.625, 0.375, 0.0, 0.0],
+            1e-6,
+        );
         // threshold 0.09 * 0.5 = 0.045: .05 is kept
-        assert_close(&final_probs(Box::new(MinP { min_p: 0.09 }), &l), &[0.5, 0.3, 0.15, 0.05], 1e-6);
+        assert_close(
+            &final_probs(Box::new(MinP { min_p: 0.09 }), &l),
+            &[0.5, 0.3, 0.15, 0.05],
+            1e-6,
+        );
         // threshold 0.11 * 0.5 = 0.055: .05 is cut
-        assert_close(&final_probs(Box::new(MinP { min_p: 0.11 }), &l), &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0], 1e-6);
+        assert_close(
+            &final_probs(Box::new(MinP { min_p: 0.11 }), &l),
+            &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0],
+            1e-6,
+        );
     }
 
     #[test]
     fn min_p_one_keeps_ties_at_max() {
         let l = [1.0f32, 1.0, 0.0];
-        assert_close(&final_probs(Box::new(MinP { min_p: 1.0 }), &l), &[0.5, 0.5, 0.0], 1e-9);
+        assert_close(
+            &final_probs(Box::new(MinP { min_p: 1.0 }), &l),
+            &[0.5, 0.5, 0.0],
+            1e-9,
+        );
     }
 }

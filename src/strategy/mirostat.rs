@@ -32,7 +32,15 @@ pub struct Mirostat {
 
 impl Mirostat {
     pub fn new(version: u8, tau: f64, eta: f64, temperature: f64) -> Self {
-        Mirostat { version, tau, eta, temperature, m: 100, mu: 2.0 * tau, applied: false }
+        Mirostat {
+            version,
+            tau,
+            eta,
+            temperature,
+            m: 100,
+            mu: 2.0 * tau,
+            applied: false,
+        }
     }
 
     fn apply_v2(&self, cands: &mut Candidates, s: &mut Scratch) {
@@ -68,8 +76,13 @@ impl Mirostat {
         }
         let s_hat = sum_tb / sum_tt;
         let eps_hat = s_hat - 1.0;
-        let k = ((eps_hat * self.mu.exp2()) / (1.0 - (vocab as f64).powf(-eps_hat))).powf(1.0 / s_hat);
-        let k = if k.is_finite() { (k as usize).clamp(1, n) } else { n };
+        let k =
+            ((eps_hat * self.mu.exp2()) / (1.0 - (vocab as f64).powf(-eps_hat))).powf(1.0 / s_hat);
+        let k = if k.is_finite() {
+            (k as usize).clamp(1, n)
+        } else {
+            n
+        };
         if k >= n {
             return;
         }

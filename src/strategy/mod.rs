@@ -9,15 +9,15 @@
 //! No processor sorts the whole vocabulary (Gemma's is 262,144 tokens); selections use
 //! windowed `select_nth_unstable` (see [`kernels::visit_in_key_order`]).
 
-pub mod kernels;
 mod chain;
 mod dynatemp;
 mod edt;
 mod entropy_switch;
-mod greedy;
-mod mirostat;
 mod epsilon;
+mod greedy;
+pub mod kernels;
 mod min_p;
+mod mirostat;
 mod repetition;
 mod spec;
 mod target_entropy;
@@ -48,7 +48,10 @@ pub struct Effect {
 
 impl Effect {
     pub fn temperature(t: f64) -> Self {
-        Effect { temperature: Some(t), ..Default::default() }
+        Effect {
+            temperature: Some(t),
+            ..Default::default()
+        }
     }
 
     /// Combine the effect of a later processor into this one.
@@ -189,7 +192,12 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(root: Box<dyn Processor>) -> Self {
-        Sampler { root, cands: Candidates::default(), scratch: Scratch::default(), probs: Vec::new() }
+        Sampler {
+            root,
+            cands: Candidates::default(),
+            scratch: Scratch::default(),
+            probs: Vec::new(),
+        }
     }
 
     pub fn reset(&mut self, prompt: &[u32]) {
@@ -201,7 +209,11 @@ impl Sampler {
     fn apply(&mut self, logits: &[f32]) -> Result<(DistStats, Effect, DistStats), SampleError> {
         check_logits(logits)?;
         let base = kernels::dist_stats(logits);
-        let ctx = StepCtx { logits, base, vocab_size: logits.len() };
+        let ctx = StepCtx {
+            logits,
+            base,
+            vocab_size: logits.len(),
+        };
         self.cands.fill(logits);
         let effect = self.root.apply(&mut self.cands, &ctx, &mut self.scratch);
         self.cands.retain_logit_at_least(f32::NEG_INFINITY);
@@ -215,7 +227,11 @@ impl Sampler {
 
     /// One decoding step: apply, draw with `rng`, accept. The draw walks the final
     /// distribution in token-id order, so it does not depend on how processors ordered it.
-    pub fn sample(&mut self, logits: &[f32], rng: &mut ChaCha20Rng) -> Result<StepInfo, SampleError> {
+    pub fn sample(
+        &mut self,
+        logits: &[f32],
+        rng: &mut ChaCha20Rng,
+    ) -> Result<StepInfo, SampleError> {
         let (base, effect, fin) = self.apply(logits)?;
         let u: f64 = rng.random();
         let pos = kernels::draw_inverse_cdf(&self.probs, u);
@@ -223,7 +239,12 @@ impl Sampler {
         let p_final = self.probs[pos];
         let logprob = base.log_prob(logits[token as usize]);
         let kept = self.probs.iter().filter(|&&p| p > 0.0).count() as u32;
-        let accepted = Accepted { token, p_final, p_base: logprob.exp(), final_entropy_nats: fin.entropy_nats };
+        let accepted = Accepted {
+            token,
+            p_final,
+            p_base: logprob.exp(),
+            final_entropy_nats: fin.entropy_nats,
+        };
         self.root.accept(&accepted);
         Ok(StepInfo {
             token,
@@ -263,12 +284,18 @@ pub(crate) mod testutil {
 
     /// Final distribution of a processor on hand-made logits.
     pub fn final_probs(p: Box<dyn Processor>, logits: &[f32]) -> Vec<f64> {
-        Sampler::new(p).final_distribution(logits).expect("valid logits").probs
+        Sampler::new(p)
+            .final_distribution(logits)
+            .expect("valid logits")
+            .probs
     }
 
     /// Softmax reference (f64) over the given subset, for expected values.
     pub fn softmax_subset(logits: &[f32], keep: &[usize], t: f64) -> Vec<f64> {
-        let m = keep.iter().map(|&i| logits[i] as f64 / t).fold(f64::NEG_INFINITY, f64::max);
+        let m = keep
+            .iter()
+            .map(|&i| logits[i] as f64 / t)
+            .fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = keep.iter().map(|&i| (logits[i] as f64 / t - m).exp()).sum();
         let mut out = vec![0.0; logits.len()];
         for &i in keep {
@@ -280,7 +307,10 @@ pub(crate) mod testutil {
     pub fn assert_close(a: &[f64], b: &[f64], tol: f64) {
         assert_eq!(a.len(), b.len());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= tol, "index {i}: {x} vs {y} (all: {a:?} vs {b:?})");
+            assert!(
+                (x - y).abs() <= tol,
+                "index {i}: {x} vs {y} (all: {a:?} vs {b:?})"
+            );
         }
     }
 }
@@ -293,15 +323,27 @@ mod tests {
     #[test]
     fn rejects_bad_logits() {
         assert_eq!(check_logits(&[]), Err(SampleError::Empty));
-        assert_eq!(check_logits(&[0.0, f32::NAN]), Err(SampleError::NanLogit(1)));
-        assert_eq!(check_logits(&[f32::INFINITY]), Err(SampleError::InfiniteLogit(0)));
-        assert_eq!(check_logits(&[f32::NEG_INFINITY; 3]), Err(SampleError::NoCandidate));
+        assert_eq!(
+            check_logits(&[0.0, f32::NAN]),
+            Err(SampleError::NanLogit(1))
+        );
+        assert_eq!(
+            check_logits(&[f32::INFINITY]),
+            Err(SampleError::InfiniteLogit(0))
+        );
+        assert_eq!(
+            check_logits(&[f32::NEG_INFINITY; 3]),
+            Err(SampleError::NoCandidate)
+        );
     }
 
     #[test]
     fn frequency_of_draws_matches_final_distribution() {
         let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
-        let mut s = Sampler::new(build(&[ProcSpec::Temperature { temperature: 0.8 }], logits.len()));
+        let mut s = Sampler::new(build(
+            &[ProcSpec::Temperature { temperature: 0.8 }],
+            logits.len(),
+        ));
         let fin = s.final_distribution(&logits).unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         let mut counts = [0usize; 5];
@@ -309,11 +351,11 @@ mod tests {
         for _ in 0..n {
             counts[s.sample(&logits, &mut rng).unwrap().token as usize] += 1;
         }
-        for i in 0..5 {
-            let f = counts[i] as f64 / n as f64;
+        for (i, (&c, &p)) in counts.iter().zip(&fin.probs).enumerate() {
+            let f = c as f64 / n as f64;
             // 5 standard errors of a binomial proportion
-            let se = (fin.probs[i] * (1.0 - fin.probs[i]) / n as f64).sqrt();
-            assert!((f - fin.probs[i]).abs() < 5.0 * se + 1e-9, "token {i}: {f} vs {}", fin.probs[i]);
+            let se = (p * (1.0 - p) / n as f64).sqrt();
+            assert!((f - p).abs() < 5.0 * se + 1e-9, "token {i}: {f} vs {p}");
         }
     }
 }

@@ -13,7 +13,10 @@ pub struct RepetitionPenalty {
 
 impl RepetitionPenalty {
     pub fn new(penalty: f64) -> Self {
-        RepetitionPenalty { penalty, seen: Vec::new() }
+        RepetitionPenalty {
+            penalty,
+            seen: Vec::new(),
+        }
     }
 
     fn mark(&mut self, token: u32) {
@@ -61,7 +64,11 @@ mod tests {
         s.reset(&[0, 1]);
         let p = s.final_distribution(&l).unwrap().probs;
         // token 0: 2/2 = 1; token 1: -1*2 = -2
-        assert_close(&p, &softmax_subset(&[1.0, -2.0, 1.0, 0.5], &[0, 1, 2, 3], 1.0), 1e-7);
+        assert_close(
+            &p,
+            &softmax_subset(&[1.0, -2.0, 1.0, 0.5], &[0, 1, 2, 3], 1.0),
+            1e-7,
+        );
         let _ = final_probs(Box::new(RepetitionPenalty::new(2.0)), &l);
     }
 }

@@ -56,8 +56,18 @@ pub enum TargetSignal {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum TargetMode {
-    Solve { t_min: f64, t_max: f64 },
-    Feedback { signal: TargetSignal, kp: f64, ki: f64, t_init: f64, t_min: f64, t_max: f64 },
+    Solve {
+        t_min: f64,
+        t_max: f64,
+    },
+    Feedback {
+        signal: TargetSignal,
+        kp: f64,
+        ki: f64,
+        t_init: f64,
+        t_min: f64,
+        t_max: f64,
+    },
 }
 
 /// One processor of a strategy's chain, with checked parameters. Entropies are in nats.
@@ -65,19 +75,54 @@ pub enum TargetMode {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ProcSpec {
     Greedy,
-    Temperature { temperature: f64 },
-    TopK { top_k: usize },
-    TopP { top_p: f64 },
-    MinP { min_p: f64 },
-    TypicalP { typical_p: f64 },
-    EpsilonCutoff { epsilon_cutoff: f64 },
-    EtaCutoff { eta_cutoff: f64 },
-    TopNSigma { top_n_sigma: f64 },
-    RepetitionPenalty { repetition_penalty: f64 },
-    Dynatemp { temperature: f64, dynatemp_range: f64, dynatemp_exponent: f64 },
-    Edt { temperature: f64, edt_theta: f64, edt_n: f64 },
-    TargetEntropy { target_nats: f64, #[serde(flatten)] mode: TargetMode },
-    Mirostat { version: u8, mirostat_tau: f64, mirostat_eta: f64, temperature: f64 },
+    Temperature {
+        temperature: f64,
+    },
+    TopK {
+        top_k: usize,
+    },
+    TopP {
+        top_p: f64,
+    },
+    MinP {
+        min_p: f64,
+    },
+    TypicalP {
+        typical_p: f64,
+    },
+    EpsilonCutoff {
+        epsilon_cutoff: f64,
+    },
+    EtaCutoff {
+        eta_cutoff: f64,
+    },
+    TopNSigma {
+        top_n_sigma: f64,
+    },
+    RepetitionPenalty {
+        repetition_penalty: f64,
+    },
+    Dynatemp {
+        temperature: f64,
+        dynatemp_range: f64,
+        dynatemp_exponent: f64,
+    },
+    Edt {
+        temperature: f64,
+        edt_theta: f64,
+        edt_n: f64,
+    },
+    TargetEntropy {
+        target_nats: f64,
+        #[serde(flatten)]
+        mode: TargetMode,
+    },
+    Mirostat {
+        version: u8,
+        mirostat_tau: f64,
+        mirostat_eta: f64,
+        temperature: f64,
+    },
     EntropySwitch {
         entropy_low_nats: f64,
         entropy_high_nats: f64,
@@ -102,7 +147,10 @@ pub struct StrategySpec {
 impl StrategySpec {
     /// True when every step is an argmax (so every sample index gives the same text).
     pub fn is_greedy(&self) -> bool {
-        matches!(self.processors.as_slice(), [ProcSpec::Greedy] | [ProcSpec::Temperature { temperature: 0.0 }])
+        matches!(
+            self.processors.as_slice(),
+            [ProcSpec::Greedy] | [ProcSpec::Temperature { temperature: 0.0 }]
+        )
     }
 }
 
@@ -114,29 +162,74 @@ fn build_one(p: &ProcSpec, vocab: usize) -> Box<dyn Processor> {
         ProcSpec::TopP { top_p } => Box::new(TopP { p: *top_p }),
         ProcSpec::MinP { min_p } => Box::new(MinP { min_p: *min_p }),
         ProcSpec::TypicalP { typical_p } => Box::new(Typical { mass: *typical_p }),
-        ProcSpec::EpsilonCutoff { epsilon_cutoff } => Box::new(Epsilon { epsilon: *epsilon_cutoff }),
-        ProcSpec::EtaCutoff { eta_cutoff } => Box::new(Eta { epsilon: *eta_cutoff }),
+        ProcSpec::EpsilonCutoff { epsilon_cutoff } => Box::new(Epsilon {
+            epsilon: *epsilon_cutoff,
+        }),
+        ProcSpec::EtaCutoff { eta_cutoff } => Box::new(Eta {
+            epsilon: *eta_cutoff,
+        }),
         ProcSpec::TopNSigma { top_n_sigma } => Box::new(TopNSigma { n: *top_n_sigma }),
-        ProcSpec::RepetitionPenalty { repetition_penalty } => Box::new(RepetitionPenalty::new(*repetition_penalty)),
-        ProcSpec::Dynatemp { temperature, dynatemp_range, dynatemp_exponent } => Box::new(DynaTemp {
+        ProcSpec::RepetitionPenalty { repetition_penalty } => {
+            Box::new(RepetitionPenalty::new(*repetition_penalty))
+        }
+        ProcSpec::Dynatemp {
+            temperature,
+            dynatemp_range,
+            dynatemp_exponent,
+        } => Box::new(DynaTemp {
             temperature: *temperature,
             range: *dynatemp_range,
             exponent: *dynatemp_exponent,
         }),
-        ProcSpec::Edt { temperature, edt_theta, edt_n } => Box::new(Edt { temperature: *temperature, theta: *edt_theta, n: *edt_n }),
+        ProcSpec::Edt {
+            temperature,
+            edt_theta,
+            edt_n,
+        } => Box::new(Edt {
+            temperature: *temperature,
+            theta: *edt_theta,
+            n: *edt_n,
+        }),
         ProcSpec::TargetEntropy { target_nats, mode } => match *mode {
-            TargetMode::Solve { t_min, t_max } => Box::new(Solve { target_nats: *target_nats, t_min, t_max }),
-            TargetMode::Feedback { signal, kp, ki, t_init, t_min, t_max } => {
+            TargetMode::Solve { t_min, t_max } => Box::new(Solve {
+                target_nats: *target_nats,
+                t_min,
+                t_max,
+            }),
+            TargetMode::Feedback {
+                signal,
+                kp,
+                ki,
+                t_init,
+                t_min,
+                t_max,
+            } => {
                 let signal = match signal {
                     TargetSignal::Entropy => Signal::Entropy,
                     TargetSignal::Surprise => Signal::Surprise,
                 };
-                Box::new(Feedback::new(*target_nats, signal, kp, ki, t_init, t_min, t_max))
+                Box::new(Feedback::new(
+                    *target_nats,
+                    signal,
+                    kp,
+                    ki,
+                    t_init,
+                    t_min,
+                    t_max,
+                ))
             }
         },
-        ProcSpec::Mirostat { version, mirostat_tau, mirostat_eta, temperature } => {
-            Box::new(Mirostat::new(*version, *mirostat_tau, *mirostat_eta, *temperature))
-        }
+        ProcSpec::Mirostat {
+            version,
+            mirostat_tau,
+            mirostat_eta,
+            temperature,
+        } => Box::new(Mirostat::new(
+            *version,
+            *mirostat_tau,
+            *mirostat_eta,
+            *temperature,
+        )),
         ProcSpec::EntropySwitch {
             entropy_low_nats,
             entropy_high_nats,
@@ -162,5 +255,7 @@ pub fn build(chain: &[ProcSpec], vocab: usize) -> Box<dyn Processor> {
     if chain.len() == 1 {
         return build_one(&chain[0], vocab);
     }
-    Box::new(Chain { processors: chain.iter().map(|p| build_one(p, vocab)).collect() })
+    Box::new(Chain {
+        processors: chain.iter().map(|p| build_one(p, vocab)).collect(),
+    })
 }

@@ -60,8 +60,16 @@ pub fn solve_temperature(logits: &[f32], target: f64, t_min: f64, t_max: f64) ->
         }
         // Newton in ln T: dH/d(ln T) = T · dH/dT
         let slope = t * dh_dt;
-        let next = if slope > 1e-12 { x - err / slope } else { f64::NAN };
-        x = if next.is_finite() && next > lo && next < hi { next } else { 0.5 * (lo + hi) };
+        let next = if slope > 1e-12 {
+            x - err / slope
+        } else {
+            f64::NAN
+        };
+        x = if next.is_finite() && next > lo && next < hi {
+            next
+        } else {
+            0.5 * (lo + hi)
+        };
         if hi - lo < 1e-12 {
             break;
         }
@@ -95,8 +103,26 @@ pub struct Feedback {
 }
 
 impl Feedback {
-    pub fn new(target_nats: f64, signal: Signal, kp: f64, ki: f64, t_init: f64, t_min: f64, t_max: f64) -> Self {
-        Feedback { target_nats, signal, kp, ki, t_init, t_min, t_max, integral: 0.0, last_error: 0.0 }
+    pub fn new(
+        target_nats: f64,
+        signal: Signal,
+        kp: f64,
+        ki: f64,
+        t_init: f64,
+        t_min: f64,
+        t_max: f64,
+    ) -> Self {
+        Feedback {
+            target_nats,
+            signal,
+            kp,
+            ki,
+            t_init,
+            t_min,
+            t_max,
+            integral: 0.0,
+            last_error: 0.0,
+        }
     }
 
     fn raw_log_t(&self, integral: f64) -> f64 {
@@ -104,7 +130,9 @@ impl Feedback {
     }
 
     pub fn current_temperature(&self) -> f64 {
-        self.raw_log_t(self.integral).exp().clamp(self.t_min, self.t_max)
+        self.raw_log_t(self.integral)
+            .exp()
+            .clamp(self.t_min, self.t_max)
     }
 }
 
@@ -147,12 +175,17 @@ mod tests {
 
     #[test]
     fn solve_hits_reachable_targets() {
-        let l: Vec<f32> = (0..1000).map(|i| -((i as f32) * 0.37).sqrt() * 2.0).collect();
+        let l: Vec<f32> = (0..1000)
+            .map(|i| -((i as f32) * 0.37).sqrt() * 2.0)
+            .collect();
         for &target in &[0.1, 0.5, 1.0, 2.0, 4.0, 6.5] {
             let t = solve_temperature(&l, target, 0.01, 100.0);
             let scaled: Vec<f32> = l.iter().map(|x| x / t as f32).collect();
             let h = dist_stats(&scaled).entropy_nats;
-            assert!((h - target).abs() < 1e-3, "target {target}: got {h} at T {t}");
+            assert!(
+                (h - target).abs() < 1e-3,
+                "target {target}: got {h} at T {t}"
+            );
         }
     }
 
@@ -167,7 +200,15 @@ mod tests {
     fn feedback_moves_temperature_against_the_error_and_resets() {
         // flat distribution: entropy ln 50 = 3.9 > target 1 -> temperature must fall
         let l = vec![0.0f32; 50];
-        let mut fb = Sampler::new(Box::new(Feedback::new(1.0, Signal::Entropy, 0.5, 0.1, 1.0, 0.05, 3.0)));
+        let mut fb = Sampler::new(Box::new(Feedback::new(
+            1.0,
+            Signal::Entropy,
+            0.5,
+            0.1,
+            1.0,
+            0.05,
+            3.0,
+        )));
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
         let first = fb.sample(&l, &mut rng).unwrap();
         assert_eq!(first.controller, Some(1.0));

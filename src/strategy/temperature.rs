@@ -46,7 +46,10 @@ mod tests {
     #[test]
     fn zero_is_greedy_and_huge_is_near_uniform() {
         let l = [2.0f32, 1.0, 2.0, -1.0];
-        assert_eq!(final_probs(Box::new(Temperature { t: 0.0 }), &l), vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            final_probs(Box::new(Temperature { t: 0.0 }), &l),
+            vec![1.0, 0.0, 0.0, 0.0]
+        );
         let p = final_probs(Box::new(Temperature { t: 1e6 }), &l);
         assert_close(&p, &[0.25; 4], 1e-5);
     }

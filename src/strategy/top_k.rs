@@ -21,7 +21,9 @@ impl Processor for TopK {
         s.logits.clear();
         s.logits.extend_from_slice(&cands.logits);
         // k-th largest = element at index k-1 in descending order
-        let (_, kth, _) = s.logits.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let (_, kth, _) = s
+            .logits
+            .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
         let threshold = *kth;
         cands.retain_logit_at_least(threshold);
         Effect::default()
@@ -52,7 +54,15 @@ mod tests {
     #[test]
     fn k_zero_means_one_and_k_above_n_keeps_all() {
         let l = [1.0f32, 3.0, 2.0];
-        assert_close(&final_probs(Box::new(TopK { k: 0 }), &l), &[0.0, 1.0, 0.0], 0.0);
-        assert_close(&final_probs(Box::new(TopK { k: 10 }), &l), &softmax_subset(&l, &[0, 1, 2], 1.0), 1e-7);
+        assert_close(
+            &final_probs(Box::new(TopK { k: 0 }), &l),
+            &[0.0, 1.0, 0.0],
+            0.0,
+        );
+        assert_close(
+            &final_probs(Box::new(TopK { k: 10 }), &l),
+            &softmax_subset(&l, &[0, 1, 2], 1.0),
+            1e-7,
+        );
     }
 }

@@ -28,7 +28,13 @@ impl Processor for TopNSigma {
             return Effect::default();
         }
         let mean = sum / count as f64;
-        let var = cands.logits.iter().filter(|l| l.is_finite()).map(|&l| (l as f64 - mean).powi(2)).sum::<f64>() / count as f64;
+        let var = cands
+            .logits
+            .iter()
+            .filter(|l| l.is_finite())
+            .map(|&l| (l as f64 - mean).powi(2))
+            .sum::<f64>()
+            / count as f64;
         let threshold = max - self.n * var.sqrt();
         cands.retain(|_, l| (l as f64) >= threshold);
         Effect::default()
@@ -44,15 +50,27 @@ mod tests {
     fn keeps_within_n_sigma_of_max() {
         // logits 4,3,2,1: mean 2.5, population std sqrt(1.25)=1.1180; n=1 -> threshold 2.882
         let l = [4.0f32, 3.0, 2.0, 1.0];
-        assert_close(&final_probs(Box::new(TopNSigma { n: 1.0 }), &l), &softmax_subset(&l, &[0, 1], 1.0), 1e-7);
+        assert_close(
+            &final_probs(Box::new(TopNSigma { n: 1.0 }), &l),
+            &softmax_subset(&l, &[0, 1], 1.0),
+            1e-7,
+        );
         // n=2 -> threshold 1.764: keeps 4,3,2
-        assert_close(&final_probs(Box::new(TopNSigma { n: 2.0 }), &l), &softmax_subset(&l, &[0, 1, 2], 1.0), 1e-7);
+        assert_close(
+            &final_probs(Box::new(TopNSigma { n: 2.0 }), &l),
+            &softmax_subset(&l, &[0, 1, 2], 1.0),
+            1e-7,
+        );
     }
 
     #[test]
     fn ignores_neg_inf_in_sigma() {
         let l = [4.0f32, 3.0, f32::NEG_INFINITY, 2.0];
         // finite 4,3,2: mean 3, std .8165; n=1 -> 3.18: keeps only 4
-        assert_close(&final_probs(Box::new(TopNSigma { n: 1.0 }), &l), &[1.0, 0.0, 0.0, 0.0], 1e-9);
+        assert_close(
+            &final_probs(Box::new(TopNSigma { n: 1.0 }), &l),
+            &[1.0, 0.0, 0.0, 0.0],
+            1e-9,
+        );
     }
 }

@@ -20,7 +20,12 @@ impl Processor for Typical {
         let stats = cands.softmax_into(&mut s.probs);
         let h = stats.entropy_nats;
         s.keys.clear();
-        s.keys.extend(cands.logits.iter().map(|&l| (-(stats.log_prob(l)) - h).abs()));
+        s.keys.extend(
+            cands
+                .logits
+                .iter()
+                .map(|&l| (-(stats.log_prob(l)) - h).abs()),
+        );
         let mut cum = 0.0;
         let mut boundary = f64::INFINITY;
         let (probs, keys) = (&s.probs, &s.keys);
@@ -50,9 +55,17 @@ mod tests {
         // scores = (.4490, .0619, .7550, 1.8536): order 1,0,2,3; cumsum .3,.8,.95,1
         // mass .5: first cumsum >= .5 is at token 0 -> keep scores <= .4490 -> {1, 0}
         let l = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
-        assert_close(&final_probs(Box::new(Typical { mass: 0.5 }), &l), &[0.625, 0.375, 0.0, 0.0], 1e-6);
+        assert_close(
+            &final_probs(Box::new(Typical { mass: 0.5 }), &l),
+            &[0.625, 0.375, 0.0, 0.0],
+            1e-6,
+        );
         // mass .25: token 1 alone (cumsum .3 >= .25)
-        assert_close(&final_probs(Box::new(Typical { mass: 0.25 }), &l), &[0.0, 1.0, 0.0, 0.0], 1e-6);
+        assert_close(
+            &final_probs(Box::new(Typical { mass: 0.25 }), &l),
+            &[0.0, 1.0, 0.0, 0.0],
+            1e-6,
+        );
         // mass .9: {1,0,2}
         let p = final_probs(Box::new(Typical { mass: 0.9 }), &l);
         assert_close(&p, &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0], 1e-6);
@@ -61,6 +74,10 @@ mod tests {
     #[test]
     fn uniform_keeps_all_ties() {
         let l = [0.0f32; 4];
-        assert_close(&final_probs(Box::new(Typical { mass: 0.3 }), &l), &[0.25; 4], 1e-9);
+        assert_close(
+            &final_probs(Box::new(Typical { mass: 0.3 }), &l),
+            &[0.25; 4],
+            1e-9,
+        );
     }
 }

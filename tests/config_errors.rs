@@ -1,0 +1,132 @@
+//! Bad input through the CLI: exit code 2, a message naming the file and the YAML path or line,
+//! and no results folder created.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn write(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn valid_body(dir: &Path) -> String {
+    let m = tiny_model(dir);
+    format!(
+        "name: bad\nseed: 1\nmodels:\n  - id: tiny\n    gguf: {}\n    tokenizer: {}\nprompts:\n  - {{id: a, text: \"the cat\"}}\nmax_new_tokens: 4\nstrategies:\n  - kind: greedy\n",
+        m.gguf.display(),
+        m.tokenizer.display()
+    )
+}
+
+/// Each case: (description, yaml transform, expected message fragments).
+fn check(body: &str, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "bad.yaml", body);
+    let out = dir.path().join("results-out");
+    for cmd in [
+        vec!["validate", cfg.to_str().unwrap()],
+        vec!["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()],
+    ] {
+        let mut a = declab()
+            .args(&cmd)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("bad.yaml"));
+        for n in needles {
+            a = a.stderr(predicate::str::contains(*n));
+        }
+        let _ = a;
+        assert!(
+            !out.exists(),
+            "no results folder may be created for an invalid config"
+        );
+    }
+}
+
+#[test]
+fn malformed_yaml_reports_line_and_column() {
+    check("name: x\nseed: 1\nmodels: [\n  - id: a\n", &["line "]);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    check(
+        &format!("{}sampels: 3\n", valid_body(dir.path())),
+        &["unknown field `sampels`"],
+    );
+    check(
+        &valid_body(dir.path())
+            .replace("- kind: greedy", "- {kind: top_p, top_p: 0.9, top_pp: 0.8}"),
+        &["strategies[0]", "unknown field `top_pp`"],
+    );
+}
+
+#[test]
+fn missing_model_file_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = valid_body(dir.path()).replace("tiny.gguf", "missing.gguf");
+    check(&body, &["models[0].gguf", "does not exist", "make models"]);
+}
+
+#[test]
+fn bad_values_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = valid_body(dir.path())
+        .replace("max_new_tokens: 4", "max_new_tokens: 0")
+        .replace("- kind: greedy", "- {kind: temperature, temperature: -1}");
+    check(
+        &body,
+        &["max_new_tokens", "strategies[0].temperature", "-1"],
+    );
+}
+
+#[test]
+fn valid_file_validates() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "ok.yaml", &valid_body(dir.path()));
+    declab()
+        .args(["validate", cfg.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "ok: 1 models x 1 prompts x 1 strategies",
+        ));
+}
+
+#[test]
+fn not_a_gguf_is_a_clear_runtime_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = valid_body(dir.path());
+    let fake = dir.path().join("fake.gguf");
+    std::fs::write(&fake, b"this is not a gguf file at all").unwrap();
+    let m = tiny_model(dir.path());
+    let body = body.replace(&m.gguf.display().to_string(), &fake.display().to_string());
+    let cfg = write(dir.path(), "fake.yaml", &body);
+    let out = dir.path().join("o");
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not a readable GGUF file"));
+}
+
+#[test]
+fn truncated_gguf_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = valid_body(dir.path());
+    let m = tiny_model(dir.path());
+    let bytes = std::fs::read(&m.gguf).unwrap();
+    std::fs::write(&m.gguf, &bytes[..bytes.len() - 1000]).unwrap();
+    let cfg = write(dir.path(), "trunc.yaml", &body);
+    let out = dir.path().join("o");
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("truncated"));
+}

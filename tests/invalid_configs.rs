@@ -1,0 +1,430 @@
+//! A corpus of invalid experiment files: each must exit with code 2 (configuration error), name
+//! the problem and where, and create no results folder. Runs `declab validate` and `declab run`.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::path::Path;
+
+/// (case name, transform of the valid file, message fragments)
+type Case = (&'static str, fn(&str) -> String, &'static [&'static str]);
+
+fn rep(body: &str, from: &str, to: &str) -> String {
+    assert!(body.contains(from), "template lacks {from:?}");
+    body.replacen(from, to, 1)
+}
+
+const CASES: &[Case] = &[
+    (
+        "unclosed flow list",
+        |b| rep(b, "prompts:\n", "prompts: [\n"),
+        &["line "],
+    ),
+    (
+        "tab indentation",
+        |b| rep(b, "seed: 1\n", "seed: 1\n\tbad: 2\n"),
+        &["line "],
+    ),
+    (
+        "unknown top-level key",
+        |b| format!("{b}sampels: 3\n"),
+        &["unknown field `sampels`"],
+    ),
+    (
+        "unknown model key",
+        |b| rep(b, "  - id: tiny\n", "  - id: tiny\n    quant: q4\n"),
+        &["unknown field `quant`"],
+    ),
+    (
+        "unknown prompt key",
+        |b| rep(b, "{id: a, text:", "{id: a, lang: en, text:"),
+        &["unknown field `lang`"],
+    ),
+    (
+        "unknown top_p key",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: top_p, top_p: 0.9, nucleus: 1}",
+            )
+        },
+        &["strategies[0]", "unknown field `nucleus`"],
+    ),
+    (
+        "unknown branch key",
+        |b| {
+            rep(b, "- kind: greedy", "- {kind: entropy_switch, entropy_low: 1, entropy_high: 2, low: {kind: greedy, x: 1}, mid: {kind: greedy}, high: {kind: greedy}}")
+        },
+        &["strategies[0].low", "unknown field `x`"],
+    ),
+    (
+        "unknown target_entropy key",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: target_entropy, target: 2, gain: 1}",
+            )
+        },
+        &["unknown field `gain`"],
+    ),
+    (
+        "top_p zero",
+        |b| rep(b, "- kind: greedy", "- {kind: top_p, top_p: 0}"),
+        &["strategies[0].top_p", "0 < value <= 1"],
+    ),
+    (
+        "top_p above one",
+        |b| rep(b, "- kind: greedy", "- {kind: top_p, top_p: 1.5}"),
+        &["strategies[0].top_p: 1.5"],
+    ),
+    (
+        "negative min_p",
+        |b| rep(b, "- kind: greedy", "- {kind: min_p, min_p: -0.1}"),
+        &["strategies[0].min_p"],
+    ),
+    (
+        "negative temperature",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: temperature, temperature: -1}",
+            )
+        },
+        &["strategies[0].temperature", "0 <= temperature"],
+    ),
+    (
+        "top_k zero",
+        |b| rep(b, "- kind: greedy", "- {kind: top_k, top_k: 0}"),
+        &["strategies[0].top_k", "top_k >= 1"],
+    ),
+    (
+        "typical above one",
+        |b| rep(b, "- kind: greedy", "- {kind: typical_p, typical_p: 2}"),
+        &["strategies[0].typical_p"],
+    ),
+    (
+        "epsilon one",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: epsilon_cutoff, epsilon_cutoff: 1}",
+            )
+        },
+        &["0 < value < 1"],
+    ),
+    (
+        "mirostat version",
+        |b| rep(b, "- kind: greedy", "- {kind: mirostat, version: 3}"),
+        &["strategies[0].version", "1 or 2"],
+    ),
+    (
+        "unordered thresholds",
+        |b| {
+            rep(b, "- kind: greedy", "- {kind: entropy_switch, entropy_low: 3, entropy_high: 1, low: {kind: greedy}, mid: {kind: greedy}, high: {kind: greedy}}")
+        },
+        &["ordered"],
+    ),
+    (
+        "t_max below t_min",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: target_entropy, target: 2, t_min: 2, t_max: 1}",
+            )
+        },
+        &["strategies[0].t_max"],
+    ),
+    (
+        "target above ln V",
+        |b| rep(b, "- kind: greedy", "- {kind: target_entropy, target: 50}"),
+        &["exceeds ln V"],
+    ),
+    (
+        "empty strategies",
+        |b| rep(b, "strategies:\n  - kind: greedy\n", "strategies: []\n"),
+        &["strategies: the list is empty"],
+    ),
+    (
+        "empty prompts",
+        |b| {
+            rep(
+                b,
+                "prompts:\n  - {id: a, text: \"the cat\"}\n",
+                "prompts: []\n",
+            )
+        },
+        &["prompts: the list is empty"],
+    ),
+    (
+        "empty models",
+        |b| {
+            let start = b.find("models:").unwrap();
+            let end = b.find("prompts:").unwrap();
+            format!("{}models: []\n{}", &b[..start], &b[end..])
+        },
+        &["models: the list is empty"],
+    ),
+    (
+        "duplicate model ids",
+        |b| {
+            let start = b.find("  - id: tiny").unwrap();
+            let end = b.find("prompts:").unwrap();
+            let m = &b[start..end];
+            rep(b, m, &format!("{m}{m}"))
+        },
+        &["duplicate model id"],
+    ),
+    (
+        "duplicate prompt ids",
+        |b| {
+            rep(
+                b,
+                "  - {id: a, text: \"the cat\"}\n",
+                "  - {id: a, text: \"the cat\"}\n  - {id: a, text: \"a dog\"}\n",
+            )
+        },
+        &["duplicate prompt id \"a\""],
+    ),
+    (
+        "duplicate strategy ids",
+        |b| {
+            rep(
+                b,
+                "  - kind: greedy\n",
+                "  - kind: greedy\n  - kind: greedy\n",
+            )
+        },
+        &["duplicate strategy id \"greedy\"", "name"],
+    ),
+    (
+        "missing prompt file",
+        |b| {
+            rep(
+                b,
+                "  - {id: a, text: \"the cat\"}\n",
+                "  - file: nowhere.jsonl\n",
+            )
+        },
+        &["prompts[0].file", "nowhere.jsonl"],
+    ),
+    (
+        "empty prompt file",
+        |b| {
+            rep(
+                b,
+                "  - {id: a, text: \"the cat\"}\n",
+                "  - file: empty.jsonl\n",
+            )
+        },
+        &["holds no prompts"],
+    ),
+    (
+        "prompt file not JSONL",
+        |b| {
+            rep(
+                b,
+                "  - {id: a, text: \"the cat\"}\n",
+                "  - file: notjson.jsonl\n",
+            )
+        },
+        &["notjson.jsonl:1", "not a JSON object"],
+    ),
+    (
+        "missing gguf",
+        |b| rep(b, "tiny.gguf", "missing.gguf"),
+        &["models[0].gguf", "does not exist", "make models"],
+    ),
+    (
+        "missing tokenizer",
+        |b| rep(b, "tokenizer.json", "nope.json"),
+        &["models[0].tokenizer", "does not exist"],
+    ),
+    (
+        "path and gguf together",
+        |b| rep(b, "  - id: tiny\n", "  - id: tiny\n    path: somewhere\n"),
+        &["models[0]", "either `path`"],
+    ),
+    (
+        "zero max_new_tokens",
+        |b| rep(b, "max_new_tokens: 4", "max_new_tokens: 0"),
+        &["max_new_tokens: 0"],
+    ),
+    (
+        "zero samples",
+        |b| format!("{b}samples: 0\n"),
+        &["samples: 0"],
+    ),
+    (
+        "empty grid axis",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: temperature, temperature: []}",
+            )
+        },
+        &["empty list"],
+    ),
+    (
+        "unknown kind",
+        |b| rep(b, "- kind: greedy", "- kind: beam_search"),
+        &["unknown strategy kind `beam_search`", "top_p"],
+    ),
+    (
+        "missing kind",
+        |b| rep(b, "- kind: greedy", "- {top_p: 0.9}"),
+        &["missing `kind`"],
+    ),
+    (
+        "baseline not a strategy",
+        |b| format!("{b}baseline: nucleus\n"),
+        &["baseline: \"nucleus\"", "greedy"],
+    ),
+    (
+        "name with a slash",
+        |b| rep(b, "name: bad", "name: a/b"),
+        &["name:"],
+    ),
+    (
+        "unsupported version",
+        |b| format!("version: 2\n{b}"),
+        &["version: 2 is not supported"],
+    ),
+    (
+        "missing seed",
+        |b| rep(b, "seed: 1\n", ""),
+        &["missing field `seed`"],
+    ),
+    (
+        "negative seed",
+        |b| rep(b, "seed: 1", "seed: -5"),
+        &["seed", "line "],
+    ),
+    (
+        "empty stop string",
+        |b| format!("{b}stop: [\"\"]\n"),
+        &["stop[0]"],
+    ),
+    (
+        "unset env var in path",
+        |b| rep(b, "gguf: ", "gguf: ${DECLAB_SURELY_UNSET_VAR}/"),
+        &["DECLAB_SURELY_UNSET_VAR is not set"],
+    ),
+    (
+        "wrong type",
+        |b| rep(b, "max_new_tokens: 4", "max_new_tokens: lots"),
+        &["max_new_tokens", "invalid type"],
+    ),
+    (
+        "feedback-only key in solve mode",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: target_entropy, target: 2, kp: 1}",
+            )
+        },
+        &["only applies to `mode: feedback`"],
+    ),
+    (
+        "chain element with two processors",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: chain, chain: [{top_k: 40, top_p: 0.9}]}",
+            )
+        },
+        &["strategies[0].chain[0]", "one processor"],
+    ),
+    (
+        "nested grid list",
+        |b| {
+            rep(b, "- kind: greedy", "- {kind: entropy_switch, entropy_low: 1, entropy_high: 2, low: {kind: temperature, temperature: [0.5, 1]}, mid: {kind: greedy}, high: {kind: greedy}}")
+        },
+        &["only expanded at the top level"],
+    ),
+];
+
+fn base(dir: &Path) -> String {
+    let m = tiny_model(dir);
+    std::fs::write(dir.join("empty.jsonl"), "\n").unwrap();
+    std::fs::write(dir.join("notjson.jsonl"), "id: a, text: b\n").unwrap();
+    format!(
+        "name: bad\nseed: 1\nmodels:\n  - id: tiny\n    gguf: {}\n    tokenizer: {}\nprompts:\n  - {{id: a, text: \"the cat\"}}\nmax_new_tokens: 4\nstrategies:\n  - kind: greedy\n",
+        m.gguf.display(),
+        m.tokenizer.display()
+    )
+}
+
+#[test]
+fn corpus_has_at_least_thirty_cases() {
+    assert!(CASES.len() >= 30, "{}", CASES.len());
+}
+
+#[test]
+fn every_invalid_config_exits_2_with_a_located_message_and_no_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let valid = base(dir.path());
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(&cfg, &valid).unwrap();
+    declab()
+        .args(["validate", cfg.to_str().unwrap()])
+        .assert()
+        .success();
+    let mut failures = Vec::new();
+    for (name, transform, needles) in CASES {
+        std::fs::write(&cfg, transform(&valid)).unwrap();
+        let out = dir.path().join("results-out");
+        for args in [
+            vec!["validate", cfg.to_str().unwrap()],
+            vec!["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        ] {
+            let o = declab().args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let mut ok = o.status.code() == Some(2) && stderr.contains("bad.yaml");
+            for n in *needles {
+                ok &= stderr.contains(n);
+            }
+            if !ok {
+                failures.push(format!(
+                    "{name} ({}): exit {:?}\n{stderr}",
+                    args[0],
+                    o.status.code()
+                ));
+            }
+            if out.exists() {
+                failures.push(format!("{name}: a results folder was created"));
+                std::fs::remove_dir_all(&out).unwrap();
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n---\n")
+    );
+}
+
+#[test]
+fn a_huge_grid_warns_with_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!("{}samples: 5000\n", base(dir.path())).replace(
+        "- kind: greedy",
+        "- {kind: temperature, temperature: [0.5, 1.0]}",
+    );
+    let cfg = dir.path().join("big.yaml");
+    std::fs::write(&cfg, body).unwrap();
+    declab()
+        .args(["validate", cfg.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").and(predicate::str::contains("10000 samples")));
+}

@@ -1,0 +1,160 @@
+//! Reliability: runs killed with SIGKILL resume to identical outputs; NaN logits fail the sample,
+//! not the run; unwritable results folders give a clear error.
+
+mod common;
+
+use common::*;
+use predicates::prelude::*;
+use std::time::{Duration, Instant};
+
+const STRATEGIES: &str = "  - kind: greedy\n  - {kind: temperature, temperature: 1.0}\n  - {kind: top_p, top_p: 0.9}\n  - {kind: target_entropy, target: 2.0}\n";
+
+fn count_lines(path: &std::path::Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sigkill_at_several_points_then_resume_matches_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_experiment(dir.path(), "killme", STRATEGIES, 12, 16);
+    let reference = dir.path().join("ref");
+    declab()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            reference.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let expected = without_timing(&read_records(&reference.join("samples.jsonl")));
+    let total = expected.len();
+    assert_eq!(total, 2 * 4 * 12);
+
+    let out = dir.path().join("killed");
+    let bin = assert_cmd::cargo::cargo_bin("declab");
+    let mut kills = 0;
+    // kill after ~10%, ~40% and ~75% of the samples were written
+    for fraction in [0.1, 0.4, 0.75] {
+        let target = (total as f64 * fraction) as usize;
+        let mut child = std::process::Command::new(&bin)
+            .args([
+                "run",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--no-progress",
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let samples = out.join("samples.jsonl");
+        loop {
+            if count_lines(&samples) >= target || start.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        assert!(count_lines(&samples) <= total);
+    }
+    assert!(
+        kills >= 1,
+        "the run finished before any kill landed; make the grid bigger"
+    );
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let got = without_timing(&read_records(&out.join("samples.jsonl")));
+    assert_eq!(
+        got, expected,
+        "resumed output must equal the uninterrupted run"
+    );
+    let csv_a = std::fs::read_to_string(out.join("samples.csv")).unwrap();
+    assert_eq!(csv_a.lines().count(), total + 1);
+}
+
+#[test]
+fn nan_logits_fail_the_sample_and_the_run_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = declab::engine::tiny::write_with(&dir.path().join("nan"), 3, true).unwrap();
+    let yaml = format!(
+        "name: nan\nseed: 1\nmodels:\n  - {{id: nan, gguf: {}, tokenizer: {}}}\nprompts:\n  - {{id: a, text: \"the cat\"}}\nsamples: 2\nmax_new_tokens: 4\nstrategies:\n  - kind: greedy\n  - {{kind: top_p, top_p: 0.9}}\n",
+        m.gguf.display(),
+        m.tokenizer.display()
+    );
+    let cfg = dir.path().join("nan.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = dir.path().join("out");
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("4 samples failed").and(predicate::str::contains("NaN")));
+    let recs = read_records(&out.join("samples.jsonl"));
+    assert_eq!(recs.len(), 4, "every cell still ran");
+    for r in &recs {
+        assert_eq!(r.status, "failed");
+        assert_eq!(r.stop_reason, "error");
+        assert!(r.error.as_deref().unwrap().contains("NaN"));
+    }
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["samples_failed"], 4);
+}
+
+#[test]
+fn unwritable_results_folder_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_experiment(dir.path(), "ro", "  - kind: greedy\n", 1, 4);
+    // a results path below a regular file cannot be created (root ignores permission bits)
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let out = blocker.join("results");
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot create results folder"));
+    // samples.jsonl that cannot be opened for appending: clear error, manifest intact
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("samples.jsonl")).unwrap();
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("samples.jsonl"));
+}
+
+#[test]
+fn a_live_lock_blocks_a_second_run_and_a_stale_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_experiment(dir.path(), "lock", "  - kind: greedy\n", 1, 4);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // pid 1 is always alive
+    std::fs::write(out.join(".lock"), "1\n").unwrap();
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("in use by another declab run"));
+    // a pid that does not exist: stale
+    std::fs::write(out.join(".lock"), "4194300\n").unwrap();
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .success();
+    assert!(!out.join(".lock").exists());
+}
