@@ -13,7 +13,13 @@ fn main() {
         .ok()
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false);
-    let value = if commit.is_empty() { commit } else if dirty { format!("{commit}-dirty") } else { commit };
+    let value = if commit.is_empty() {
+        commit
+    } else if dirty {
+        format!("{commit}-dirty")
+    } else {
+        commit
+    };
     println!("cargo:rustc-env=DECLAB_GIT_COMMIT={value}");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/index");

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "declab", version, about = "Run and compare LLM decoding strategies: seeded grids, per-token traces, statistics")]
+#[command(
+    name = "declab",
+    version,
+    about = "Run and compare LLM decoding strategies: seeded grids, per-token traces, statistics"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -31,8 +35,13 @@ pub enum Command {
         no_progress: bool,
     },
     /// Check an experiment file without loading any model; exit code 2 on errors.
-    Validate {
-        file: PathBuf,
+    Validate { file: PathBuf },
+    /// Write a tiny random gemma3 GGUF + tokenizer.json (for trying configs and for tests).
+    #[command(hide = true)]
+    TinyModel {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
     /// Show the final sampling distribution of a strategy on given logits, as JSON.
     Dist {
@@ -45,5 +54,53 @@ pub enum Command {
         /// Seed (only matters for strategies whose first step is random; none currently is).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Regenerate summary.csv, comparisons.csv, metrics_*.csv, report.md and the plots of a
+    /// results folder from its samples.jsonl and manifest.json.
+    Report {
+        /// The results folder (results/<name>).
+        dir: PathBuf,
+        /// Sentence-transformers folder for the embedding metrics (default: the MiniLM fetched
+        /// by `make models`; left out with a warning when absent).
+        #[arg(long)]
+        embedder: Option<PathBuf>,
+    },
+    /// Score generations made by any system: FILE.jsonl has one {"group", "text", "prompt"?}
+    /// object per line; writes metrics_samples.csv and metrics_groups.csv.
+    Metrics {
+        #[arg(long)]
+        input: PathBuf,
+        /// Output folder (default: the input file's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Sentence-transformers folder (default: the MiniLM fetched by `make models`).
+        #[arg(long)]
+        embedder: Option<PathBuf>,
+        /// Skip the embedding metrics (coherence_embed, diversity_embed).
+        #[arg(long, conflicts_with = "embedder")]
+        no_embed: bool,
+    },
+    /// Compare two runs of the same experiment (before = A, after = B), per strategy and metric:
+    /// B - A with a paired bootstrap CI over prompts and a Wilcoxon p-value (Holm across
+    /// strategies). As a regression gate: exit 1 when a metric named with --metric got
+    /// significantly worse (Holm-adjusted p < --alpha in its worse direction).
+    Compare {
+        /// Results folder of the reference run.
+        a: PathBuf,
+        /// Results folder of the new run.
+        b: PathBuf,
+        /// Metric to gate on (repeatable); without it every difference is shown and the exit
+        /// code is 0.
+        #[arg(long = "metric")]
+        metrics: Vec<String>,
+        /// Significance level of the gate.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Also write the comparison table as CSV to this file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Sentence-transformers folder for the embedding metrics.
+        #[arg(long)]
+        embedder: Option<PathBuf>,
     },
 }

@@ -11,13 +11,43 @@ use crate::{config, runner, strategy};
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Run { file, out, fresh, cuda, no_progress } => run(file, out, fresh, cuda, no_progress),
+        Command::Run {
+            file,
+            out,
+            fresh,
+            cuda,
+            no_progress,
+        } => run(file, out, fresh, cuda, no_progress),
         Command::Validate { file } => validate(file),
-        Command::Dist { logits, strategy, seed } => dist(&logits, &strategy, seed),
+        Command::Dist {
+            logits,
+            strategy,
+            seed,
+        } => dist(&logits, &strategy, seed),
+        Command::TinyModel { dir, seed } => {
+            let m = crate::engine::tiny::write(&dir, seed)?;
+            println!("{}\n{}", m.gguf.display(), m.tokenizer.display());
+            Ok(0)
+        }
+        Command::Report { dir, embedder } => report_cmd(&dir, embedder.as_deref()),
+        Command::Metrics {
+            input,
+            out,
+            embedder,
+            no_embed,
+        } => metrics_cmd(&input, out.as_deref(), embedder.as_deref(), no_embed),
+        Command::Compare {
+            a,
+            b,
+            metrics,
+            alpha,
+            csv,
+            embedder,
+        } => compare_cmd(&a, &b, &metrics, alpha, csv.as_deref(), embedder.as_deref()),
     }
 }
 
-fn load_config(file: &PathBuf) -> Result<config::Experiment> {
+fn load_config(file: &std::path::Path) -> Result<config::Experiment> {
     let exp = config::load(file)?;
     for w in &exp.warnings {
         eprintln!("declab: warning: {}: {w}", file.display());
@@ -27,6 +57,7 @@ fn load_config(file: &PathBuf) -> Result<config::Experiment> {
 
 fn validate(file: PathBuf) -> Result<i32> {
     let exp = load_config(&file)?;
+    runner::preflight(&exp)?;
     println!(
         "{}: ok: {} models x {} prompts x {} strategies x {} samples = {} samples of up to {} tokens",
         file.display(),
@@ -43,7 +74,13 @@ fn validate(file: PathBuf) -> Result<i32> {
     Ok(0)
 }
 
-fn run(file: PathBuf, out: Option<PathBuf>, fresh: bool, cuda: bool, no_progress: bool) -> Result<i32> {
+fn run(
+    file: PathBuf,
+    out: Option<PathBuf>,
+    fresh: bool,
+    cuda: bool,
+    no_progress: bool,
+) -> Result<i32> {
     let exp = load_config(&file)?;
     let out_dir = out.unwrap_or_else(|| PathBuf::from("results").join(&exp.name));
     let flag = runner::stop_flag();
@@ -53,7 +90,12 @@ fn run(file: PathBuf, out: Option<PathBuf>, fresh: bool, cuda: bool, no_progress
         }
         eprintln!("\ndeclab: stopping after the current step (press Ctrl-C again to abort now)");
     });
-    let opts = runner::RunOptions { out_dir, fresh, cuda, progress: if no_progress { Some(false) } else { None } };
+    let opts = runner::RunOptions {
+        out_dir,
+        fresh,
+        cuda,
+        progress: if no_progress { Some(false) } else { None },
+    };
     let s = runner::run(&exp, &opts)?;
     let tps = s.tokens_generated as f64 / s.generate_seconds.max(1e-9);
     if s.interrupted {
@@ -78,7 +120,10 @@ fn run(file: PathBuf, out: Option<PathBuf>, fresh: bool, cuda: bool, no_progress
         s.out_dir.display()
     );
     if s.samples_failed > 0 {
-        eprintln!("declab: {} samples failed; see the `status` and `error` fields in samples.jsonl", s.samples_failed);
+        eprintln!(
+            "declab: {} samples failed; see the `status` and `error` fields in samples.jsonl",
+            s.samples_failed
+        );
         return Ok(1);
     }
     Ok(0)
@@ -87,32 +132,50 @@ fn run(file: PathBuf, out: Option<PathBuf>, fresh: bool, cuda: bool, no_progress
 fn dist(logits_arg: &str, spec: &str, _seed: u64) -> Result<i32> {
     let text = if logits_arg == "-" {
         let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s).context("reading logits from standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading logits from standard input")?;
         s
     } else {
-        std::fs::read_to_string(logits_arg).with_context(|| format!("cannot read logits file {logits_arg}"))?
+        std::fs::read_to_string(logits_arg)
+            .with_context(|| format!("cannot read logits file {logits_arg}"))?
     };
-    let values: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| anyhow!("the logits must be a JSON array of numbers: {e}"))?;
+    let values: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("the logits must be a JSON array of numbers: {e}"))?;
     let mut logits = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
         let x = match v {
-            serde_json::Value::Number(n) => n.as_f64().ok_or_else(|| anyhow!("logit {i} is not a number"))?,
+            serde_json::Value::Number(n) => n
+                .as_f64()
+                .ok_or_else(|| anyhow!("logit {i} is not a number"))?,
             serde_json::Value::String(s) if s == "-inf" || s == "-Infinity" => f64::NEG_INFINITY,
-            other => bail!("logit {i} is {other}; expected a number (or \"-inf\" for a masked token)"),
+            other => {
+                bail!("logit {i} is {other}; expected a number (or \"-inf\" for a masked token)")
+            }
         };
         logits.push(x as f32);
     }
     if logits.is_empty() {
         bail!("the logits array is empty");
     }
-    let block: serde_yaml::Value = serde_yaml::from_str(spec).map_err(|e| ConfigError::new(std::path::Path::new("--strategy"), vec![e.to_string()]))?;
-    let map = block
-        .as_mapping()
-        .ok_or_else(|| ConfigError::new(std::path::Path::new("--strategy"), vec!["expected a strategy block such as '{kind: top_p, top_p: 0.9}'".into()]))?;
-    let s = config::strategy::parse_single(map, "strategy")
-        .map_err(|es| ConfigError::new(std::path::Path::new("--strategy"), es.into_iter().map(|e| e.to_string()).collect()))?;
+    let block: serde_yaml::Value = serde_yaml::from_str(spec)
+        .map_err(|e| ConfigError::new(std::path::Path::new("--strategy"), vec![e.to_string()]))?;
+    let map = block.as_mapping().ok_or_else(|| {
+        ConfigError::new(
+            std::path::Path::new("--strategy"),
+            vec!["expected a strategy block such as '{kind: top_p, top_p: 0.9}'".into()],
+        )
+    })?;
+    let s = config::strategy::parse_single(map, "strategy").map_err(|es| {
+        ConfigError::new(
+            std::path::Path::new("--strategy"),
+            es.into_iter().map(|e| e.to_string()).collect(),
+        )
+    })?;
     let mut sampler = strategy::Sampler::new(strategy::build(&s.processors, logits.len()));
-    let d = sampler.final_distribution(&logits).map_err(|e| anyhow!("invalid logits: {e}"))?;
+    let d = sampler
+        .final_distribution(&logits)
+        .map_err(|e| anyhow!("invalid logits: {e}"))?;
     let out = serde_json::json!({
         "strategy": s.id,
         "probs": d.probs,
@@ -122,5 +185,216 @@ fn dist(logits_arg: &str, spec: &str, _seed: u64) -> Result<i32> {
         "branch": d.effect.branch,
     });
     println!("{}", serde_json::to_string(&out)?);
+    Ok(0)
+}
+
+/// A results folder's records, manifest and design (from the manifest's resolved config).
+fn load_results(
+    dir: &std::path::Path,
+) -> Result<(
+    Vec<crate::record::SampleRecord>,
+    runner::Manifest,
+    crate::analysis::Design,
+)> {
+    let manifest_path = dir.join("manifest.json");
+    let bytes = std::fs::read(&manifest_path).with_context(|| {
+        format!(
+            "cannot read {}; is {} a declab results folder (results/<name>)?",
+            manifest_path.display(),
+            dir.display()
+        )
+    })?;
+    let manifest: runner::Manifest = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a declab manifest", manifest_path.display()))?;
+    let design = crate::analysis::Design::from_resolved_config(&manifest.resolved_config)
+        .with_context(|| format!("reading the experiment from {}", manifest_path.display()))?;
+    let read = crate::report::read_samples(&dir.join("samples.jsonl"))?;
+    if read.dropped_torn_line {
+        eprintln!(
+            "declab: warning: ignored a torn last line in {}",
+            dir.join("samples.jsonl").display()
+        );
+    }
+    Ok((read.records, manifest, design))
+}
+
+fn report_cmd(dir: &std::path::Path, embedder: Option<&std::path::Path>) -> Result<i32> {
+    let (records, manifest, design) = load_results(dir)?;
+    let emb = crate::analysis::load_embedder(embedder)?;
+    crate::analysis::write_folder(
+        dir,
+        &design,
+        &records,
+        &manifest,
+        emb.as_ref()
+            .map(|e| e as &dyn crate::analysis::TextEmbedder),
+    )?;
+    eprintln!("declab: wrote report.md, summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv and plots to {}", dir.display());
+    Ok(0)
+}
+
+fn metrics_cmd(
+    input: &std::path::Path,
+    out: Option<&std::path::Path>,
+    embedder: Option<&std::path::Path>,
+    no_embed: bool,
+) -> Result<i32> {
+    use crate::analysis::foreign;
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let lines = foreign::parse_input(&text, &input.display().to_string())?;
+    let emb = if no_embed {
+        None
+    } else {
+        let dir = embedder
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(crate::embed::default_dir);
+        Some(crate::embed::Embedder::load(&dir).context(
+            "the embedding metrics need a sentence embedder; pass --no-embed to skip them",
+        )?)
+    };
+    let (samples, groups) = foreign::score(
+        &lines,
+        emb.as_ref()
+            .map(|e| e as &dyn crate::analysis::TextEmbedder),
+    )?;
+    let out_dir = match out {
+        Some(o) => o.to_path_buf(),
+        None => input
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    crate::report::write_atomic(
+        &out_dir.join("metrics_samples.csv"),
+        &crate::report::summary::input_samples_csv(&samples)?,
+    )?;
+    crate::report::write_atomic(
+        &out_dir.join("metrics_groups.csv"),
+        &crate::report::summary::input_groups_csv(&groups)?,
+    )?;
+    eprintln!(
+        "declab: scored {} lines in {} groups -> {}/metrics_samples.csv, metrics_groups.csv",
+        samples.len(),
+        groups.len(),
+        out_dir.display()
+    );
+    Ok(0)
+}
+
+fn compare_cmd(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    metrics: &[String],
+    alpha: f64,
+    csv: Option<&std::path::Path>,
+    embedder: Option<&std::path::Path>,
+) -> Result<i32> {
+    use crate::analysis::{self, catalog, compare};
+    let unknown: Vec<&String> = metrics
+        .iter()
+        .filter(|m| catalog::find(m).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        let known: Vec<&str> = catalog::all().map(|m| m.name).collect();
+        return Err(ConfigError::new(
+            std::path::Path::new("--metric"),
+            unknown
+                .iter()
+                .map(|m| format!("unknown metric {m:?}; known metrics: {}", known.join(", ")))
+                .collect(),
+        )
+        .into());
+    }
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(ConfigError::new(
+            std::path::Path::new("--alpha"),
+            vec![format!("{alpha} is not in (0, 1)")],
+        )
+        .into());
+    }
+    let (rec_a, man_a, design_a) = load_results(a)?;
+    let (rec_b, man_b, design_b) = load_results(b)?;
+    if man_a.config_sha256 != man_b.config_sha256 {
+        eprintln!("declab: warning: {} and {} were run from different configurations; only the shared (model, strategy, prompt) cells are compared", a.display(), b.display());
+    }
+    let emb = analysis::load_embedder(embedder)?;
+    let emb_ref = emb.as_ref().map(|e| e as &dyn analysis::TextEmbedder);
+    let an_a = analysis::analyze(&design_a, &rec_a, emb_ref, analysis::DEFAULT_RESAMPLES)?;
+    let an_b = analysis::analyze(&design_b, &rec_b, emb_ref, analysis::DEFAULT_RESAMPLES)?;
+    let rows = compare::between_runs(
+        &an_a.design,
+        &an_a.table,
+        &an_b.table,
+        analysis::DEFAULT_RESAMPLES,
+    );
+    if let Some(path) = csv {
+        crate::report::write_atomic(
+            path,
+            &crate::report::summary::comparisons_csv_with(&rows, "reference")?,
+        )?;
+    }
+    let shown: Vec<&compare::ComparisonRow> = rows
+        .iter()
+        .filter(|r| metrics.is_empty() || metrics.iter().any(|m| m == r.metric))
+        .collect();
+    let f = crate::report::markdown::fmt_num;
+    println!(
+        "{:<28} {:<24} {:>3} {:>10} {:>22} {:>8} {:>8}  verdict",
+        "strategy", "metric", "n", "B - A", "95% CI", "p", "p_holm"
+    );
+    let mut worse = Vec::new();
+    for r in &shown {
+        let bad = !metrics.is_empty() && compare::is_significantly_worse(r, alpha);
+        let verdict = if bad {
+            "WORSE"
+        } else if r.p_holm < alpha {
+            "changed"
+        } else {
+            ""
+        };
+        let strategy = if an_a.design.models.len() > 1 {
+            format!("{}/{}", r.model, r.strategy)
+        } else {
+            r.strategy.clone()
+        };
+        println!(
+            "{:<28} {:<24} {:>3} {:>10} {:>22} {:>8} {:>8}  {verdict}",
+            strategy,
+            r.metric,
+            r.n_prompts,
+            f(r.diff.point),
+            format!("[{}, {}]", f(r.diff.ci_low), f(r.diff.ci_high)),
+            f(r.p_value),
+            f(r.p_holm)
+        );
+        if bad {
+            worse.push(format!("{} {}", strategy, r.metric));
+        }
+    }
+    if shown.is_empty() {
+        eprintln!(
+            "declab: no (model, strategy, metric) cell is shared by {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+    let n_max = shown.iter().map(|r| r.n_prompts).max().unwrap_or(0);
+    if !metrics.is_empty() && compare::min_p_value(n_max) >= alpha {
+        eprintln!(
+            "declab: warning: with {n_max} paired prompts the smallest attainable p-value is {}, so the gate cannot fail at alpha {alpha}; add prompts to the experiment",
+            f(compare::min_p_value(n_max))
+        );
+    }
+    if !worse.is_empty() {
+        eprintln!(
+            "declab: significantly worse in B than in A: {}",
+            worse.join("; ")
+        );
+        return Ok(1);
+    }
     Ok(0)
 }

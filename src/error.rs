@@ -12,14 +12,23 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(file: &Path, errors: Vec<String>) -> Self {
-        ConfigError { file: file.to_path_buf(), errors }
+        ConfigError {
+            file: file.to_path_buf(),
+            errors,
+        }
     }
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.errors.len();
-        write!(f, "{} has {} problem{}:", self.file.display(), n, if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{} has {} problem{}:",
+            self.file.display(),
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.errors {
             write!(f, "\n  {}: {}", self.file.display(), e)?;
         }

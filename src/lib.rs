@@ -5,15 +5,17 @@
 //! per-sample seeded sampler ([`strategy`], [`seed`]), recording per-token traces
 //! ([`record`]); [`report`] writes the outputs.
 
+pub mod analysis;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod embed;
 pub mod engine;
 pub mod error;
+pub mod metrics;
 pub mod record;
 pub mod report;
 pub mod runner;
 pub mod seed;
 pub mod stats;
-pub mod metrics;
 pub mod strategy;

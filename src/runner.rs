@@ -45,7 +45,8 @@ pub struct RunSummary {
 /// Set by the Ctrl-C handler; the runner stops after the current step.
 pub fn stop_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
-    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false))).clone()
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
+        .clone()
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -84,7 +85,12 @@ pub struct ModelInfo {
 pub fn host_cpu() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
@@ -110,15 +116,23 @@ impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join(".lock");
         for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
                     use std::io::Write;
                     writeln!(f, "{}", std::process::id())?;
                     return Ok(DirLock { path });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid: Option<u32> = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
-                    let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists() && p != std::process::id());
+                    let pid: Option<u32> = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    let alive = pid.is_some_and(|p| {
+                        Path::new(&format!("/proc/{p}")).exists() && p != std::process::id()
+                    });
                     if alive {
                         bail!(
                             "{} is in use by another declab run (pid {}); wait for it, or use another --out",
@@ -128,7 +142,10 @@ impl DirLock {
                     }
                     std::fs::remove_file(&path).ok();
                 }
-                Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", path.display())),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot create lock file {}", path.display()))
+                }
             }
         }
         bail!("cannot take the lock {}", path.display())
@@ -146,24 +163,44 @@ fn now() -> String {
 }
 
 fn git_commit() -> Option<String> {
-    option_env!("DECLAB_GIT_COMMIT").filter(|s| !s.is_empty()).map(str::to_string)
+    option_env!("DECLAB_GIT_COMMIT")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
-/// Prepare the output folder: refuse a folder written by another config (unless `fresh`), move
-/// it aside when `fresh`, and return the records already there.
-fn prepare_out_dir(exp: &Experiment, opts: &RunOptions, hash: &str) -> Result<Vec<SampleRecord>> {
+/// Create the output folder, first moving an existing one aside when `fresh`.
+fn prepare_out_dir(opts: &RunOptions) -> Result<()> {
     let dir = &opts.out_dir;
     let manifest_path = dir.join("manifest.json");
     let samples_path = dir.join("samples.jsonl");
     if dir.exists() && opts.fresh && (manifest_path.exists() || samples_path.exists()) {
-        let aside = PathBuf::from(format!("{}.old-{}", dir.display(), chrono::Utc::now().format("%Y%m%dT%H%M%S")));
-        std::fs::rename(dir, &aside).with_context(|| format!("cannot move {} aside", dir.display()))?;
+        let aside = PathBuf::from(format!(
+            "{}.old-{}",
+            dir.display(),
+            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+        ));
+        std::fs::rename(dir, &aside)
+            .with_context(|| format!("cannot move {} aside", dir.display()))?;
         eprintln!("declab: moved the previous results to {}", aside.display());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create results folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create results folder {}", dir.display()))?;
+    Ok(())
+}
+
+/// Under the lock: refuse a folder written by another configuration and return its records.
+fn load_existing(exp: &Experiment, opts: &RunOptions, hash: &str) -> Result<Vec<SampleRecord>> {
+    let dir = &opts.out_dir;
+    let manifest_path = dir.join("manifest.json");
+    let samples_path = dir.join("samples.jsonl");
     if manifest_path.exists() {
-        let m: Manifest = serde_json::from_slice(&std::fs::read(&manifest_path)?)
-            .with_context(|| format!("{} is not a declab manifest; use --fresh to start over", manifest_path.display()))?;
+        let m: Manifest =
+            serde_json::from_slice(&std::fs::read(&manifest_path)?).with_context(|| {
+                format!(
+                    "{} is not a declab manifest; use --fresh to start over",
+                    manifest_path.display()
+                )
+            })?;
         if m.config_sha256 != hash {
             bail!(
                 "{} was written by a different configuration of {:?} (config hash {} != {}).\n\
@@ -178,7 +215,10 @@ fn prepare_out_dir(exp: &Experiment, opts: &RunOptions, hash: &str) -> Result<Ve
     if samples_path.exists() {
         let read = report::read_samples(&samples_path)?;
         if read.dropped_torn_line {
-            eprintln!("declab: dropped a torn last line in {} (an interrupted write)", samples_path.display());
+            eprintln!(
+                "declab: dropped a torn last line in {} (an interrupted write)",
+                samples_path.display()
+            );
             report::write_atomic(&samples_path, &report::jsonl_bytes(&read.records)?)?;
         }
         return Ok(read.records);
@@ -199,13 +239,21 @@ impl Progress {
         let bar = interactive.then(|| {
             let b = indicatif::ProgressBar::new(total as u64);
             b.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} samples {msg} (ETA {eta})")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} samples {msg} (ETA {eta})",
+                )
+                .expect("valid template"),
             );
             b.set_position(already as u64);
             b
         });
-        Progress { bar, total, done: already, tokens: 0, started: Instant::now() }
+        Progress {
+            bar,
+            total,
+            done: already,
+            tokens: 0,
+            started: Instant::now(),
+        }
     }
 
     fn sample_done(&mut self, tokens: usize) {
@@ -213,14 +261,23 @@ impl Progress {
         self.tokens += tokens;
         if let Some(b) = &self.bar {
             b.set_position(self.done as u64);
-            b.set_message(format!("{:.1} tok/s", self.tokens as f64 / self.started.elapsed().as_secs_f64()));
+            b.set_message(format!(
+                "{:.1} tok/s",
+                self.tokens as f64 / self.started.elapsed().as_secs_f64()
+            ));
         }
     }
 
     fn cell_done(&self, label: &str) {
         if self.bar.is_none() {
             let secs = self.started.elapsed().as_secs_f64();
-            eprintln!("declab: [{}/{} samples] {label} ({:.1} tok/s, {:.0} s elapsed)", self.done, self.total, self.tokens as f64 / secs.max(1e-9), secs);
+            eprintln!(
+                "declab: [{}/{} samples] {label} ({:.1} tok/s, {:.0} s elapsed)",
+                self.done,
+                self.total,
+                self.tokens as f64 / secs.max(1e-9),
+                secs
+            );
         }
     }
 
@@ -231,32 +288,45 @@ impl Progress {
     }
 }
 
-/// Check runtime-only constraints that need the model (vocabulary size).
-fn check_against_model(exp: &Experiment, model: &LoadedModel) -> Result<()> {
-    let ln_v = (model.vocab_size as f64).ln();
-    fn walk(p: &[ProcSpec], ln_v: f64, sid: &str) -> Result<()> {
+/// Everything that can be checked from the GGUF headers, before any folder exists or any
+/// weights are read: file format, architecture, metadata, size, entropy targets vs ln V.
+pub fn preflight(exp: &Experiment) -> Result<()> {
+    for m in &exp.models {
+        let info = engine::inspect(&m.gguf).with_context(|| format!("model {:?}", m.id))?;
+        check_against_vocab(exp, info.vocab_size)?;
+    }
+    Ok(())
+}
+
+/// Check constraints that need the model's vocabulary size (entropy targets within [0, ln V]).
+fn check_against_vocab(exp: &Experiment, vocab_size: usize) -> Result<()> {
+    fn targets(p: &[ProcSpec], out: &mut Vec<f64>) {
         for s in p {
             match s {
-                ProcSpec::TargetEntropy { target_nats, .. } if *target_nats > ln_v => {
-                    bail!(crate::error::ConfigError::new(
-                        Path::new("strategies"),
-                        vec![format!("strategy {sid}: target entropy {target_nats:.3} nats exceeds ln V = {ln_v:.3} for this model's vocabulary; allowed: 0..={ln_v:.3}")]
-                    ))
-                }
+                ProcSpec::TargetEntropy { target_nats, .. } => out.push(*target_nats),
                 ProcSpec::EntropySwitch { low, mid, high, .. } => {
-                    walk(low, ln_v, sid)?;
-                    walk(mid, ln_v, sid)?;
-                    walk(high, ln_v, sid)?;
+                    targets(low, out);
+                    targets(mid, out);
+                    targets(high, out);
                 }
                 _ => {}
             }
         }
-        Ok(())
     }
+    let ln_v = (vocab_size as f64).ln();
+    let mut errors = Vec::new();
     for s in &exp.strategies {
-        walk(&s.processors, ln_v, &s.id)?;
+        let mut t = Vec::new();
+        targets(&s.processors, &mut t);
+        for target in t.into_iter().filter(|&t| t > ln_v) {
+            errors.push(format!("strategies: {}: target entropy {target:.3} nats exceeds ln V = {ln_v:.3} for a vocabulary of {vocab_size}; allowed: 0..={ln_v:.3}", s.id));
+        }
     }
-    Ok(())
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::error::ConfigError::new(&exp.source, errors).into())
+    }
 }
 
 /// Everything needed to generate one sample.
@@ -288,15 +358,25 @@ pub fn generate(args: &GenerateArgs, strategy: &StrategySpec) -> Result<Generate
     let mut trace = Trace::default();
     let mut ids: Vec<u32> = Vec::new();
     let mut logits = args.first_logits.to_vec();
-    let mut pos = args.prompt_ids.len();
     let mut stop_reason = "max_tokens".to_string();
     let mut text_cut: Option<String> = None;
     let mut error = None;
-    let tracks_branch = strategy.processors.iter().any(|p| matches!(p, ProcSpec::EntropySwitch { .. }));
+    let tracks_branch = strategy
+        .processors
+        .iter()
+        .any(|p| matches!(p, ProcSpec::EntropySwitch { .. }));
     let tracks_controller = strategy.processors.iter().any(|p| {
-        matches!(p, ProcSpec::TargetEntropy { .. } | ProcSpec::Mirostat { .. } | ProcSpec::Dynatemp { .. } | ProcSpec::Edt { .. } | ProcSpec::EntropySwitch { .. })
+        matches!(
+            p,
+            ProcSpec::TargetEntropy { .. }
+                | ProcSpec::Mirostat { .. }
+                | ProcSpec::Dynatemp { .. }
+                | ProcSpec::Edt { .. }
+                | ProcSpec::EntropySwitch { .. }
+        )
     });
     for i in 0..args.max_new_tokens {
+        let pos = args.prompt_ids.len() + i;
         if args.stop_flag.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
@@ -309,7 +389,9 @@ pub fn generate(args: &GenerateArgs, strategy: &StrategySpec) -> Result<Generate
                 break;
             }
         };
-        trace.sampler_us.push((t0.elapsed().as_secs_f64() * 1e6) as f32);
+        trace
+            .sampler_us
+            .push((t0.elapsed().as_secs_f64() * 1e6) as f32);
         trace.entropy.push(step.entropy_nats as f32);
         trace.varentropy.push(step.varentropy_nats2 as f32);
         trace.temperature.push(step.temperature as f32);
@@ -318,10 +400,16 @@ pub fn generate(args: &GenerateArgs, strategy: &StrategySpec) -> Result<Generate
         trace.logprob.push(step.logprob as f32);
         trace.p_final.push(step.p_final as f32);
         if tracks_branch {
-            trace.branch.get_or_insert_with(Vec::new).push(step.branch.unwrap_or("").to_string());
+            trace
+                .branch
+                .get_or_insert_with(Vec::new)
+                .push(step.branch.unwrap_or("").to_string());
         }
         if tracks_controller {
-            trace.controller.get_or_insert_with(Vec::new).push(step.controller.map(|c| c as f32).unwrap_or(f32::NAN));
+            trace
+                .controller
+                .get_or_insert_with(Vec::new)
+                .push(step.controller.map(|c| c as f32));
         }
         ids.push(step.token);
         if args.model.eos_ids.contains(&step.token) {
@@ -345,26 +433,40 @@ pub fn generate(args: &GenerateArgs, strategy: &StrategySpec) -> Result<Generate
         }
         let t1 = Instant::now();
         logits = model.forward(&[step.token], pos)?;
-        trace.forward_ms.push((t1.elapsed().as_secs_f64() * 1e3) as f32);
-        pos += 1;
+        trace
+            .forward_ms
+            .push((t1.elapsed().as_secs_f64() * 1e3) as f32);
     }
     let text = match text_cut {
         Some(t) => t,
         None => args.model.decode(&ids)?,
     };
-    Ok(Generated { token_ids: ids, text, stop_reason, trace, error })
+    Ok(Generated {
+        token_ids: ids,
+        text,
+        stop_reason,
+        trace,
+        error,
+    })
 }
 
 /// Run an experiment into `opts.out_dir`.
 pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let hash = config_hash(exp);
-    let existing = prepare_out_dir(exp, opts, &hash)?;
+    preflight(exp)?;
+    prepare_out_dir(opts)?;
     let _lock = DirLock::acquire(&opts.out_dir)?;
+    let existing = load_existing(exp, opts, &hash)?;
     let samples_path = opts.out_dir.join("samples.jsonl");
     let done: HashSet<(String, String, String, usize)> = existing.iter().map(|r| r.key()).collect();
     let resumed = done.len();
     if resumed > 0 {
-        eprintln!("declab: resuming {}: {} of {} samples already done", opts.out_dir.display(), resumed, exp.total_samples());
+        eprintln!(
+            "declab: resuming {}: {} of {} samples already done",
+            opts.out_dir.display(),
+            resumed,
+            exp.total_samples()
+        );
     }
     let started_at = now();
     let mut manifest = Manifest {
@@ -390,7 +492,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
 
     let device = engine::device(opts.cuda)?;
     let mut out = JsonlAppender::open(&samples_path)?;
-    let interactive = opts.progress.unwrap_or_else(|| std::io::stderr().is_terminal());
+    let interactive = opts
+        .progress
+        .unwrap_or_else(|| std::io::stderr().is_terminal());
     let mut progress = Progress::new(exp.total_samples(), resumed, interactive);
     let stop = stop_flag();
     let mut summary = RunSummary {
@@ -405,8 +509,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     };
     let gen_start = Instant::now();
     'models: for mspec in &exp.models {
-        let pending_model = exp.prompts.iter().any(|p| pending_for_prompt(exp, &done, &mspec.id, p));
-        let model = engine::load(mspec, &device).with_context(|| format!("loading model {:?}", mspec.id))?;
+        let pending_model = exp
+            .prompts
+            .iter()
+            .any(|p| pending_for_prompt(exp, &done, &mspec.id, p));
+        let model = engine::load(mspec, &device)
+            .with_context(|| format!("loading model {:?}", mspec.id))?;
         manifest.models.push(ModelInfo {
             id: mspec.id.clone(),
             gguf: mspec.gguf.display().to_string(),
@@ -418,7 +526,6 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             context_length: model.context_length,
             load_ms: model.load_ms,
         });
-        check_against_model(exp, &model)?;
         if !pending_model {
             continue;
         }
@@ -439,7 +546,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             }
             let mut prefilled = model.model.fork();
             let t0 = Instant::now();
-            let first_logits = prefilled.forward(&prompt_ids, 0).with_context(|| format!("prefill of prompt {:?}", prompt.id))?;
+            let first_logits = prefilled
+                .forward(&prompt_ids, 0)
+                .with_context(|| format!("prefill of prompt {:?}", prompt.id))?;
             let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
             for strat in &exp.strategies {
                 let mut wrote = false;
@@ -448,7 +557,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
                     if done.contains(&key) {
                         continue;
                     }
-                    let seed = crate::seed::sample_seed(exp.seed, &mspec.id, &prompt.id, &strat.id, idx);
+                    let seed =
+                        crate::seed::sample_seed(exp.seed, &mspec.id, &prompt.id, &strat.id, idx);
                     let args = GenerateArgs {
                         model: &model,
                         prefilled: prefilled.as_ref(),
@@ -467,12 +577,36 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
                             summary.interrupted = true;
                             break 'models;
                         }
-                        Err(e) => return Err(e).with_context(|| format!("generating {}/{}/{} sample {idx}", mspec.id, prompt.id, strat.id)),
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!(
+                                    "generating {}/{}/{} sample {idx}",
+                                    mspec.id, prompt.id, strat.id
+                                )
+                            })
+                        }
                     };
-                    let rec = record(exp, &mspec.id, prompt, strat, idx, seed, &prompt_ids, g, prefill_ms, t.elapsed().as_secs_f64() * 1e3);
+                    let rec = record(
+                        exp,
+                        &mspec.id,
+                        prompt,
+                        strat,
+                        idx,
+                        seed,
+                        &prompt_ids,
+                        g,
+                        prefill_ms,
+                        t.elapsed().as_secs_f64() * 1e3,
+                    );
                     if !rec.ok() {
                         summary.samples_failed += 1;
-                        eprintln!("declab: sample failed: {}/{}/{} #{idx}: {}", rec.model, rec.prompt_id, rec.strategy, rec.error.as_deref().unwrap_or(""));
+                        eprintln!(
+                            "declab: sample failed: {}/{}/{} #{idx}: {}",
+                            rec.model,
+                            rec.prompt_id,
+                            rec.strategy,
+                            rec.error.as_deref().unwrap_or("")
+                        );
                     }
                     summary.tokens_generated += rec.token_ids.len();
                     progress.sample_done(rec.token_ids.len());
@@ -496,24 +630,39 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     sort_canonical(exp, &mut records);
     let complete = records.len() == exp.total_samples() && !summary.interrupted;
     report::write_atomic(&samples_path, &report::jsonl_bytes(&records)?)?;
-    report::write_atomic(&opts.out_dir.join("samples.csv"), &report::csv_out::samples_csv(&records)?)?;
+    report::write_atomic(
+        &opts.out_dir.join("samples.csv"),
+        &report::csv_out::samples_csv(&records)?,
+    )?;
     manifest.samples_done = records.len();
     manifest.samples_failed = records.iter().filter(|r| !r.ok()).count();
     manifest.finished_at = Some(now());
-    manifest.status = if complete { "complete".into() } else { "incomplete".into() };
+    manifest.status = if complete {
+        "complete".into()
+    } else {
+        "incomplete".into()
+    };
     report::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    crate::analysis::write_all(&opts.out_dir, exp, &records, &manifest)?;
     Ok(summary)
 }
 
-fn pending_for_prompt(exp: &Experiment, done: &HashSet<(String, String, String, usize)>, model: &str, prompt: &Prompt) -> bool {
-    exp.strategies
-        .iter()
-        .any(|s| (0..exp.samples).any(|i| !done.contains(&(model.to_string(), prompt.id.clone(), s.id.clone(), i))))
+fn pending_for_prompt(
+    exp: &Experiment,
+    done: &HashSet<(String, String, String, usize)>,
+    model: &str,
+    prompt: &Prompt,
+) -> bool {
+    exp.strategies.iter().any(|s| {
+        (0..exp.samples)
+            .any(|i| !done.contains(&(model.to_string(), prompt.id.clone(), s.id.clone(), i)))
+    })
 }
 
 /// Order: model, prompt, strategy (as declared), sample index.
 pub fn sort_canonical(exp: &Experiment, records: &mut [SampleRecord]) {
-    let pos = |list: Vec<&String>, x: &String| list.iter().position(|y| *y == x).unwrap_or(usize::MAX);
+    let pos =
+        |list: Vec<&String>, x: &String| list.iter().position(|y| *y == x).unwrap_or(usize::MAX);
     records.sort_by_key(|r| {
         (
             pos(exp.models.iter().map(|m| &m.id).collect(), &r.model),
@@ -545,7 +694,11 @@ fn record(
         params: strat.params.clone(),
         sample_index: idx,
         seed,
-        status: if g.error.is_some() { "failed".into() } else { "ok".into() },
+        status: if g.error.is_some() {
+            "failed".into()
+        } else {
+            "ok".into()
+        },
         error: g.error,
         prompt: prompt.text.clone(),
         text: g.text,
@@ -553,6 +706,9 @@ fn record(
         token_ids: g.token_ids,
         stop_reason: g.stop_reason,
         trace: g.trace,
-        timing: Timing { prefill_ms, total_ms },
+        timing: Timing {
+            prefill_ms,
+            total_ms,
+        },
     }
 }

@@ -2,6 +2,9 @@
 //! and atomic replacement (temp file + rename) for files rewritten as a whole.
 
 pub mod csv_out;
+pub mod markdown;
+pub mod plots;
+pub mod summary;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +17,10 @@ use crate::record::SampleRecord;
 /// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("out")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+    ));
     let res = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -35,21 +41,32 @@ pub struct JsonlAppender {
 
 impl JsonlAppender {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {} for writing", path.display()))?;
-        Ok(JsonlAppender { file, path: path.to_path_buf() })
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {} for writing", path.display()))?;
+        Ok(JsonlAppender {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn append(&mut self, rec: &SampleRecord) -> Result<()> {
         let mut line = serde_json::to_vec(rec)?;
         line.push(b'\n');
         // one write call per record: a crash leaves at most one torn last line
-        self.file.write_all(&line).with_context(|| format!("cannot append to {}", self.path.display()))?;
+        self.file
+            .write_all(&line)
+            .with_context(|| format!("cannot append to {}", self.path.display()))?;
         self.file.flush()?;
         Ok(())
     }
 
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().with_context(|| format!("cannot sync {}", self.path.display()))
+        self.file
+            .sync_data()
+            .with_context(|| format!("cannot sync {}", self.path.display()))
     }
 }
 
@@ -66,7 +83,9 @@ pub fn read_samples(path: &Path) -> Result<ReadRecords> {
     let mut reader = BufReader::new(f);
     loop {
         let mut buf = String::new();
-        let n = reader.read_line(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = reader
+            .read_line(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -82,11 +101,18 @@ pub fn read_samples(path: &Path) -> Result<ReadRecords> {
         match serde_json::from_str::<SampleRecord>(line.trim_end()) {
             Ok(r) if terminated || i + 1 < count => records.push(r),
             Ok(_) | Err(_) if i + 1 == count => dropped = true,
-            Err(e) => anyhow::bail!("{}:{}: corrupt sample record ({e}); move the file aside or use --fresh", path.display(), i + 1),
+            Err(e) => anyhow::bail!(
+                "{}:{}: corrupt sample record ({e}); move the file aside or use --fresh",
+                path.display(),
+                i + 1
+            ),
             Ok(_) => unreachable!(),
         }
     }
-    Ok(ReadRecords { records, dropped_torn_line: dropped })
+    Ok(ReadRecords {
+        records,
+        dropped_torn_line: dropped,
+    })
 }
 
 /// Serialise records as JSONL bytes.

@@ -1,0 +1,183 @@
+//! What the analysis needs to know about an experiment: the order of models, prompts and
+//! strategies, each strategy's kind and parameters, the baseline and the seed. Built from a
+//! validated [`Experiment`] (at the end of a run) or from a manifest's `resolved_config` (for
+//! `declab report` on a stored folder, which must not need the model files).
+
+use anyhow::{anyhow, Result};
+use serde_json::Value;
+
+use crate::config::Experiment;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategyInfo {
+    pub id: String,
+    pub kind: String,
+    /// The strategy block as written (after grid expansion).
+    pub params: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Design {
+    pub name: String,
+    pub seed: u64,
+    pub models: Vec<String>,
+    pub prompts: Vec<String>,
+    pub strategies: Vec<StrategyInfo>,
+    pub baseline: String,
+    pub samples: usize,
+    pub max_new_tokens: usize,
+}
+
+impl Design {
+    pub fn from_experiment(exp: &Experiment) -> Design {
+        Design {
+            name: exp.name.clone(),
+            seed: exp.seed,
+            models: exp.models.iter().map(|m| m.id.clone()).collect(),
+            prompts: exp.prompts.iter().map(|p| p.id.clone()).collect(),
+            strategies: exp
+                .strategies
+                .iter()
+                .map(|s| StrategyInfo {
+                    id: s.id.clone(),
+                    kind: s.kind.clone(),
+                    params: s.params.clone(),
+                })
+                .collect(),
+            baseline: exp.baseline.clone(),
+            samples: exp.samples,
+            max_new_tokens: exp.max_new_tokens,
+        }
+    }
+
+    /// From the `resolved_config` object of a manifest (the serialised [`Experiment`]).
+    pub fn from_resolved_config(v: &Value) -> Result<Design> {
+        let field = |k: &str| {
+            v.get(k)
+                .ok_or_else(|| anyhow!("the manifest's resolved_config has no `{k}`"))
+        };
+        let ids = |k: &str| -> Result<Vec<String>> {
+            field(k)?
+                .as_array()
+                .ok_or_else(|| anyhow!("resolved_config.{k} is not a list"))?
+                .iter()
+                .map(|x| {
+                    x.get("id")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| anyhow!("resolved_config.{k}: an item has no id"))
+                })
+                .collect()
+        };
+        let strategies = field("strategies")?
+            .as_array()
+            .ok_or_else(|| anyhow!("resolved_config.strategies is not a list"))?
+            .iter()
+            .map(|s| {
+                Ok(StrategyInfo {
+                    id: s
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| anyhow!("a strategy has no id"))?
+                        .to_string(),
+                    kind: s
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    params: s.get("params").cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Design {
+            name: field("name")?.as_str().unwrap_or("").to_string(),
+            seed: field("seed")?
+                .as_u64()
+                .ok_or_else(|| anyhow!("resolved_config.seed is not an unsigned integer"))?,
+            models: ids("models")?,
+            prompts: ids("prompts")?,
+            baseline: v
+                .get("baseline")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| strategies.first().map(|s| s.id.clone()))
+                .unwrap_or_default(),
+            strategies,
+            samples: v.get("samples").and_then(Value::as_u64).unwrap_or(0) as usize,
+            max_new_tokens: v.get("max_new_tokens").and_then(Value::as_u64).unwrap_or(0) as usize,
+        })
+    }
+
+    pub fn strategy(&self, id: &str) -> Option<&StrategyInfo> {
+        self.strategies.iter().find(|s| s.id == id)
+    }
+
+    /// The latency reference: the first strategy of kind `greedy`, else the baseline.
+    pub fn latency_reference(&self) -> &str {
+        self.strategies
+            .iter()
+            .find(|s| s.kind == "greedy")
+            .map(|s| s.id.as_str())
+            .unwrap_or(&self.baseline)
+    }
+
+    /// Add ids seen in records but not declared (records from an edited config), at the end.
+    pub fn extend_with(
+        &mut self,
+        model: &str,
+        prompt: &str,
+        strategy: &str,
+        kind: &str,
+        params: &Value,
+    ) {
+        if !self.models.iter().any(|m| m == model) {
+            self.models.push(model.to_string());
+        }
+        if !self.prompts.iter().any(|p| p == prompt) {
+            self.prompts.push(prompt.to_string());
+        }
+        if self.strategy(strategy).is_none() {
+            self.strategies.push(StrategyInfo {
+                id: strategy.to_string(),
+                kind: kind.to_string(),
+                params: params.clone(),
+            });
+        }
+    }
+}
+
+/// Target entropy in nats of a `target_entropy` strategy (`target` + `unit`, nats by default).
+pub fn target_nats(s: &StrategyInfo) -> Option<f64> {
+    if s.kind != "target_entropy" {
+        return None;
+    }
+    let t = s.params.get("target")?.as_f64()?;
+    match s.params.get("unit").and_then(Value::as_str) {
+        Some("bits") => Some(t * std::f64::consts::LN_2),
+        _ => Some(t),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_resolved_config_and_targets() {
+        let v = serde_json::json!({
+            "name": "x", "seed": 7, "samples": 2, "max_new_tokens": 8, "baseline": "b",
+            "models": [{"id": "m"}], "prompts": [{"id": "p1", "text": "t"}],
+            "strategies": [
+                {"id": "a", "kind": "greedy", "params": {"kind": "greedy"}},
+                {"id": "b", "kind": "target_entropy", "params": {"kind": "target_entropy", "target": 1.0, "unit": "bits"}}
+            ]
+        });
+        let d = Design::from_resolved_config(&v).unwrap();
+        assert_eq!(d.seed, 7);
+        assert_eq!(d.baseline, "b");
+        assert_eq!(d.latency_reference(), "a");
+        assert!((target_nats(&d.strategies[1]).unwrap() - std::f64::consts::LN_2).abs() < 1e-12);
+        assert_eq!(target_nats(&d.strategies[0]), None);
+        assert!(Design::from_resolved_config(&serde_json::json!({"name": "x"})).is_err());
+    }
+}

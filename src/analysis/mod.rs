@@ -1,0 +1,280 @@
+//! From sample records to the numbers a researcher reports: per-sample and per-group metrics,
+//! prompt-level summaries with bootstrap CIs, paired comparisons against the baseline, latency
+//! overhead and trace summaries for the plots.
+//!
+//! The submodules are pure (no file or model I/O; embeddings come in through
+//! [`TextEmbedder`]). [`write_all`] / [`write_folder`] are the one entry point that loads the
+//! embedder and writes `summary.csv`, `comparisons.csv`, `latency.csv`, `metrics_samples.csv`,
+//! `metrics_groups.csv`, `report.md` and the SVG plots into a results folder; `declab run`
+//! calls it at the end, `declab report` on a stored folder.
+//!
+//! Failed samples (status != "ok") are excluded from every metric and counted.
+
+pub mod catalog;
+pub mod compare;
+pub mod design;
+pub mod foreign;
+pub mod latency;
+pub mod per_group;
+pub mod per_sample;
+pub mod summary;
+pub mod table;
+pub mod traces;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::config::Experiment;
+use crate::embed::{self, Embedder};
+use crate::record::SampleRecord;
+use crate::report;
+use crate::runner::Manifest;
+
+pub use design::Design;
+
+/// Bootstrap resamples for every CI.
+pub const DEFAULT_RESAMPLES: usize = 2000;
+
+/// Anything that maps texts to sentence embeddings (the MiniLM [`Embedder`], or a test double).
+pub trait TextEmbedder {
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Shown in the report.
+    fn describe(&self) -> String;
+}
+
+impl TextEmbedder for Embedder {
+    fn embed_texts(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.embed(texts)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (BERT, mean pooling, L2-normalised, max {} word pieces)",
+            self.dir().display(),
+            self.max_seq_len()
+        )
+    }
+}
+
+/// Metrics of one successful sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRow {
+    pub model: String,
+    pub prompt_id: String,
+    pub strategy: String,
+    pub sample_index: usize,
+    pub stop_reason: String,
+    /// In [`catalog::SAMPLE_METRICS`] order.
+    pub values: Vec<Option<f64>>,
+}
+
+/// Metrics of one group (model x prompt x strategy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    pub model: String,
+    pub prompt_id: String,
+    pub strategy: String,
+    pub n_samples: usize,
+    /// In [`catalog::GROUP_METRICS`] order.
+    pub values: Vec<Option<f64>>,
+}
+
+/// Everything the report is made of.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub design: Design,
+    pub samples: Vec<SampleRow>,
+    pub groups: Vec<GroupRow>,
+    pub table: table::PromptTable,
+    pub summary: Vec<summary::SummaryRow>,
+    pub comparisons: Vec<compare::ComparisonRow>,
+    pub latency: Vec<latency::LatencyRow>,
+    pub curves: Vec<traces::EntropyCurve>,
+    pub targets: Vec<traces::TargetPoint>,
+    /// Samples with status != "ok", left out of every metric.
+    pub failed: usize,
+    /// The embedder used, if any (embedding metrics are absent without one).
+    pub embedder: Option<String>,
+}
+
+/// Analyse the records of one experiment. Records are taken in canonical order (model, prompt,
+/// strategy as declared, sample index) whatever their order in the input.
+pub fn analyze(
+    design: &Design,
+    records: &[SampleRecord],
+    embedder: Option<&dyn TextEmbedder>,
+    resamples: usize,
+) -> Result<Analysis> {
+    let mut design = design.clone();
+    for r in records {
+        design.extend_with(&r.model, &r.prompt_id, &r.strategy, &r.kind, &r.params);
+    }
+    let pos = |list: &[String], x: &str| list.iter().position(|y| y == x).unwrap_or(usize::MAX);
+    let strategy_ids: Vec<String> = design.strategies.iter().map(|s| s.id.clone()).collect();
+    let mut ok: Vec<&SampleRecord> = records.iter().filter(|r| r.ok()).collect();
+    ok.sort_by_key(|r| {
+        (
+            pos(&design.models, &r.model),
+            pos(&design.prompts, &r.prompt_id),
+            pos(&strategy_ids, &r.strategy),
+            r.sample_index,
+        )
+    });
+    let failed = records.len() - ok.len();
+
+    // embeddings: each distinct prompt once, each continuation once
+    let (prompt_emb, text_emb) = match embedder {
+        Some(e) => {
+            let mut prompts: Vec<&str> = ok.iter().map(|r| r.prompt.as_str()).collect();
+            prompts.sort_unstable();
+            prompts.dedup();
+            let pe = e.embed_texts(&prompts)?;
+            let pmap: HashMap<&str, Vec<f32>> = prompts.into_iter().zip(pe).collect();
+            let texts: Vec<&str> = ok.iter().map(|r| r.text.as_str()).collect();
+            (Some(pmap), Some(e.embed_texts(&texts)?))
+        }
+        None => (None, None),
+    };
+
+    let samples: Vec<SampleRow> = ok
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let coherence = match (&prompt_emb, &text_emb) {
+                (Some(p), Some(t)) => p.get(r.prompt.as_str()).map(|pe| embed::cosine(pe, &t[i])),
+                _ => None,
+            };
+            SampleRow {
+                model: r.model.clone(),
+                prompt_id: r.prompt_id.clone(),
+                strategy: r.strategy.clone(),
+                sample_index: r.sample_index,
+                stop_reason: r.stop_reason.clone(),
+                values: per_sample::sample_values(
+                    &r.text,
+                    Some(per_sample::TraceInput {
+                        trace: &r.trace,
+                        tokens: r.token_ids.len(),
+                    }),
+                    coherence,
+                ),
+            }
+        })
+        .collect();
+
+    // groups, in canonical order (ok is sorted, so a group's members are contiguous)
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < ok.len() {
+        let key = |r: &SampleRecord| (r.model.clone(), r.prompt_id.clone(), r.strategy.clone());
+        let k = key(ok[start]);
+        let mut end = start + 1;
+        while end < ok.len() && key(ok[end]) == k {
+            end += 1;
+        }
+        let texts: Vec<&str> = ok[start..end].iter().map(|r| r.text.as_str()).collect();
+        let embs = text_emb.as_ref().map(|t| &t[start..end]);
+        groups.push(GroupRow {
+            model: k.0,
+            prompt_id: k.1,
+            strategy: k.2,
+            n_samples: end - start,
+            values: per_group::group_values(&texts, embs),
+        });
+        start = end;
+    }
+
+    let table = table::PromptTable::build(&samples, &groups);
+    let summary = summary::summarize(&design, &table, resamples);
+    let comparisons = compare::vs_baseline(&design, &table, resamples);
+    let latency = latency::latency(&design, &ok, resamples);
+    let curves = traces::entropy_curves(&design, &ok);
+    let targets = traces::target_points(&design, &summary);
+    Ok(Analysis {
+        design,
+        samples,
+        groups,
+        table,
+        summary,
+        comparisons,
+        latency,
+        curves,
+        targets,
+        failed,
+        embedder: embedder.map(|e| e.describe()),
+    })
+}
+
+/// Load the embedder: `explicit` must load; otherwise the default folder
+/// ([`embed::default_dir`]) is used when present, and `None` (with a warning on stderr) when
+/// it is not, so a run without `make models` still gets every other metric.
+pub fn load_embedder(explicit: Option<&Path>) -> Result<Option<Embedder>> {
+    if let Some(dir) = explicit {
+        return Ok(Some(Embedder::load(dir)?));
+    }
+    let dir = embed::default_dir();
+    if !dir.join("model.safetensors").is_file() {
+        eprintln!(
+            "declab: warning: no sentence embedder at {}; coherence_embed and diversity_embed are left out (run `make models` to fetch it)",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    Ok(Some(Embedder::load(&dir)?))
+}
+
+/// Analyse a finished run and write every derived file into `out_dir` (the end of `declab run`).
+pub fn write_all(
+    out_dir: &Path,
+    exp: &Experiment,
+    records: &[SampleRecord],
+    manifest: &Manifest,
+) -> Result<()> {
+    let embedder = load_embedder(None)?;
+    write_folder(
+        out_dir,
+        &Design::from_experiment(exp),
+        records,
+        manifest,
+        embedder.as_ref().map(|e| e as &dyn TextEmbedder),
+    )
+}
+
+/// Analyse `records` and write summary.csv, comparisons.csv, latency.csv, metrics_samples.csv,
+/// metrics_groups.csv, the SVG plots and report.md into `out_dir`.
+pub fn write_folder(
+    out_dir: &Path,
+    design: &Design,
+    records: &[SampleRecord],
+    manifest: &Manifest,
+    embedder: Option<&dyn TextEmbedder>,
+) -> Result<()> {
+    let a = analyze(design, records, embedder, DEFAULT_RESAMPLES)?;
+    use report::summary as s;
+    report::write_atomic(&out_dir.join("summary.csv"), &s::summary_csv(&a.summary)?)?;
+    report::write_atomic(
+        &out_dir.join("comparisons.csv"),
+        &s::comparisons_csv(&a.comparisons)?,
+    )?;
+    report::write_atomic(&out_dir.join("latency.csv"), &s::latency_csv(&a.latency)?)?;
+    report::write_atomic(
+        &out_dir.join("metrics_samples.csv"),
+        &s::metrics_samples_csv(&a.samples)?,
+    )?;
+    report::write_atomic(
+        &out_dir.join("metrics_groups.csv"),
+        &s::metrics_groups_csv(&a.groups)?,
+    )?;
+    let plots = report::plots::all_plots(&a)?;
+    for (name, svg) in &plots {
+        report::write_atomic(&out_dir.join(name), svg.as_bytes())?;
+    }
+    let names: Vec<&str> = plots.iter().map(|(n, _)| n.as_str()).collect();
+    report::write_atomic(
+        &out_dir.join("report.md"),
+        report::markdown::report_md(&a, manifest, &names).as_bytes(),
+    )?;
+    Ok(())
+}

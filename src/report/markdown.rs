@@ -1,0 +1,404 @@
+//! `report.md`: what was run (from the manifest), one table per metric family and model with
+//! means, 95% CIs and significance marks against the baseline, the latency table, and links to
+//! the plots. A pure function returning the text.
+
+use std::fmt::Write;
+
+use crate::analysis::catalog::{self, Family, Level, MetricInfo};
+use crate::analysis::compare::{self, ComparisonRow};
+use crate::analysis::summary::{self, SummaryRow};
+use crate::analysis::{Analysis, DEFAULT_RESAMPLES};
+use crate::runner::Manifest;
+
+/// Number with 3-4 significant digits for tables.
+pub fn fmt_num(x: f64) -> String {
+    if !x.is_finite() {
+        return "n/a".into();
+    }
+    let a = x.abs();
+    if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// Significance mark of a Holm-adjusted p-value.
+pub fn mark(p_holm: f64) -> &'static str {
+    if p_holm < 0.01 {
+        " **"
+    } else if p_holm < 0.05 {
+        " *"
+    } else {
+        ""
+    }
+}
+
+fn arrow(m: &MetricInfo) -> &'static str {
+    match m.higher_is_better {
+        Some(true) => " ↑",
+        Some(false) => " ↓",
+        None => "",
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// The report's tables: family, level filter, title.
+const SECTIONS: &[(Family, Option<Level>, &str)] = &[
+    (
+        Family::Diversity,
+        Some(Level::Sample),
+        "Diversity within a sample",
+    ),
+    (
+        Family::Diversity,
+        Some(Level::Group),
+        "Diversity across the samples of a prompt",
+    ),
+    (Family::Coherence, None, "Coherence"),
+    (Family::Entropy, None, "Entropy"),
+    (Family::Length, None, "Length"),
+    (Family::Latency, None, "Latency"),
+];
+
+/// The table of one family (optionally one level) for one model: a row per strategy, a column
+/// per metric; `None` when no such metric has a value.
+pub fn family_table(
+    family: Family,
+    level: Option<Level>,
+    model: &str,
+    strategies: &[String],
+    baseline: &str,
+    rows: &[SummaryRow],
+    comparisons: &[ComparisonRow],
+) -> Option<String> {
+    let metrics: Vec<&MetricInfo> = catalog::all()
+        .filter(|m| {
+            m.family == family
+                && level.is_none_or(|l| m.level == l)
+                && rows.iter().any(|r| r.model == model && r.metric == m.name)
+        })
+        .collect();
+    if metrics.is_empty() {
+        return None;
+    }
+    let mut t = String::from("| strategy |");
+    for m in &metrics {
+        let _ = write!(t, " {}{} |", m.name, arrow(m));
+    }
+    t.push_str("\n|---|");
+    t.push_str(&"---|".repeat(metrics.len()));
+    t.push('\n');
+    for s in strategies {
+        let name = if s == baseline {
+            format!("{} (baseline)", esc(s))
+        } else {
+            esc(s)
+        };
+        let _ = write!(t, "| {name} |");
+        for m in &metrics {
+            match summary::find(rows, model, s, m.name) {
+                Some(r) => {
+                    let sig = comparisons
+                        .iter()
+                        .find(|c| c.model == model && &c.strategy == s && c.metric == m.name)
+                        .map(|c| mark(c.p_holm))
+                        .unwrap_or("");
+                    let _ = write!(
+                        t,
+                        " {} [{}, {}]{sig} |",
+                        fmt_num(r.estimate.point),
+                        fmt_num(r.estimate.ci_low),
+                        fmt_num(r.estimate.ci_high)
+                    );
+                }
+                None => t.push_str(" |"),
+            }
+        }
+        t.push('\n');
+    }
+    Some(t)
+}
+
+fn plot_title(name: &str) -> &'static str {
+    match name {
+        "plot_tradeoff.svg" => "Diversity vs coherence per strategy",
+        "plot_entropy_by_position.svg" => "Entropy by token position",
+        "plot_target_entropy.svg" => "Realised vs target entropy",
+        "plot_sampler_overhead.svg" => "Sampler overhead per strategy",
+        _ => "Plot",
+    }
+}
+
+/// The whole report.
+pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
+    let d = &a.design;
+    let mut o = String::new();
+    let _ = writeln!(o, "# {}: decoding-strategy report\n", m.experiment);
+    if let Some(desc) = m
+        .resolved_config
+        .get("description")
+        .and_then(|v| v.as_str())
+    {
+        let _ = writeln!(o, "{desc}\n");
+    }
+    let _ = writeln!(o, "## What was run\n");
+    let _ = writeln!(
+        o,
+        "- Experiment file: `{}` (sha256 of the resolved config `{}`), seed {}",
+        m.config_file,
+        short(&m.config_sha256),
+        m.seed
+    );
+    let _ = writeln!(
+        o,
+        "- declab {}{}",
+        m.declab_version,
+        m.git_commit
+            .as_ref()
+            .map(|c| format!(" (commit {})", short(c)))
+            .unwrap_or_default()
+    );
+    for mi in &m.models {
+        let _ = writeln!(
+            o,
+            "- Model `{}`: {} ({}, sha256 `{}`), vocabulary {}, context {}",
+            mi.id,
+            mi.gguf,
+            mi.architecture,
+            short(&mi.gguf_sha256),
+            mi.vocab_size,
+            mi.context_length
+        );
+    }
+    let _ = writeln!(
+        o,
+        "- Grid: {} model(s) x {} prompts x {} strategies x {} samples, up to {} new tokens each",
+        d.models.len(),
+        d.prompts.len(),
+        d.strategies.len(),
+        d.samples,
+        d.max_new_tokens
+    );
+    let _ = writeln!(
+        o,
+        "- Status: {}; {} of {} samples done; {} failed sample(s) excluded from every metric",
+        m.status, m.samples_done, m.samples_total, a.failed
+    );
+    let _ = writeln!(
+        o,
+        "- Host: {}, {} threads; started {}, finished {}",
+        m.host_cpu,
+        m.threads,
+        m.started_at,
+        m.finished_at.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        o,
+        "- Sentence embedder: {}",
+        a.embedder
+            .as_deref()
+            .unwrap_or("none (run `make models`; coherence_embed and diversity_embed are absent)")
+    );
+    let _ = writeln!(
+        o,
+        "\n### Strategies\n\n| id | kind | parameters |\n|---|---|---|"
+    );
+    for s in &d.strategies {
+        let base = if s.id == d.baseline {
+            " (baseline)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            o,
+            "| {}{base} | {} | `{}` |",
+            esc(&s.id),
+            s.kind,
+            esc(&s.params.to_string())
+        );
+    }
+    let n_prompts = d.prompts.len();
+    let _ = writeln!(
+        o,
+        "\n### How to read the tables\n\n\
+         The unit of analysis is the prompt: each prompt's samples are averaged (per-group metrics have one value per prompt), \
+         then the table shows the mean over prompts with a 95% percentile bootstrap CI (B = {DEFAULT_RESAMPLES}, seeded from the experiment seed). \
+         Each strategy is compared with the baseline `{}` on the same prompts: paired bootstrap CI of the difference, \
+         two-sided Wilcoxon signed-rank test, Holm adjustment across the strategies of one metric; \
+         `*` marks p_holm < 0.05 and `**` p_holm < 0.01 (all numbers in `comparisons.csv`). \
+         ↑ = higher is better, ↓ = lower is better. \
+         With {n_prompts} prompts the smallest attainable Wilcoxon p-value is {}{}.\n",
+        d.baseline,
+        fmt_num(compare::min_p_value(n_prompts)),
+        if compare::min_p_value(n_prompts) >= 0.05 { ", so no difference can reach significance: add prompts to the experiment" } else { "" }
+    );
+    let strategies: Vec<String> = d.strategies.iter().map(|s| s.id.clone()).collect();
+    for model in &d.models {
+        for &(fam, level, title) in SECTIONS {
+            if let Some(t) = family_table(
+                fam,
+                level,
+                model,
+                &strategies,
+                &d.baseline,
+                &a.summary,
+                &a.comparisons,
+            ) {
+                if d.models.len() > 1 {
+                    let _ = writeln!(o, "## {title} (`{model}`)\n");
+                } else {
+                    let _ = writeln!(o, "## {title}\n");
+                }
+                o.push_str(&t);
+                o.push('\n');
+            }
+        }
+    }
+    if !a.latency.is_empty() {
+        let reference = d.latency_reference();
+        let _ = writeln!(o, "## Per-token latency\n");
+        let _ = writeln!(
+            o,
+            "Median and 95th percentile over every generated token; overhead = extra per-token time (forward + sampler) relative to `{reference}`, mean over prompts with a 95% bootstrap CI.\n"
+        );
+        let _ = writeln!(o, "| model | strategy | sampler us median | sampler us p95 | forward ms median | forward ms p95 | overhead vs {} (%) |\n|---|---|---|---|---|---|---|", esc(reference));
+        for r in &a.latency {
+            let f = |x: Option<f64>| x.map(fmt_num).unwrap_or_else(|| "n/a".into());
+            let over = match r.overhead_pct {
+                Some(e) => format!(
+                    "{} [{}, {}]",
+                    fmt_num(e.point),
+                    fmt_num(e.ci_low),
+                    fmt_num(e.ci_high)
+                ),
+                None if r.strategy == reference => "(reference)".into(),
+                None => "n/a".into(),
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {over} |",
+                r.model,
+                esc(&r.strategy),
+                f(r.sampler_us_median),
+                f(r.sampler_us_p95),
+                f(r.forward_ms_median),
+                f(r.forward_ms_p95)
+            );
+        }
+        o.push('\n');
+    }
+    if !plots.is_empty() {
+        let _ = writeln!(o, "## Plots\n");
+        for p in plots {
+            let _ = writeln!(o, "### {}\n\n![{}]({p})\n", plot_title(p), plot_title(p));
+        }
+    }
+    let _ = writeln!(
+        o,
+        "## Files\n\n`samples.jsonl` (every sample with its per-token trace), `metrics_samples.csv`, `metrics_groups.csv` (raw metric values), \
+         `summary.csv`, `comparisons.csv`, `latency.csv`, `manifest.json`. Regenerate this report with `declab report <this folder>`."
+    );
+    o
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Estimate;
+
+    fn est(point: f64, lo: f64, hi: f64) -> Estimate {
+        Estimate {
+            point,
+            ci_low: lo,
+            ci_high: hi,
+            std_err: 0.0,
+        }
+    }
+
+    #[test]
+    fn family_table_snapshot() {
+        let rows = vec![
+            SummaryRow {
+                model: "m".into(),
+                strategy: "greedy".into(),
+                metric: "distinct_1",
+                n_prompts: 6,
+                estimate: est(0.5, 0.4, 0.6),
+            },
+            SummaryRow {
+                model: "m".into(),
+                strategy: "t|1".into(),
+                metric: "distinct_1",
+                n_prompts: 6,
+                estimate: est(0.75, 0.7, 0.8),
+            },
+            SummaryRow {
+                model: "m".into(),
+                strategy: "t|1".into(),
+                metric: "self_bleu_4",
+                n_prompts: 6,
+                estimate: est(0.125, 0.1, 0.15),
+            },
+        ];
+        let cmp = vec![ComparisonRow {
+            model: "m".into(),
+            strategy: "t|1".into(),
+            reference: "greedy".into(),
+            metric: "distinct_1",
+            n_prompts: 6,
+            diff: est(0.25, 0.2, 0.3),
+            p_value: 0.03125,
+            p_holm: 0.03125,
+            effect_size: 1.0,
+        }];
+        let t = family_table(
+            Family::Diversity,
+            None,
+            "m",
+            &["greedy".into(), "t|1".into()],
+            "greedy",
+            &rows,
+            &cmp,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            "| strategy | distinct_1 ↑ | self_bleu_4 ↓ |\n|---|---|---|\n\
+             | greedy (baseline) | 0.500 [0.400, 0.600] | |\n\
+             | t\\|1 | 0.750 [0.700, 0.800] * | 0.125 [0.100, 0.150] |\n"
+        );
+        assert!(family_table(
+            Family::Latency,
+            None,
+            "m",
+            &["greedy".into()],
+            "greedy",
+            &rows,
+            &cmp
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn number_format() {
+        assert_eq!(fmt_num(1234.5), "1234");
+        assert_eq!(fmt_num(123.45), "123.5");
+        assert_eq!(fmt_num(2.346), "2.35");
+        assert_eq!(fmt_num(0.01234), "0.012");
+        assert_eq!(fmt_num(f64::NAN), "n/a");
+        assert_eq!(mark(0.001), " **");
+        assert_eq!(mark(0.2), "");
+    }
+}

@@ -1,0 +1,500 @@
+//! SVG plots of an analysis (plotters, SVG backend; text is left to the SVG viewer's fonts, no
+//! font rendering here). Pure functions returning the SVG text:
+//!
+//! 1. `plot_tradeoff.svg`: diversity vs coherence per strategy, with 95% CI bars on both axes
+//!    (embedding metrics when available, otherwise distinct-2 / NLL);
+//! 2. `plot_entropy_by_position.svg`: mean entropy of the unmodified distribution by token
+//!    position per strategy, with a 95% band;
+//! 3. `plot_target_entropy.svg`: realised (`final_entropy_mean`) vs target entropy of the
+//!    `target_entropy` strategies, with the identity line;
+//! 4. `plot_sampler_overhead.svg`: the sampler's share of per-token time per strategy, with CIs.
+//!
+//! A plot without data (e.g. no target-entropy strategy) is not produced. Legends sit in a
+//! column right of the plot so they never hide data.
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::analysis::summary::{self, SummaryRow};
+use crate::analysis::Analysis;
+
+const W: u32 = 960;
+const H: u32 = 600;
+const FONT: &str = "sans-serif";
+
+/// Tableau 10.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing a plot: {e:?}")
+}
+
+/// Every plot that has data, as (file name, SVG text).
+pub fn all_plots(a: &Analysis) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (name, svg) in [
+        ("plot_tradeoff.svg", tradeoff_svg(a)?),
+        ("plot_entropy_by_position.svg", entropy_svg(a)?),
+        ("plot_target_entropy.svg", target_svg(a)?),
+        ("plot_sampler_overhead.svg", overhead_svg(a)?),
+    ] {
+        if let Some(svg) = svg {
+            out.push((name.to_string(), svg));
+        }
+    }
+    Ok(out)
+}
+
+/// Series label: the strategy, prefixed by the model when there are several.
+fn series_label(a: &Analysis, model: &str, strategy: &str) -> String {
+    if a.design.models.len() > 1 {
+        format!("{model} / {strategy}")
+    } else {
+        strategy.to_string()
+    }
+}
+
+/// Pixel width of a legend column for these labels (an estimate: the viewer's font decides).
+fn legend_width(labels: &[String]) -> u32 {
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+    (longest * 8 + 50).clamp(120, 420)
+}
+
+enum Marker {
+    Dot,
+    Line,
+    Dashed,
+}
+
+/// A legend drawn in its own area: one row per entry.
+fn draw_legend(
+    area: &DrawingArea<SVGBackend, Shift>,
+    title: &str,
+    entries: &[(String, RGBColor, Marker)],
+) -> Result<()> {
+    let style = TextStyle::from((FONT, 14).into_font()).color(&BLACK);
+    area.draw(&Text::new(
+        title.to_string(),
+        (10, 40),
+        (FONT, 15).into_font().style(FontStyle::Bold),
+    ))
+    .map_err(err)?;
+    for (i, (label, c, marker)) in entries.iter().enumerate() {
+        let y = 66 + 22 * i as i32;
+        match marker {
+            Marker::Dot => area
+                .draw(&Circle::new((20, y), 5, c.filled()))
+                .map_err(err)?,
+            Marker::Line => area
+                .draw(&PathElement::new(vec![(10, y), (30, y)], c.stroke_width(3)))
+                .map_err(err)?,
+            Marker::Dashed => area
+                .draw(&PathElement::new(vec![(10, y), (16, y)], c.stroke_width(2)))
+                .and_then(|_| {
+                    area.draw(&PathElement::new(vec![(22, y), (30, y)], c.stroke_width(2)))
+                })
+                .map_err(err)?,
+        }
+        area.draw(&Text::new(label.clone(), (38, y - 8), style.clone()))
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Range with 8% padding (and a unit span around a single value).
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) {
+        return (0.0, 1.0);
+    }
+    let span = hi - lo;
+    let pad = if span > 0.0 {
+        span * 0.08
+    } else {
+        lo.abs().max(1.0) * 0.1
+    };
+    (lo - pad, hi + pad)
+}
+
+fn pick(rows: &[SummaryRow], candidates: &[&'static str]) -> Option<&'static str> {
+    candidates
+        .iter()
+        .copied()
+        .find(|m| rows.iter().any(|r| r.metric == *m))
+}
+
+fn axis_label(metric: &str) -> String {
+    match metric {
+        "coherence_embed" => {
+            "coherence: cos(prompt, continuation), MiniLM  (higher = more on-topic)".into()
+        }
+        "nll_mean" => "NLL of the generated tokens, nats/token  (lower = more likely)".into(),
+        "diversity_embed" => {
+            "diversity: 1 - mean pairwise cosine, MiniLM  (higher = more diverse)".into()
+        }
+        "distinct_2_pooled" => {
+            "distinct-2 over each prompt's samples  (higher = more diverse)".into()
+        }
+        "distinct_2" => "distinct-2 per sample  (higher = more diverse)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Plot 1: diversity vs coherence with CI bars.
+pub fn tradeoff_svg(a: &Analysis) -> Result<Option<String>> {
+    let Some(xm) = pick(&a.summary, &["coherence_embed", "nll_mean"]) else {
+        return Ok(None);
+    };
+    let Some(ym) = pick(
+        &a.summary,
+        &["diversity_embed", "distinct_2_pooled", "distinct_2"],
+    ) else {
+        return Ok(None);
+    };
+    let mut pts = Vec::new();
+    for model in &a.design.models {
+        for s in &a.design.strategies {
+            if let (Some(x), Some(y)) = (
+                summary::find(&a.summary, model, &s.id, xm),
+                summary::find(&a.summary, model, &s.id, ym),
+            ) {
+                pts.push((series_label(a, model, &s.id), x.estimate, y.estimate));
+            }
+        }
+    }
+    if pts.is_empty() {
+        return Ok(None);
+    }
+    let (x0, x1) = padded(
+        pts.iter().map(|p| p.1.ci_low).fold(f64::INFINITY, f64::min),
+        pts.iter()
+            .map(|p| p.1.ci_high)
+            .fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (y0, y1) = padded(
+        pts.iter().map(|p| p.2.ci_low).fold(f64::INFINITY, f64::min),
+        pts.iter()
+            .map(|p| p.2.ci_high)
+            .fold(f64::NEG_INFINITY, f64::max),
+    );
+    let labels: Vec<String> = pts.iter().map(|p| p.0.clone()).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (plot, legend) = root.split_horizontally(W - legend_width(&labels));
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(
+                "Diversity vs coherence per strategy (mean over prompts, 95% CI)",
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(axis_label(xm))
+            .y_desc(axis_label(ym))
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .x_label_formatter(&|v| format!("{v:.3}"))
+            .y_label_formatter(&|v| format!("{v:.3}"))
+            .draw()
+            .map_err(err)?;
+        for (i, (_, x, y)) in pts.iter().enumerate() {
+            let c = color(i);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x.ci_low, y.point), (x.ci_high, y.point)],
+                    c.stroke_width(2),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(x.point, y.ci_low), (x.point, y.ci_high)],
+                    c.stroke_width(2),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (x.point, y.point),
+                    6,
+                    c.filled(),
+                )))
+                .map_err(err)?;
+        }
+        let entries: Vec<(String, RGBColor, Marker)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), color(i), Marker::Dot))
+            .collect();
+        draw_legend(&legend, "strategy", &entries)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(svg))
+}
+
+/// Plot 2: mean entropy by token position with a 95% band.
+pub fn entropy_svg(a: &Analysis) -> Result<Option<String>> {
+    if a.curves.is_empty() {
+        return Ok(None);
+    }
+    let xmax = a
+        .curves
+        .iter()
+        .flat_map(|c| c.points.last())
+        .map(|p| p.position)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let ymax = a
+        .curves
+        .iter()
+        .flat_map(|c| c.points.iter().map(|p| p.high))
+        .fold(0.0f64, f64::max);
+    let labels: Vec<String> = a
+        .curves
+        .iter()
+        .map(|c| series_label(a, &c.model, &c.strategy))
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (plot, legend) = root.split_horizontally(W - legend_width(&labels));
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(
+                "Entropy of the model's next-token distribution by position (mean, 95% band)",
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..xmax, 0f64..(ymax * 1.05).max(0.1))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("generated token position")
+            .y_desc("entropy (nats)")
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .draw()
+            .map_err(err)?;
+        for (i, c) in a.curves.iter().enumerate() {
+            let col = color(i);
+            let mut band: Vec<(f64, f64)> = c
+                .points
+                .iter()
+                .map(|p| (p.position as f64, p.high))
+                .collect();
+            // entropy is never negative: clip the normal-approximation band at 0
+            band.extend(
+                c.points
+                    .iter()
+                    .rev()
+                    .map(|p| (p.position as f64, p.low.max(0.0))),
+            );
+            chart
+                .draw_series(std::iter::once(Polygon::new(band, col.mix(0.12).filled())))
+                .map_err(err)?;
+            chart
+                .draw_series(LineSeries::new(
+                    c.points.iter().map(|p| (p.position as f64, p.mean)),
+                    col.stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
+        let entries: Vec<(String, RGBColor, Marker)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), color(i), Marker::Line))
+            .collect();
+        draw_legend(&legend, "strategy", &entries)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(svg))
+}
+
+/// Plot 3: realised vs target entropy for target-entropy strategies.
+pub fn target_svg(a: &Analysis) -> Result<Option<String>> {
+    if a.targets.is_empty() {
+        return Ok(None);
+    }
+    let hi = a
+        .targets
+        .iter()
+        .map(|t| t.target_nats.max(t.realised.ci_high))
+        .fold(0.0f64, f64::max);
+    let top = (hi * 1.15).max(0.5);
+    let labels: Vec<String> = a
+        .targets
+        .iter()
+        .map(|t| series_label(a, &t.model, &t.strategy))
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (plot, legend) = root.split_horizontally(W - legend_width(&labels).max(200));
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(
+                "Realised vs target entropy (target_entropy strategies, 95% CI)",
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..top, 0f64..top)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("target entropy (nats)")
+            .y_desc("realised entropy of the sampled distribution (nats, mean)")
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .x_label_formatter(&|v| format!("{v:.1}"))
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, 0.0), (top, top)],
+                6,
+                4,
+                BLACK.mix(0.6).stroke_width(1),
+            ))
+            .map_err(err)?;
+        for (i, t) in a.targets.iter().enumerate() {
+            let c = color(i);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![
+                        (t.target_nats, t.realised.ci_low),
+                        (t.target_nats, t.realised.ci_high),
+                    ],
+                    c.stroke_width(2),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (t.target_nats, t.realised.point),
+                    6,
+                    c.filled(),
+                )))
+                .map_err(err)?;
+        }
+        let mut entries: Vec<(String, RGBColor, Marker)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), color(i), Marker::Dot))
+            .collect();
+        entries.push((
+            "realised = target".into(),
+            RGBColor(110, 110, 110),
+            Marker::Dashed,
+        ));
+        draw_legend(&legend, "strategy", &entries)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(svg))
+}
+
+/// Plot 4: the sampler's share of per-token time per strategy (horizontal bars with CIs).
+pub fn overhead_svg(a: &Analysis) -> Result<Option<String>> {
+    let mut bars = Vec::new();
+    for model in &a.design.models {
+        for s in &a.design.strategies {
+            if let Some(r) = summary::find(&a.summary, model, &s.id, "sampler_overhead_pct") {
+                bars.push((series_label(a, model, &s.id), r.estimate));
+            }
+        }
+    }
+    if bars.is_empty() {
+        return Ok(None);
+    }
+    let n = bars.len();
+    let xmax = bars
+        .iter()
+        .map(|b| b.1.ci_high)
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.1;
+    let label_px = (bars.iter().map(|b| b.0.chars().count()).max().unwrap_or(0) as u32 * 8 + 16)
+        .clamp(80, 420);
+    let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, (140 + 34 * n as u32).max(300)))
+            .into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Sampler share of per-token time (median per sample, mean over prompts, 95% CI)",
+                (FONT, 18),
+            )
+            .margin(12)
+            .margin_right(30)
+            .x_label_area_size(50)
+            .y_label_area_size(label_px)
+            .build_cartesian_2d(0f64..xmax, (0..n - 1).into_segmented())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc("sampler time / (forward + sampler time) per token (%)")
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .y_labels(n)
+            .y_label_formatter(&|v| match v {
+                // the first strategy at the top
+                SegmentValue::CenterOf(i) => names.get(n - 1 - *i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_label_formatter(&|v| format!("{v:.2}"))
+            .draw()
+            .map_err(err)?;
+        for (k, (_, e)) in bars.iter().enumerate() {
+            let c = color(k);
+            let i = n - 1 - k;
+            let mut rect = Rectangle::new(
+                [
+                    (0.0, SegmentValue::Exact(i)),
+                    (e.point, SegmentValue::Exact(i + 1)),
+                ],
+                c.mix(0.75).filled(),
+            );
+            rect.set_margin(6, 6, 0, 0);
+            chart.draw_series(std::iter::once(rect)).map_err(err)?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![
+                        (e.ci_low, SegmentValue::CenterOf(i)),
+                        (e.ci_high, SegmentValue::CenterOf(i)),
+                    ],
+                    BLACK.stroke_width(2),
+                )))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(Some(svg))
+}
