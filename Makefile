@@ -3,16 +3,17 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NAME ?= grid1
 DECLAB_MODELS ?= models
-export DECLAB_MODELS
+export DECLAB_MODELS := $(abspath $(DECLAB_MODELS))
 BIN := target/release/declab
 
-.PHONY: all models build experiment test test-fast lint fmt clean-results help
+.PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline
 
 help:
 	@echo "make experiment NAME=grid1   fetch the model if needed, build, run experiments/\$$NAME.yaml"
 	@echo "make test                    the whole test suite (real model included)"
 	@echo "make models                  fetch and verify the models into \$$DECLAB_MODELS (default models/)"
 	@echo "make lint                    cargo fmt --check and clippy -D warnings"
+	@echo "make bench / bench-check     sampler latency table / regression gate against bench/baseline.json"
 
 models:
 	@scripts/fetch-models.sh
@@ -28,6 +29,19 @@ experiment: models build
 test: models
 	$(CARGO) build --release
 	$(CARGO) test --release -- --test-threads=1
+
+# Sampler latency per strategy (vocab 32k/128k/262k, real Gemma logits) and the forward/sampler
+# split in a short real run; writes results/bench/bench.{json,csv}.
+bench: models build
+	$(BIN) bench --out results/bench
+
+# Latency regression gate: floor-normalised ratios at vocab 262k vs the committed baseline.
+bench-check: models build
+	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --check bench/baseline.json
+
+# Re-measure the baseline (after an intended change; commit the file with the change).
+bench-baseline: models build
+	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --write-baseline bench/baseline.json --tolerance $(or $(TOLERANCE),3.0)
 
 lint:
 	$(CARGO) fmt --check

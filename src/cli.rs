@@ -56,6 +56,31 @@ pub enum Command {
         seed: u64,
     },
     /// Regenerate summary.csv, comparisons.csv, metrics_*.csv, report.md and the plots of a
+    /// Sampler latency per strategy at real vocabulary sizes (ratios to a one-pass floor
+    /// measured in the same run), and forward vs sampler time in a short real-model run.
+    Bench {
+        /// Vocabulary sizes to time (the real logits are truncated to each).
+        #[arg(long = "vocab", default_values_t = [32_768usize, 131_072, 262_144])]
+        vocabs: Vec<usize>,
+        /// Timed iterations per strategy and vocabulary size.
+        #[arg(long, default_value_t = 60)]
+        iters: usize,
+        /// Tokens per strategy in the real-model generation (0 skips it).
+        #[arg(long, default_value_t = 32)]
+        tokens: usize,
+        /// Write bench.json and bench.csv here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Compare with a baseline file; exit 1 when a strategy regressed beyond its tolerance.
+        #[arg(long)]
+        check: Option<PathBuf>,
+        /// Write the measured ratios as a new baseline file.
+        #[arg(long)]
+        write_baseline: Option<PathBuf>,
+        /// Tolerance stored in a new baseline (ratio may grow by this factor).
+        #[arg(long, default_value_t = 2.0)]
+        tolerance: f64,
+    },
     /// results folder from its samples.jsonl and manifest.json.
     Report {
         /// The results folder (results/<name>).

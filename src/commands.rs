@@ -29,6 +29,22 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             println!("{}\n{}", m.gguf.display(), m.tokenizer.display());
             Ok(0)
         }
+        Command::Bench {
+            vocabs,
+            iters,
+            tokens,
+            out,
+            check,
+            write_baseline,
+            tolerance,
+        } => crate::bench::run(&crate::bench::BenchOptions {
+            vocabs,
+            iters,
+            out,
+            generation_tokens: tokens,
+            check,
+            write_baseline: write_baseline.map(|p| (p, tolerance)),
+        }),
         Command::Report { dir, embedder } => report_cmd(&dir, embedder.as_deref()),
         Command::Metrics {
             input,

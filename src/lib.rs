@@ -6,6 +6,7 @@
 //! ([`record`]); [`report`] writes the outputs.
 
 pub mod analysis;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

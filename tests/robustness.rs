@@ -158,3 +158,52 @@ fn a_live_lock_blocks_a_second_run_and_a_stale_one_is_replaced() {
         .success();
     assert!(!out.join(".lock").exists());
 }
+
+#[test]
+fn sigint_stops_after_the_current_step_and_prints_how_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_experiment(dir.path(), "ctrlc", STRATEGIES, 40, 16);
+    let out = dir.path().join("out");
+    let bin = assert_cmd::cargo::cargo_bin("declab");
+    let child = std::process::Command::new(&bin)
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let samples = out.join("samples.jsonl");
+    let start = Instant::now();
+    while count_lines(&samples) < 10 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: plain kill(2) on our own child
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("Resume with: declab run"), "{stderr}");
+    let recs = read_records(&samples);
+    assert!(
+        recs.len() >= 10 && recs.len() < 2 * 4 * 40,
+        "{}",
+        recs.len()
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["status"], "incomplete");
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(read_records(&samples).len(), 2 * 4 * 40);
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}

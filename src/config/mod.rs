@@ -76,6 +76,12 @@ pub fn expand_env(s: &str) -> Result<String, String> {
             None => (expr, None),
         };
         match (std::env::var(var).ok().filter(|v| !v.is_empty()), default) {
+            // a relative path in the environment is relative to the current directory, not to
+            // the experiment file (DECLAB_MODELS=models means ./models)
+            (Some(v), _) if out.is_empty() && Path::new(&v).is_relative() => {
+                let cwd = std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+                out.push_str(&cwd.join(v).to_string_lossy());
+            }
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => return Err(format!("environment variable {var} is not set (used in {s:?}); set it or write ${{{var}:-default}}")),

@@ -933,7 +933,28 @@ pub fn strategy_id(kind: &str, map: &Mapping) -> String {
         .filter_map(Value::as_str)
         .filter(|k| *k != "kind" && *k != "name")
         .collect();
-    keys.sort_by_key(|k| (*k != kind, *k != "target", k.to_string()));
+    keys.sort_by_key(|k| {
+        // the kind's own parameter, then the structural ones in reading order, then the rest
+        const ORDER: &[&str] = &[
+            "target",
+            "entropy_low",
+            "entropy_high",
+            "varentropy_low",
+            "varentropy_high",
+            "low",
+            "mid",
+            "high",
+        ];
+        let rank = if *k == kind {
+            0
+        } else {
+            ORDER
+                .iter()
+                .position(|o| o == k)
+                .map_or(ORDER.len() + 1, |p| p + 1)
+        };
+        (rank, k.to_string())
+    });
     if kind == "chain" {
         return format!(
             "chain({})",

@@ -5,7 +5,7 @@
 //! the distribution the warper sees. (HF's docstring writes √(ε·e^-H); its code, and Hewitt's,
 //! use √ε·e^-H, which is what declab implements.)
 
-use super::kernels::Candidates;
+use super::kernels::{self, Candidates};
 use super::{Effect, Processor, Scratch, StepCtx};
 
 #[derive(Debug)]
@@ -18,10 +18,11 @@ pub struct Eta {
     pub epsilon: f64,
 }
 
-fn cut_below(cands: &mut Candidates, threshold: f64, s: &mut Scratch) {
-    let top = cands.max_logit();
-    let probs = &s.probs;
-    cands.retain(|i, l| probs[i] >= threshold || l >= top);
+/// Remove p < threshold (in log space: l - log Z < ln threshold), keeping ties with the top.
+fn cut_below(cands: &mut Candidates, threshold: f64, stats: &kernels::DistStats) {
+    let top = stats.max_logit;
+    let cut = stats.log_z + threshold.ln();
+    cands.retain(|_, l| l as f64 >= cut || l >= top);
 }
 
 impl Processor for Epsilon {
@@ -29,8 +30,9 @@ impl Processor for Epsilon {
         if self.epsilon <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        cands.softmax_into(&mut s.probs);
-        cut_below(cands, self.epsilon, s);
+        let _ = s;
+        let stats = kernels::dist_stats(&cands.logits);
+        cut_below(cands, self.epsilon, &stats);
         Effect::default()
     }
 }
@@ -40,9 +42,12 @@ impl Processor for Eta {
         if self.epsilon <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        let h = cands.softmax_into(&mut s.probs).entropy_nats;
-        let eta = self.epsilon.min(self.epsilon.sqrt() * (-h).exp());
-        cut_below(cands, eta, s);
+        let _ = s;
+        let stats = kernels::dist_stats(&cands.logits);
+        let eta = self
+            .epsilon
+            .min(self.epsilon.sqrt() * (-stats.entropy_nats).exp());
+        cut_below(cands, eta, &stats);
         Effect::default()
     }
 }

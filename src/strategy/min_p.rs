@@ -15,11 +15,11 @@ impl Processor for MinP {
         if self.min_p <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        cands.softmax_into(&mut s.probs);
-        let p_max = s.probs.iter().cloned().fold(0.0, f64::max);
-        let threshold = self.min_p * p_max;
-        let probs = &s.probs;
-        cands.retain(|i, _| probs[i] >= threshold);
+        // p_i >= min_p·p_max  <=>  l_i >= l_max + ln(min_p): one pass in logit space, no
+        // softmax (llama.cpp's formulation of the same rule)
+        let threshold = cands.max_logit() as f64 + self.min_p.ln();
+        cands.retain(|_, l| l as f64 >= threshold);
+        let _ = s;
         Effect::default()
     }
 }

@@ -15,7 +15,7 @@
 //! llama.cpp (tau 5, eta 0.1, the real V, int(k), renormalised surprise).
 
 use super::greedy::keep_argmax;
-use super::kernels::{visit_in_key_order, Candidates};
+use super::kernels::{self, Candidates};
 use super::temperature::apply_temperature;
 use super::{Accepted, Effect, Processor, Scratch, StepCtx};
 
@@ -44,32 +44,27 @@ impl Mirostat {
     }
 
     fn apply_v2(&self, cands: &mut Candidates, s: &mut Scratch) {
-        cands.softmax_into(&mut s.probs);
-        let threshold = (-self.mu).exp2();
-        let p_max = s.probs.iter().cloned().fold(0.0, f64::max);
-        if p_max < threshold {
+        // -log2 p <= mu  <=>  l - log Z >= -mu·ln 2 (log space, no softmax)
+        let _ = s;
+        let stats = kernels::dist_stats(&cands.logits);
+        let cut = stats.log_z - self.mu * std::f64::consts::LN_2;
+        if (stats.max_logit as f64) < cut {
             keep_argmax(cands);
         } else {
-            let probs = &s.probs;
-            cands.retain(|i, _| probs[i] >= threshold);
+            cands.retain(|_, l| l as f64 >= cut);
         }
     }
 
     fn apply_v1(&self, cands: &mut Candidates, s: &mut Scratch, vocab: usize) {
-        cands.softmax_into(&mut s.probs);
-        s.keys.clear();
-        s.keys.extend(s.probs.iter().map(|&p| -p));
         let n = cands.len();
         let mut top: Vec<usize> = Vec::with_capacity(self.m);
-        visit_in_key_order(&s.keys, &cands.ids, &mut s.order, |pos| {
-            top.push(pos);
-            top.len() < self.m
-        });
+        kernels::top_k_positions(cands, self.m, &mut top);
         let (mut sum_tb, mut sum_tt) = (0.0f64, 0.0f64);
         let mut i = 0;
         while i + 1 < self.m && i + 1 < top.len() {
             let t_i = ((i + 2) as f64 / (i + 1) as f64).ln();
-            let b_i = (s.probs[top[i]] / s.probs[top[i + 1]]).ln();
+            // ln(p_i / p_{i+1}) = l_i - l_{i+1}
+            let b_i = (cands.logits[top[i]] - cands.logits[top[i + 1]]) as f64;
             sum_tb += t_i * b_i;
             sum_tt += t_i * t_i;
             i += 1;
@@ -89,11 +84,7 @@ impl Mirostat {
         if k <= top.len() {
             top.truncate(k);
         } else {
-            top.clear();
-            visit_in_key_order(&s.keys, &cands.ids, &mut s.order, |pos| {
-                top.push(pos);
-                top.len() < k
-            });
+            kernels::top_k_positions(cands, k, &mut top);
         }
         cands.keep_positions(&top, &mut s.ids, &mut s.logits);
     }

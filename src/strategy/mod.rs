@@ -154,15 +154,21 @@ pub fn check_logits(logits: &[f32]) -> Result<(), SampleError> {
     if logits.is_empty() {
         return Err(SampleError::Empty);
     }
-    let mut any_finite = false;
-    for (i, &l) in logits.iter().enumerate() {
-        if l.is_nan() {
-            return Err(SampleError::NanLogit(i));
-        }
-        if l == f32::INFINITY {
-            return Err(SampleError::InfiniteLogit(i));
-        }
+    // branch-free reduction (vectorises); locate the culprit only on failure
+    let (mut bad, mut any_finite) = (false, false);
+    for &l in logits {
+        bad |= l.is_nan() | (l == f32::INFINITY);
         any_finite |= l > f32::NEG_INFINITY;
+    }
+    if bad {
+        for (i, &l) in logits.iter().enumerate() {
+            if l.is_nan() {
+                return Err(SampleError::NanLogit(i));
+            }
+            if l == f32::INFINITY {
+                return Err(SampleError::InfiniteLogit(i));
+            }
+        }
     }
     if any_finite {
         Ok(())
@@ -187,7 +193,6 @@ pub struct Sampler {
     root: Box<dyn Processor>,
     cands: Candidates,
     scratch: Scratch,
-    probs: Vec<f64>,
 }
 
 impl Sampler {
@@ -196,7 +201,6 @@ impl Sampler {
             root,
             cands: Candidates::default(),
             scratch: Scratch::default(),
-            probs: Vec::new(),
         }
     }
 
@@ -204,9 +208,12 @@ impl Sampler {
         self.root.reset(prompt);
     }
 
-    /// Apply the processors to `logits`; leaves the final candidates and their probabilities
-    /// (in token-id order) in `self`.
-    fn apply(&mut self, logits: &[f32]) -> Result<(DistStats, Effect, DistStats), SampleError> {
+    /// Apply the processors to `logits`; leaves the final candidates (in token-id order) in
+    /// `self.cands` and returns the base and final distribution summaries.
+    fn apply(
+        &mut self,
+        logits: &[f32],
+    ) -> Result<(DistStats, Effect, kernels::FinalStats), SampleError> {
         check_logits(logits)?;
         let base = kernels::dist_stats(logits);
         let ctx = StepCtx {
@@ -216,17 +223,17 @@ impl Sampler {
         };
         self.cands.fill(logits);
         let effect = self.root.apply(&mut self.cands, &ctx, &mut self.scratch);
-        self.cands.retain_logit_at_least(f32::NEG_INFINITY);
-        if self.cands.is_empty() {
+        self.cands.sort_by_id();
+        let fin = kernels::final_stats(&self.cands.logits);
+        if fin.kept == 0 {
             return Err(SampleError::NoCandidate);
         }
-        self.cands.sort_by_id();
-        let fin = self.cands.softmax_into(&mut self.probs);
         Ok((base, effect, fin))
     }
 
     /// One decoding step: apply, draw with `rng`, accept. The draw walks the final
-    /// distribution in token-id order, so it does not depend on how processors ordered it.
+    /// distribution in token-id order (inverse CDF, one uniform f64), so it does not depend on
+    /// how processors ordered the candidates, and it never materialises the probabilities.
     pub fn sample(
         &mut self,
         logits: &[f32],
@@ -234,16 +241,15 @@ impl Sampler {
     ) -> Result<StepInfo, SampleError> {
         let (base, effect, fin) = self.apply(logits)?;
         let u: f64 = rng.random();
-        let pos = kernels::draw_inverse_cdf(&self.probs, u);
+        let (pos, weight) = kernels::draw_from_logits(&self.cands.logits, &fin, u);
         let token = self.cands.ids[pos];
-        let p_final = self.probs[pos];
+        let p_final = weight / fin.sum;
         let logprob = base.log_prob(logits[token as usize]);
-        let kept = self.probs.iter().filter(|&&p| p > 0.0).count() as u32;
         let accepted = Accepted {
             token,
             p_final,
             p_base: logprob.exp(),
-            final_entropy_nats: fin.entropy_nats,
+            final_entropy_nats: fin.stats.entropy_nats,
         };
         self.root.accept(&accepted);
         Ok(StepInfo {
@@ -251,8 +257,8 @@ impl Sampler {
             entropy_nats: base.entropy_nats,
             varentropy_nats2: base.varentropy_nats2,
             temperature: effect.temperature.unwrap_or(1.0),
-            final_entropy_nats: fin.entropy_nats,
-            kept,
+            final_entropy_nats: fin.stats.entropy_nats,
+            kept: fin.kept as u32,
             logprob,
             p_final,
             branch: effect.branch,
@@ -264,15 +270,15 @@ impl Sampler {
     pub fn final_distribution(&mut self, logits: &[f32]) -> Result<FinalDist, SampleError> {
         let (_, effect, fin) = self.apply(logits)?;
         let mut probs = vec![0.0; logits.len()];
-        for (&id, &p) in self.cands.ids.iter().zip(&self.probs) {
-            probs[id as usize] = p;
+        let m = fin.stats.max_logit;
+        for (&id, &l) in self.cands.ids.iter().zip(&self.cands.logits) {
+            probs[id as usize] = kernels::exp_nonpos(l - m) as f64 / fin.sum;
         }
-        let kept = self.probs.iter().filter(|&&p| p > 0.0).count();
         Ok(FinalDist {
             probs,
-            entropy_nats: fin.entropy_nats,
+            entropy_nats: fin.stats.entropy_nats,
             temperature: effect.temperature.unwrap_or(1.0),
-            kept,
+            kept: fin.kept,
             effect,
         })
     }

@@ -5,7 +5,7 @@
 //! so HF has no defined tie order). Found without a full sort: a 256-wide window selected with
 //! `select_nth_unstable`, grown 8x only when the nucleus is larger.
 
-use super::kernels::{visit_in_key_order, Candidates};
+use super::kernels::{self, visit_in_key_order, Candidates};
 use super::{Effect, Processor, Scratch, StepCtx};
 
 #[derive(Debug)]
@@ -18,18 +18,28 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
     if p >= 1.0 || cands.len() <= 1 {
         return;
     }
-    cands.softmax_into(&mut s.probs);
+    // Head prefilter: tokens with p < eps = (1-p)/(2n) hold less than (1-p)/2 of the mass in
+    // total, so the tokens with p >= eps (which come first in descending order) already hold
+    // more than p: the nucleus lies inside the head, which is usually a few hundred tokens.
+    let stats = kernels::dist_stats(&cands.logits);
+    let eps = (1.0 - p) / (2.0 * cands.len() as f64);
+    let mut head = Vec::new();
+    kernels::positions_at_least(&cands.logits, stats.log_z + eps.ln(), &mut head);
     s.keys.clear();
-    s.keys.extend(s.probs.iter().map(|&x| -x));
+    s.keys.extend(
+        head.iter()
+            .map(|&i| -(cands.logits[i] as f64 - stats.log_z).exp()),
+    );
+    let head_ids: Vec<u32> = head.iter().map(|&i| cands.ids[i]).collect();
     let mut positions: Vec<usize> = Vec::new();
     let mut mass_before = 0.0;
-    let probs = &s.probs;
-    visit_in_key_order(&s.keys, &cands.ids, &mut s.order, |pos| {
+    let keys = &s.keys;
+    visit_in_key_order(keys, &head_ids, &mut s.order, |h| {
         if !positions.is_empty() && mass_before >= p {
             return false;
         }
-        positions.push(pos);
-        mass_before += probs[pos];
+        positions.push(head[h]);
+        mass_before += -keys[h];
         true
     });
     cands.keep_positions(&positions, &mut s.ids, &mut s.logits);

@@ -4,7 +4,7 @@
 //! (clamped to n-1); remove tokens whose score is > score[last]. Tokens tied with the boundary
 //! score are therefore all kept. Ordered by score with a windowed selection, not a full sort.
 
-use super::kernels::{visit_in_key_order, Candidates};
+use super::kernels::{self, visit_in_key_order, Candidates};
 use super::{Effect, Processor, Scratch, StepCtx};
 
 #[derive(Debug)]
@@ -17,29 +17,31 @@ impl Processor for Typical {
         if self.mass >= 1.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        let stats = cands.softmax_into(&mut s.probs);
+        let stats = kernels::dist_stats(&cands.logits);
         let h = stats.entropy_nats;
+        // Head prefilter: with eps <= exp(-2H)/2, every token with p < eps scores above every
+        // token with p >= eps, and the head holds more than `mass`: the boundary is in the head.
+        let n = cands.len() as f64;
+        let eps = ((1.0 - self.mass) / (2.0 * n)).min((-2.0 * h).exp() / 2.0);
+        let mut head = Vec::new();
+        kernels::positions_at_least(&cands.logits, stats.log_z + eps.ln(), &mut head);
+        let score = |l: f32| (-(stats.log_prob(l)) - h).abs();
         s.keys.clear();
-        s.keys.extend(
-            cands
-                .logits
-                .iter()
-                .map(|&l| (-(stats.log_prob(l)) - h).abs()),
-        );
+        s.keys.extend(head.iter().map(|&i| score(cands.logits[i])));
+        let head_ids: Vec<u32> = head.iter().map(|&i| cands.ids[i]).collect();
         let mut cum = 0.0;
         let mut boundary = f64::INFINITY;
-        let (probs, keys) = (&s.probs, &s.keys);
-        visit_in_key_order(keys, &cands.ids, &mut s.order, |pos| {
-            cum += probs[pos];
+        let keys = &s.keys;
+        visit_in_key_order(keys, &head_ids, &mut s.order, |j| {
+            cum += stats.log_prob(cands.logits[head[j]]).exp();
             if cum >= self.mass {
-                boundary = keys[pos];
+                boundary = keys[j];
                 return false;
             }
             true
         });
         // never reached `mass` (rounding): HF clamps to the last index, i.e. keeps all
-        let keys = &s.keys;
-        cands.retain(|i, _| keys[i] <= boundary);
+        cands.retain(|_, l| score(l) <= boundary);
         Effect::default()
     }
 }

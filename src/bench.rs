@@ -1,0 +1,430 @@
+//! `declab bench`: sampler latency at real vocabulary sizes, as ratios to a one-pass floor
+//! measured in the same run (so figures survive a noisy, shared machine), and the forward vs
+//! sampler split in a short real-model generation. `--check` compares the ratios with a
+//! committed baseline: the latency regression gate (`make bench-check`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, ModelSpec};
+use crate::engine;
+use crate::strategy::{self, kernels, Sampler, StrategySpec};
+
+/// The strategies benchmarked: one of every kind, with typical parameters.
+pub const BENCH_STRATEGIES: &[&str] = &[
+    "{kind: greedy}",
+    "{kind: temperature, temperature: 0.8}",
+    "{kind: top_k, top_k: 40}",
+    "{kind: top_p, top_p: 0.9, temperature: 1.0}",
+    "{kind: min_p, min_p: 0.05, temperature: 1.0}",
+    "{kind: typical_p, typical_p: 0.9}",
+    "{kind: epsilon_cutoff, epsilon_cutoff: 0.0003}",
+    "{kind: eta_cutoff, eta_cutoff: 0.002}",
+    "{kind: top_n_sigma, top_n_sigma: 1.0}",
+    "{kind: chain, chain: [{top_k: 40}, {top_p: 0.95}, {min_p: 0.05}, {temperature: 0.8}]}",
+    "{kind: entropy_switch, entropy_low: 1.0, entropy_high: 3.0, low: {kind: greedy}, mid: {kind: top_p, top_p: 0.9, temperature: 0.8}, high: {kind: min_p, min_p: 0.1, temperature: 1.2}}",
+    "{kind: target_entropy, target: 2.5}",
+    "{kind: target_entropy, target: 2.5, mode: feedback}",
+    "{kind: mirostat, version: 1}",
+    "{kind: mirostat, version: 2}",
+    "{kind: dynatemp, temperature: 0.8, dynatemp_range: 0.5}",
+    "{kind: edt, temperature: 1.0, edt_theta: 0.5}",
+];
+
+pub fn strategies() -> Result<Vec<StrategySpec>> {
+    BENCH_STRATEGIES
+        .iter()
+        .map(|y| {
+            let v: serde_yaml::Value = serde_yaml::from_str(y)?;
+            let map = v
+                .as_mapping()
+                .ok_or_else(|| anyhow!("bench strategy {y} is not a mapping"))?;
+            config::strategy::parse_single(map, "bench")
+                .map_err(|e| anyhow!("bench strategy {y}: {}", e[0]))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamplerRow {
+    pub strategy: String,
+    pub vocab: usize,
+    pub us_median: f64,
+    pub us_p95: f64,
+    /// Median over the same iterations of one max pass over the logits (the floor).
+    pub floor_us: f64,
+    /// us_median / floor_us: the machine-independent figure the regression gate compares.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GenerationRow {
+    pub strategy: String,
+    pub tokens: usize,
+    pub forward_ms_median: f64,
+    pub sampler_us_median: f64,
+    pub overhead_pct: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub logits_source: String,
+    pub host_cpu: String,
+    pub sampler: Vec<SamplerRow>,
+    pub generation: Vec<GenerationRow>,
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Real Gemma logit rows: the prompts' prefill logits and a few greedy steps after each.
+pub fn real_logit_rows(spec: &ModelSpec, rows: usize) -> Result<Vec<Vec<f32>>> {
+    let model = engine::load(spec, &candle_core::Device::Cpu)?;
+    let prompts = [
+        "The lighthouse keeper had not seen a ship in eleven years, until one foggy morning",
+        "Write a short advertisement for a small bakery that only opens at midnight.",
+        "Once upon a time, a robot who collected lost socks decided to",
+    ];
+    let mut out = Vec::new();
+    let per_prompt = rows.div_ceil(prompts.len());
+    for p in prompts {
+        let ids = model.encode(p)?;
+        let mut m = model.model.fork();
+        let mut logits = m.forward(&ids, 0)?;
+        for pos in ids.len()..ids.len() + per_prompt {
+            out.push(logits.clone());
+            let next = logits
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i as u32)
+                .unwrap_or(0);
+            logits = m.forward(&[next], pos)?;
+        }
+    }
+    out.truncate(rows);
+    Ok(out)
+}
+
+/// Synthetic rows shaped like LM logits (a few dominant tokens over a long Gaussian tail).
+pub fn synthetic_logit_rows(vocab: usize, rows: usize, seed: u64) -> Vec<Vec<f32>> {
+    use rand::Rng;
+    let mut rng = crate::seed::rng(seed);
+    (0..rows)
+        .map(|_| {
+            (0..vocab)
+                .map(|i| {
+                    let u: f32 =
+                        rng.random::<f32>() + rng.random::<f32>() + rng.random::<f32>() - 1.5;
+                    let head = if i % 997 == 0 {
+                        8.0 * rng.random::<f32>()
+                    } else {
+                        0.0
+                    };
+                    u * 3.0 + head
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Time every strategy on every row (truncated to `vocab`), interleaved with the floor.
+pub fn bench_samplers(
+    strategies: &[StrategySpec],
+    rows: &[Vec<f32>],
+    vocabs: &[usize],
+    iters: usize,
+) -> Result<Vec<SamplerRow>> {
+    let mut out = Vec::new();
+    for &vocab in vocabs {
+        let rows: Vec<&[f32]> = rows.iter().map(|r| &r[..vocab.min(r.len())]).collect();
+        for s in strategies {
+            let mut sampler = Sampler::new(strategy::build(&s.processors, vocab));
+            let mut rng = crate::seed::rng(crate::seed::derive(&["bench", &s.id]));
+            let mut times = Vec::with_capacity(iters);
+            let mut floors = Vec::with_capacity(iters);
+            let mut sink = 0f32;
+            for i in 0..iters + 5 {
+                let row = rows[i % rows.len()];
+                if i % 64 == 0 {
+                    sampler.reset(&[]);
+                }
+                let t0 = Instant::now();
+                sink += kernels::max_finite(row);
+                let t1 = Instant::now();
+                let step = sampler
+                    .sample(row, &mut rng)
+                    .map_err(|e| anyhow!("{}: {e}", s.id))?;
+                let t2 = Instant::now();
+                sink += step.token as f32;
+                if i >= 5 {
+                    floors.push((t1 - t0).as_secs_f64() * 1e6);
+                    times.push((t2 - t1).as_secs_f64() * 1e6);
+                }
+            }
+            std::hint::black_box(sink);
+            times.sort_by(f64::total_cmp);
+            floors.sort_by(f64::total_cmp);
+            let us_median = percentile(&times, 0.5);
+            let floor_us = percentile(&floors, 0.5).max(1e-3);
+            out.push(SamplerRow {
+                strategy: s.id.clone(),
+                vocab,
+                us_median,
+                us_p95: percentile(&times, 0.95),
+                floor_us,
+                ratio: us_median / floor_us,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A short generation per strategy on the real model: forward vs sampler time per token.
+pub fn bench_generation(
+    spec: &ModelSpec,
+    strategies: &[StrategySpec],
+    tokens: usize,
+) -> Result<Vec<GenerationRow>> {
+    let model = engine::load(spec, &candle_core::Device::Cpu)?;
+    let prompt_ids =
+        model.encode("Once upon a time, in a small village by the sea, there lived")?;
+    let mut prefilled = model.model.fork();
+    let first = prefilled.forward(&prompt_ids, 0)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut out = Vec::new();
+    for s in strategies {
+        let args = crate::runner::GenerateArgs {
+            model: &model,
+            prefilled: prefilled.as_ref(),
+            first_logits: &first,
+            prompt_ids: &prompt_ids,
+            max_new_tokens: tokens,
+            stop: &[],
+            seed: crate::seed::derive(&["bench-gen", &s.id]),
+            stop_flag: &stop,
+        };
+        let g = crate::runner::generate(&args, s)?;
+        let fwd = crate::record::median(&g.trace.forward_ms).unwrap_or(f64::NAN);
+        let smp = crate::record::median(&g.trace.sampler_us).unwrap_or(f64::NAN);
+        out.push(GenerationRow {
+            strategy: s.id.clone(),
+            tokens: g.token_ids.len(),
+            forward_ms_median: fwd,
+            sampler_us_median: smp,
+            overhead_pct: smp / 1e3 / (fwd + smp / 1e3) * 100.0,
+        });
+    }
+    Ok(out)
+}
+
+pub fn table(report: &BenchReport) -> String {
+    let mut s = format!(
+        "sampler latency ({}; floor = one max pass over the logits, same run)\n",
+        report.logits_source
+    );
+    s += &format!(
+        "{:<62} {:>7} {:>10} {:>10} {:>9} {:>8}\n",
+        "strategy", "vocab", "us median", "us p95", "floor us", "ratio"
+    );
+    for r in &report.sampler {
+        s += &format!(
+            "{:<62} {:>7} {:>10.1} {:>10.1} {:>9.1} {:>8.1}\n",
+            r.strategy, r.vocab, r.us_median, r.us_p95, r.floor_us, r.ratio
+        );
+    }
+    if !report.generation.is_empty() {
+        s += "\nreal-model generation (medians per token)\n";
+        s += &format!(
+            "{:<62} {:>7} {:>11} {:>11} {:>10}\n",
+            "strategy", "tokens", "forward ms", "sampler us", "overhead"
+        );
+        for g in &report.generation {
+            s += &format!(
+                "{:<62} {:>7} {:>11.2} {:>11.1} {:>9.2}%\n",
+                g.strategy, g.tokens, g.forward_ms_median, g.sampler_us_median, g.overhead_pct
+            );
+        }
+    }
+    s
+}
+
+pub fn csv(report: &BenchReport) -> Result<Vec<u8>> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    for r in &report.sampler {
+        w.serialize(r)?;
+    }
+    Ok(w.into_inner()?)
+}
+
+/// Baseline file: floor-normalised ratios per (strategy, vocab).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Baseline {
+    /// A strategy fails when its ratio exceeds baseline ratio x tolerance.
+    pub tolerance: f64,
+    pub rows: Vec<SamplerRow>,
+}
+
+/// Compare with a baseline; returns the list of regressions (empty = pass).
+pub fn check(report: &BenchReport, baseline: &Baseline) -> Vec<String> {
+    let mut bad = Vec::new();
+    for b in &baseline.rows {
+        match report
+            .sampler
+            .iter()
+            .find(|r| r.strategy == b.strategy && r.vocab == b.vocab)
+        {
+            Some(r) if r.ratio > b.ratio * baseline.tolerance => bad.push(format!(
+                "{} at vocab {}: ratio {:.1} > baseline {:.1} x tolerance {} ({:.1} us/token)",
+                r.strategy, r.vocab, r.ratio, b.ratio, baseline.tolerance, r.us_median
+            )),
+            Some(_) => {}
+            None => bad.push(format!(
+                "{} at vocab {}: in the baseline but not measured",
+                b.strategy, b.vocab
+            )),
+        }
+    }
+    bad
+}
+
+pub fn default_model_spec() -> Option<ModelSpec> {
+    let dir = std::env::var("DECLAB_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("models"));
+    let gguf = dir.join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf");
+    let tokenizer = dir.join("gemma-3-270m/tokenizer.json");
+    (gguf.is_file() && tokenizer.is_file()).then(|| ModelSpec {
+        id: "gemma3-270m".into(),
+        gguf,
+        tokenizer,
+        eos_tokens: vec![],
+    })
+}
+
+pub struct BenchOptions {
+    pub vocabs: Vec<usize>,
+    pub iters: usize,
+    pub out: Option<PathBuf>,
+    pub generation_tokens: usize,
+    pub check: Option<PathBuf>,
+    pub write_baseline: Option<(PathBuf, f64)>,
+}
+
+pub fn run(opts: &BenchOptions) -> Result<i32> {
+    let strategies = strategies()?;
+    let spec = default_model_spec();
+    let max_vocab = opts.vocabs.iter().copied().max().unwrap_or(262_144);
+    let (rows, source) = match &spec {
+        Some(s) => (
+            real_logit_rows(s, 9)?,
+            format!("real Gemma 3 270M logits, {}", s.gguf.display()),
+        ),
+        None => (
+            synthetic_logit_rows(max_vocab, 8, 1),
+            "synthetic logits (run `make models` for real Gemma logits)".to_string(),
+        ),
+    };
+    if let Some(v) = opts.vocabs.iter().find(|&&v| v > rows[0].len()) {
+        bail!(
+            "--vocab {v} exceeds the logit rows' vocabulary of {}",
+            rows[0].len()
+        );
+    }
+    let sampler = bench_samplers(&strategies, &rows, &opts.vocabs, opts.iters)?;
+    let generation = match (&spec, opts.generation_tokens) {
+        (Some(s), n) if n > 0 => bench_generation(s, &strategies, n)?,
+        _ => vec![],
+    };
+    let report = BenchReport {
+        logits_source: source,
+        host_cpu: crate::runner::host_cpu(),
+        sampler,
+        generation,
+    };
+    print!("{}", table(&report));
+    if let Some(dir) = &opts.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::report::write_atomic(
+            &dir.join("bench.json"),
+            &serde_json::to_vec_pretty(&report)?,
+        )?;
+        crate::report::write_atomic(&dir.join("bench.csv"), &csv(&report)?)?;
+    }
+    if let Some((path, tolerance)) = &opts.write_baseline {
+        let b = Baseline {
+            tolerance: *tolerance,
+            rows: report.sampler.clone(),
+        };
+        crate::report::write_atomic(path, &serde_json::to_vec_pretty(&b)?)?;
+        eprintln!("declab: wrote baseline {}", path.display());
+    }
+    if let Some(path) = &opts.check {
+        let b: Baseline = serde_json::from_slice(
+            &std::fs::read(path)
+                .with_context(|| format!("cannot read baseline {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not a bench baseline", path.display()))?;
+        let bad = check(&report, &b);
+        if !bad.is_empty() {
+            eprintln!(
+                "declab: sampler latency regressed against {}:",
+                path.display()
+            );
+            for b in &bad {
+                eprintln!("  {b}");
+            }
+            return Ok(1);
+        }
+        eprintln!(
+            "declab: bench-check passed against {} (tolerance x{})",
+            path.display(),
+            b.tolerance
+        );
+    }
+    Ok(0)
+}
+
+pub fn load_baseline(path: &Path) -> Result<Baseline> {
+    Ok(serde_json::from_slice(&std::fs::read(path)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(strategy: &str, ratio: f64) -> SamplerRow {
+        SamplerRow {
+            strategy: strategy.into(),
+            vocab: 262_144,
+            us_median: ratio * 10.0,
+            us_p95: 0.0,
+            floor_us: 10.0,
+            ratio,
+        }
+    }
+
+    #[test]
+    fn check_flags_regressions_beyond_tolerance_and_missing_rows() {
+        let baseline = Baseline {
+            tolerance: 2.5,
+            rows: vec![row("greedy", 10.0), row("top_p", 20.0), row("gone", 5.0)],
+        };
+        let report = BenchReport {
+            logits_source: String::new(),
+            host_cpu: String::new(),
+            sampler: vec![row("greedy", 24.0), row("top_p", 51.0)],
+            generation: vec![],
+        };
+        let bad = check(&report, &baseline);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].starts_with("top_p at vocab 262144: ratio 51.0"));
+        assert!(bad[1].contains("gone") && bad[1].contains("not measured"));
+    }
+}
