@@ -33,6 +33,17 @@ pub enum Command {
         /// Plain log lines instead of a progress bar.
         #[arg(long)]
         no_progress: bool,
+        /// Run only shard K of N (0 <= K < N), into results/<name>/shards/K-of-N/ unless --out
+        /// is given; `declab merge results/<name>` joins the shards.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
+    },
+    /// Join the shards of a run (results/<name>/shards/K-of-N) into results/<name>/: checks
+    /// they are complete and from the same config, models and declab version, then writes the
+    /// merged samples, manifest, statistics and report.
+    Merge {
+        /// The run's folder (results/<name>).
+        dir: PathBuf,
     },
     /// Check an experiment file without loading any model; exit code 2 on errors.
     Validate { file: PathBuf },
@@ -55,7 +66,6 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Regenerate summary.csv, comparisons.csv, metrics_*.csv, report.md and the plots of a
     /// Sampler latency per strategy at real vocabulary sizes (ratios to a one-pass floor
     /// measured in the same run), and forward vs sampler time in a short real-model run.
     Bench {
@@ -81,6 +91,7 @@ pub enum Command {
         #[arg(long, default_value_t = 2.0)]
         tolerance: f64,
     },
+    /// Regenerate summary.csv, comparisons.csv, metrics_*.csv, report.md and the plots of a
     /// results folder from its samples.jsonl and manifest.json.
     Report {
         /// The results folder (results/<name>).
@@ -104,6 +115,10 @@ pub enum Command {
         /// Skip the embedding metrics (coherence_embed, diversity_embed).
         #[arg(long, conflicts_with = "embedder")]
         no_embed: bool,
+        /// A GGUF model (or a folder with one .gguf and tokenizer.json) to score the texts with:
+        /// adds nll_mean and perplexity of each text given its prompt (one forward per token).
+        #[arg(long)]
+        scorer: Option<PathBuf>,
     },
     /// Compare two runs of the same experiment (before = A, after = B), per strategy and metric:
     /// B - A with a paired bootstrap CI over prompts and a Wilcoxon p-value (Holm across

@@ -17,7 +17,18 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             fresh,
             cuda,
             no_progress,
-        } => run(file, out, fresh, cuda, no_progress),
+            shard,
+        } => run(file, out, fresh, cuda, no_progress, shard.as_deref()),
+        Command::Merge { dir } => {
+            let s = crate::merge::merge(&dir)?;
+            eprintln!(
+                "declab: merged {} shards ({} samples) into {}",
+                s.shards,
+                s.samples,
+                dir.display()
+            );
+            report_cmd(&dir, None)
+        }
         Command::Validate { file } => validate(file),
         Command::Dist {
             logits,
@@ -51,7 +62,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             out,
             embedder,
             no_embed,
-        } => metrics_cmd(&input, out.as_deref(), embedder.as_deref(), no_embed),
+            scorer,
+        } => metrics_cmd(
+            &input,
+            out.as_deref(),
+            embedder.as_deref(),
+            no_embed,
+            scorer.as_deref(),
+        ),
         Command::Compare {
             a,
             b,
@@ -96,9 +114,20 @@ fn run(
     fresh: bool,
     cuda: bool,
     no_progress: bool,
+    shard: Option<&str>,
 ) -> Result<i32> {
     let exp = load_config(&file)?;
-    let out_dir = out.unwrap_or_else(|| PathBuf::from("results").join(&exp.name));
+    let shard = shard
+        .map(crate::grid::Shard::parse)
+        .transpose()
+        .map_err(|e| ConfigError::new(&file, vec![e.to_string()]))?;
+    let out_dir = out.unwrap_or_else(|| {
+        let base = PathBuf::from("results").join(&exp.name);
+        match shard {
+            Some(s) => base.join("shards").join(s.dir_name()),
+            None => base,
+        }
+    });
     let flag = runner::stop_flag();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -111,6 +140,7 @@ fn run(
         fresh,
         cuda,
         progress: if no_progress { Some(false) } else { None },
+        shard,
     };
     let s = runner::run(&exp, &opts)?;
     let tps = s.tokens_generated as f64 / s.generate_seconds.max(1e-9);
@@ -254,6 +284,7 @@ fn metrics_cmd(
     out: Option<&std::path::Path>,
     embedder: Option<&std::path::Path>,
     no_embed: bool,
+    scorer: Option<&std::path::Path>,
 ) -> Result<i32> {
     use crate::analysis::foreign;
     let text = std::fs::read_to_string(input)
@@ -284,10 +315,12 @@ fn metrics_cmd(
     };
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    crate::report::write_atomic(
-        &out_dir.join("metrics_samples.csv"),
-        &crate::report::summary::input_samples_csv(&samples)?,
-    )?;
+    let mut samples_csv = crate::report::summary::input_samples_csv(&samples)?;
+    if let Some(scorer) = scorer {
+        let nll = score_nll(scorer, &lines)?;
+        samples_csv = append_nll_columns(&samples_csv, &nll)?;
+    }
+    crate::report::write_atomic(&out_dir.join("metrics_samples.csv"), &samples_csv)?;
     crate::report::write_atomic(
         &out_dir.join("metrics_groups.csv"),
         &crate::report::summary::input_groups_csv(&groups)?,
@@ -413,4 +446,85 @@ fn compare_cmd(
         return Ok(1);
     }
     Ok(0)
+}
+
+/// Mean NLL (nats/token) of each text's tokens given its prompt under a scoring model, from a
+/// prefill of the prompt and one forward per text token. The text is tokenized on its own
+/// (no special tokens) and appended to the prompt's ids (with BOS), so both sides of the
+/// boundary are scored exactly as written.
+fn score_nll(
+    scorer: &std::path::Path,
+    lines: &[crate::analysis::foreign::InputLine],
+) -> Result<Vec<Option<f64>>> {
+    let (gguf, tokenizer) = if scorer.is_dir() {
+        let g = std::fs::read_dir(scorer)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "gguf"))
+            .ok_or_else(|| anyhow!("no .gguf file in {}", scorer.display()))?;
+        (g, scorer.join("tokenizer.json"))
+    } else {
+        (
+            scorer.to_path_buf(),
+            scorer.with_file_name("tokenizer.json"),
+        )
+    };
+    let spec = config::ModelSpec {
+        id: "scorer".into(),
+        gguf,
+        tokenizer,
+        eos_tokens: vec![],
+    };
+    let model = crate::engine::load(&spec, &candle_core::Device::Cpu)
+        .context("loading the --scorer model")?;
+    let mut out = Vec::with_capacity(lines.len());
+    for l in lines {
+        let mut ids = model.encode(l.prompt.as_deref().unwrap_or(""))?;
+        let text_ids = model
+            .tokenizer
+            .encode(l.text.as_str(), false)
+            .map_err(|e| anyhow!("tokenizing a text failed: {e}"))?
+            .get_ids()
+            .to_vec();
+        if text_ids.is_empty() || ids.is_empty() {
+            out.push(None);
+            continue;
+        }
+        if ids.len() + text_ids.len() > model.context_length {
+            bail!(
+                "a prompt + text of {} tokens exceeds the scorer's context of {}",
+                ids.len() + text_ids.len(),
+                model.context_length
+            );
+        }
+        let mut m = model.model.fork();
+        let mut logits = m.forward(&ids, 0)?;
+        let mut nll = 0.0;
+        for (k, &t) in text_ids.iter().enumerate() {
+            strategy::check_logits(&logits).map_err(|e| anyhow!("scorer logits: {e}"))?;
+            let st = strategy::kernels::dist_stats(&logits);
+            nll -= st.log_prob(logits[t as usize]);
+            if k + 1 < text_ids.len() {
+                logits = m.forward(&[t], ids.len())?;
+                ids.push(t);
+            }
+        }
+        out.push(Some(nll / text_ids.len() as f64));
+    }
+    Ok(out)
+}
+
+/// Add `nll_mean` and `perplexity` columns to a metrics_samples.csv (rows in input order).
+fn append_nll_columns(csv_bytes: &[u8], nll: &[Option<f64>]) -> Result<Vec<u8>> {
+    let mut r = csv::Reader::from_reader(csv_bytes);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header: Vec<String> = r.headers()?.iter().map(str::to_string).collect();
+    header.extend(["nll_mean".to_string(), "perplexity".to_string()]);
+    w.write_record(&header)?;
+    for (rec, n) in r.records().zip(nll) {
+        let mut row: Vec<String> = rec?.iter().map(str::to_string).collect();
+        row.push(n.map(|x| format!("{x:.6}")).unwrap_or_default());
+        row.push(n.map(|x| format!("{:.6}", x.exp())).unwrap_or_default());
+        w.write_record(&row)?;
+    }
+    Ok(w.into_inner()?)
 }

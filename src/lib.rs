@@ -13,6 +13,8 @@ pub mod config;
 pub mod embed;
 pub mod engine;
 pub mod error;
+pub mod grid;
+pub mod merge;
 pub mod metrics;
 pub mod record;
 pub mod report;

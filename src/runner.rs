@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::config::{Experiment, Prompt};
 use crate::engine::{self, LanguageModel, LoadedModel};
+use crate::grid::{GridIds, SampleKey, Shard};
 use crate::record::{SampleRecord, Timing, Trace};
 use crate::report::{self, JsonlAppender};
 use crate::strategy::{self, ProcSpec, Sampler, StrategySpec};
@@ -28,6 +29,8 @@ pub struct RunOptions {
     pub cuda: bool,
     /// Show an interactive progress bar (default: when stderr is a terminal).
     pub progress: Option<bool>,
+    /// Run only this shard's cells (see `grid`).
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +70,9 @@ pub struct Manifest {
     pub samples_total: usize,
     pub samples_done: usize,
     pub samples_failed: usize,
+    /// Set on a shard's manifest; absent on single-process and merged runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -201,6 +207,18 @@ fn load_existing(exp: &Experiment, opts: &RunOptions, hash: &str) -> Result<Vec<
                     manifest_path.display()
                 )
             })?;
+        if m.shard != opts.shard {
+            let show = |s: Option<Shard>| {
+                s.map(|s| format!("shard {}/{}", s.index, s.count))
+                    .unwrap_or_else(|| "a whole run".into())
+            };
+            bail!(
+                "{} holds {}, not {}; use the folder of that shard or another --out",
+                dir.display(),
+                show(m.shard),
+                show(opts.shard)
+            );
+        }
         if m.config_sha256 != hash {
             bail!(
                 "{} was written by a different configuration of {:?} (config hash {} != {}).\n\
@@ -458,14 +476,16 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let _lock = DirLock::acquire(&opts.out_dir)?;
     let existing = load_existing(exp, opts, &hash)?;
     let samples_path = opts.out_dir.join("samples.jsonl");
-    let done: HashSet<(String, String, String, usize)> = existing.iter().map(|r| r.key()).collect();
+    let grid = GridIds::from_experiment(exp);
+    let expected = grid.expected_keys(opts.shard);
+    let done: HashSet<SampleKey> = existing.iter().map(|r| r.key()).collect();
     let resumed = done.len();
     if resumed > 0 {
         eprintln!(
             "declab: resuming {}: {} of {} samples already done",
             opts.out_dir.display(),
             resumed,
-            exp.total_samples()
+            expected.len()
         );
     }
     let started_at = now();
@@ -483,9 +503,10 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         started_at,
         finished_at: None,
         status: "running".into(),
-        samples_total: exp.total_samples(),
+        samples_total: expected.len(),
         samples_done: resumed,
         samples_failed: existing.iter().filter(|r| !r.ok()).count(),
+        shard: opts.shard,
     };
     let manifest_path = opts.out_dir.join("manifest.json");
     report::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
@@ -495,11 +516,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     let interactive = opts
         .progress
         .unwrap_or_else(|| std::io::stderr().is_terminal());
-    let mut progress = Progress::new(exp.total_samples(), resumed, interactive);
+    let mut progress = Progress::new(expected.len(), resumed, interactive);
     let stop = stop_flag();
     let mut summary = RunSummary {
         out_dir: opts.out_dir.clone(),
-        samples_total: exp.total_samples(),
+        samples_total: expected.len(),
         samples_run: 0,
         samples_resumed: resumed,
         samples_failed: manifest.samples_failed,
@@ -512,7 +533,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         let pending_model = exp
             .prompts
             .iter()
-            .any(|p| pending_for_prompt(exp, &done, &mspec.id, p));
+            .any(|p| pending_for_prompt(&expected, &done, &mspec.id, p));
         let model = engine::load(mspec, &device)
             .with_context(|| format!("loading model {:?}", mspec.id))?;
         manifest.models.push(ModelInfo {
@@ -530,7 +551,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             continue;
         }
         for prompt in &exp.prompts {
-            if !pending_for_prompt(exp, &done, &mspec.id, prompt) {
+            if !pending_for_prompt(&expected, &done, &mspec.id, prompt) {
                 continue;
             }
             let prompt_ids = model.encode(&prompt.text)?;
@@ -554,7 +575,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
                 let mut wrote = false;
                 for idx in 0..exp.samples {
                     let key = (mspec.id.clone(), prompt.id.clone(), strat.id.clone(), idx);
-                    if done.contains(&key) {
+                    if done.contains(&key) || !expected.contains(&key) {
                         continue;
                     }
                     let seed =
@@ -627,8 +648,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
 
     // canonical order and derived files
     let mut records = report::read_samples(&samples_path)?.records;
-    sort_canonical(exp, &mut records);
-    let complete = records.len() == exp.total_samples() && !summary.interrupted;
+    grid.sort_canonical(&mut records);
+    let complete = records.len() == expected.len() && !summary.interrupted;
     report::write_atomic(&samples_path, &report::jsonl_bytes(&records)?)?;
     report::write_atomic(
         &opts.out_dir.join("samples.csv"),
@@ -643,34 +664,22 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         "incomplete".into()
     };
     report::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
-    crate::analysis::write_all(&opts.out_dir, exp, &records, &manifest)?;
+    if opts.shard.is_none() {
+        // a shard holds part of every comparison: statistics are computed after `declab merge`
+        crate::analysis::write_all(&opts.out_dir, exp, &records, &manifest)?;
+    }
     Ok(summary)
 }
 
 fn pending_for_prompt(
-    exp: &Experiment,
-    done: &HashSet<(String, String, String, usize)>,
+    expected: &HashSet<SampleKey>,
+    done: &HashSet<SampleKey>,
     model: &str,
     prompt: &Prompt,
 ) -> bool {
-    exp.strategies.iter().any(|s| {
-        (0..exp.samples)
-            .any(|i| !done.contains(&(model.to_string(), prompt.id.clone(), s.id.clone(), i)))
-    })
-}
-
-/// Order: model, prompt, strategy (as declared), sample index.
-pub fn sort_canonical(exp: &Experiment, records: &mut [SampleRecord]) {
-    let pos =
-        |list: Vec<&String>, x: &String| list.iter().position(|y| *y == x).unwrap_or(usize::MAX);
-    records.sort_by_key(|r| {
-        (
-            pos(exp.models.iter().map(|m| &m.id).collect(), &r.model),
-            pos(exp.prompts.iter().map(|p| &p.id).collect(), &r.prompt_id),
-            pos(exp.strategies.iter().map(|s| &s.id).collect(), &r.strategy),
-            r.sample_index,
-        )
-    });
+    expected
+        .iter()
+        .any(|k| k.0 == model && k.1 == prompt.id && !done.contains(k))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -318,3 +318,76 @@ fn dist_prints_the_final_distribution() {
         .code(1)
         .stderr(predicate::str::contains("logit 1"));
 }
+
+#[test]
+fn metrics_scorer_nll_matches_the_run_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_experiment(
+        dir.path(),
+        "score",
+        "  - {kind: temperature, temperature: 1.0}\n",
+        4,
+        10,
+    );
+    let out = dir.path().join("out");
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let recs = read_records(&out.join("samples.jsonl"));
+    let tok = tokenizers::Tokenizer::from_file(dir.path().join("tiny/tokenizer.json")).unwrap();
+    // only samples whose text re-tokenizes to the generated ids (no special tokens, no EOS)
+    let usable: Vec<_> = recs
+        .iter()
+        .filter(|r| tok.encode(r.text.as_str(), false).unwrap().get_ids() == r.token_ids.as_slice())
+        .collect();
+    assert!(
+        usable.len() >= 2,
+        "need samples that round-trip through the tokenizer"
+    );
+    let input: String = usable
+        .iter()
+        .map(|r| {
+            serde_json::json!({"group": r.prompt_id, "text": r.text, "prompt": r.prompt})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let input_path = dir.path().join("gen.jsonl");
+    std::fs::write(&input_path, input).unwrap();
+    let mout = dir.path().join("m");
+    declab()
+        .args([
+            "metrics",
+            "--input",
+            input_path.to_str().unwrap(),
+            "--out",
+            mout.to_str().unwrap(),
+            "--no-embed",
+            "--scorer",
+        ])
+        .arg(dir.path().join("tiny/tiny.gguf"))
+        .assert()
+        .success();
+    let mut rdr = csv::Reader::from_path(mout.join("metrics_samples.csv")).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let col = headers
+        .iter()
+        .position(|h| h == "nll_mean")
+        .expect("nll_mean column");
+    let ppl = headers
+        .iter()
+        .position(|h| h == "perplexity")
+        .expect("perplexity column");
+    for (row, r) in rdr.records().zip(&usable) {
+        let row = row.unwrap();
+        let got: f64 = row[col].parse().unwrap();
+        let want =
+            -r.trace.logprob.iter().map(|&x| x as f64).sum::<f64>() / r.trace.logprob.len() as f64;
+        assert!(
+            (got - want).abs() < 1e-3,
+            "scorer nll {got} vs run trace {want}"
+        );
+        assert!((row[ppl].parse::<f64>().unwrap() - got.exp()).abs() < 1e-3);
+    }
+}
