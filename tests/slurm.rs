@@ -21,7 +21,10 @@ fn sharded_grid_on_a_real_slurm_equals_the_single_process_run() {
     std::fs::create_dir_all(&work).unwrap();
     let bin = assert_cmd::cargo::cargo_bin("declab");
     let out = std::process::Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slurm/slurm-test.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/slurm/slurm-test.sh"
+        ))
         .arg(&bin)
         .arg(&cfg)
         .arg(&work)
@@ -32,6 +35,9 @@ fn sharded_grid_on_a_real_slurm_equals_the_single_process_run() {
     match out.status.code() {
         Some(0) => assert!(stdout.contains("PASS"), "{stdout}"),
         Some(77) => eprintln!("slurm test skipped: {stdout}"),
-        code => panic!("the Slurm test failed ({code:?}):\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)),
+        code => panic!(
+            "the Slurm test failed ({code:?}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }

@@ -3,7 +3,7 @@
 //! kept, so more than k tokens can survive (llama.cpp keeps exactly k; declab follows HF).
 //! O(n) with `select_nth_unstable`, no sort.
 
-use super::kernels::Candidates;
+use super::kernels::{self, Candidates};
 use super::{Effect, Processor, Scratch, StepCtx};
 
 #[derive(Debug)]
@@ -18,13 +18,11 @@ impl Processor for TopK {
         if k == 0 || k >= n {
             return Effect::default();
         }
-        s.logits.clear();
-        s.logits.extend_from_slice(&cands.logits);
-        // k-th largest = element at index k-1 in descending order
-        let (_, kth, _) = s
-            .logits
-            .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-        let threshold = *kth;
+        // k-th largest value, found among the candidates near the maximum (no full copy/sort)
+        let mut top = std::mem::take(&mut s.order);
+        kernels::top_k_positions(cands, k, &mut top);
+        let threshold = cands.logits[top[k - 1]];
+        s.order = top;
         cands.retain_logit_at_least(threshold);
         Effect::default()
     }
