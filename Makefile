@@ -9,7 +9,7 @@ BIN := target/release/declab
 .PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline
 
 help:
-	@echo "make experiment NAME=grid1   fetch the model if needed, build, run experiments/\$$NAME.yaml"
+	@echo "make experiment NAME=grid1   fetch the model if needed, build, run experiments/\$$NAME.yaml (FLAGS=--fresh to start over)"
 	@echo "make test                    the whole test suite (real model included)"
 	@echo "make models                  fetch and verify the models into \$$DECLAB_MODELS (default models/)"
 	@echo "make lint                    cargo fmt --check and clippy -D warnings"
@@ -23,7 +23,7 @@ build:
 
 experiment: models build
 	@test -f experiments/$(NAME).yaml || { echo "no experiments/$(NAME).yaml; available: $$(ls experiments | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }
-	$(BIN) run experiments/$(NAME).yaml
+	$(BIN) run experiments/$(NAME).yaml $(FLAGS)
 
 # The real-model tests read the models fetched by `make models` (DECLAB_MODELS).
 test: models
