@@ -130,3 +130,29 @@ fn truncated_gguf_is_detected() {
         .code(1)
         .stderr(predicate::str::contains("truncated"));
 }
+
+#[test]
+fn tokenizer_larger_than_the_model_vocabulary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = valid_body(dir.path());
+    let m = tiny_model(dir.path());
+    // add 100 words to the tokenizer: 167 entries for a 67-row model
+    let mut tok: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&m.tokenizer).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+    let n = vocab.len();
+    for i in 0..100 {
+        vocab.insert(format!("extra{i}"), serde_json::json!(n + i));
+    }
+    std::fs::write(&m.tokenizer, serde_json::to_vec(&tok).unwrap()).unwrap();
+    let cfg = write(dir.path(), "tok.yaml", &body);
+    let out = dir.path().join("o");
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("do not belong together")
+                .and(predicate::str::contains("167 tokens")),
+        );
+}
