@@ -3,6 +3,7 @@
 //! the tokenizer. Untrusted files are checked here: not-a-GGUF, missing metadata, an
 //! unsupported architecture, a tokenizer that does not fit the model's vocabulary.
 
+mod gemma3;
 pub mod tiny;
 
 use std::path::Path;
@@ -52,10 +53,7 @@ macro_rules! candle_model {
     };
 }
 
-candle_model!(
-    Gemma3,
-    candle_transformers::models::quantized_gemma3::ModelWeights
-);
+candle_model!(Gemma3, gemma3::ModelWeights);
 candle_model!(
     Llama,
     candle_transformers::models::quantized_llama::ModelWeights
@@ -245,10 +243,7 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
         };
         match arch.as_str() {
             "gemma3" => Box::new(Gemma3 {
-                inner: candle_transformers::models::quantized_gemma3::ModelWeights::from_gguf(
-                    ct, &mut file, device,
-                )
-                .map_err(ctx)?,
+                inner: gemma3::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?,
                 device: d,
             }),
             "llama" => Box::new(Llama {
