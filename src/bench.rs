@@ -78,9 +78,7 @@ pub struct BenchReport {
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+    crate::stats::percentile(sorted, q).unwrap_or(f64::NAN)
 }
 
 /// Real Gemma logit rows: the prompts' prefill logits and a few greedy steps after each.

@@ -96,16 +96,7 @@ pub fn mean(v: &[f32]) -> Option<f64> {
     }
 }
 
+/// Median of an f32 series (the traces), via [`crate::stats::median`].
 pub fn median(v: &[f32]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s: Vec<f64> = v.iter().map(|&x| x as f64).collect();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    Some(if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        0.5 * (s[n / 2 - 1] + s[n / 2])
-    })
+    crate::stats::median(&v.iter().map(|&x| x as f64).collect::<Vec<_>>())
 }

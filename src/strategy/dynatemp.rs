@@ -18,7 +18,7 @@ pub struct DynaTemp {
 }
 
 impl Processor for DynaTemp {
-    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, s: &mut Scratch) -> Effect {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
         if self.range <= 0.0 {
             return apply_temperature(cands, self.temperature);
         }
@@ -27,7 +27,6 @@ impl Processor for DynaTemp {
         }
         let t_min = (self.temperature - self.range).max(0.0);
         let t_max = self.temperature + self.range;
-        let _ = s;
         let h = super::kernels::dist_stats(&cands.logits).entropy_nats;
         let h_max = (cands.len() as f64).ln();
         let h_norm = (h / h_max).clamp(0.0, 1.0);

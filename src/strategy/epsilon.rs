@@ -26,11 +26,10 @@ fn cut_below(cands: &mut Candidates, threshold: f64, stats: &kernels::DistStats)
 }
 
 impl Processor for Epsilon {
-    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, s: &mut Scratch) -> Effect {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
         if self.epsilon <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        let _ = s;
         let stats = kernels::dist_stats(&cands.logits);
         cut_below(cands, self.epsilon, &stats);
         Effect::default()
@@ -38,11 +37,10 @@ impl Processor for Epsilon {
 }
 
 impl Processor for Eta {
-    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, s: &mut Scratch) -> Effect {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
         if self.epsilon <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        let _ = s;
         let stats = kernels::dist_stats(&cands.logits);
         let eta = self
             .epsilon

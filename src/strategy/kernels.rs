@@ -126,11 +126,6 @@ impl Candidates {
             .min_by_key(|(i, _)| self.ids[*i])
             .map(|(i, _)| i)
     }
-
-    /// Softmax of the candidates into `probs` (f64); returns the distribution's summary.
-    pub fn softmax_into(&self, probs: &mut Vec<f64>) -> DistStats {
-        softmax_into(&self.logits, probs)
-    }
 }
 
 /// Summary of a distribution given by logits: entropy and varentropy in nats.

@@ -11,7 +11,7 @@ pub struct MinP {
 }
 
 impl Processor for MinP {
-    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, s: &mut Scratch) -> Effect {
+    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
         if self.min_p <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
@@ -19,7 +19,6 @@ impl Processor for MinP {
         // softmax (llama.cpp's formulation of the same rule)
         let threshold = cands.max_logit() as f64 + self.min_p.ln();
         cands.retain(|_, l| l as f64 >= threshold);
-        let _ = s;
         Effect::default()
     }
 }

@@ -43,9 +43,8 @@ impl Mirostat {
         }
     }
 
-    fn apply_v2(&self, cands: &mut Candidates, s: &mut Scratch) {
+    fn apply_v2(&self, cands: &mut Candidates) {
         // -log2 p <= mu  <=>  l - log Z >= -mu·ln 2 (log space, no softmax)
-        let _ = s;
         let stats = kernels::dist_stats(&cands.logits);
         let cut = stats.log_z - self.mu * std::f64::consts::LN_2;
         if (stats.max_logit as f64) < cut {
@@ -97,7 +96,7 @@ impl Processor for Mirostat {
             if self.version == 1 {
                 self.apply_v1(cands, s, ctx.vocab_size);
             } else {
-                self.apply_v2(cands, s);
+                self.apply_v2(cands);
             }
         }
         self.applied = true;

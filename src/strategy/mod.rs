@@ -101,7 +101,6 @@ pub trait Processor: Send {
 /// Reusable buffers shared by processors within one step.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    pub probs: Vec<f64>,
     pub keys: Vec<f64>,
     pub order: Vec<usize>,
     pub ids: Vec<u32>,
