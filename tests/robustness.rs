@@ -9,6 +9,36 @@ use std::time::{Duration, Instant};
 
 const STRATEGIES: &str = "  - kind: greedy\n  - {kind: temperature, temperature: 1.0}\n  - {kind: top_p, top_p: 0.9}\n  - {kind: target_entropy, target: 2.0}\n";
 
+/// Start `declab run CFG --out OUT --no-progress` in the background.
+fn spawn_run(
+    cfg: &std::path::Path,
+    out: &std::path::Path,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("declab"))
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until `samples` holds `n` lines, the child has exited, or 60 s have passed.
+fn wait_for_lines(child: &mut std::process::Child, samples: &std::path::Path, n: usize) {
+    let start = Instant::now();
+    while count_lines(samples) < n
+        && start.elapsed() < Duration::from_secs(60)
+        && child.try_wait().unwrap().is_none()
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn count_lines(path: &std::path::Path) -> usize {
     std::fs::read(path)
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
@@ -34,33 +64,13 @@ fn sigkill_at_several_points_then_resume_matches_uninterrupted_run() {
     assert_eq!(total, 2 * 4 * 12);
 
     let out = dir.path().join("killed");
-    let bin = assert_cmd::cargo::cargo_bin("declab");
     let mut kills = 0;
     // kill after ~10%, ~40% and ~75% of the samples were written
     for fraction in [0.1, 0.4, 0.75] {
         let target = (total as f64 * fraction) as usize;
-        let mut child = std::process::Command::new(&bin)
-            .args([
-                "run",
-                cfg.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-                "--no-progress",
-            ])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
+        let mut child = spawn_run(&cfg, &out, std::process::Stdio::null());
         let samples = out.join("samples.jsonl");
-        loop {
-            if count_lines(&samples) >= target || start.elapsed() > Duration::from_secs(60) {
-                break;
-            }
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_for_lines(&mut child, &samples, target);
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap(); // SIGKILL
             kills += 1;
@@ -164,23 +174,9 @@ fn sigint_stops_after_the_current_step_and_prints_how_to_resume() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_experiment(dir.path(), "ctrlc", STRATEGIES, 40, 16);
     let out = dir.path().join("out");
-    let bin = assert_cmd::cargo::cargo_bin("declab");
-    let child = std::process::Command::new(&bin)
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-progress",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&cfg, &out, std::process::Stdio::piped());
     let samples = out.join("samples.jsonl");
-    let start = Instant::now();
-    while count_lines(&samples) < 10 && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for_lines(&mut child, &samples, 10);
     // SAFETY: plain kill(2) on our own child
     unsafe { libc_kill(child.id() as i32, 2) };
     let o = child.wait_with_output().unwrap();
