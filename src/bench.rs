@@ -205,10 +205,13 @@ pub fn bench_generation(
             prompt_ids: &prompt_ids,
             max_new_tokens: tokens,
             stop: &[],
-            seed: crate::seed::derive(&["bench-gen", &s.id]),
             stop_flag: &stop,
         };
-        let g = crate::runner::generate(&args, s)?;
+        let job = crate::runner::Job {
+            strategy: s,
+            seed: crate::seed::derive(&["bench-gen", &s.id]),
+        };
+        let g = crate::runner::generate(&args, job)?;
         let fwd = crate::record::median(&g.trace.forward_ms).unwrap_or(f64::NAN);
         let smp = crate::record::median(&g.trace.sampler_us).unwrap_or(f64::NAN);
         out.push(GenerationRow {

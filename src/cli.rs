@@ -37,6 +37,10 @@ pub enum Command {
         /// is given; `declab merge results/<name>` joins the shards.
         #[arg(long, value_name = "K/N")]
         shard: Option<String>,
+        /// Most samples of a prompt decoded together in one batch (1: one at a time). Batching
+        /// does not change any sample, only the speed.
+        #[arg(long, default_value_t = crate::runner::DEFAULT_BATCH, value_parser = clap::value_parser!(u16).range(1..=256))]
+        batch: u16,
     },
     /// Join the shards of a run (results/<name>/shards/K-of-N) into results/<name>/: checks
     /// they are complete and from the same config, models and declab version, then writes the

@@ -18,7 +18,16 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             cuda,
             no_progress,
             shard,
-        } => run(file, out, fresh, cuda, no_progress, shard.as_deref()),
+            batch,
+        } => run(
+            file,
+            out,
+            fresh,
+            cuda,
+            no_progress,
+            shard.as_deref(),
+            batch as usize,
+        ),
         Command::Merge { dir } => {
             let s = crate::merge::merge(&dir)?;
             eprintln!(
@@ -115,6 +124,7 @@ fn run(
     cuda: bool,
     no_progress: bool,
     shard: Option<&str>,
+    batch: usize,
 ) -> Result<i32> {
     let exp = load_config(&file)?;
     let shard = shard
@@ -141,6 +151,7 @@ fn run(
         cuda,
         progress: if no_progress { Some(false) } else { None },
         shard,
+        batch,
     };
     let s = runner::run(&exp, &opts)?;
     let tps = s.tokens_generated as f64 / s.generate_seconds.max(1e-9);

@@ -1,6 +1,6 @@
 //! The real Gemma 3 270M (fetched by `make models`) through the CLI: greedy output is coherent
 //! English, identical across runs and sample indices; sampled outputs differ across sample
-//! indices and are identical across runs.
+//! indices and are identical across runs, batched or one at a time.
 
 mod common;
 
@@ -46,8 +46,9 @@ samples: 2\nmax_new_tokens: 24\nstrategies:\n  - kind: greedy\n  - {{kind: tempe
         .args(["run", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()])
         .assert()
         .success();
+    // the second run decodes one sample at a time: batching must not change any sample
     declab()
-        .args(["run", cfg.to_str().unwrap(), "--out", b.to_str().unwrap()])
+        .args(["run", cfg.to_str().unwrap(), "--out", b.to_str().unwrap(), "--batch", "1"])
         .assert()
         .success();
     let ra = read_records(&a.join("samples.jsonl"));
@@ -56,7 +57,7 @@ samples: 2\nmax_new_tokens: 24\nstrategies:\n  - kind: greedy\n  - {{kind: tempe
     assert_eq!(
         without_timing(&ra),
         without_timing(&rb),
-        "the same YAML must give identical samples"
+        "the same YAML must give identical samples, batched (a) or not (b)"
     );
 
     for prompt in ["fox", "story"] {

@@ -1,278 +1,306 @@
-//! Gemma 3 (quantized GGUF) forward pass: candle-transformers 0.11.1's `quantized_gemma3`
-//! (MIT OR Apache-2.0, huggingface/candle), copied so that declab can fix what costs memory and
-//! load time there. Changes, and only these:
-//! * the RoPE sin/cos tables are built once per frequency (local and global) and shared by the
-//!   layers (candle builds one per layer), sized to the model's `context_length` instead of
-//!   131,072 positions: 2 x 32 MiB instead of 18 x 128 MiB for Gemma 3 270M;
-//! Logits are bit-identical to candle's (the tables hold the same values).
-//! Known upstream behaviour kept as is: single-token decoding passes no mask, so sliding layers
-//! attend past their 512-token window; the prefill mask also treats cached positions as masked,
-//! which declab never hits (it prefills at position 0 only).
-#![allow(clippy::all)]
+//! Gemma 3 (quantised GGUF) forward pass on candle-core, written for declab's decoding loop.
+//! It started as candle-transformers 0.11.1's `quantized_gemma3` (MIT OR Apache-2.0,
+//! huggingface/candle) and computes the same model; what differs, and why
+//! (measurements in `docs/perf-notes.md`):
+//! * RoPE sin/cos tables: one per frequency (local, global), shared by the layers and sized to
+//!   the model's `context_length` (candle: one 131,072-position table per layer, 2.25 GiB).
+//! * Token embeddings stay quantised (rows are dequantised on lookup); the output projection
+//!   reuses the same tensor when the weights are tied (candle: a 640 MiB f32 copy).
+//! * Q5_0 weights are re-blocked as Q8_0 at load, exactly: same f16 scale, quants shifted by
+//!   -16, so every weight keeps its value. candle has fast repacked AVX-512 VNNI kernels for
+//!   Q8_0 (and Q4_K) but not for Q5_0, which made the Q5_0 projections most of the layer time.
+//! * The q/k/v and gate/up projections of a step run as one fused call on one quantised input.
+//! * A preallocated KV cache per layer (written in place, grown by doubling) instead of a
+//!   concatenation per step, and a batch dimension: `B` sequences at the same position decode
+//!   in one pass, so each weight is read once per step for all of them.
+//! * Single-token attention groups the query heads that share a KV head (no `repeat_kv` copy)
+//!   and sliding-window layers attend to their 512-token window (candle applies no window when
+//!   decoding one token).
+//!
+//! Batching never changes a row's logits: each row is quantised and reduced on its own, and
+//! the one kernel whose result depends on the row count (candle's Q6_K takes a compact path for
+//! a single row and a repacked one for several) is always run with at least two rows. Weights
+//! kept in f32/f16 run row by row. `tests/batching.rs` and the real-model test check this.
 
-//! Gemma 3 model implementation with quantization support.
-//!
-//! Gemma 3 is a family of multimodal language models developed by Google.
-//! This implementation provides quantization for reduced memory usage and faster inference.
-//!
-//! Key characteristics:
-//! - Group-Query Attention (GQA) with specialized key-value heads
-//! - RMSNorm for layer normalization
-//! - Specialized attention patterns with separate normalization for Q/K/V
-//! - Feed-forward network with SwiGLU activation
-//! - Support for 2/3/4/8-bit quantization
-//!
-//! References:
-//! - [Gemma 3 Models](https://blog.google/technology/developers/gemma-3/)
-//!
+use std::sync::Arc;
 
-use candle::quantized::gguf_file;
-use candle::quantized::QTensor;
-use candle::D;
-use candle::{DType, Device, IndexOp, Result, Tensor};
-use candle_core as candle;
-use candle_nn::{Embedding, Module};
+use candle_core::quantized::{
+    ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QMatMul, QTensor,
+};
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
-pub const MAX_SEQ_LEN: usize = 131072; // Gemma 3 supports 128K context window
-pub const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
-pub const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
-pub const DEFAULT_ROPE_FREQUENCY_SLIDING: f32 = 10_000.;
-pub const DEFAULT_ROPE_FREQUENCY_SCALE_FACTOR: f32 = 1.;
+const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
+const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
+const DEFAULT_ROPE_FREQUENCY_SLIDING: f32 = 10_000.;
+/// Positions a KV cache holds when first allocated, unless `reserve` asked for more.
+const INITIAL_CACHE: usize = 256;
 
+/// A projection `x W^T` over a quantised (or float) weight.
 #[derive(Debug, Clone)]
-struct QMatMul {
-    inner: candle::quantized::QMatMul,
-    span: tracing::Span,
+struct Linear {
+    qt: Arc<QTensor>,
+    mm: QMatMul,
+    /// The weight's input width; narrower inputs are zero-padded to it (see [`pad_q8_0`]).
+    k_pad: usize,
 }
 
-impl QMatMul {
-    fn from_qtensor(qtensor: QTensor) -> Result<Self> {
-        let inner = candle::quantized::QMatMul::from_qtensor(qtensor)?;
-        let span = tracing::span!(tracing::Level::TRACE, "qmatmul");
-        Ok(Self { inner, span })
+impl Linear {
+    fn new(qt: QTensor) -> Result<Self> {
+        Self::from_arc(Arc::new(qt))
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let _enter = self.span.enter();
-        self.inner.forward(xs)
+    fn from_arc(qt: Arc<QTensor>) -> Result<Self> {
+        Ok(Self {
+            mm: QMatMul::from_arc(qt.clone())?,
+            k_pad: qt.shape().dims2()?.1,
+            qt,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = &pad_input(x, self.k_pad)?;
+        let dims = x.dims().to_vec();
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        match &self.mm {
+            QMatMul::QTensor(_) if self.qt.dtype() == GgmlDType::Q6K && rows == 1 => {
+                // Same kernel as for a batch: pad to two rows and keep the first.
+                let x2 = Tensor::cat(&[x, x], 0)?;
+                self.mm.forward(&x2)?.narrow(0, 0, 1)
+            }
+            QMatMul::QTensor(_) => self.mm.forward(x),
+            // gemm's blocking depends on the row count: run rows one by one.
+            _ if rows > 1 => {
+                let k = dims[dims.len() - 1];
+                let flat = x.reshape((rows, k))?;
+                let outs = (0..rows)
+                    .map(|r| self.mm.forward(&flat.narrow(0, r, 1)?))
+                    .collect::<Result<Vec<_>>>()?;
+                let out = Tensor::cat(&outs, 0)?;
+                let mut od = dims.clone();
+                *od.last_mut().unwrap() = out.dim(1)?;
+                out.reshape(od)
+            }
+            _ => self.mm.forward(x),
+        }
     }
 }
 
-#[derive(Debug, Clone)]
-struct Mlp {
-    feed_forward_gate: QMatMul, // ffn_gate in GGUF
-    feed_forward_up: QMatMul,   // ffn_up in GGUF
-    feed_forward_down: QMatMul, // ffn_down in GGUF
-}
-
-impl Module for Mlp {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let gate = self.feed_forward_gate.forward(xs)?;
-        let up = self.feed_forward_up.forward(xs)?;
-        let silu = candle_nn::ops::silu(&gate)?;
-        let gated = (silu * up)?;
-        self.feed_forward_down.forward(&gated)
+/// Several projections of the same input: one fused call where candle has one for these
+/// weights (same quantised type, AVX-512 VNNI), separate calls otherwise.
+fn project(ws: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
+    if ws.iter().any(|w| w.k_pad != ws[0].k_pad) {
+        return ws.iter().map(|w| w.forward(x)).collect();
     }
+    let x = pad_input(x, ws[0].k_pad)?.contiguous()?;
+    let same = ws.iter().all(|w| w.qt.dtype() == ws[0].qt.dtype());
+    if same && ws[0].qt.dtype() != GgmlDType::Q6K && matches!(ws[0].mm, QMatMul::QTensor(_)) {
+        let qts: Vec<&QTensor> = ws.iter().map(|w| w.qt.as_ref()).collect();
+        if let Some(outs) = QTensor::gemv_fused_shared_lhs(&qts, &x)? {
+            return Ok(outs);
+        }
+    }
+    let unpadded: Vec<Linear> = ws
+        .iter()
+        .map(|w| Linear {
+            k_pad: 0,
+            ..(*w).clone()
+        })
+        .collect();
+    unpadded.iter().map(|w| w.forward(&x)).collect()
+}
+
+/// Zero columns appended to `x`'s last dimension up to `k_pad` (no-op when 0 or equal).
+fn pad_input(x: &Tensor, k_pad: usize) -> Result<Tensor> {
+    let k = x.dim(candle_core::D::Minus1)?;
+    if k_pad == 0 || k_pad == k {
+        return Ok(x.clone());
+    }
+    let mut zd = x.dims().to_vec();
+    *zd.last_mut().unwrap() = k_pad - k;
+    Tensor::cat(
+        &[x, &Tensor::zeros(zd, x.dtype(), x.device())?],
+        candle_core::D::Minus1,
+    )
+}
+
+/// Append zero Q8_0 blocks to each row of a Q8_0 weight so its width is a multiple of 256.
+/// candle's repacked AVX-512 VNNI kernels need that width (Gemma 3 270M's is 640: without
+/// padding every projection from the residual stream, the 262,144-row output included, took
+/// the scalar-per-block path); the extra products are exact zeros.
+fn pad_q8_0(qt: QTensor, device: &Device) -> Result<QTensor> {
+    let (n, k) = qt.shape().dims2()?;
+    if qt.dtype() != GgmlDType::Q8_0 || k % 256 == 0 || k % 32 != 0 {
+        return Ok(qt);
+    }
+    let k_pad = k.div_ceil(256) * 256;
+    let data = qt.data()?;
+    let row = k / 32 * 34;
+    let row_pad = k_pad / 32 * 34;
+    let mut out = vec![0u8; n * row_pad];
+    for (src, dst) in data.chunks_exact(row).zip(out.chunks_exact_mut(row_pad)) {
+        dst[..row].copy_from_slice(src);
+    }
+    qtensor_from_ggml(GgmlDType::Q8_0, &out, vec![n, k_pad], device)
+}
+
+/// Re-block Q5_0 as Q8_0 without changing any weight's value.
+fn q5_0_to_q8_0(qt: QTensor, device: &Device) -> Result<QTensor> {
+    let dims = qt.shape().dims().to_vec();
+    let data = qt.data()?;
+    const Q5: usize = 22;
+    const Q8: usize = 34;
+    let nblocks = data.len() / Q5;
+    let mut out = vec![0u8; nblocks * Q8];
+    for (src, dst) in data.chunks_exact(Q5).zip(out.chunks_exact_mut(Q8)) {
+        dst[..2].copy_from_slice(&src[..2]);
+        let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
+        let qs = &src[6..22];
+        for j in 0..16 {
+            let xh0 = (((qh >> j) << 4) & 0x10) as u8;
+            let xh1 = ((qh >> (j + 12)) & 0x10) as u8;
+            let x0 = ((qs[j] & 0x0f) | xh0) as i32 - 16;
+            let x1 = ((qs[j] >> 4) | xh1) as i32 - 16;
+            dst[2 + j] = x0 as i8 as u8;
+            dst[2 + j + 16] = x1 as i8 as u8;
+        }
+    }
+    qtensor_from_ggml(GgmlDType::Q8_0, &out, dims, device)
 }
 
 #[derive(Debug, Clone)]
-struct RotaryEmbedding {
+struct Rope {
     sin: Tensor,
     cos: Tensor,
 }
 
-impl RotaryEmbedding {
-    fn new(
-        head_dim: usize,
-        rope_frequency: f32,
-        max_seq_len: usize,
-        device: &Device,
-    ) -> Result<Self> {
+impl Rope {
+    fn new(head_dim: usize, freq: f32, positions: usize, device: &Device) -> Result<Self> {
         let theta: Vec<_> = (0..head_dim)
             .step_by(2)
-            .map(|i| 1f32 / rope_frequency.powf(i as f32 / head_dim as f32))
+            .map(|i| 1f32 / freq.powf(i as f32 / head_dim as f32))
             .collect();
         let theta = Tensor::new(theta.as_slice(), device)?;
-        let idx_theta = Tensor::arange(0, max_seq_len as u32, device)?
+        let idx_theta = Tensor::arange(0, positions as u32, device)?
             .to_dtype(DType::F32)?
-            .reshape((max_seq_len, 1))?
+            .reshape((positions, 1))?
             .matmul(&theta.reshape((1, theta.elem_count()))?)?;
-        let cos = idx_theta.cos()?;
-        let sin = idx_theta.sin()?;
-        Ok(Self { sin, cos })
+        Ok(Self {
+            sin: idx_theta.sin()?,
+            cos: idx_theta.cos()?,
+        })
     }
 
-    fn apply_rotary_emb_qkv(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        index_pos: usize,
-    ) -> Result<(Tensor, Tensor)> {
-        let (_b_sz, _h, seq_len, _n_embd) = q.dims4()?;
-        let cos = self.cos.narrow(0, index_pos, seq_len)?;
-        let sin = self.sin.narrow(0, index_pos, seq_len)?;
-        let q_embed = candle_nn::rotary_emb::rope(&q.contiguous()?, &cos, &sin)?;
-        let k_embed = candle_nn::rotary_emb::rope(&k.contiguous()?, &cos, &sin)?;
-        Ok((q_embed, k_embed))
+    fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let (_b, _h, seq_len, _d) = x.dims4()?;
+        let cos = self.cos.narrow(0, pos, seq_len)?;
+        let sin = self.sin.narrow(0, pos, seq_len)?;
+        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
     }
 }
 
-#[derive(Debug, Clone)]
-struct LayerWeights {
-    // Attention components
-    attention_wq: QMatMul,
-    attention_wk: QMatMul,
-    attention_wv: QMatMul,
-    attention_wo: QMatMul,
-
-    // Specialized normalization for Q and K
-    attention_q_norm: RmsNorm,
-    attention_k_norm: RmsNorm,
-
-    // Layer normalization
-    attention_norm: RmsNorm,      // Applied before attention
-    post_attention_norm: RmsNorm, // Applied after attention
-    ffn_norm: RmsNorm,            // Applied before feedforward
-    post_ffn_norm: RmsNorm,       // Applied after feedforward
-
-    // Feed-forward network
-    mlp: Mlp,
-
-    // Attention parameters
-    n_head: usize,    // Number of query heads
-    n_kv_head: usize, // Number of key-value heads
-    head_dim: usize,  // Dimension of each head
-    q_dim: usize,     // Total dimension for queries
-
-    sliding_window_size: Option<usize>,
-
-    rotary_embedding: RotaryEmbedding,
-    neg_inf: Tensor,
-
-    // Cache
-    kv_cache: Option<(Tensor, Tensor)>,
-
-    // Tracing
-    span_attn: tracing::Span,
-    span_mlp: tracing::Span,
+#[derive(Debug)]
+struct Layer {
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    attention_norm: RmsNorm,
+    post_attention_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+    post_ffn_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    sliding_window: Option<usize>,
+    global_rope: bool,
 }
 
-impl LayerWeights {
-    fn mask(
-        &self,
-        b_sz: usize,
-        seq_len: usize,
-        index_pos: usize,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
-        let mask: Vec<_> = if let Some(sliding_window_size) = self.sliding_window_size {
-            (0..seq_len)
-                .flat_map(|i| {
-                    (0..seq_len).map(move |j| {
-                        if i < j || j + sliding_window_size < i {
-                            0u32
-                        } else {
-                            1u32
-                        }
-                    })
-                })
-                .collect()
-        } else {
-            (0..seq_len)
-                .flat_map(|i| (0..seq_len).map(move |j| if i < j { 0u32 } else { 1u32 }))
-                .collect()
-        };
-        let mask = Tensor::from_slice(&mask, (seq_len, seq_len), device)?;
-        let mask = if index_pos > 0 {
-            let mask0 = Tensor::zeros((seq_len, index_pos), DType::F32, device)?;
-            Tensor::cat(&[&mask0, &mask], D::Minus1)?
-        } else {
-            mask
-        };
-        mask.expand((b_sz, 1, seq_len, seq_len + index_pos))?
-            .to_dtype(dtype)
-    }
-
-    fn forward_attn(
-        &mut self,
-        x: &Tensor,
-        mask: Option<&Tensor>,
-        index_pos: usize,
-    ) -> Result<Tensor> {
-        let _enter = self.span_attn.enter();
-        let (b_sz, seq_len, _) = x.dims3()?;
-
-        let q = self.attention_wq.forward(x)?;
-        let k = self.attention_wk.forward(x)?;
-        let v = self.attention_wv.forward(x)?;
-
-        let q = q
-            .reshape((b_sz, seq_len, self.n_head, self.head_dim))?
-            .transpose(1, 2)?;
-        let k = k
-            .reshape((b_sz, seq_len, self.n_kv_head, self.head_dim))?
-            .transpose(1, 2)?;
-        let v = v
-            .reshape((b_sz, seq_len, self.n_kv_head, self.head_dim))?
-            .transpose(1, 2)?;
-
-        let q = self.attention_q_norm.forward(&q.contiguous()?)?;
-        let k = self.attention_k_norm.forward(&k.contiguous()?)?;
-
-        let (q, k) = self
-            .rotary_embedding
-            .apply_rotary_emb_qkv(&q, &k, index_pos)?;
-
-        let (k, v) = match &self.kv_cache {
-            None => (k, v),
-            Some((k_cache, v_cache)) => {
-                if index_pos == 0 {
-                    (k, v)
-                } else {
-                    let k = Tensor::cat(&[k_cache, &k], 2)?; // concat on seq dim
-                    let v = Tensor::cat(&[v_cache, &v], 2)?;
-                    (k, v)
-                }
-            }
-        };
-        self.kv_cache = Some((k.clone(), v.clone())); // update cache
-
-        // Repeat KV for GQA
-        let k = candle_transformers::utils::repeat_kv(k, self.n_head / self.n_kv_head)?;
-        let v = candle_transformers::utils::repeat_kv(v, self.n_head / self.n_kv_head)?;
-
-        // Scaled Dot-Product Attention
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut attn_weights = (q.matmul(&k.transpose(2, 3)?)? * scale)?;
-
-        if let Some(mask) = mask {
-            let mask = mask.broadcast_as(attn_weights.shape())?;
-            let neg_inf = self.neg_inf.broadcast_as(attn_weights.dims())?;
-            attn_weights = mask.eq(0u32)?.where_cond(&neg_inf, &attn_weights)?;
-        }
-
-        let attn_weights = candle_nn::ops::softmax_last_dim(&attn_weights)?;
-        let attn_output = attn_weights.matmul(&v)?;
-
-        let attn_output = attn_output
-            .transpose(1, 2)?
-            .reshape((b_sz, seq_len, self.q_dim))?;
-
-        self.attention_wo.forward(&attn_output)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ModelWeights {
-    tok_embeddings: Embedding,
+#[derive(Debug)]
+struct Weights {
+    tok_embeddings: QMatMul,
     embedding_length: usize,
-    layers: Vec<LayerWeights>,
+    layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
-    span: tracing::Span,
-    span_output: tracing::Span,
+    output: Linear,
+    rope_global: Rope,
+    rope_sliding: Rope,
+}
+
+/// One layer's keys and values for `batch` sequences: `(batch, n_kv_head, capacity, head_dim)`
+/// buffers written in place; positions `0..len` are filled.
+#[derive(Debug)]
+struct KvCache {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl KvCache {
+    fn capacity(&self) -> usize {
+        self.k.dim(2).unwrap_or(0)
+    }
+
+    fn with_capacity(src: &KvCache, batch: usize, capacity: usize) -> Result<KvCache> {
+        let (_b, h, _c, d) = src.k.dims4()?;
+        let k = Tensor::zeros((batch, h, capacity, d), src.k.dtype(), src.k.device())?;
+        let v = Tensor::zeros((batch, h, capacity, d), src.v.dtype(), src.v.device())?;
+        if src.len > 0 {
+            let (sk, sv) = (src.k.narrow(2, 0, src.len)?, src.v.narrow(2, 0, src.len)?);
+            let reps = batch / src.k.dim(0)?;
+            let (sk, sv) = if reps > 1 {
+                (sk.repeat((reps, 1, 1, 1))?, sv.repeat((reps, 1, 1, 1))?)
+            } else {
+                (sk.contiguous()?, sv.contiguous()?)
+            };
+            k.slice_set(&sk, 2, 0)?;
+            v.slice_set(&sv, 2, 0)?;
+        }
+        Ok(KvCache { k, v, len: src.len })
+    }
+
+    fn append(&mut self, k: &Tensor, v: &Tensor, reserve: usize) -> Result<()> {
+        let (b, _h, s, _d) = k.dims4()?;
+        if self.len + s > self.capacity() || self.k.dim(0)? != b {
+            let cap = (self.len + s).max(reserve).max(2 * self.capacity());
+            let cap = cap.max(INITIAL_CACHE);
+            *self = if self.len == 0 {
+                let shape = (b, k.dim(1)?, cap, k.dim(3)?);
+                KvCache {
+                    k: Tensor::zeros(shape, k.dtype(), k.device())?,
+                    v: Tensor::zeros(shape, v.dtype(), v.device())?,
+                    len: 0,
+                }
+            } else {
+                KvCache::with_capacity(self, b, cap)?
+            };
+        }
+        self.k.slice_set(&k.contiguous()?, 2, self.len)?;
+        self.v.slice_set(&v.contiguous()?, 2, self.len)?;
+        self.len += s;
+        Ok(())
+    }
+
+    fn deep_copy(&self) -> Result<KvCache> {
+        Ok(KvCache {
+            k: self.k.copy()?,
+            v: self.v.copy()?,
+            len: self.len,
+        })
+    }
+}
+
+/// Gemma 3 weights (shared) plus one batch of sequences' KV caches.
+pub struct ModelWeights {
+    w: Arc<Weights>,
+    caches: Vec<Option<KvCache>>,
+    /// Positions to allocate for when a cache is created or grown.
+    reserve: usize,
 }
 
 impl ModelWeights {
@@ -281,223 +309,285 @@ impl ModelWeights {
         reader: &mut R,
         device: &Device,
     ) -> Result<Self> {
-        // Detect architecture prefix by probing which keys exist in metadata.
-        // This supports gemma3, gemma2, gemma, gemma-embedding, and future variants.
         let prefix = ["gemma3", "gemma2", "gemma", "gemma-embedding"]
             .iter()
             .find(|p| {
                 ct.metadata
-                    .contains_key(&format!("{}.attention.head_count", p))
+                    .contains_key(&format!("{p}.attention.head_count"))
             })
             .copied()
             .unwrap_or("gemma3");
-
         let md_get = |s: &str| {
             let key = format!("{prefix}.{s}");
             match ct.metadata.get(&key) {
-                None => candle::bail!("cannot find {key} in metadata"),
+                None => candle_core::bail!("cannot find {key} in metadata"),
                 Some(v) => Ok(v),
             }
         };
-
         let head_count = md_get("attention.head_count")?.to_u32()? as usize;
         let head_count_kv = md_get("attention.head_count_kv")?.to_u32()? as usize;
         let block_count = md_get("block_count")?.to_u32()? as usize;
         let embedding_length = md_get("embedding_length")?.to_u32()? as usize;
         let key_length = md_get("attention.key_length")?.to_u32()? as usize;
-        let _value_length = md_get("attention.value_length")?.to_u32()? as usize;
         let rms_norm_eps = md_get("attention.layer_norm_rms_epsilon")?.to_f32()? as f64;
         let sliding_window_size = md_get("attention.sliding_window")?.to_u32()? as usize;
-
         let sliding_window_type = md_get("attention.sliding_window_type")
             .and_then(|m| Ok(m.to_u32()? as usize))
             .unwrap_or(DEFAULT_SLIDING_WINDOW_TYPE);
-
         let rope_freq_base = md_get("rope.freq_base")
             .and_then(|m| m.to_f32())
             .unwrap_or(DEFAULT_ROPE_FREQUENCY);
-
         let rope_freq_base_sliding = md_get("rope.local_freq_base")
             .and_then(|m| m.to_f32())
             .unwrap_or(DEFAULT_ROPE_FREQUENCY_SLIDING);
+        let context_length = md_get("context_length")?.to_u32()? as usize;
+        if head_count_kv == 0 || !head_count.is_multiple_of(head_count_kv) {
+            candle_core::bail!(
+                "head_count {head_count} is not a multiple of head_count_kv {head_count_kv}"
+            );
+        }
 
-        // Unused in Llama.cpp so we aren't using it here.
-        let _rope_freq_scaling_factor = md_get("rope.scaling.factor")
-            .and_then(|m| m.to_f32())
-            .unwrap_or(DEFAULT_ROPE_FREQUENCY_SCALE_FACTOR);
-
-        // Compute the dimensions for queries, keys, and values
-        // These are the total dimensions when projected across all heads
-        let q_dim = head_count * key_length;
-
-        let neg_inf = Tensor::new(f32::NEG_INFINITY, device)?;
-
-        // Load token embeddings and output projection
-        let tok_embeddings = ct.tensor(reader, "token_embd.weight", device)?;
-        let tok_embeddings = tok_embeddings.dequantize(device)?;
-        let norm = RmsNorm::from_qtensor(
-            ct.tensor(reader, "output_norm.weight", device)?,
-            rms_norm_eps,
-        )?;
-        let output = match ct.tensor(reader, "output.weight", device) {
-            Ok(tensor) => tensor,
-            Err(_) => ct.tensor(reader, "token_embd.weight", device)?, // Use tied weights if output.weight doesn't exist
+        let mut tensor = |name: &str| -> Result<QTensor> {
+            let t = ct.tensor(reader, name, device)?;
+            if !device.is_cpu() {
+                return Ok(t);
+            }
+            let t = if t.dtype() == GgmlDType::Q5_0 {
+                q5_0_to_q8_0(t, device)?
+            } else {
+                t
+            };
+            if t.rank() == 2 {
+                pad_q8_0(t, device)
+            } else {
+                Ok(t)
+            }
         };
+        let norm = |t: QTensor| RmsNorm::from_qtensor(t, rms_norm_eps);
 
-        let context_length = md_get("context_length")
-            .and_then(|m| Ok(m.to_u32()? as usize))
-            .unwrap_or(MAX_SEQ_LEN);
-        let rope_global = RotaryEmbedding::new(key_length, rope_freq_base, context_length, device)?;
-        let rope_sliding =
-            RotaryEmbedding::new(key_length, rope_freq_base_sliding, context_length, device)?;
+        let embd = Arc::new(tensor("token_embd.weight")?);
+        let tok_embeddings = QMatMul::from_arc(embd.clone())?;
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            Linear::new(tensor("output.weight")?)?
+        } else {
+            Linear::from_arc(embd)?
+        };
+        let final_norm = norm(tensor("output_norm.weight")?)?;
 
         let mut layers = Vec::with_capacity(block_count);
-        for layer_idx in 0..block_count {
-            let prefix = format!("blk.{layer_idx}");
-
-            let attention_wq = ct.tensor(reader, &format!("{prefix}.attn_q.weight"), device)?;
-            let attention_wk = ct.tensor(reader, &format!("{prefix}.attn_k.weight"), device)?;
-            let attention_wv = ct.tensor(reader, &format!("{prefix}.attn_v.weight"), device)?;
-            let attention_wo =
-                ct.tensor(reader, &format!("{prefix}.attn_output.weight"), device)?;
-
-            let attention_q_norm = RmsNorm::from_qtensor(
-                ct.tensor(reader, &format!("{prefix}.attn_q_norm.weight"), device)?,
-                rms_norm_eps,
-            )?;
-
-            let attention_k_norm = RmsNorm::from_qtensor(
-                ct.tensor(reader, &format!("{prefix}.attn_k_norm.weight"), device)?,
-                rms_norm_eps,
-            )?;
-
-            let attention_norm = RmsNorm::from_qtensor(
-                ct.tensor(reader, &format!("{prefix}.attn_norm.weight"), device)?,
-                rms_norm_eps,
-            )?;
-
-            let post_attention_norm = RmsNorm::from_qtensor(
-                ct.tensor(
-                    reader,
-                    &format!("{prefix}.post_attention_norm.weight"),
-                    device,
-                )?,
-                rms_norm_eps,
-            )?;
-
-            let ffn_norm = RmsNorm::from_qtensor(
-                ct.tensor(reader, &format!("{prefix}.ffn_norm.weight"), device)?,
-                rms_norm_eps,
-            )?;
-
-            let post_ffn_norm = RmsNorm::from_qtensor(
-                ct.tensor(reader, &format!("{prefix}.post_ffw_norm.weight"), device)?,
-                rms_norm_eps,
-            )?;
-
-            let feed_forward_gate =
-                ct.tensor(reader, &format!("{prefix}.ffn_gate.weight"), device)?;
-            let feed_forward_up = ct.tensor(reader, &format!("{prefix}.ffn_up.weight"), device)?;
-            let feed_forward_down =
-                ct.tensor(reader, &format!("{prefix}.ffn_down.weight"), device)?;
-
-            let mlp = Mlp {
-                feed_forward_gate: QMatMul::from_qtensor(feed_forward_gate)?,
-                feed_forward_up: QMatMul::from_qtensor(feed_forward_up)?,
-                feed_forward_down: QMatMul::from_qtensor(feed_forward_down)?,
-            };
-
-            // Sliding window pattern hardcoded to 6 because it's not explicitly defined
-            let is_sliding = (layer_idx + 1) % sliding_window_type > 0;
-            let sliding_window_size = is_sliding.then_some(sliding_window_size);
-            let rotary_embedding = if is_sliding {
-                rope_sliding.clone()
-            } else {
-                rope_global.clone()
-            };
-
-            // Tracing spans
-            let span_attn = tracing::span!(tracing::Level::TRACE, "attn");
-            let span_mlp = tracing::span!(tracing::Level::TRACE, "attn-mlp");
-
-            layers.push(LayerWeights {
-                attention_wq: QMatMul::from_qtensor(attention_wq)?,
-                attention_wk: QMatMul::from_qtensor(attention_wk)?,
-                attention_wv: QMatMul::from_qtensor(attention_wv)?,
-                attention_wo: QMatMul::from_qtensor(attention_wo)?,
-                attention_q_norm,
-                attention_k_norm,
-                attention_norm,
-                post_attention_norm,
-                ffn_norm,
-                post_ffn_norm,
-                mlp,
+        for i in 0..block_count {
+            let p = format!("blk.{i}");
+            let mut t = |n: &str| tensor(&format!("{p}.{n}.weight"));
+            let is_sliding = (i + 1) % sliding_window_type > 0;
+            layers.push(Layer {
+                wq: Linear::new(t("attn_q")?)?,
+                wk: Linear::new(t("attn_k")?)?,
+                wv: Linear::new(t("attn_v")?)?,
+                wo: Linear::new(t("attn_output")?)?,
+                q_norm: norm(t("attn_q_norm")?)?,
+                k_norm: norm(t("attn_k_norm")?)?,
+                attention_norm: norm(t("attn_norm")?)?,
+                post_attention_norm: norm(t("post_attention_norm")?)?,
+                ffn_norm: norm(t("ffn_norm")?)?,
+                post_ffn_norm: norm(t("post_ffw_norm")?)?,
+                gate: Linear::new(t("ffn_gate")?)?,
+                up: Linear::new(t("ffn_up")?)?,
+                down: Linear::new(t("ffn_down")?)?,
                 n_head: head_count,
                 n_kv_head: head_count_kv,
                 head_dim: key_length,
-                q_dim,
-                sliding_window_size,
-                rotary_embedding,
-                neg_inf: neg_inf.clone(),
-                kv_cache: None,
-                span_attn,
-                span_mlp,
-            })
+                sliding_window: is_sliding.then_some(sliding_window_size),
+                global_rope: !is_sliding,
+            });
         }
-
-        let span = tracing::span!(tracing::Level::TRACE, "model");
-        let span_output = tracing::span!(tracing::Level::TRACE, "output");
-
-        Ok(Self {
-            tok_embeddings: Embedding::new(tok_embeddings, embedding_length),
+        let w = Weights {
+            tok_embeddings,
             embedding_length,
             layers,
-            norm,
-            output: QMatMul::from_qtensor(output)?,
-            span,
-            span_output,
+            norm: final_norm,
+            output,
+            rope_global: Rope::new(key_length, rope_freq_base, context_length, device)?,
+            rope_sliding: Rope::new(key_length, rope_freq_base_sliding, context_length, device)?,
+        };
+        Ok(Self {
+            caches: (0..block_count).map(|_| None).collect(),
+            w: Arc::new(w),
+            reserve: 0,
         })
     }
 
+    /// An independent copy of this state (weights shared, caches copied).
+    pub fn fork(&self) -> Result<Self> {
+        Ok(Self {
+            w: self.w.clone(),
+            caches: self
+                .caches
+                .iter()
+                .map(|c| c.as_ref().map(|c| c.deep_copy()).transpose())
+                .collect::<Result<_>>()?,
+            reserve: self.reserve,
+        })
+    }
+
+    /// A state holding `n` copies of this single sequence, room for `positions` positions.
+    pub fn replicate(&self, n: usize, positions: usize) -> Result<Self> {
+        let caches = self
+            .caches
+            .iter()
+            .map(|c| match c {
+                Some(c) => {
+                    if c.k.dim(0)? != 1 {
+                        candle_core::bail!("replicate needs a single-sequence state");
+                    }
+                    let cap = positions.max(c.len);
+                    Ok(Some(KvCache::with_capacity(c, n, cap)?))
+                }
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            w: self.w.clone(),
+            caches,
+            reserve: positions,
+        })
+    }
+
+    /// Keep only the sequences at `rows` (in that order).
+    pub fn retain(&mut self, rows: &[usize]) -> Result<()> {
+        for c in self.caches.iter_mut().flatten() {
+            let dev = c.k.device().clone();
+            let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect(), rows.len(), &dev)?;
+            c.k = c.k.index_select(&idx, 0)?;
+            c.v = c.v.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
+
+    /// `x`: `(batch, seq_len)` token ids at positions `index_pos..`; returns the last
+    /// position's logits, `(batch, vocab)`.
     pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
         let (b_sz, seq_len) = x.dims2()?;
-        let _enter = self.span.enter();
-
-        let mut layer_in = self.tok_embeddings.forward(x)?;
-        layer_in = (layer_in * (self.embedding_length as f64).sqrt())?;
-
-        for layer in self.layers.iter_mut() {
-            let attention_mask = if seq_len == 1 {
-                None
-            } else {
-                Some(layer.mask(b_sz, seq_len, index_pos, x.dtype(), x.device())?)
-            };
-
-            // Attention block
-            let residual = &layer_in;
-            let x = layer.attention_norm.forward(&layer_in)?;
-            let x = layer.forward_attn(&x, attention_mask.as_ref(), index_pos)?;
+        let w = self.w.clone();
+        // rows of the (possibly zero-padded) embedding matrix, cut to the model width
+        let mut h = w
+            .tok_embeddings
+            .embedding(x)?
+            .narrow(2, 0, w.embedding_length)?;
+        h = (h * (w.embedding_length as f64).sqrt())?;
+        for (layer, cache) in w.layers.iter().zip(self.caches.iter_mut()) {
+            let residual = &h;
+            let x = layer.attention_norm.forward(&h)?;
+            let x = attention(layer, cache, &x, index_pos, &w, self.reserve)?;
             let x = layer.post_attention_norm.forward(&x)?;
             let x = (x + residual)?;
-
-            // Feed-forward block
-            let _enter = layer.span_mlp.enter();
             let residual = &x;
-            let x = layer.ffn_norm.forward(&x)?;
-            let x = layer.mlp.forward(&x)?;
-            let x = layer.post_ffn_norm.forward(&x)?;
-            let x = (x + residual)?;
-            drop(_enter);
-
-            layer_in = x;
+            let y = layer.ffn_norm.forward(&x)?;
+            let gu = project(&[&layer.gate, &layer.up], &y)?;
+            let y = (candle_nn::ops::silu(&gu[0])? * &gu[1])?;
+            let y = layer.down.forward(&y)?;
+            let y = layer.post_ffn_norm.forward(&y)?;
+            h = (y + residual)?;
         }
-
-        let _enter = self.span_output.enter();
-
-        let x = layer_in.i((.., seq_len - 1, ..))?;
-        let x = self.norm.forward(&x)?;
-        let output = self.output.forward(&x)?;
-
-        Ok(output)
+        let x = h.i((.., seq_len - 1, ..))?.contiguous()?;
+        let x = w.norm.forward(&x)?;
+        let out = w.output.forward(&x)?;
+        debug_assert_eq!(out.dim(0)?, b_sz);
+        Ok(out)
     }
+}
+
+fn attention(
+    l: &Layer,
+    cache: &mut Option<KvCache>,
+    x: &Tensor,
+    pos: usize,
+    w: &Weights,
+    reserve: usize,
+) -> Result<Tensor> {
+    let (b, seq, _) = x.dims3()?;
+    let qkv = project(&[&l.wq, &l.wk, &l.wv], x)?;
+    let q = qkv[0]
+        .reshape((b, seq, l.n_head, l.head_dim))?
+        .transpose(1, 2)?;
+    let k = qkv[1]
+        .reshape((b, seq, l.n_kv_head, l.head_dim))?
+        .transpose(1, 2)?;
+    let v = qkv[2]
+        .reshape((b, seq, l.n_kv_head, l.head_dim))?
+        .transpose(1, 2)?;
+    let q = l.q_norm.forward(&q.contiguous()?)?;
+    let k = l.k_norm.forward(&k.contiguous()?)?;
+    let rope = if l.global_rope {
+        &w.rope_global
+    } else {
+        &w.rope_sliding
+    };
+    let q = rope.apply(&q, pos)?;
+    let k = rope.apply(&k, pos)?;
+
+    let c = cache.get_or_insert_with(|| KvCache {
+        k: Tensor::zeros((0, 0, 0, 0), DType::F32, x.device()).expect("empty tensor"),
+        v: Tensor::zeros((0, 0, 0, 0), DType::F32, x.device()).expect("empty tensor"),
+        len: 0,
+    });
+    // Writing at `pos` rewinds a longer cache; a gap is an error.
+    if c.len > pos {
+        c.len = pos;
+    } else if c.len < pos {
+        candle_core::bail!("position {pos} but the KV cache holds {} positions", c.len);
+    }
+    c.append(&k, &v, reserve)?;
+    let total = c.len;
+    let scale = 1.0 / (l.head_dim as f64).sqrt();
+    let n_rep = l.n_head / l.n_kv_head;
+
+    let out = if seq == 1 {
+        // The window holds the current position and the `window` before it.
+        let start = match l.sliding_window {
+            Some(wsz) if total > wsz + 1 => total - wsz - 1,
+            _ => 0,
+        };
+        let k = c.k.narrow(2, start, total - start)?;
+        let v = c.v.narrow(2, start, total - start)?;
+        // (b, kv, n_rep, d): the query heads that share a KV head, as rows of one matmul.
+        let q = q.reshape((b, l.n_kv_head, n_rep, l.head_dim))?;
+        let att = (q.matmul(&k.t()?)? * scale)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        att.matmul(&v.contiguous()?)?
+            .reshape((b, 1, l.n_head * l.head_dim))?
+    } else {
+        let k = c.k.narrow(2, 0, total)?.contiguous()?;
+        let v = c.v.narrow(2, 0, total)?.contiguous()?;
+        let k = candle_transformers::utils::repeat_kv(k, n_rep)?;
+        let v = candle_transformers::utils::repeat_kv(v, n_rep)?;
+        let att = (q.matmul(&k.t()?)? * scale)?;
+        let mask = causal_mask(seq, pos, l.sliding_window, x.device())?;
+        let att = att.broadcast_add(&mask)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        att.matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, seq, l.n_head * l.head_dim))?
+    };
+    l.wo.forward(&out)
+}
+
+/// Additive mask for `seq` new positions after `pos` cached ones: 0 where query i (at
+/// position pos+i) may attend key j, -inf elsewhere (future, or outside the sliding window).
+fn causal_mask(seq: usize, pos: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+    let total = pos + seq;
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| {
+            let qi = pos + i;
+            (0..total).map(move |j| {
+                let future = j > qi;
+                let outside = window.is_some_and(|wsz| j + wsz < qi);
+                if future || outside {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (seq, total), device)
 }

@@ -125,7 +125,7 @@ pub fn write_with(dir: &Path, seed: u64, nan_output_norm: bool) -> Result<TinyMo
         ("gemma3.attention.key_length", V::U32(head_dim as u32)),
         ("gemma3.attention.value_length", V::U32(head_dim as u32)),
         ("gemma3.attention.layer_norm_rms_epsilon", V::F32(1e-6)),
-        ("gemma3.attention.sliding_window", V::U32(64)),
+        ("gemma3.attention.sliding_window", V::U32(8)),
         ("gemma3.rope.freq_base", V::F32(10000.0)),
         ("tokenizer.ggml.eos_token_id", V::U32(1)),
         ("tokenizer.ggml.bos_token_id", V::U32(2)),
