@@ -6,7 +6,7 @@ DECLAB_MODELS ?= models
 export DECLAB_MODELS := $(abspath $(DECLAB_MODELS))
 BIN := target/release/declab
 
-.PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline
+.PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline bench-peer
 
 help:
 	@echo "make experiment NAME=grid1   fetch the model if needed, build, run experiments/\$$NAME.yaml (FLAGS=--fresh to start over)"
@@ -14,6 +14,7 @@ help:
 	@echo "make models                  fetch and verify the models into \$$DECLAB_MODELS (default models/)"
 	@echo "make lint                    cargo fmt --check and clippy -D warnings"
 	@echo "make bench / bench-check     sampler latency table / regression gate against bench/baseline.json"
+	@echo "make bench-peer              declab vs llama.cpp on the same model (builds llama.cpp, ~5 min)"
 
 models:
 	@scripts/fetch-models.sh
@@ -40,6 +41,11 @@ bench-check: models build
 	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --check bench/baseline.json
 
 # Re-measure the baseline (after an intended change; commit the file with the change).
+# declab vs llama.cpp (built from the llama-cpp-python sdist in /tmp/declab-peer), as ratios.
+# Not part of CI; the output goes in the README's performance section.
+bench-peer: models build
+	bash scripts/bench-peer.sh
+
 bench-baseline: models build
 	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --write-baseline bench/baseline.json --tolerance $(or $(TOLERANCE),3.0)
 

@@ -48,7 +48,14 @@ samples: 2\nmax_new_tokens: 24\nstrategies:\n  - kind: greedy\n  - {{kind: tempe
         .success();
     // the second run decodes one sample at a time: batching must not change any sample
     declab()
-        .args(["run", cfg.to_str().unwrap(), "--out", b.to_str().unwrap(), "--batch", "1"])
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--batch",
+            "1",
+        ])
         .assert()
         .success();
     let ra = read_records(&a.join("samples.jsonl"));
