@@ -100,14 +100,8 @@ fn project(ws: &[&Linear], x: &Tensor) -> Result<Vec<Tensor>> {
             return Ok(outs);
         }
     }
-    let unpadded: Vec<Linear> = ws
-        .iter()
-        .map(|w| Linear {
-            k_pad: 0,
-            ..(*w).clone()
-        })
-        .collect();
-    unpadded.iter().map(|w| w.forward(&x)).collect()
+    // `x` already has the weights' width, so `forward` pads nothing
+    ws.iter().map(|w| w.forward(&x)).collect()
 }
 
 /// Zero columns appended to `x`'s last dimension up to `k_pad` (no-op when 0 or equal).
