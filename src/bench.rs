@@ -110,6 +110,84 @@ pub fn real_logit_rows(spec: &ModelSpec, rows: usize) -> Result<Vec<Vec<f32>>> {
     Ok(out)
 }
 
+/// Magic bytes of a logit fixture file: then u32 LE rows, u32 LE vocab, rows·vocab f16 LE.
+const FIXTURE_MAGIC: &[u8; 8] = b"DLOGIT16";
+
+/// The committed fixture of real Gemma 3 270M logit rows the criterion benches read
+/// (`make bench-fixture` regenerates it from the model).
+pub const FIXTURE_PATH: &str = "benches/fixtures/gemma3-270m-logits.f16";
+
+/// `n` of `rows` spread over their entropy range (lowest, highest and evenly between), so a
+/// fixture holds a confident step, an uncertain one and the middle.
+pub fn spread_by_entropy(rows: &[Vec<f32>], n: usize) -> Vec<Vec<f32>> {
+    let mut by_h: Vec<(f64, usize)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (kernels::dist_stats(r).entropy_nats, i))
+        .collect();
+    by_h.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = n.min(rows.len()).max(1);
+    (0..n)
+        .map(|k| {
+            let at = if n == 1 {
+                0
+            } else {
+                k * (rows.len() - 1) / (n - 1)
+            };
+            rows[by_h[at].1].clone()
+        })
+        .collect()
+}
+
+/// Write logit rows as an f16 fixture (half the size of f32; the rounding, below 0.02 nats for
+/// logits under 32, keeps the rows' shape, which is what latency depends on).
+pub fn write_logit_fixture(path: &Path, rows: &[Vec<f32>]) -> Result<()> {
+    let vocab = rows.first().map_or(0, |r| r.len());
+    if rows.iter().any(|r| r.len() != vocab) {
+        bail!("logit rows of different lengths");
+    }
+    let mut bytes = Vec::with_capacity(16 + rows.len() * vocab * 2);
+    bytes.extend_from_slice(FIXTURE_MAGIC);
+    bytes.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&(vocab as u32).to_le_bytes());
+    for r in rows {
+        for &x in r {
+            bytes.extend_from_slice(&half::f16::from_f32(x).to_le_bytes());
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    crate::report::write_atomic(path, &bytes)
+}
+
+/// Read a fixture written by [`write_logit_fixture`].
+pub fn read_logit_fixture(path: &Path) -> Result<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read the logit fixture {} (regenerate it with `make bench-fixture`)",
+            path.display()
+        )
+    })?;
+    let bad = || anyhow!("{} is not a declab logit fixture", path.display());
+    if bytes.len() < 16 || &bytes[..8] != FIXTURE_MAGIC {
+        return Err(bad());
+    }
+    let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
+    let (rows, vocab) = (word(8), word(12));
+    if bytes.len() != 16 + rows * vocab * 2 {
+        return Err(bad());
+    }
+    Ok(bytes[16..]
+        .chunks_exact(vocab * 2)
+        .map(|row| {
+            row.chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect()
+        })
+        .collect())
+}
+
 /// Synthetic rows shaped like LM logits (a few dominant tokens over a long Gaussian tail).
 pub fn synthetic_logit_rows(vocab: usize, rows: usize, seed: u64) -> Vec<Vec<f32>> {
     use rand::Rng;
@@ -316,11 +394,27 @@ pub struct BenchOptions {
     pub generation_tokens: usize,
     pub check: Option<PathBuf>,
     pub write_baseline: Option<(PathBuf, f64)>,
+    /// Only write a logit fixture of this many rows here (from the real model), then stop.
+    pub save_logits: Option<(PathBuf, usize)>,
 }
 
 pub fn run(opts: &BenchOptions) -> Result<i32> {
     let strategies = strategies()?;
     let spec = default_model_spec();
+    if let Some((path, n)) = &opts.save_logits {
+        let s = spec.as_ref().ok_or_else(|| {
+            anyhow!("--save-logits needs the real model: run `make models` first")
+        })?;
+        let rows = spread_by_entropy(&real_logit_rows(s, 24)?, *n);
+        write_logit_fixture(path, &rows)?;
+        eprintln!(
+            "declab: wrote {} real logit rows (vocab {}) to {}",
+            rows.len(),
+            rows[0].len(),
+            path.display()
+        );
+        return Ok(0);
+    }
     let max_vocab = opts.vocabs.iter().copied().max().unwrap_or(262_144);
     let (rows, source) = match &spec {
         Some(s) => (
@@ -409,6 +503,29 @@ mod tests {
             floor_us: 10.0,
             ratio,
         }
+    }
+
+    #[test]
+    fn fixture_round_trips_through_f16() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.f16");
+        let rows = vec![
+            vec![0.0f32, 1.5, f32::NEG_INFINITY, -3.25],
+            vec![20.0f32, -7.5, 0.125, 2.0],
+        ];
+        write_logit_fixture(&path, &rows).unwrap();
+        assert_eq!(read_logit_fixture(&path).unwrap(), rows);
+        std::fs::write(&path, b"DLOGIT16\x01\0\0\0\x04\0\0\0").unwrap();
+        let e = read_logit_fixture(&path).unwrap_err().to_string();
+        assert!(e.contains("is not a declab logit fixture"), "{e}");
+    }
+
+    #[test]
+    fn spread_by_entropy_takes_both_ends() {
+        let rows: Vec<Vec<f32>> = (0..5).map(|i| vec![i as f32, 0.0, 0.0]).collect();
+        // entropy falls as the first logit grows
+        let picked = spread_by_entropy(&rows, 2);
+        assert_eq!(picked, vec![rows[4].clone(), rows[0].clone()]);
     }
 
     #[test]

@@ -94,6 +94,13 @@ pub enum Command {
         /// Tolerance stored in a new baseline (ratio may grow by this factor).
         #[arg(long, default_value_t = 2.0)]
         tolerance: f64,
+        /// Only write real-model logit rows (spread over their entropy range) to this fixture
+        /// file for the criterion benches, then stop (`make bench-fixture`).
+        #[arg(long, value_name = "FILE")]
+        save_logits: Option<PathBuf>,
+        /// Rows in the fixture written by --save-logits.
+        #[arg(long, default_value_t = 3, requires = "save_logits")]
+        fixture_rows: usize,
     },
     /// Regenerate summary.csv, comparisons.csv, metrics_*.csv, report.md and the plots of a
     /// results folder from its samples.jsonl and manifest.json.

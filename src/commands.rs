@@ -57,6 +57,8 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             check,
             write_baseline,
             tolerance,
+            save_logits,
+            fixture_rows,
         } => crate::bench::run(&crate::bench::BenchOptions {
             vocabs,
             iters,
@@ -64,6 +66,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             generation_tokens: tokens,
             check,
             write_baseline: write_baseline.map(|p| (p, tolerance)),
+            save_logits: save_logits.map(|p| (p, fixture_rows.max(1))),
         }),
         Command::Report { dir, embedder } => report_cmd(&dir, embedder.as_deref()),
         Command::Metrics {

@@ -4,6 +4,7 @@
 //! a crash keeps what finished and a re-run resumes. At the end the records are rewritten in
 //! canonical order with `samples.csv`, `manifest.json` and the statistics.
 
+use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -355,6 +356,16 @@ fn check_against_vocab(exp: &Experiment, vocab_size: usize) -> Result<()> {
 }
 
 /// Everything shared by the samples that decode from one prefilled prompt.
+/// What a sample's step needs besides its logits (shared by the rows sampled in parallel).
+struct StepArgs<'a> {
+    tokenizer: &'a tokenizers::Tokenizer,
+    eos_ids: &'a [u32],
+    stop: &'a [String],
+    max_new_tokens: usize,
+    prompt_len: usize,
+    context_length: usize,
+}
+
 pub struct GenerateArgs<'a> {
     pub model: &'a LoadedModel,
     pub prefilled: &'a dyn LanguageModel,
@@ -424,7 +435,7 @@ impl SampleState {
 
     /// Sample token `i` from `logits`. `Some(token)` when the sample goes on (the token must
     /// be fed to the model), `None` when it has finished.
-    fn step(&mut self, logits: &[f32], i: usize, args: &GenerateArgs) -> Result<Option<u32>> {
+    fn step(&mut self, logits: &[f32], i: usize, args: &StepArgs) -> Result<Option<u32>> {
         let t0 = Instant::now();
         let step = match self.sampler.sample(logits, &mut self.rng) {
             Ok(s) => s,
@@ -455,12 +466,15 @@ impl SampleState {
                 .push(step.controller.map(|c| c as f32));
         }
         self.ids.push(step.token);
-        if args.model.eos_ids.contains(&step.token) {
+        if args.eos_ids.contains(&step.token) {
             self.stop_reason = "eos".into();
             return Ok(None);
         }
         if !args.stop.is_empty() {
-            let text = args.model.decode(&self.ids)?;
+            let text = args
+                .tokenizer
+                .decode(&self.ids, true)
+                .map_err(|e| anyhow::anyhow!("decoding tokens failed: {e}"))?;
             if let Some(cut) = args.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
                 self.text_cut = Some(text[..cut].to_string());
                 self.stop_reason = "stop_string".into();
@@ -470,7 +484,7 @@ impl SampleState {
         if i + 1 == args.max_new_tokens {
             return Ok(None);
         }
-        if args.prompt_ids.len() + i + 1 >= args.model.context_length {
+        if args.prompt_len + i + 1 >= args.context_length {
             self.stop_reason = "context".into();
             return Ok(None);
         }
@@ -510,24 +524,50 @@ pub fn generate_batch(
         .map(|j| Some(SampleState::new(j, args)))
         .collect();
     let vocab = args.first_logits.len();
+    let step_args = StepArgs {
+        tokenizer: &args.model.tokenizer,
+        eos_ids: &args.model.eos_ids,
+        stop: args.stop,
+        max_new_tokens: args.max_new_tokens,
+        prompt_len: args.prompt_ids.len(),
+        context_length: args.model.context_length,
+    };
     let mut decoder: Option<Box<dyn engine::BatchDecoder>> = None;
     // live[r]: the job decoded in row r
     let mut live: Vec<usize> = (0..jobs.len()).collect();
+    let mut row_of: Vec<Option<usize>> = vec![None; jobs.len()];
     let mut logits: Vec<f32> = Vec::new();
     for i in 0..args.max_new_tokens {
         if args.stop_flag.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
+        // the rows' samplers run in parallel (each owns its state and RNG stream, so the
+        // order they run in changes nothing); results are then taken in row order
+        row_of.iter_mut().for_each(|r| *r = None);
+        for (r, &j) in live.iter().enumerate() {
+            row_of[j] = Some(r);
+        }
+        let (logits_ref, first) = (&logits, args.first_logits);
+        let mut stepped: Vec<(usize, Result<Option<u32>>)> = states
+            .par_iter_mut()
+            .enumerate()
+            .filter_map(|(j, st)| Some((row_of[j]?, st)))
+            .map(|(r, st)| {
+                let row = if i == 0 {
+                    first
+                } else {
+                    &logits_ref[r * vocab..(r + 1) * vocab]
+                };
+                let state = st.as_mut().expect("live rows are unfinished");
+                (r, state.step(row, i, &step_args))
+            })
+            .collect();
+        stepped.sort_by_key(|s| s.0);
         let mut keep = Vec::with_capacity(live.len());
         let mut tokens = Vec::with_capacity(live.len());
-        for (r, &j) in live.iter().enumerate() {
-            let row = if i == 0 {
-                args.first_logits
-            } else {
-                &logits[r * vocab..(r + 1) * vocab]
-            };
-            let state = states[j].as_mut().expect("live rows are unfinished");
-            match state.step(row, i, args)? {
+        for (r, result) in stepped {
+            let j = live[r];
+            match result? {
                 Some(t) => {
                     keep.push(r);
                     tokens.push(t);

@@ -254,3 +254,53 @@ proptest! {
         }
     }
 }
+
+/// The fast paths on vocabulary-sized rows shaped like LM logits (the chunk-skipping filters and
+/// head widening only show their edges at this size), against the same references.
+#[test]
+fn fast_paths_match_references_on_vocabulary_sized_rows() {
+    for (r, row) in declab::bench::synthetic_logit_rows(60_000, 3, 11)
+        .into_iter()
+        .enumerate()
+    {
+        let l64: Vec<f64> = row.iter().map(|&x| x as f64).collect();
+        for q in [0.3, 0.9, 0.99] {
+            let cases: Vec<(String, Vec<f64>)> = vec![
+                (format!("{{kind: top_p, top_p: {q}}}"), ref_top_p(&l64, q)),
+                (
+                    format!("{{kind: typical_p, typical_p: {q}}}"),
+                    ref_typical(&l64, q),
+                ),
+                (
+                    format!("{{kind: min_p, min_p: {}}}", q / 10.0),
+                    ref_min_p(&l64, q / 10.0),
+                ),
+                (
+                    format!("{{kind: top_k, top_k: {}}}", (q * 100.0) as usize),
+                    ref_top_k(&l64, (q * 100.0) as usize),
+                ),
+                (
+                    format!("{{kind: eta_cutoff, eta_cutoff: {}}}", q / 100.0),
+                    ref_eta(&l64, q / 100.0),
+                ),
+                (
+                    format!("{{kind: mirostat, version: 2, mirostat_tau: {}}}", q * 8.0),
+                    ref_mirostat_v2_first_step(&l64, q * 8.0),
+                ),
+            ];
+            for (yaml, want) in cases {
+                let s = spec(&yaml);
+                let got = Sampler::new(strategy::build(&s.processors, row.len()))
+                    .final_distribution(&row)
+                    .unwrap()
+                    .probs;
+                let kept = |p: &[f64]| p.iter().filter(|&&x| x > 0.0).count();
+                assert_eq!(kept(&got), kept(&want), "row {r}, {yaml}: kept sets differ");
+                assert!(
+                    close(&got, &want),
+                    "row {r}, {yaml}: fast path differs from the reference"
+                );
+            }
+        }
+    }
+}

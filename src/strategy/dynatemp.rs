@@ -27,7 +27,7 @@ impl Processor for DynaTemp {
         }
         let t_min = (self.temperature - self.range).max(0.0);
         let t_max = self.temperature + self.range;
-        let h = super::kernels::dist_stats(&cands.logits).entropy_nats;
+        let h = cands.stats().entropy_nats;
         let h_max = (cands.len() as f64).ln();
         let h_norm = (h / h_max).clamp(0.0, 1.0);
         let t = t_min + (t_max - t_min) * h_norm.powf(self.exponent);

@@ -20,9 +20,9 @@ pub struct Eta {
 
 /// Remove p < threshold (in log space: l - log Z < ln threshold), keeping ties with the top.
 fn cut_below(cands: &mut Candidates, threshold: f64, stats: &kernels::DistStats) {
-    let top = stats.max_logit;
-    let cut = stats.log_z + threshold.ln();
-    cands.retain(|_, l| l as f64 >= cut || l >= top);
+    // l as f64 >= cut || l >= top  <=>  l >= min(cut as an exact f32 bound, top)
+    let cut = kernels::f32_at_least(stats.log_z + threshold.ln());
+    cands.retain_where(cut.min(stats.max_logit), |_| true);
 }
 
 impl Processor for Epsilon {
@@ -30,7 +30,7 @@ impl Processor for Epsilon {
         if self.epsilon <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        let stats = kernels::dist_stats(&cands.logits);
+        let stats = cands.stats();
         cut_below(cands, self.epsilon, &stats);
         Effect::default()
     }
@@ -41,7 +41,7 @@ impl Processor for Eta {
         if self.epsilon <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        let stats = kernels::dist_stats(&cands.logits);
+        let stats = cands.stats();
         let eta = self
             .epsilon
             .min(self.epsilon.sqrt() * (-stats.entropy_nats).exp());

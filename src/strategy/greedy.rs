@@ -10,12 +10,7 @@ pub struct Greedy;
 /// Shrink `cands` to its argmax (lowest id on ties).
 pub fn keep_argmax(cands: &mut Candidates) {
     if let Some(best) = cands.argmax_position() {
-        let (id, l) = (cands.ids[best], cands.logits[best]);
-        cands.ids.clear();
-        cands.logits.clear();
-        cands.ids.push(id);
-        cands.logits.push(l);
-        cands.sorted_by_id = true;
+        cands.keep_one(best);
     }
 }
 

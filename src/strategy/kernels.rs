@@ -1,36 +1,225 @@
 //! Shared numeric kernels for the strategies: candidate sets, softmax, entropy, selection
-//! and the categorical draw. Everything here is allocation-free on the hot path (buffers are
-//! reused across steps) and never sorts the whole vocabulary.
+//! and the categorical draw. Vocabulary-sized buffers are reused across steps, nothing sorts the
+//! whole vocabulary, and a step reads the logits in as few passes as the strategy allows: one
+//! check-and-max pass, one exp pass that also copies the candidates, then selective filters
+//! that skip blocks of 64 logits with one vectorised compare. Rows of 64k logits or more are
+//! summed as two fixed halves on two threads (the result does not depend on the thread count).
 //!
 //! Probabilities are accumulated in f64 from f32 logits; this is where declab deliberately
 //! differs from Hugging Face (which sums in f32): the kept sets can differ only when a
 //! cumulative mass lands within f32 rounding of a threshold.
+//!
+//! The full-vocabulary passes are compiled three times (portable SSE2, AVX2, AVX-512) and picked
+//! at run time ([`Isa::detected`]), so one binary runs everywhere and uses the widest vectors the
+//! CPU has. The loops fix their own lane split and accumulation order and never contract
+//! multiply-add, so every ISA gives bit-identical results (tested): a sample never depends on
+//! the machine's vector width.
 
 use std::cmp::Ordering;
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+
+/// The instruction set a kernel runs with. Ordered: each level includes the previous one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Isa {
+    /// The widest level this CPU supports, detected once. `DECLAB_SIMD=portable|avx2|avx512`
+    /// lowers it (for comparisons); it can never raise it above what the CPU has.
+    pub fn detected() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let cpu = Isa::cpu();
+            match std::env::var("DECLAB_SIMD").ok().as_deref() {
+                Some("portable") => Isa::Portable,
+                Some("avx2") => cpu.min(Isa::Avx2),
+                _ => cpu,
+            }
+        })
+    }
+
+    /// What the CPU supports (ignores `DECLAB_SIMD`).
+    pub fn cpu() -> Isa {
+        static CPU: OnceLock<Isa> = OnceLock::new();
+        *CPU.get_or_init(Isa::probe)
+    }
+
+    fn probe() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Every level this CPU can run, narrowest first.
+    pub fn available() -> Vec<Isa> {
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i <= Isa::cpu())
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+/// Defines `$name(args)` (runs at [`Isa::detected`]) and `$at(isa, args)` (runs at `isa`, lowered
+/// to what the CPU has) over an `#[inline(always)]` body `$imp`, compiled once per ISA.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident / $at:ident ( $($arg:ident : $ty:ty),* $(,)? ) -> $ret:ty = $imp:path) => {
+        $(#[$m])*
+        #[inline]
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            $at(Isa::detected(), $($arg),*)
+        }
+
+        #[allow(dead_code)]
+        $vis fn $at(isa: Isa, $($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) -> $ret {
+                    $imp($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) -> $ret {
+                    $imp($($arg),*)
+                }
+                match isa.min(Isa::cpu()) {
+                    // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
+                    Isa::Avx512 => return unsafe { v4($($arg),*) },
+                    Isa::Avx2 => return unsafe { v3($($arg),*) },
+                    Isa::Portable => {}
+                }
+            }
+            let _ = isa;
+            $imp($($arg),*)
+        }
+    };
+}
 
 /// The candidate tokens still in play at one step, as parallel arrays (token id, logit).
 ///
 /// Processors shrink or rescale this set; `sorted_by_id` records whether `ids` is ascending,
 /// which the draw relies on so that a sample never depends on the order a selection
-/// algorithm left the candidates in.
+/// algorithm left the candidates in. Processors change the set through the methods below, which
+/// keep the cached [`DistStats`] of the set honest (a direct write must call [`Self::touch`]).
 #[derive(Debug, Clone, Default)]
 pub struct Candidates {
     pub ids: Vec<u32>,
     pub logits: Vec<f32>,
     pub sorted_by_id: bool,
+    stats: Option<DistStats>,
+    /// `ids` is the identity 0..len (the full vocabulary, as `fill` left it).
+    full: bool,
+    /// A second id buffer: while `spare_is_identity`, it holds 0..len, so shrinking the full set
+    /// writes the kept ids here and swaps, and the next `fill` swaps back instead of rewriting
+    /// a vocabulary of ids (1 MiB at 262k) every step.
+    spare: Vec<u32>,
+    spare_is_identity: bool,
 }
 
 impl Candidates {
+    /// Make `ids` the identity 0..n, reusing whichever buffer already is.
+    fn identity_ids(&mut self, n: usize) {
+        if self.full && self.ids.len() == n {
+            return;
+        }
+        if self.spare_is_identity && self.spare.len() == n {
+            std::mem::swap(&mut self.ids, &mut self.spare);
+            self.spare_is_identity = false;
+        } else {
+            self.ids.clear();
+            self.ids.extend(0..n as u32);
+        }
+        self.full = true;
+    }
+
+    /// Before shrinking: if `ids` is the identity, park it in the spare buffer and hand back an
+    /// empty buffer for the kept ids (true); otherwise leave `ids` to be compacted in place.
+    fn park_identity(&mut self) -> bool {
+        if !self.full {
+            return false;
+        }
+        std::mem::swap(&mut self.ids, &mut self.spare);
+        self.spare_is_identity = true;
+        self.ids.clear();
+        self.full = false;
+        true
+    }
+
     /// Reset to the full vocabulary, reusing the buffers.
     pub fn fill(&mut self, logits: &[f32]) {
-        // ids sorted, unique and as many as the vocabulary: already the identity
-        if !(self.sorted_by_id && self.ids.len() == logits.len()) {
-            self.ids.clear();
-            self.ids.extend(0..logits.len() as u32);
-        }
+        self.identity_ids(logits.len());
         self.logits.clear();
         self.logits.extend_from_slice(logits);
         self.sorted_by_id = true;
+        self.stats = None;
+    }
+
+    /// [`Self::fill`] with the distribution summary of `logits` already known.
+    pub fn fill_with_stats(&mut self, logits: &[f32], stats: DistStats) {
+        self.fill(logits);
+        self.stats = Some(stats);
+    }
+
+    /// [`Self::fill`] and the statistics of `logits` (largest logit `max`) in one pass: the
+    /// copy rides on the exp pass. Returns the statistics, which are also cached.
+    pub fn fill_and_stats(&mut self, logits: &[f32], max: f32) -> DistStats {
+        self.identity_ids(logits.len());
+        let (s, s1, s2, _) = exp_moments_at(
+            Isa::detected(),
+            logits,
+            max,
+            1.0,
+            None,
+            Some(&mut self.logits),
+        );
+        let stats = stats_from_moments(max, s, s1, s2);
+        self.sorted_by_id = true;
+        self.stats = Some(stats);
+        stats
+    }
+
+    /// Entropy, varentropy and log Z of the current set (cached until the set changes).
+    pub fn stats(&mut self) -> DistStats {
+        match self.stats {
+            Some(s) => s,
+            None => {
+                let s = dist_stats(&self.logits);
+                self.stats = Some(s);
+                s
+            }
+        }
+    }
+
+    /// Forget what is cached about the set after writing `ids` or `logits` directly.
+    pub fn touch(&mut self) {
+        self.stats = None;
+        self.full = false;
     }
 
     pub fn len(&self) -> usize {
@@ -54,11 +243,43 @@ impl Candidates {
         }
         self.ids.truncate(w);
         self.logits.truncate(w);
+        self.stats = None;
+        self.full = false;
+    }
+
+    /// Keep the candidates with `l >= lower && keep(l)`, preserving their order. `lower` must be
+    /// a bound below which `keep` is false anyway: blocks of 64 logits that are all below it are
+    /// skipped with one vectorised compare, so a selective filter costs about one read of the
+    /// logits instead of a call per token.
+    pub fn retain_where(&mut self, lower: f32, keep: impl Fn(f32) -> bool) {
+        let identity = self.park_identity();
+        let w = retain_where_dispatch(&mut self.ids, identity, &mut self.logits, lower, keep);
+        self.ids.truncate(w);
+        self.logits.truncate(w);
+        self.stats = None;
+    }
+
+    /// Keep the candidates whose logit, widened to f64, is >= `cut` (exactly).
+    pub fn retain_at_least(&mut self, cut: f64) {
+        let c = f32_at_least(cut);
+        self.retain_where(c, |_| true);
     }
 
     /// Keep candidates whose logit is >= `threshold`, and drop `-inf` ones.
     pub fn retain_logit_at_least(&mut self, threshold: f32) {
-        self.retain(|_, l| l >= threshold && l > f32::NEG_INFINITY);
+        self.retain_where(threshold, |l| l > f32::NEG_INFINITY);
+    }
+
+    /// Shrink to the single candidate at `pos`.
+    pub fn keep_one(&mut self, pos: usize) {
+        let (id, l) = (self.ids[pos], self.logits[pos]);
+        self.park_identity();
+        self.ids.clear();
+        self.logits.clear();
+        self.ids.push(id);
+        self.logits.push(l);
+        self.sorted_by_id = true;
+        self.stats = None;
     }
 
     /// Keep exactly the candidates at the given positions (any order); leaves the set unsorted.
@@ -74,9 +295,11 @@ impl Candidates {
             scratch_ids.push(self.ids[p]);
             scratch_logits.push(self.logits[p]);
         }
+        self.park_identity();
         std::mem::swap(&mut self.ids, scratch_ids);
         std::mem::swap(&mut self.logits, scratch_logits);
         self.sorted_by_id = false;
+        self.stats = None;
     }
 
     /// Sort by token id (cheap when the set is small; a no-op when already sorted).
@@ -96,12 +319,12 @@ impl Candidates {
             self.logits[i] = l;
         }
         self.sorted_by_id = true;
+        self.stats = None;
     }
 
     pub fn scale(&mut self, inv_temperature: f32) {
-        for l in &mut self.logits {
-            *l *= inv_temperature;
-        }
+        scale_in_place(&mut self.logits, inv_temperature);
+        self.stats = None;
     }
 
     pub fn max_logit(&self) -> f32 {
@@ -117,7 +340,7 @@ impl Candidates {
             return None;
         }
         if self.sorted_by_id {
-            return self.logits.iter().position(|&l| l == m);
+            return first_position_of(&self.logits, m);
         }
         self.logits
             .iter()
@@ -125,6 +348,17 @@ impl Candidates {
             .filter(|(_, &l)| l == m)
             .min_by_key(|(i, _)| self.ids[*i])
             .map(|(i, _)| i)
+    }
+}
+
+/// The smallest f32 `c` with `c as f64 >= cut`, so that `l >= c` <=> `l as f64 >= cut` for every
+/// f32 `l` (a NaN cut gives NaN: nothing passes, as in f64).
+pub fn f32_at_least(cut: f64) -> f32 {
+    let c = cut as f32; // nearest (saturating to ±inf)
+    if (c as f64) < cut {
+        c.next_up()
+    } else {
+        c
     }
 }
 
@@ -146,11 +380,15 @@ impl DistStats {
     }
 }
 
-/// Largest logit (-inf when all are -inf). Lane-split so that it vectorises; NaN must have been
-/// rejected by the caller (`check_logits`).
-pub fn max_finite(logits: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = logits.chunks_exact(16);
+/// Width of the lane split of the max passes: 2 AVX-512 registers, 4 AVX2, 8 SSE.
+const MAX_LANES: usize = 32;
+/// Logits per skip block of the selective filters.
+const SKIP: usize = 64;
+
+#[inline(always)]
+fn max_impl(logits: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; MAX_LANES];
+    let chunks = logits.chunks_exact(MAX_LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for (m, &l) in lanes.iter_mut().zip(c) {
@@ -164,85 +402,525 @@ pub fn max_finite(logits: &[f32]) -> f32 {
     m
 }
 
-/// exp(x) for x <= 0, written so LLVM vectorises it (libm's `expf` is a scalar call, ~4x
-/// slower over a 262k vocabulary). x <= -87.3 (including -inf) gives 0. Range reduction
-/// x = n·ln2 + r with |r| <= ln2/2 and a degree-7 Taylor polynomial: relative error < 3e-7
-/// (tested against f64 `exp`).
+multiversion! {
+    /// Largest logit (-inf when all are -inf). NaN must have been rejected by the caller
+    /// ([`scan_logits`]).
+    pub fn max_finite / max_finite_at(logits: &[f32]) -> f32 = max_impl
+}
+
 #[inline(always)]
-pub fn exp_nonpos(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // round-to-nearest by adding 1.5·2^23 (vectorises; `floor`/`as` casts may not)
-    const MAGIC: f32 = 12_582_912.0;
-    let xc = x.max(-87.0);
-    let t = xc * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // the low mantissa bits of t hold n (in [-126, 0]), so 2^n is built from bits directly
-    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let scale = f32::from_bits((ni.wrapping_add(127) as u32) << 23);
-    if x < -87.0 {
-        0.0
-    } else {
-        p * scale
+fn scan_impl(logits: &[f32]) -> (f32, bool) {
+    let mut lanes = [f32::NEG_INFINITY; MAX_LANES];
+    let mut bad = [0u32; MAX_LANES];
+    let chunks = logits.chunks_exact(MAX_LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..MAX_LANES {
+            let l = c[j];
+            #[allow(clippy::eq_op)]
+            let nan = l != l;
+            bad[j] |= (nan | (l == f32::INFINITY)) as u32;
+            lanes[j] = if l > lanes[j] { l } else { lanes[j] };
+        }
+    }
+    let mut m = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut any_bad = bad.iter().any(|&b| b != 0);
+    for &l in rest {
+        any_bad |= l.is_nan() | (l == f32::INFINITY);
+        m = if l > m { l } else { m };
+    }
+    (m, any_bad)
+}
+
+multiversion! {
+    /// Largest logit and whether any logit is NaN or +inf, in one pass.
+    fn scan_logits / scan_logits_at(logits: &[f32]) -> (f32, bool) = scan_impl
+}
+
+/// Check logits at the boundary (NaN and +inf are rejected, -inf means "masked") and return the
+/// largest, in one vectorised pass; the culprit is located only on failure.
+pub fn check_and_max(logits: &[f32]) -> Result<f32, super::SampleError> {
+    use super::SampleError;
+    if logits.is_empty() {
+        return Err(SampleError::Empty);
+    }
+    let (m, bad) = scan_logits(logits);
+    if bad {
+        for (i, &l) in logits.iter().enumerate() {
+            if l.is_nan() {
+                return Err(SampleError::NanLogit(i));
+            }
+            if l == f32::INFINITY {
+                return Err(SampleError::InfiniteLogit(i));
+            }
+        }
+    }
+    if m == f32::NEG_INFINITY {
+        return Err(SampleError::NoCandidate);
+    }
+    Ok(m)
+}
+
+#[inline(always)]
+fn first_position_impl(logits: &[f32], m: f32) -> Option<usize> {
+    let mut base = 0;
+    for c in logits.chunks(SKIP) {
+        let mut hit = 0u32;
+        for &l in c {
+            hit |= (l == m) as u32;
+        }
+        if hit != 0 {
+            return c.iter().position(|&l| l == m).map(|i| base + i);
+        }
+        base += c.len();
+    }
+    None
+}
+
+multiversion! {
+    /// First position holding exactly `m`.
+    fn first_position_of / first_position_of_at(logits: &[f32], m: f32) -> Option<usize> = first_position_impl
+}
+
+#[inline(always)]
+fn scale_impl(logits: &mut [f32], f: f32) {
+    for l in logits {
+        *l *= f;
     }
 }
 
-/// Σ e, Σ e·d, Σ e·d² with d = l - m, e = exp(d): the moments behind entropy and varentropy.
-/// f32 exp, f64 accumulation in 8 lanes.
+multiversion! {
+    fn scale_in_place / scale_in_place_at(logits: &mut [f32], f: f32) -> () = scale_impl
+}
+
+#[inline(always)]
+fn retain_where_impl<F: Fn(f32) -> bool>(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    logits: &mut [f32],
+    lower: f32,
+    keep: F,
+) -> usize {
+    let n = logits.len();
+    let mut w = 0;
+    let mut r = 0;
+    while r < n {
+        let end = (r + SKIP).min(n);
+        let mut hit = 0u32;
+        for &l in &logits[r..end] {
+            hit |= (l >= lower) as u32;
+        }
+        if hit != 0 {
+            for i in r..end {
+                let l = logits[i];
+                if l >= lower && keep(l) {
+                    if identity {
+                        ids.push(i as u32);
+                    } else {
+                        ids[w] = ids[i];
+                    }
+                    logits[w] = l;
+                    w += 1;
+                }
+            }
+        }
+        r = end;
+    }
+    w
+}
+
+/// [`retain_where_impl`] at the detected ISA (generic, so dispatched by hand); returns the new
+/// length. With `identity`, the ids are implicit (position = id) and the kept ones are pushed
+/// onto the empty `ids`; otherwise `ids` is compacted in place.
+fn retain_where_dispatch<F: Fn(f32) -> bool>(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    logits: &mut [f32],
+    lower: f32,
+    keep: F,
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        fn v4<F: Fn(f32) -> bool>(
+            i: &mut Vec<u32>,
+            id: bool,
+            l: &mut [f32],
+            lo: f32,
+            k: F,
+        ) -> usize {
+            retain_where_impl(i, id, l, lo, k)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn v3<F: Fn(f32) -> bool>(
+            i: &mut Vec<u32>,
+            id: bool,
+            l: &mut [f32],
+            lo: f32,
+            k: F,
+        ) -> usize {
+            retain_where_impl(i, id, l, lo, k)
+        }
+        match Isa::detected() {
+            // SAFETY: `Isa::detected` never exceeds what the CPU supports
+            Isa::Avx512 => return unsafe { v4(ids, identity, logits, lower, keep) },
+            Isa::Avx2 => return unsafe { v3(ids, identity, logits, lower, keep) },
+            Isa::Portable => {}
+        }
+    }
+    retain_where_impl(ids, identity, logits, lower, keep)
+}
+
+#[inline(always)]
+fn positions_impl(logits: &[f32], c: f32, out: &mut Vec<usize>) {
+    out.clear();
+    let mut base = 0;
+    for chunk in logits.chunks(SKIP) {
+        let mut hit = 0u32;
+        for &l in chunk {
+            hit |= (l >= c) as u32;
+        }
+        if hit != 0 {
+            for (i, &l) in chunk.iter().enumerate() {
+                if l >= c {
+                    out.push(base + i);
+                }
+            }
+        }
+        base += chunk.len();
+    }
+}
+
+multiversion! {
+    fn positions_f32 / positions_f32_at(logits: &[f32], c: f32, out: &mut Vec<usize>) -> () = positions_impl
+}
+
+/// Positions (into `cands`) of the candidates with logit >= `cut` (compared in f64, exactly).
+pub fn positions_at_least(logits: &[f32], cut: f64, out: &mut Vec<usize>) {
+    positions_f32(logits, f32_at_least(cut), out)
+}
+
+/// 2^y for y <= 0, written so LLVM vectorises it (libm's `exp2f` is a scalar call). y < -125
+/// (including -inf) gives 0, so no result is subnormal. y = n + f with n = round(y), |f| <= 1/2,
+/// and Cephes' degree-5 polynomial for 2^f (relative error < 2e-7); 2^n is built from bits.
+#[inline(always)]
+pub fn exp2_nonpos(y: f32) -> f32 {
+    let yc = y.max(-125.0);
+    let t = yc + EXP2_MAGIC;
+    let n = t - EXP2_MAGIC;
+    let f = yc - n;
+    let p = EXP2_P[5]
+        + f * (EXP2_P[4] + f * (EXP2_P[3] + f * (EXP2_P[2] + f * (EXP2_P[1] + f * EXP2_P[0]))));
+    let e = 1.0 + f * p;
+    // the low mantissa bits of t hold n (in [-125, 0]): 2^n = bits((n + 127) << 23)
+    let pow2 = f32::from_bits(t.to_bits().wrapping_sub(EXP2_BIAS) << 23);
+    if y < -125.0 {
+        0.0
+    } else {
+        e * pow2
+    }
+}
+
+/// Round-to-nearest by adding 1.5·2^23 (vectorises; `round` may not).
+const EXP2_MAGIC: f32 = 12_582_912.0;
+/// The bits of EXP2_MAGIC minus the f32 exponent bias: t.bits - EXP2_BIAS = n + 127.
+const EXP2_BIAS: u32 = 0x4B40_0000 - 127;
+/// Cephes `exp2f`: 2^f = 1 + f·P(f) on [-1/2, 1/2], highest degree first.
+const EXP2_P: [f32; 6] = [
+    1.535_336_2e-4,
+    1.339_887_4e-3,
+    9.618_437e-3,
+    5.550_332_5e-2,
+    2.402_264_8e-1,
+    6.931_472e-1,
+];
+
+/// exp(x) for x <= 0 as `2^(x·log2 e)`: the same function the moment passes evaluate, so the
+/// draw's weights agree with their sums. Relative error < 2e-7 + 7e-8·|x| (the second term is
+/// the rounding of x·log2 e, the same size as the rounding already in a logit difference).
+#[inline(always)]
+pub fn exp_nonpos(x: f32) -> f32 {
+    exp2_nonpos(x * std::f32::consts::LOG2_E)
+}
+
+/// Logits per block of the moment passes: f32 lane sums are flushed into f64 once per block.
+pub const BLOCK: usize = 256;
+
+/// Per-lane sums of one block: Σ e, Σ e·d, Σ e·d² (f32) and the count of e > 0.
+struct BlockSums {
+    s: [f32; LANES],
+    s1: [f32; LANES],
+    s2: [f32; LANES],
+    n: [u32; LANES],
+}
+
+/// Lanes of the moment passes (one AVX-512 register).
+const LANES: usize = 16;
+
+/// The moments of one block in log2 units (y = (l - m)·k, e = 2^y): portable form (LLVM
+/// vectorises it at the ISA it is compiled for).
+// the lane index walks the input and four accumulators in step
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn block_sums_portable(block: &[f32], m: f32, k: f32) -> BlockSums {
+    let mut b = BlockSums {
+        s: [0.0; LANES],
+        s1: [0.0; LANES],
+        s2: [0.0; LANES],
+        n: [0; LANES],
+    };
+    for c in block.chunks_exact(LANES) {
+        for j in 0..LANES {
+            let y = (c[j] - m) * k;
+            let e = exp2_nonpos(y);
+            // masked tokens (y = -inf, e = 0) add exactly 0, not 0·inf = NaN
+            let live = y >= -125.0;
+            let ey = if live { e * y } else { 0.0 };
+            let ey2 = if live { ey * y } else { 0.0 };
+            b.n[j] += live as u32;
+            b.s[j] += e;
+            b.s1[j] += ey;
+            b.s2[j] += ey2;
+        }
+    }
+    b
+}
+
+/// [`block_sums_portable`] in AVX-512 intrinsics: the same operations in the same order on one
+/// 16-lane register (LLVM's autovectoriser stops at 256-bit registers here), so the results
+/// are bit-identical to the portable form.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn block_sums_avx512(block: &[f32], m: f32, k: f32) -> BlockSums {
+    use std::arch::x86_64::*;
+    let ps = _mm512_set1_ps;
+    let (vm, vk, lim, zero) = (ps(m), ps(k), ps(-125.0), _mm512_setzero_ps());
+    let (magic, one) = (ps(EXP2_MAGIC), ps(1.0));
+    let pc = EXP2_P.map(|c| _mm512_set1_ps(c));
+    let (bias, one_i) = (_mm512_set1_epi32(EXP2_BIAS as i32), _mm512_set1_epi32(1));
+    let (mut s, mut s1, mut s2, mut n) = (zero, zero, zero, _mm512_setzero_si512());
+    for c in block.chunks_exact(LANES) {
+        // SAFETY: `c` holds exactly 16 f32
+        let x = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        let y = _mm512_mul_ps(_mm512_sub_ps(x, vm), vk);
+        // exp2_nonpos(y), operation for operation
+        let yc = _mm512_max_ps(y, lim);
+        let t = _mm512_add_ps(yc, magic);
+        let nn = _mm512_sub_ps(t, magic);
+        let f = _mm512_sub_ps(yc, nn);
+        let mut p = _mm512_add_ps(pc[1], _mm512_mul_ps(f, pc[0]));
+        p = _mm512_add_ps(pc[2], _mm512_mul_ps(f, p));
+        p = _mm512_add_ps(pc[3], _mm512_mul_ps(f, p));
+        p = _mm512_add_ps(pc[4], _mm512_mul_ps(f, p));
+        p = _mm512_add_ps(pc[5], _mm512_mul_ps(f, p));
+        let e = _mm512_add_ps(one, _mm512_mul_ps(f, p));
+        let pow2 = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_sub_epi32(
+            _mm512_castps_si512(t),
+            bias,
+        )));
+        let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(y, lim);
+        let e = _mm512_maskz_mul_ps(live, e, pow2);
+        let ey = _mm512_maskz_mul_ps(live, e, y);
+        let ey2 = _mm512_maskz_mul_ps(live, ey, y);
+        n = _mm512_mask_add_epi32(n, live, n, one_i);
+        s = _mm512_add_ps(s, e);
+        s1 = _mm512_add_ps(s1, ey);
+        s2 = _mm512_add_ps(s2, ey2);
+    }
+    let mut b = BlockSums {
+        s: [0.0; LANES],
+        s1: [0.0; LANES],
+        s2: [0.0; LANES],
+        n: [0; LANES],
+    };
+    // SAFETY: each destination holds 16 lanes of 4 bytes
+    unsafe {
+        _mm512_storeu_ps(b.s.as_mut_ptr(), s);
+        _mm512_storeu_ps(b.s1.as_mut_ptr(), s1);
+        _mm512_storeu_ps(b.s2.as_mut_ptr(), s2);
+        _mm512_storeu_si512(b.n.as_mut_ptr().cast(), n);
+    }
+    b
+}
+
+/// Σ e, Σ e·d, Σ e·d² with d = (l - m)·scale, e = exp(d), and the number of non-zero e: the
+/// moments behind entropy and varentropy. Evaluated in log2 units (y = (l - m)·scale·log2 e,
+/// e = 2^y; the y sums are turned into nats once, in f64). 16 f32 lanes accumulate blocks of
+/// [`BLOCK`] values, flushed into f64 per block: this vectorises (f64 accumulators in the inner
+/// loop do not) and keeps the sums accurate to ~1e-7 relative. `blocks`, when given, receives
+/// each block's Σ e (the last block holds the remainder), for [`draw_from_logits`]; `copy`,
+/// when given, receives the logits (the copy rides on a pass that is bound by exp, not memory).
+#[inline(always)]
+fn moments_outer(
+    logits: &[f32],
+    m: f32,
+    k: f32,
+    mut blocks: Option<&mut Vec<f64>>,
+    mut copy: Option<&mut [MaybeUninit<f32>]>,
+    block_sums: impl Fn(&[f32]) -> BlockSums,
+) -> (f64, f64, f64, usize) {
+    let (mut a, mut b, mut c2, mut count) = (0f64, 0f64, 0f64, 0usize);
+    if let Some(v) = blocks.as_deref_mut() {
+        v.clear();
+    }
+    let full = logits.chunks_exact(BLOCK);
+    let rest = full.remainder();
+    for (i, block) in full.enumerate() {
+        let sums = block_sums(block);
+        if let Some(dst) = copy.as_deref_mut() {
+            for (d, &x) in dst[i * BLOCK..(i + 1) * BLOCK].iter_mut().zip(block) {
+                d.write(x);
+            }
+        }
+        let bs = sums.s.iter().map(|&x| x as f64).sum::<f64>();
+        if let Some(v) = blocks.as_deref_mut() {
+            v.push(bs);
+        }
+        a += bs;
+        b += sums.s1.iter().map(|&x| x as f64).sum::<f64>();
+        c2 += sums.s2.iter().map(|&x| x as f64).sum::<f64>();
+        count += sums.n.iter().map(|&x| x as usize).sum::<usize>();
+    }
+    if let Some(dst) = copy {
+        let start = logits.len() - rest.len();
+        for (d, &x) in dst[start..].iter_mut().zip(rest) {
+            d.write(x);
+        }
+    }
+    let mut bs = 0f64;
+    for &l in rest {
+        let y = (l - m) * k;
+        let e = exp2_nonpos(y) as f64;
+        if y >= -125.0 {
+            count += 1;
+            bs += e;
+            b += e * y as f64;
+            c2 += e * y as f64 * y as f64;
+        }
+    }
+    if let Some(v) = blocks {
+        if !rest.is_empty() {
+            v.push(bs);
+        }
+    }
+    a += bs;
+    let ln2 = std::f64::consts::LN_2;
+    (a, b * ln2, c2 * ln2 * ln2, count)
+}
+
+/// Vocabularies at least this long are summed as two halves (split at a block boundary) on two
+/// threads: the sums are always formed half by half, whatever the threads, so results do not
+/// depend on how many cores run them.
+const SPLIT_MIN: usize = 1 << 16;
+
+/// [`moments_outer`] at `isa` (lowered to what the CPU has), over two halves on two threads for
+/// long rows. `copy`, when given, is overwritten with the logits.
+fn exp_moments_at(
+    isa: Isa,
+    logits: &[f32],
+    m: f32,
+    scale: f32,
+    blocks: Option<&mut Vec<f64>>,
+    copy: Option<&mut Vec<f32>>,
+) -> (f64, f64, f64, usize) {
+    let n = logits.len();
+    let mut copy = copy;
+    if let Some(v) = copy.as_deref_mut() {
+        v.clear();
+        v.reserve(n);
+    }
+    let split = if n >= SPLIT_MIN {
+        (n / BLOCK / 2) * BLOCK
+    } else {
+        0
+    };
+    let mut dst = copy
+        .as_deref_mut()
+        .map(|v| &mut v.spare_capacity_mut()[..n]);
+    let out = if split == 0 {
+        exp_moments_part(isa, logits, m, scale, blocks, dst)
+    } else {
+        let (la, lb) = logits.split_at(split);
+        let (da, db) = match dst.take() {
+            Some(d) => {
+                let (a, b) = d.split_at_mut(split);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let record = blocks.is_some();
+        let (mut blocks_a, mut blocks_b) = (Vec::new(), Vec::new());
+        let first = || exp_moments_part(isa, la, m, scale, record.then_some(&mut blocks_a), da);
+        let second = || exp_moments_part(isa, lb, m, scale, record.then_some(&mut blocks_b), db);
+        // one thread: no hand-off to the pool (it costs more than it saves)
+        let (a, b) = if rayon::current_num_threads() > 1 {
+            rayon::join(first, second)
+        } else {
+            (first(), second())
+        };
+        if let Some(v) = blocks {
+            v.clear();
+            v.append(&mut blocks_a);
+            v.append(&mut blocks_b);
+        }
+        (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
+    };
+    if let Some(v) = copy {
+        // SAFETY: every element of the first n was written by the pass above
+        unsafe { v.set_len(n) };
+    }
+    out
+}
+
+/// One contiguous part of [`exp_moments_at`].
+fn exp_moments_part(
+    isa: Isa,
+    logits: &[f32],
+    m: f32,
+    scale: f32,
+    blocks: Option<&mut Vec<f64>>,
+    copy: Option<&mut [MaybeUninit<f32>]>,
+) -> (f64, f64, f64, usize) {
+    let k = scale * std::f32::consts::LOG2_E;
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        fn v4(
+            l: &[f32],
+            m: f32,
+            k: f32,
+            b: Option<&mut Vec<f64>>,
+            c: Option<&mut [MaybeUninit<f32>]>,
+        ) -> (f64, f64, f64, usize) {
+            moments_outer(l, m, k, b, c, |x| block_sums_avx512(x, m, k))
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn v3(
+            l: &[f32],
+            m: f32,
+            k: f32,
+            b: Option<&mut Vec<f64>>,
+            c: Option<&mut [MaybeUninit<f32>]>,
+        ) -> (f64, f64, f64, usize) {
+            moments_outer(l, m, k, b, c, |x| block_sums_portable(x, m, k))
+        }
+        match isa.min(Isa::cpu()) {
+            // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
+            Isa::Avx512 => return unsafe { v4(logits, m, k, blocks, copy) },
+            Isa::Avx2 => return unsafe { v3(logits, m, k, blocks, copy) },
+            Isa::Portable => {}
+        }
+    }
+    moments_outer(logits, m, k, blocks, copy, |x| block_sums_portable(x, m, k))
+}
+
+fn exp_moments_count(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64, usize) {
+    exp_moments_at(Isa::detected(), logits, m, scale, None, None)
+}
+
 fn exp_moments(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64) {
     let (s, s1, s2, _) = exp_moments_count(logits, m, scale);
     (s, s1, s2)
-}
-
-/// [`exp_moments`] plus the number of non-zero weights. 16 f32 lanes accumulate blocks of 256
-/// values, flushed into f64 per block: this vectorises (f64 accumulators in the inner loop do
-/// not) and keeps the sums accurate to ~1e-7 relative.
-fn exp_moments_count(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64, usize) {
-    const LANES: usize = 16;
-    const BLOCK: usize = 256;
-    let (mut a, mut b, mut c2, mut count) = (0f64, 0f64, 0f64, 0usize);
-    let blocks = logits.chunks_exact(BLOCK);
-    let rest = blocks.remainder();
-    for block in blocks {
-        let mut s = [0f32; LANES];
-        let mut s1 = [0f32; LANES];
-        let mut s2 = [0f32; LANES];
-        let mut n = [0u32; LANES];
-        for c in block.chunks_exact(LANES) {
-            for j in 0..LANES {
-                let d = (c[j] - m) * scale;
-                let e = exp_nonpos(d);
-                // d is -inf for masked tokens (e = 0): clamp so that e·d is 0, not NaN
-                let d = d.max(-100.0);
-                n[j] += (e > 0.0) as u32;
-                s[j] += e;
-                s1[j] += e * d;
-                s2[j] += e * d * d;
-            }
-        }
-        a += s.iter().map(|&x| x as f64).sum::<f64>();
-        b += s1.iter().map(|&x| x as f64).sum::<f64>();
-        c2 += s2.iter().map(|&x| x as f64).sum::<f64>();
-        count += n.iter().map(|&x| x as usize).sum::<usize>();
-    }
-    for &l in rest {
-        let d = (l - m) * scale;
-        let e = exp_nonpos(d) as f64;
-        let d = if e > 0.0 { d as f64 } else { 0.0 };
-        count += (e > 0.0) as usize;
-        a += e;
-        b += e * d;
-        c2 += e * d * d;
-    }
-    (a, b, c2, count)
 }
 
 fn stats_from_moments(m: f32, s: f64, s1: f64, s2: f64) -> DistStats {
@@ -265,7 +943,9 @@ pub struct FinalStats {
     pub kept: usize,
 }
 
-pub fn final_stats(logits: &[f32]) -> FinalStats {
+/// [`FinalStats`] of `logits`; `blocks` receives the per-[`BLOCK`] sums the draw walks.
+pub fn final_stats(logits: &[f32], blocks: &mut Vec<f64>) -> FinalStats {
+    blocks.clear();
     let m = max_finite(logits);
     if m == f32::NEG_INFINITY {
         let stats = DistStats {
@@ -280,7 +960,7 @@ pub fn final_stats(logits: &[f32]) -> FinalStats {
             kept: 0,
         };
     }
-    let (s, s1, s2, kept) = exp_moments_count(logits, m, 1.0);
+    let (s, s1, s2, kept) = exp_moments_at(Isa::detected(), logits, m, 1.0, Some(blocks), None);
     FinalStats {
         stats: stats_from_moments(m, s, s1, s2),
         sum: s,
@@ -289,30 +969,52 @@ pub fn final_stats(logits: &[f32]) -> FinalStats {
 }
 
 /// Inverse-CDF draw over softmax(logits) in the given order with u in [0,1): the first position
-/// whose running weight exceeds u·S; returns (position, its unnormalised weight). Tokens with
-/// zero weight are never chosen.
-pub fn draw_from_logits(logits: &[f32], fin: &FinalStats, u: f64) -> (usize, f64) {
+/// whose running weight exceeds u·S; returns (position, its unnormalised weight). The walk skips
+/// whole blocks by their sums (`blocks`, from [`final_stats`]) and evaluates exp only inside the
+/// block where the running sum crosses u·S. Tokens with zero weight are never chosen; when
+/// rounding leaves u·S at or beyond the last weight, the last token with weight is drawn.
+pub fn draw_from_logits(logits: &[f32], fin: &FinalStats, blocks: &[f64], u: f64) -> (usize, f64) {
     let m = fin.stats.max_logit;
     let target = u * fin.sum;
+    let weight = |i: usize| exp_nonpos(logits[i] - m) as f64;
+    let last_in = |b: usize| {
+        let range = b * BLOCK..((b + 1) * BLOCK).min(logits.len());
+        range.rev().map(|i| (i, weight(i))).find(|&(_, e)| e > 0.0)
+    };
     let mut run = 0.0;
-    let mut last = (0, 0.0);
-    for (i, &l) in logits.iter().enumerate() {
-        let e = exp_nonpos(l - m) as f64;
-        if e > 0.0 {
-            run += e;
-            last = (i, e);
-            if run > target {
-                return (i, e);
-            }
+    let mut last_block = None;
+    for (b, &bs) in blocks.iter().enumerate() {
+        if bs <= 0.0 {
+            continue;
         }
+        if run + bs > target {
+            let mut r = run;
+            for i in b * BLOCK..((b + 1) * BLOCK).min(logits.len()) {
+                let e = weight(i);
+                if e > 0.0 {
+                    r += e;
+                    if r > target {
+                        return (i, e);
+                    }
+                }
+            }
+            // the block's lane-split sum crossed u·S, the sequential one fell short by rounding
+            return last_in(b).expect("a block with weight holds a token with weight");
+        }
+        run += bs;
+        last_block = Some(b);
     }
-    last
+    last_block.and_then(last_in).unwrap_or((0, 0.0))
 }
 
 /// Entropy and varentropy of softmax(logits) without materialising probabilities:
 /// H = ln S - (Σ e·d)/S, Var = (Σ e·d²)/S - ((Σ e·d)/S)².
 pub fn dist_stats(logits: &[f32]) -> DistStats {
-    let m = max_finite(logits);
+    dist_stats_with_max(logits, max_finite(logits))
+}
+
+/// [`dist_stats`] when the largest logit is already known.
+pub fn dist_stats_with_max(logits: &[f32], m: f32) -> DistStats {
     let (s, s1, s2) = exp_moments(logits, m, 1.0);
     stats_from_moments(m, s, s1, s2)
 }
@@ -349,25 +1051,56 @@ pub fn entropy_at_temperature(logits: &[f32], max_logit: f32, t: f64) -> (f64, f
     (h, var / t)
 }
 
-/// Positions (into `cands`) of the candidates with logit >= `cut`.
-pub fn positions_at_least(logits: &[f32], cut: f64, out: &mut Vec<usize>) {
-    out.clear();
-    out.extend(
-        logits
-            .iter()
-            .enumerate()
-            .filter(|(_, &l)| l as f64 >= cut)
-            .map(|(i, _)| i),
-    );
+#[inline(always)]
+fn finite_moments_impl(logits: &[f32]) -> (f32, f64, f64, usize) {
+    // f32 lanes over blocks of BLOCK values, flushed into f64 per block (f64 lanes vectorise at
+    // half the width)
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let (mut sum, mut sq, mut count) = (0f64, 0f64, 0usize);
+    let blocks = logits.chunks_exact(BLOCK);
+    let rest = blocks.remainder();
+    for block in blocks {
+        let (mut s1, mut s2, mut n) = ([0f32; LANES], [0f32; LANES], [0u32; LANES]);
+        for c in block.chunks_exact(LANES) {
+            for j in 0..LANES {
+                let l = c[j];
+                let finite = l > f32::NEG_INFINITY;
+                let v = if finite { l } else { 0.0 };
+                mx[j] = if l > mx[j] { l } else { mx[j] };
+                s1[j] += v;
+                s2[j] += v * v;
+                n[j] += finite as u32;
+            }
+        }
+        sum += s1.iter().map(|&x| x as f64).sum::<f64>();
+        sq += s2.iter().map(|&x| x as f64).sum::<f64>();
+        count += n.iter().map(|&x| x as usize).sum::<usize>();
+    }
+    let mut max = mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for &l in rest {
+        if l > f32::NEG_INFINITY {
+            max = max.max(l);
+            sum += l as f64;
+            sq += (l as f64) * (l as f64);
+            count += 1;
+        }
+    }
+    (max, sum, sq, count)
 }
 
-/// Positions of the `k` largest logits in descending order (ties: lower id first). Selects
-/// among the candidates within 16, 32, ... nats of the maximum, widening only while fewer than
+multiversion! {
+    /// Over the finite logits: max, Σl, Σl² (f64) and their count.
+    pub fn finite_moments / finite_moments_at(logits: &[f32]) -> (f32, f64, f64, usize) = finite_moments_impl
+}
+
+/// Positions of the `k` largest logits (ties: lower id first); in descending order when
+/// `sorted`, otherwise with the k-th largest at `out[k - 1]` and the rest in any order. Selects
+/// among the candidates within 4, 8, 16, ... nats of the maximum, widening only while fewer than
 /// `k` qualify, so the usual case touches a few hundred tokens instead of the vocabulary.
-pub fn top_k_positions(cands: &Candidates, k: usize, out: &mut Vec<usize>) {
+pub fn top_k_positions(cands: &Candidates, k: usize, out: &mut Vec<usize>, sorted: bool) {
     let k = k.min(cands.len());
     let max = cands.max_logit() as f64;
-    let mut width = 16.0;
+    let mut width = 4.0;
     loop {
         positions_at_least(&cands.logits, max - width, out);
         if out.len() >= k || width > 1e4 {
@@ -386,9 +1119,17 @@ pub fn top_k_positions(cands: &Candidates, k: usize, out: &mut Vec<usize>) {
     };
     if k < out.len() && k > 0 {
         out.select_nth_unstable_by(k - 1, cmp);
+    } else if k > 0 {
+        // exactly k qualified: put the k-th largest last, as the selection would
+        let last = (0..k)
+            .max_by(|&a, &b| cmp(&out[a], &out[b]))
+            .expect("k > 0");
+        out.swap(last, k - 1);
     }
     out.truncate(k);
-    out.sort_unstable_by(cmp);
+    if sorted {
+        out.sort_unstable_by(cmp);
+    }
 }
 
 /// Order candidates by a key (ascending), ties broken by lower token id.
@@ -441,17 +1182,26 @@ mod tests {
     #[test]
     fn fast_exp_matches_f64_exp() {
         let mut worst = 0f64;
-        let mut x = -87.0f32;
+        let mut y = -125.0f32;
+        while y <= 0.0 {
+            let got = exp2_nonpos(y) as f64;
+            let want = (y as f64).exp2();
+            worst = worst.max(((got - want) / want).abs());
+            y += 0.0007;
+        }
+        assert!(worst < 2e-7, "exp2: worst relative error {worst}");
+        let mut x = -86.0f32;
         while x <= 0.0 {
             let got = exp_nonpos(x) as f64;
             let want = (x as f64).exp();
-            worst = worst.max(((got - want) / want).abs());
+            let err = ((got - want) / want).abs();
+            assert!(err < 2e-7 + 7e-8 * x.abs() as f64, "exp({x}): {err}");
             x += 0.0007;
         }
-        assert!(worst < 3e-7, "worst relative error {worst}");
         assert_eq!(exp_nonpos(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp_nonpos(-100.0), 0.0);
         assert_eq!(exp_nonpos(0.0), 1.0);
+        assert_eq!(exp2_nonpos(-1.0), 0.5);
     }
 
     #[test]
@@ -542,11 +1292,188 @@ mod tests {
     #[test]
     fn draw_never_picks_zero_weight() {
         let l = [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, 0.0];
-        let fin = final_stats(&l);
+        let mut blocks = Vec::new();
+        let fin = final_stats(&l, &mut blocks);
         assert_eq!(fin.kept, 2);
-        assert_eq!(draw_from_logits(&l, &fin, 0.0).0, 1);
-        assert_eq!(draw_from_logits(&l, &fin, 0.49).0, 1);
-        assert_eq!(draw_from_logits(&l, &fin, 0.51).0, 3);
-        assert_eq!(draw_from_logits(&l, &fin, 0.999999).0, 3);
+        assert_eq!(draw_from_logits(&l, &fin, &blocks, 0.0).0, 1);
+        assert_eq!(draw_from_logits(&l, &fin, &blocks, 0.49).0, 1);
+        assert_eq!(draw_from_logits(&l, &fin, &blocks, 0.51).0, 3);
+        assert_eq!(draw_from_logits(&l, &fin, &blocks, 0.999999).0, 3);
+    }
+
+    /// A vocabulary-sized row with the shape of real logits: a few high, a long tail, masks.
+    fn big_row(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let x = ((i as u64).wrapping_mul(2_654_435_761) % 100_003) as f32 / 100_003.0;
+                match i % 997 {
+                    0 => f32::NEG_INFINITY,
+                    1 => 18.0 + 4.0 * x,
+                    _ => -12.0 + 24.0 * x * x * x,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn block_draw_matches_the_sequential_inverse_cdf() {
+        let l = big_row(5_000);
+        let mut blocks = Vec::new();
+        let fin = final_stats(&l, &mut blocks);
+        assert_eq!(blocks.len(), 5_000usize.div_ceil(BLOCK));
+        let m = fin.stats.max_logit;
+        for k in 0..500 {
+            let u = (k as f64 + 0.5) / 500.0;
+            // reference: walk every token in order
+            let target = u * fin.sum;
+            let mut run = 0.0;
+            let mut want = None;
+            for (i, &x) in l.iter().enumerate() {
+                let e = exp_nonpos(x - m) as f64;
+                if e > 0.0 {
+                    run += e;
+                    if run > target {
+                        want = Some(i);
+                        break;
+                    }
+                }
+            }
+            let got = draw_from_logits(&l, &fin, &blocks, u).0;
+            assert_eq!(Some(got), want, "u = {u}");
+        }
+        // u·S beyond the total by rounding: the last token with weight
+        let last = l.iter().rposition(|&x| x > f32::NEG_INFINITY).unwrap();
+        let beyond = FinalStats {
+            sum: fin.sum * 2.0,
+            ..fin
+        };
+        assert_eq!(draw_from_logits(&l, &beyond, &blocks, 0.75).0, last);
+    }
+
+    #[test]
+    fn every_isa_gives_bit_identical_results() {
+        let l = big_row(20_011);
+        let m = max_finite_at(Isa::Portable, &l);
+        for isa in Isa::available() {
+            assert_eq!(max_finite_at(isa, &l).to_bits(), m.to_bits(), "{isa:?}");
+            assert_eq!(scan_logits_at(isa, &l), scan_logits_at(Isa::Portable, &l));
+            for scale in [1.0f32, 0.7, 1.6] {
+                let a = exp_moments_at(Isa::Portable, &l, m, scale, None, None);
+                let b = exp_moments_at(isa, &l, m, scale, None, None);
+                assert_eq!(
+                    (a.0.to_bits(), a.1.to_bits(), a.2.to_bits(), a.3),
+                    (b.0.to_bits(), b.1.to_bits(), b.2.to_bits(), b.3),
+                    "{isa:?} at scale {scale}"
+                );
+            }
+            let (mut ba, mut bb) = (Vec::new(), Vec::new());
+            let mut copy = Vec::new();
+            let a = exp_moments_at(Isa::Portable, &l, m, 1.0, Some(&mut ba), None);
+            let b = exp_moments_at(isa, &l, m, 1.0, Some(&mut bb), Some(&mut copy));
+            assert_eq!(a.0.to_bits(), b.0.to_bits());
+            assert_eq!(ba, bb);
+            assert!(copy.iter().zip(&l).all(|(x, y)| x.to_bits() == y.to_bits()));
+            let (mut pa, mut pb) = (Vec::new(), Vec::new());
+            positions_f32_at(Isa::Portable, &l, 15.0, &mut pa);
+            positions_f32_at(isa, &l, 15.0, &mut pb);
+            assert_eq!(pa, pb);
+            let fa = finite_moments_at(Isa::Portable, &l);
+            let fb = finite_moments_at(isa, &l);
+            assert_eq!(
+                (fa.0.to_bits(), fa.1.to_bits(), fa.2.to_bits(), fa.3),
+                (fb.0.to_bits(), fb.1.to_bits(), fb.2.to_bits(), fb.3)
+            );
+            let (mut sa, mut sb) = (l.clone(), l.clone());
+            scale_in_place_at(Isa::Portable, &mut sa, 1.0 / 0.7);
+            scale_in_place_at(isa, &mut sb, 1.0 / 0.7);
+            assert!(sa.iter().zip(&sb).all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert_eq!(
+                first_position_of_at(isa, &l, m),
+                l.iter().position(|&x| x == m)
+            );
+        }
+    }
+
+    #[test]
+    fn long_rows_split_in_halves_keep_blocks_copy_and_draw_consistent() {
+        let l = big_row(SPLIT_MIN + 1000);
+        let mut c = Candidates::default();
+        let st = c.fill_and_stats(&l, max_finite(&l));
+        assert!(c
+            .logits
+            .iter()
+            .zip(&l)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert_eq!(c.ids.len(), l.len());
+        let mut blocks = Vec::new();
+        let fin = final_stats(&l, &mut blocks);
+        assert_eq!(blocks.len(), l.len().div_ceil(BLOCK));
+        assert!((blocks.iter().sum::<f64>() / fin.sum - 1.0).abs() < 1e-12);
+        assert!((fin.stats.entropy_nats - st.entropy_nats).abs() < 1e-12);
+        // a plain f64 reference
+        let m = fin.stats.max_logit as f64;
+        let z: f64 = l.iter().map(|&x| (x as f64 - m).exp()).sum();
+        let h: f64 = -l
+            .iter()
+            .map(|&x| (x as f64 - m).exp() / z)
+            .filter(|&p| p > 0.0)
+            .map(|p| p * p.ln())
+            .sum::<f64>();
+        assert!(
+            (st.entropy_nats - h).abs() < 1e-5,
+            "{} vs {h}",
+            st.entropy_nats
+        );
+        for u in [0.0, 0.3, 0.7, 0.999_999] {
+            let (i, _) = draw_from_logits(&l, &fin, &blocks, u);
+            assert!(l[i] > f32::NEG_INFINITY);
+        }
+    }
+
+    #[test]
+    fn selective_filters_match_a_plain_scan() {
+        let l = big_row(10_000);
+        for cut in [f64::NEG_INFINITY, -11.5, 0.1, 17.999_999_9, 19.0, 30.0] {
+            let mut pos = Vec::new();
+            positions_at_least(&l, cut, &mut pos);
+            let want: Vec<usize> = (0..l.len()).filter(|&i| l[i] as f64 >= cut).collect();
+            assert_eq!(pos, want, "cut {cut}");
+            let mut c = Candidates::default();
+            c.fill(&l);
+            c.retain_at_least(cut);
+            assert_eq!(c.ids, want.iter().map(|&i| i as u32).collect::<Vec<_>>());
+        }
+        let mut c = Candidates::default();
+        c.fill(&l);
+        c.retain_where(0.0, |x| x < 10.0);
+        let want: Vec<u32> = (0..l.len() as u32)
+            .filter(|&i| (0.0..10.0).contains(&l[i as usize]))
+            .collect();
+        assert_eq!(c.ids, want);
+    }
+
+    #[test]
+    fn f32_threshold_is_exact() {
+        for cut in [0.1f64, -3.3, 1e-40, 1e39, -1e39, 2.5, f64::NEG_INFINITY] {
+            let c = f32_at_least(cut);
+            assert!(c as f64 >= cut, "{cut}");
+            assert!(
+                c == f32::NEG_INFINITY || (c.next_down() as f64) < cut,
+                "{cut}"
+            );
+        }
+        assert!(f32_at_least(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn cached_stats_follow_changes() {
+        let l = big_row(3_000);
+        let mut c = Candidates::default();
+        c.fill_with_stats(&l, dist_stats(&l));
+        assert_eq!(c.stats(), dist_stats(&l));
+        c.scale(0.5);
+        assert_eq!(c.stats(), dist_stats(&c.logits.clone()));
+        c.retain_at_least(0.0);
+        assert_eq!(c.stats(), dist_stats(&c.logits.clone()));
     }
 }

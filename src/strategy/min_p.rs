@@ -18,7 +18,7 @@ impl Processor for MinP {
         // p_i >= min_p·p_max  <=>  l_i >= l_max + ln(min_p): one pass in logit space, no
         // softmax (llama.cpp's formulation of the same rule)
         let threshold = cands.max_logit() as f64 + self.min_p.ln();
-        cands.retain(|_, l| l as f64 >= threshold);
+        cands.retain_at_least(threshold);
         Effect::default()
     }
 }

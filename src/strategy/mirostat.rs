@@ -45,19 +45,19 @@ impl Mirostat {
 
     fn apply_v2(&self, cands: &mut Candidates) {
         // -log2 p <= mu  <=>  l - log Z >= -mu·ln 2 (log space, no softmax)
-        let stats = kernels::dist_stats(&cands.logits);
+        let stats = cands.stats();
         let cut = stats.log_z - self.mu * std::f64::consts::LN_2;
         if (stats.max_logit as f64) < cut {
             keep_argmax(cands);
         } else {
-            cands.retain(|_, l| l as f64 >= cut);
+            cands.retain_at_least(cut);
         }
     }
 
     fn apply_v1(&self, cands: &mut Candidates, s: &mut Scratch, vocab: usize) {
         let n = cands.len();
         let mut top: Vec<usize> = Vec::with_capacity(self.m);
-        kernels::top_k_positions(cands, self.m, &mut top);
+        kernels::top_k_positions(cands, self.m, &mut top, true);
         let (mut sum_tb, mut sum_tt) = (0.0f64, 0.0f64);
         let mut i = 0;
         while i + 1 < self.m && i + 1 < top.len() {
@@ -83,9 +83,27 @@ impl Mirostat {
         if k <= top.len() {
             top.truncate(k);
         } else {
-            kernels::top_k_positions(cands, k, &mut top);
+            kernels::top_k_positions(cands, k, &mut top, false);
         }
-        cands.keep_positions(&top, &mut s.ids, &mut s.logits);
+        if cands.sorted_by_id {
+            // the same k tokens, kept in place (id order, so no sort afterwards): everything
+            // above the k-th logit, then its ties, lowest ids first, up to k in all
+            let v = top
+                .iter()
+                .map(|&p| cands.logits[p])
+                .fold(f32::INFINITY, f32::min);
+            let above = top.iter().filter(|&&p| cands.logits[p] > v).count();
+            let ties_left = std::cell::Cell::new(k - above);
+            cands.retain_where(v, |l| {
+                l > v
+                    || (ties_left.get() > 0 && {
+                        ties_left.set(ties_left.get() - 1);
+                        true
+                    })
+            });
+        } else {
+            cands.keep_positions(&top, &mut s.ids, &mut s.logits);
+        }
     }
 }
 

@@ -150,30 +150,7 @@ pub enum SampleError {
 
 /// Check logits at the boundary: NaN and +inf are rejected, -inf means "masked".
 pub fn check_logits(logits: &[f32]) -> Result<(), SampleError> {
-    if logits.is_empty() {
-        return Err(SampleError::Empty);
-    }
-    // branch-free reduction (vectorises); locate the culprit only on failure
-    let (mut bad, mut any_finite) = (false, false);
-    for &l in logits {
-        bad |= l.is_nan() | (l == f32::INFINITY);
-        any_finite |= l > f32::NEG_INFINITY;
-    }
-    if bad {
-        for (i, &l) in logits.iter().enumerate() {
-            if l.is_nan() {
-                return Err(SampleError::NanLogit(i));
-            }
-            if l == f32::INFINITY {
-                return Err(SampleError::InfiniteLogit(i));
-            }
-        }
-    }
-    if any_finite {
-        Ok(())
-    } else {
-        Err(SampleError::NoCandidate)
-    }
+    kernels::check_and_max(logits).map(|_| ())
 }
 
 /// The final distribution at one step, for inspection (`declab dist`) and tests.
@@ -192,6 +169,8 @@ pub struct Sampler {
     root: Box<dyn Processor>,
     cands: Candidates,
     scratch: Scratch,
+    /// Per-block sums of the final weights, for the draw.
+    blocks: Vec<f64>,
 }
 
 impl Sampler {
@@ -200,6 +179,7 @@ impl Sampler {
             root,
             cands: Candidates::default(),
             scratch: Scratch::default(),
+            blocks: Vec::new(),
         }
     }
 
@@ -213,17 +193,16 @@ impl Sampler {
         &mut self,
         logits: &[f32],
     ) -> Result<(DistStats, Effect, kernels::FinalStats), SampleError> {
-        check_logits(logits)?;
-        let base = kernels::dist_stats(logits);
+        let max = kernels::check_and_max(logits)?;
+        let base = self.cands.fill_and_stats(logits, max);
         let ctx = StepCtx {
             logits,
             base,
             vocab_size: logits.len(),
         };
-        self.cands.fill(logits);
         let effect = self.root.apply(&mut self.cands, &ctx, &mut self.scratch);
         self.cands.sort_by_id();
-        let fin = kernels::final_stats(&self.cands.logits);
+        let fin = kernels::final_stats(&self.cands.logits, &mut self.blocks);
         if fin.kept == 0 {
             return Err(SampleError::NoCandidate);
         }
@@ -240,7 +219,7 @@ impl Sampler {
     ) -> Result<StepInfo, SampleError> {
         let (base, effect, fin) = self.apply(logits)?;
         let u: f64 = rng.random();
-        let (pos, weight) = kernels::draw_from_logits(&self.cands.logits, &fin, u);
+        let (pos, weight) = kernels::draw_from_logits(&self.cands.logits, &fin, &self.blocks, u);
         let token = self.cands.ids[pos];
         let p_final = weight / fin.sum;
         let logprob = base.log_prob(logits[token as usize]);

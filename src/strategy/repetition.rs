@@ -9,6 +9,8 @@ use super::{Accepted, Effect, Processor, Scratch, StepCtx};
 pub struct RepetitionPenalty {
     pub penalty: f64,
     seen: Vec<bool>,
+    /// The distinct tokens in `seen`, in first-seen order.
+    seen_list: Vec<u32>,
 }
 
 impl RepetitionPenalty {
@@ -16,6 +18,7 @@ impl RepetitionPenalty {
         RepetitionPenalty {
             penalty,
             seen: Vec::new(),
+            seen_list: Vec::new(),
         }
     }
 
@@ -24,18 +27,32 @@ impl RepetitionPenalty {
         if t >= self.seen.len() {
             self.seen.resize(t + 1, false);
         }
-        self.seen[t] = true;
+        if !self.seen[t] {
+            self.seen[t] = true;
+            self.seen_list.push(token);
+        }
     }
 }
 
 impl Processor for RepetitionPenalty {
-    fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
+    fn apply(&mut self, cands: &mut Candidates, ctx: &StepCtx, _s: &mut Scratch) -> Effect {
         let theta = self.penalty as f32;
-        for (id, l) in cands.ids.iter().zip(cands.logits.iter_mut()) {
-            if self.seen.get(*id as usize).copied().unwrap_or(false) {
-                *l = if *l < 0.0 { *l * theta } else { *l / theta };
+        let penalise = |l: &mut f32| *l = if *l < 0.0 { *l * theta } else { *l / theta };
+        if cands.sorted_by_id && cands.len() == ctx.vocab_size {
+            // the full vocabulary in id order: position = token id, touch only the seen ones
+            for &t in &self.seen_list {
+                if let Some(l) = cands.logits.get_mut(t as usize) {
+                    penalise(l);
+                }
+            }
+        } else {
+            for (id, l) in cands.ids.iter().zip(cands.logits.iter_mut()) {
+                if self.seen.get(*id as usize).copied().unwrap_or(false) {
+                    penalise(l);
+                }
             }
         }
+        cands.touch();
         Effect::default()
     }
 
@@ -45,6 +62,7 @@ impl Processor for RepetitionPenalty {
 
     fn reset(&mut self, prompt: &[u32]) {
         self.seen.clear();
+        self.seen_list.clear();
         for &t in prompt {
             self.mark(t);
         }

@@ -34,31 +34,54 @@ pub struct Solve {
 
 /// Temperature in [t_min, t_max] whose softmax entropy over `logits` is `target` (nats).
 pub fn solve_temperature(logits: &[f32], target: f64, t_min: f64, t_max: f64) -> f64 {
+    solve_temperature_from(logits, target, t_min, t_max, None)
+}
+
+/// [`solve_temperature`] given, optionally, H and dH/dT at T = 1 (the entropy and varentropy of
+/// the logits, usually known already: it saves a pass over the vocabulary). Each evaluation of
+/// H(T) is a pass over the logits, so the bounds are evaluated only when Newton reaches them
+/// (to tell an unreachable target), not up front.
+pub fn solve_temperature_from(
+    logits: &[f32],
+    target: f64,
+    t_min: f64,
+    t_max: f64,
+    at_one: Option<(f64, f64)>,
+) -> f64 {
     let m = super::kernels::max_finite(logits);
-    let (h_lo, _) = entropy_at_temperature(logits, m, t_min);
-    if h_lo >= target {
-        return t_min;
-    }
-    let (h_hi, _) = entropy_at_temperature(logits, m, t_max);
-    if h_hi <= target {
-        return t_max;
-    }
-    let (mut lo, mut hi) = (t_min.ln(), t_max.ln());
+    let (x_min, x_max) = (t_min.ln(), t_max.ln());
+    // bracket in ln T; `*_seen`: H was evaluated there (below / above the target)
+    let (mut lo, mut hi) = (x_min, x_max);
+    let (mut lo_seen, mut hi_seen) = (false, false);
     // start from T = 1 when it is inside the bracket (entropix's T_init)
-    let mut x = 0.0f64.clamp(lo, hi);
+    let mut x = 0.0f64.clamp(x_min, x_max);
+    let (mut h, mut dh_dt) = match at_one {
+        Some(v) if x == 0.0 => v,
+        _ => entropy_at_temperature(logits, m, x.exp()),
+    };
     for _ in 0..60 {
         let t = x.exp();
-        let (h, dh_dt) = entropy_at_temperature(logits, m, t);
         let err = h - target;
         if err.abs() < 1e-5 {
             return t;
         }
         if err > 0.0 {
+            if x <= x_min {
+                return t_min; // H(t_min) is already above the target
+            }
             hi = x;
+            hi_seen = true;
         } else {
+            if x >= x_max {
+                return t_max; // H(t_max) is still below the target
+            }
             lo = x;
+            lo_seen = true;
         }
-        // Newton in ln T: dH/d(ln T) = T · dH/dT
+        if hi - lo < 1e-12 {
+            break;
+        }
+        // Newton in ln T: dH/d(ln T) = T · dH/dT; past an unseen bound, try the bound itself
         let slope = t * dh_dt;
         let next = if slope > 1e-12 {
             x - err / slope
@@ -67,12 +90,14 @@ pub fn solve_temperature(logits: &[f32], target: f64, t_min: f64, t_max: f64) ->
         };
         x = if next.is_finite() && next > lo && next < hi {
             next
+        } else if next.is_finite() && next <= lo && !lo_seen {
+            lo
+        } else if next.is_finite() && next >= hi && !hi_seen {
+            hi
         } else {
             0.5 * (lo + hi)
         };
-        if hi - lo < 1e-12 {
-            break;
-        }
+        (h, dh_dt) = entropy_at_temperature(logits, m, x.exp());
     }
     x.exp()
 }
@@ -82,7 +107,16 @@ impl Processor for Solve {
         if cands.len() <= 1 {
             return Effect::temperature(1.0);
         }
-        let t = solve_temperature(&cands.logits, self.target_nats, self.t_min, self.t_max);
+        // H and dH/dT at T = 1 are the set's entropy and varentropy (cached when unchanged)
+        let st = cands.stats();
+        let at_one = Some((st.entropy_nats, st.varentropy_nats2));
+        let t = solve_temperature_from(
+            &cands.logits,
+            self.target_nats,
+            self.t_min,
+            self.t_max,
+            at_one,
+        );
         let mut e = apply_temperature(cands, t);
         e.controller = Some(t);
         e

@@ -13,12 +13,22 @@ pub struct Temperature {
 
 /// Apply temperature `t` to the candidates; `t <= 0` is greedy.
 pub fn apply_temperature(cands: &mut Candidates, t: f64) -> Effect {
-    if t <= 0.0 {
+    let inv = (1.0 / t) as f32;
+    // T so small that 1/T (or a logit times it) overflows f32 is the T -> 0 limit: greedy
+    let overflows = || {
+        !inv.is_finite()
+            || (inv > 1e30
+                && cands
+                    .logits
+                    .iter()
+                    .any(|&l| l.is_finite() && !(l * inv).is_finite()))
+    };
+    if t <= 0.0 || overflows() {
         keep_argmax(cands);
         return Effect::temperature(0.0);
     }
     if t != 1.0 {
-        cands.scale((1.0 / t) as f32);
+        cands.scale(inv);
     }
     Effect::temperature(t)
 }
@@ -33,6 +43,15 @@ impl Processor for Temperature {
 mod tests {
     use super::*;
     use crate::strategy::testutil::*;
+
+    #[test]
+    fn vanishing_temperature_is_greedy() {
+        // 1/T overflows f32 (EDT reaches T ~ 1e-97 on near-certain steps)
+        for t in [1e-97, 1e-36] {
+            let p = final_probs(Box::new(Temperature { t }), &[20.1, 29.9, -3.0]);
+            assert_eq!(p, vec![0.0, 1.0, 0.0], "T = {t}");
+        }
+    }
 
     #[test]
     fn scales_logits() {

@@ -20,7 +20,7 @@ impl Processor for TopK {
         }
         // k-th largest value, found among the candidates near the maximum (no full copy/sort)
         let mut top = std::mem::take(&mut s.order);
-        kernels::top_k_positions(cands, k, &mut top);
+        kernels::top_k_positions(cands, k, &mut top, false);
         let threshold = cands.logits[top[k - 1]];
         s.order = top;
         cands.retain_logit_at_least(threshold);

@@ -3,7 +3,7 @@
 //! population standard deviation over the finite logits of the current candidates. n <= 0 is
 //! a no-op. The mask is invariant to temperature applied before it.
 
-use super::kernels::Candidates;
+use super::kernels::{self, Candidates};
 use super::{Effect, Processor, Scratch, StepCtx};
 
 #[derive(Debug)]
@@ -16,45 +16,16 @@ impl Processor for TopNSigma {
         if self.n <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        // one lane-split pass (vectorises): max, Σl, Σl², count over the finite logits
-        const LANES: usize = 16;
-        let (mut mx, mut s1, mut s2, mut n) = (
-            [f32::NEG_INFINITY; LANES],
-            [0f64; LANES],
-            [0f64; LANES],
-            [0u32; LANES],
-        );
-        let chunks = cands.logits.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for c in chunks {
-            for j in 0..LANES {
-                let l = c[j];
-                let finite = l > f32::NEG_INFINITY;
-                let v = if finite { l as f64 } else { 0.0 };
-                mx[j] = if l > mx[j] { l } else { mx[j] };
-                s1[j] += v;
-                s2[j] += v * v;
-                n[j] += finite as u32;
-            }
-        }
-        let mut max = mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let (mut sum, mut sq): (f64, f64) = (s1.iter().sum(), s2.iter().sum());
-        let mut count: usize = n.iter().map(|&x| x as usize).sum();
-        for &l in rest {
-            if l > f32::NEG_INFINITY {
-                max = max.max(l as f64);
-                sum += l as f64;
-                sq += (l as f64) * (l as f64);
-                count += 1;
-            }
-        }
+        // one vectorised pass: max, Σl, Σl², count over the finite logits
+        let (max, sum, sq, count) = kernels::finite_moments(&cands.logits);
+        let max = max as f64;
         if count == 0 {
             return Effect::default();
         }
         let mean = sum / count as f64;
         let var = (sq / count as f64 - mean * mean).max(0.0);
         let threshold = max - self.n * var.sqrt();
-        cands.retain(|_, l| (l as f64) >= threshold);
+        cands.retain_at_least(threshold);
         Effect::default()
     }
 }

@@ -18,23 +18,36 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
     if p >= 1.0 || cands.len() <= 1 {
         return;
     }
-    // Head prefilter: tokens with p < eps = (1-p)/(2n) hold less than (1-p)/2 of the mass in
-    // total, so the tokens with p >= eps (which come first in descending order) already hold
-    // more than p: the nucleus lies inside the head, which is usually a few hundred tokens.
-    let stats = kernels::dist_stats(&cands.logits);
-    let eps = (1.0 - p) / (2.0 * cands.len() as f64);
-    let mut head = Vec::new();
-    kernels::positions_at_least(&cands.logits, stats.log_z + eps.ln(), &mut head);
+    // Head: the candidates within `width` nats of the maximum, widened until they hold mass p.
+    // Every token outside the head has a lower logit than every token in it, so the nucleus
+    // (a descending prefix) lies inside the head; usually a few hundred tokens.
+    let stats = cands.stats();
+    let max = stats.max_logit as f64;
+    let mut head = std::mem::take(&mut s.order);
+    let mut width = 4.0;
+    loop {
+        kernels::positions_at_least(&cands.logits, max - width, &mut head);
+        let mass: f64 = head
+            .iter()
+            .map(|&i| (cands.logits[i] as f64 - stats.log_z).exp())
+            .sum();
+        if mass >= p || head.len() == cands.len() || width > 1e4 {
+            break;
+        }
+        width *= 2.0;
+    }
     s.keys.clear();
     s.keys.extend(
         head.iter()
             .map(|&i| -(cands.logits[i] as f64 - stats.log_z).exp()),
     );
-    let head_ids: Vec<u32> = head.iter().map(|&i| cands.ids[i]).collect();
+    s.ids.clear();
+    s.ids.extend(head.iter().map(|&i| cands.ids[i]));
     let mut positions: Vec<usize> = Vec::new();
     let mut mass_before = 0.0;
     let keys = &s.keys;
-    visit_in_key_order(keys, &head_ids, &mut s.order, |h| {
+    let mut order = Vec::new();
+    visit_in_key_order(keys, &s.ids, &mut order, |h| {
         if !positions.is_empty() && mass_before >= p {
             return false;
         }
@@ -42,7 +55,9 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
         mass_before += -keys[h];
         true
     });
-    cands.keep_positions(&positions, &mut s.ids, &mut s.logits);
+    s.order = head;
+    let (mut ids, mut logits) = (Vec::new(), Vec::new());
+    cands.keep_positions(&positions, &mut ids, &mut logits);
 }
 
 impl Processor for TopP {

@@ -17,15 +17,30 @@ impl Processor for Typical {
         if self.mass >= 1.0 || cands.len() <= 1 {
             return Effect::default();
         }
-        let stats = kernels::dist_stats(&cands.logits);
+        let stats = cands.stats();
         let h = stats.entropy_nats;
-        // Head prefilter: with eps <= exp(-2H)/2, every token with p < eps scores above every
-        // token with p >= eps, and the head holds more than `mass`: the boundary is in the head.
-        let n = cands.len() as f64;
-        let eps = ((1.0 - self.mass) / (2.0 * n)).min((-2.0 * h).exp() / 2.0);
-        let mut head = Vec::new();
-        kernels::positions_at_least(&cands.logits, stats.log_z + eps.ln(), &mut head);
         let score = |l: f32| (-(stats.log_prob(l)) - h).abs();
+        // Head: the candidates within `width` nats of the maximum. A token outside it has
+        // surprise above s = log Z - (max - width), so score above s - H: the head's tokens
+        // scoring <= s - H come first in score order, whatever lies outside. Widen until those
+        // hold `mass`; then the boundary is among them. Usually a few hundred tokens.
+        let max = stats.max_logit as f64;
+        let mut head = Vec::new();
+        let mut width = 4.0;
+        loop {
+            kernels::positions_at_least(&cands.logits, max - width, &mut head);
+            let complete = stats.log_z - (max - width) - h;
+            let mass: f64 = head
+                .iter()
+                .map(|&i| cands.logits[i])
+                .filter(|&l| score(l) <= complete)
+                .map(|l| stats.log_prob(l).exp())
+                .sum();
+            if mass >= self.mass || head.len() == cands.len() || width > 1e4 {
+                break;
+            }
+            width *= 2.0;
+        }
         s.keys.clear();
         s.keys.extend(head.iter().map(|&i| score(cands.logits[i])));
         let head_ids: Vec<u32> = head.iter().map(|&i| cands.ids[i]).collect();
@@ -41,7 +56,10 @@ impl Processor for Typical {
             true
         });
         // never reached `mass` (rounding): HF clamps to the last index, i.e. keeps all
-        cands.retain(|_, l| score(l) <= boundary);
+        // score(l) <= boundary needs l >= log Z - H - boundary; the 1e-3 margin dwarfs the
+        // rounding of `score`, so the bound only lets blocks below it be skipped
+        let lower = kernels::f32_at_least(stats.log_z - h - boundary - 1e-3);
+        cands.retain_where(lower, |l| score(l) <= boundary);
         Effect::default()
     }
 }
