@@ -6,7 +6,7 @@ DECLAB_MODELS ?= models
 export DECLAB_MODELS := $(abspath $(DECLAB_MODELS))
 BIN := target/release/declab
 
-.PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline bench-peer
+.PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline bench-peer bench-criterion bench-fixture
 
 help:
 	@echo "make experiment NAME=grid1   fetch the model if needed, build, run experiments/\$$NAME.yaml (FLAGS=--fresh to start over)"
@@ -14,6 +14,8 @@ help:
 	@echo "make models                  fetch and verify the models into \$$DECLAB_MODELS (default models/)"
 	@echo "make lint                    cargo fmt --check and clippy -D warnings"
 	@echo "make bench / bench-check     sampler latency table / regression gate against bench/baseline.json"
+	@echo "make bench-criterion         criterion benches of every strategy at vocab 32k/128k/262k (stored real logits)"
+	@echo "make bench-fixture           regenerate those stored logits from the real model"
 	@echo "make bench-peer              declab vs llama.cpp on the same model (builds llama.cpp, ~5 min)"
 
 models:
@@ -40,12 +42,21 @@ bench: models build
 bench-check: models build
 	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --check bench/baseline.json
 
-# Re-measure the baseline (after an intended change; commit the file with the change).
+# criterion benches of every strategy at vocab 32k/128k/262k on the committed real-logit fixture
+# (benches/fixtures/); ARGS filters, e.g. `make bench-criterion ARGS=typical`.
+bench-criterion:
+	$(CARGO) bench --bench samplers -- $(ARGS)
+
+# Regenerate the fixture: three real Gemma 3 270M logit rows spread over their entropy range.
+bench-fixture: models build
+	$(BIN) bench --save-logits benches/fixtures/gemma3-270m-logits.f16
+
 # declab vs llama.cpp (built from the llama-cpp-python sdist in /tmp/declab-peer), as ratios.
 # Not part of CI; the output goes in the README's performance section.
 bench-peer: models build
 	bash scripts/bench-peer.sh
 
+# Re-measure the baseline (after an intended change; commit the file with the change).
 bench-baseline: models build
 	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --write-baseline bench/baseline.json --tolerance $(or $(TOLERANCE),3.0)
 
