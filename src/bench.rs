@@ -175,7 +175,8 @@ pub fn read_logit_fixture(path: &Path) -> Result<Vec<Vec<f32>>> {
     }
     let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
     let (rows, vocab) = (word(8), word(12));
-    if bytes.len() != 16 + rows * vocab * 2 {
+    let size = rows.checked_mul(vocab).and_then(|n| n.checked_mul(2));
+    if vocab == 0 || size.and_then(|n| n.checked_add(16)) != Some(bytes.len()) {
         return Err(bad());
     }
     Ok(bytes[16..]
@@ -515,9 +516,15 @@ mod tests {
         ];
         write_logit_fixture(&path, &rows).unwrap();
         assert_eq!(read_logit_fixture(&path).unwrap(), rows);
-        std::fs::write(&path, b"DLOGIT16\x01\0\0\0\x04\0\0\0").unwrap();
-        let e = read_logit_fixture(&path).unwrap_err().to_string();
-        assert!(e.contains("is not a declab logit fixture"), "{e}");
+        for bad in [
+            &b"DLOGIT16\x01\0\0\0\x04\0\0\0"[..],
+            &b"DLOGIT16\x01\0\0\0\0\0\0\0"[..],
+            &b"DLOGIT16\xff\xff\xff\xff\xff\xff\xff\xff"[..],
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = read_logit_fixture(&path).unwrap_err().to_string();
+            assert!(e.contains("is not a declab logit fixture"), "{e}");
+        }
     }
 
     #[test]

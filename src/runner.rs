@@ -355,7 +355,6 @@ fn check_against_vocab(exp: &Experiment, vocab_size: usize) -> Result<()> {
     }
 }
 
-/// Everything shared by the samples that decode from one prefilled prompt.
 /// What a sample's step needs besides its logits (shared by the rows sampled in parallel).
 struct StepArgs<'a> {
     tokenizer: &'a tokenizers::Tokenizer,
@@ -366,6 +365,7 @@ struct StepArgs<'a> {
     context_length: usize,
 }
 
+/// Everything shared by the samples that decode from one prefilled prompt.
 pub struct GenerateArgs<'a> {
     pub model: &'a LoadedModel,
     pub prefilled: &'a dyn LanguageModel,

@@ -80,19 +80,17 @@ impl Mirostat {
         if k >= n {
             return;
         }
-        if k <= top.len() {
-            top.truncate(k);
-        } else {
-            kernels::top_k_positions(cands, k, &mut top, false);
-        }
         if cands.sorted_by_id {
             // the same k tokens, kept in place (id order, so no sort afterwards): everything
             // above the k-th logit, then its ties, lowest ids first, up to k in all
-            let v = top
-                .iter()
-                .map(|&p| cands.logits[p])
-                .fold(f32::INFINITY, f32::min);
-            let above = top.iter().filter(|&&p| cands.logits[p] > v).count();
+            let (v, above) = if k <= top.len() {
+                let v = cands.logits[top[k - 1]];
+                (v, top[..k].iter().filter(|&&p| cands.logits[p] > v).count())
+            } else {
+                let v = cands.kth_largest(k, &mut s.logits);
+                // after the selection the k - 1 values before the k-th are all >= it
+                (v, s.logits[..k - 1].iter().filter(|&&l| l > v).count())
+            };
             let ties_left = std::cell::Cell::new(k - above);
             cands.retain_where(v, |l| {
                 l > v
@@ -102,6 +100,11 @@ impl Mirostat {
                     })
             });
         } else {
+            if k <= top.len() {
+                top.truncate(k);
+            } else {
+                kernels::top_k_positions(cands, k, &mut top, false);
+            }
             cands.keep_positions(&top, &mut s.ids, &mut s.logits);
         }
     }
@@ -158,6 +161,41 @@ mod tests {
         assert!((next.controller.unwrap() - mu).abs() < 1e-6);
         s.reset(&[]);
         assert_eq!(s.sample(&l, &mut rng).unwrap().controller, Some(2.0));
+    }
+
+    #[test]
+    fn v1_in_place_keeps_the_same_tokens_as_the_positional_path() {
+        // Zipf-shaped logits (-1.1 ln rank) on a 0.01 grid, so that the tail is in tied groups,
+        // ids shuffled: the k-th logit is usually tied
+        let n = 3000;
+        let l: Vec<f32> = (0..n)
+            .map(|i| {
+                let rank = (i * 37) % n + 1;
+                ((-1.1 * (rank as f64).ln()) / 0.01).round() as f32 * 0.01
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for mu in [3.0, 6.0, 9.0, 11.0, 13.0] {
+            let m = Mirostat::new(1, mu / 2.0, 0.1, 1.0);
+            let mut s = Scratch::default();
+            let mut in_place = Candidates::default();
+            in_place.fill(&l);
+            m.apply_v1(&mut in_place, &mut s, n);
+            let mut positional = Candidates::default();
+            positional.fill(&l);
+            let reversed: Vec<usize> = (0..n).rev().collect();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            positional.keep_positions(&reversed, &mut a, &mut b);
+            m.apply_v1(&mut positional, &mut s, n);
+            positional.sort_by_id();
+            assert_eq!(in_place.ids, positional.ids, "mu {mu}");
+            kept.push(in_place.len());
+        }
+        // both branches of the in-place path (k within the top 100, and beyond) were taken
+        assert!(
+            kept.iter().any(|&k| k < 100) && kept.iter().any(|&k| k > 100 && k < n),
+            "{kept:?}"
+        );
     }
 
     #[test]

@@ -193,8 +193,7 @@ impl Sampler {
         &mut self,
         logits: &[f32],
     ) -> Result<(DistStats, Effect, kernels::FinalStats), SampleError> {
-        let max = kernels::check_and_max(logits)?;
-        let base = self.cands.fill_and_stats(logits, max);
+        let base = self.cands.check_and_fill(logits)?;
         let ctx = StepCtx {
             logits,
             base,

@@ -83,16 +83,19 @@ pub fn solve_temperature_from(
         }
         // Newton in ln T: dH/d(ln T) = T · dH/dT; past an unseen bound, try the bound itself
         let slope = t * dh_dt;
+        // a flat H (all logits equal, say) gives no slope: head for the bound the error points to
         let next = if slope > 1e-12 {
             x - err / slope
+        } else if err > 0.0 {
+            f64::NEG_INFINITY
         } else {
-            f64::NAN
+            f64::INFINITY
         };
-        x = if next.is_finite() && next > lo && next < hi {
+        x = if next > lo && next < hi {
             next
-        } else if next.is_finite() && next <= lo && !lo_seen {
+        } else if next <= lo && !lo_seen {
             lo
-        } else if next.is_finite() && next >= hi && !hi_seen {
+        } else if next >= hi && !hi_seen {
             hi
         } else {
             0.5 * (lo + hi)

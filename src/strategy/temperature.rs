@@ -47,8 +47,13 @@ mod tests {
     #[test]
     fn vanishing_temperature_is_greedy() {
         // 1/T overflows f32 (EDT reaches T ~ 1e-97 on near-certain steps)
-        for t in [1e-97, 1e-36] {
-            let p = final_probs(Box::new(Temperature { t }), &[20.1, 29.9, -3.0]);
+        // 1/T overflows f32 (1e-97, 1e-39), or a logit times 1/T does (299 · 1e37)
+        for (t, l) in [
+            (1e-97, [20.1f32, 29.9, -3.0]),
+            (1e-39, [20.1, 29.9, -3.0]),
+            (1e-37, [200.0, 299.0, -3.0]),
+        ] {
+            let p = final_probs(Box::new(Temperature { t }), &l);
             assert_eq!(p, vec![0.0, 1.0, 0.0], "T = {t}");
         }
     }

@@ -3,7 +3,7 @@
 //! kept, so more than k tokens can survive (llama.cpp keeps exactly k; declab follows HF).
 //! O(n) with `select_nth_unstable`, no sort.
 
-use super::kernels::{self, Candidates};
+use super::kernels::Candidates;
 use super::{Effect, Processor, Scratch, StepCtx};
 
 #[derive(Debug)]
@@ -19,10 +19,7 @@ impl Processor for TopK {
             return Effect::default();
         }
         // k-th largest value, found among the candidates near the maximum (no full copy/sort)
-        let mut top = std::mem::take(&mut s.order);
-        kernels::top_k_positions(cands, k, &mut top, false);
-        let threshold = cands.logits[top[k - 1]];
-        s.order = top;
+        let threshold = cands.kth_largest(k, &mut s.logits);
         cands.retain_logit_at_least(threshold);
         Effect::default()
     }

@@ -17,11 +17,12 @@ impl Processor for TopNSigma {
             return Effect::default();
         }
         // one vectorised pass: max, Σl, Σl², count over the finite logits
-        let (max, sum, sq, count) = kernels::finite_moments(&cands.logits);
+        let (max, sum, sq, count, _pivot) = kernels::finite_moments(&cands.logits);
         let max = max as f64;
         if count == 0 {
             return Effect::default();
         }
+        // the variance is shift-invariant: the moments about the pivot give it directly
         let mean = sum / count as f64;
         let var = (sq / count as f64 - mean * mean).max(0.0);
         let threshold = max - self.n * var.sqrt();

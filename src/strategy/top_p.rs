@@ -5,7 +5,7 @@
 //! so HF has no defined tie order). Found without a full sort: a 256-wide window selected with
 //! `select_nth_unstable`, grown 8x only when the nucleus is larger.
 
-use super::kernels::{self, visit_in_key_order, Candidates};
+use super::kernels::{visit_in_key_order, Candidates};
 use super::{Effect, Processor, Scratch, StepCtx};
 
 #[derive(Debug)]
@@ -26,12 +26,18 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
     let mut head = std::mem::take(&mut s.order);
     let mut width = 4.0;
     loop {
-        kernels::positions_at_least(&cands.logits, max - width, &mut head);
+        // past 64 nats (p < 1.6e-28 each) take every candidate: exact, and no more widening
+        let cut = if width > 64.0 {
+            f64::NEG_INFINITY
+        } else {
+            max - width
+        };
+        cands.positions_at_least(cut, &mut head);
         let mass: f64 = head
             .iter()
             .map(|&i| (cands.logits[i] as f64 - stats.log_z).exp())
             .sum();
-        if mass >= p || head.len() == cands.len() || width > 1e4 {
+        if mass >= p || cut == f64::NEG_INFINITY {
             break;
         }
         width *= 2.0;

@@ -28,15 +28,21 @@ impl Processor for Typical {
         let mut head = Vec::new();
         let mut width = 4.0;
         loop {
-            kernels::positions_at_least(&cands.logits, max - width, &mut head);
-            let complete = stats.log_z - (max - width) - h;
+            // past 64 nats take every candidate (then every score is complete)
+            let cut = if width > 64.0 {
+                f64::NEG_INFINITY
+            } else {
+                max - width
+            };
+            cands.positions_at_least(cut, &mut head);
+            let complete = stats.log_z - cut - h;
             let mass: f64 = head
                 .iter()
                 .map(|&i| cands.logits[i])
                 .filter(|&l| score(l) <= complete)
                 .map(|l| stats.log_prob(l).exp())
                 .sum();
-            if mass >= self.mass || head.len() == cands.len() || width > 1e4 {
+            if mass >= self.mass || cut == f64::NEG_INFINITY {
                 break;
             }
             width *= 2.0;
