@@ -1100,8 +1100,12 @@ pub struct FinalStats {
 
 /// [`FinalStats`] of `logits`; `blocks` receives the per-[`BLOCK`] sums the draw walks.
 pub fn final_stats(logits: &[f32], blocks: &mut Vec<f64>) -> FinalStats {
+    final_stats_with_max(logits, max_finite(logits), blocks)
+}
+
+/// [`final_stats`] when the largest logit is already known.
+pub fn final_stats_with_max(logits: &[f32], m: f32, blocks: &mut Vec<f64>) -> FinalStats {
     blocks.clear();
-    let m = max_finite(logits);
     if m == f32::NEG_INFINITY {
         let stats = DistStats {
             max_logit: m,

@@ -201,7 +201,9 @@ impl Sampler {
         };
         let effect = self.root.apply(&mut self.cands, &ctx, &mut self.scratch);
         self.cands.sort_by_id();
-        let fin = kernels::final_stats(&self.cands.logits, &mut self.blocks);
+        // (the maximum comes from the block maxima while the set is the whole vocabulary)
+        let max = self.cands.max_logit();
+        let fin = kernels::final_stats_with_max(&self.cands.logits, max, &mut self.blocks);
         if fin.kept == 0 {
             return Err(SampleError::NoCandidate);
         }
