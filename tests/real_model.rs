@@ -115,3 +115,56 @@ samples: 2\nmax_new_tokens: 24\nstrategies:\n  - kind: greedy\n  - {{kind: tempe
     );
     assert_eq!(m["models"][0]["vocab_size"], 262144);
 }
+
+/// `declab bench` on the real model: a short table written as JSON and CSV for every strategy,
+/// and `--save-logits` writing a fixture of real rows the criterion benches can read.
+#[test]
+fn bench_measures_every_strategy_and_saves_a_real_logit_fixture() {
+    let models = real_models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    declab()
+        .env("DECLAB_MODELS", &models)
+        .args(["bench", "--vocab", "4096", "--iters", "3", "--tokens", "2"])
+        .args(["--out", out.to_str().unwrap()])
+        .assert()
+        .success();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
+    let n = declab::bench::BENCH_STRATEGIES.len();
+    assert_eq!(report["sampler"].as_array().unwrap().len(), n);
+    assert_eq!(report["generation"].as_array().unwrap().len(), n);
+    assert!(report["logits_source"]
+        .as_str()
+        .unwrap()
+        .contains("real Gemma"));
+    for row in report["sampler"].as_array().unwrap() {
+        assert!(row["us_median"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let csv = std::fs::read_to_string(out.join("bench.csv")).unwrap();
+    assert!(csv.lines().count() > n, "{csv}");
+
+    let fixture = dir.path().join("f.f16");
+    declab()
+        .env("DECLAB_MODELS", &models)
+        .args([
+            "bench",
+            "--save-logits",
+            fixture.to_str().unwrap(),
+            "--fixture-rows",
+            "2",
+        ])
+        .assert()
+        .success();
+    let rows = declab::bench::read_logit_fixture(&fixture).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.len() == 262_144));
+    // the rows span the entropy range: the first is the most confident
+    let h = |r: &[f32]| declab::strategy::kernels::dist_stats(r).entropy_nats;
+    assert!(
+        h(&rows[0]) < h(&rows[1]),
+        "{} vs {}",
+        h(&rows[0]),
+        h(&rows[1])
+    );
+}
