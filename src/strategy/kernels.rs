@@ -213,8 +213,23 @@ impl Candidates {
     /// Check `logits` (see [`check_and_max`]), fill the set with them and return their
     /// statistics: one scan (which also records the blocks' maxima) and one exp pass.
     pub fn check_and_fill(&mut self, logits: &[f32]) -> Result<DistStats, super::SampleError> {
-        let max = check_scanned(logits, scan_blocks(logits, &mut self.block_max))?;
-        let stats = self.fill_and_stats(logits, max);
+        if logits.is_empty() {
+            return Err(super::SampleError::Empty);
+        }
+        self.block_max_valid = false;
+        self.identity_ids(logits.len());
+        let o = fused_stats_at(
+            Isa::detected(),
+            logits,
+            &mut self.block_max,
+            &mut self.logits,
+        );
+        // a bad row: find the culprit (the error names it) with a plain scan
+        let max = check_scanned(logits, (o.m, o.bad))?;
+        let ln2 = std::f64::consts::LN_2;
+        let stats = stats_from_moments(max, o.s, o.s1 * ln2, o.s2 * ln2 * ln2);
+        self.sorted_by_id = true;
+        self.stats = Some(stats);
         self.block_max_valid = true;
         Ok(stats)
     }
@@ -468,24 +483,6 @@ multiversion! {
     /// Largest logit (-inf when all are -inf). NaN must have been rejected by the caller
     /// ([`scan_logits`]).
     pub fn max_finite / max_finite_at(logits: &[f32]) -> f32 = max_impl
-}
-
-#[inline(always)]
-fn scan_blocks_impl(logits: &[f32], block_max: &mut Vec<f32>) -> (f32, bool) {
-    block_max.clear();
-    let (mut m, mut bad) = (f32::NEG_INFINITY, false);
-    for block in logits.chunks(BLOCK) {
-        let (bm, b) = scan_impl(block);
-        block_max.push(bm);
-        m = if bm > m { bm } else { m };
-        bad |= b;
-    }
-    (m, bad)
-}
-
-multiversion! {
-    /// [`scan_logits`], also recording each [`BLOCK`]'s largest logit.
-    fn scan_blocks / scan_blocks_at(logits: &[f32], block_max: &mut Vec<f32>) -> (f32, bool) = scan_blocks_impl
 }
 
 #[inline(always)]
@@ -1069,6 +1066,177 @@ fn exp_moments_part(
     moments_outer(logits, m, k, blocks, copy, |x| block_sums_portable(x, m, k))
 }
 
+/// Moments of a part of a row in log2 units relative to its largest logit `m` so far, for the
+/// one-pass check-and-statistics of [`Candidates::check_and_fill`].
+#[derive(Debug, Clone, Copy)]
+struct Online {
+    m: f32,
+    s: f64,
+    s1: f64,
+    s2: f64,
+    /// A NaN or +inf logit was seen.
+    bad: bool,
+}
+
+impl Online {
+    const EMPTY: Online = Online {
+        m: f32::NEG_INFINITY,
+        s: 0.0,
+        s1: 0.0,
+        s2: 0.0,
+        bad: false,
+    };
+
+    /// Re-express the sums relative to a larger maximum: y -> y - δ with δ = (m' - m)·k, so
+    /// Σe -> 2^-δ Σe, Σe·y -> 2^-δ (Σe·y - δ Σe), Σe·y² -> 2^-δ (Σe·y² - 2δ Σe·y + δ² Σe).
+    fn shift_to(&mut self, m: f32, k: f32) {
+        if m > self.m {
+            if self.s > 0.0 {
+                let d = (m as f64 - self.m as f64) * k as f64;
+                let f = (-d).exp2();
+                let (s, s1, s2) = (self.s, self.s1, self.s2);
+                self.s = f * s;
+                self.s1 = f * (s1 - d * s);
+                self.s2 = f * (s2 - 2.0 * d * s1 + d * d * s);
+            }
+            self.m = m;
+        }
+    }
+
+    fn merge(mut self, mut other: Online, k: f32) -> Online {
+        let m = if other.m > self.m { other.m } else { self.m };
+        self.shift_to(m, k);
+        other.shift_to(m, k);
+        Online {
+            m,
+            s: self.s + other.s,
+            s1: self.s1 + other.s1,
+            s2: self.s2 + other.s2,
+            bad: self.bad | other.bad,
+        }
+    }
+}
+
+/// One read of a row: per [`BLOCK`], its maximum and NaN/+inf check (the block is then in L1),
+/// the running maximum raised and the sums shifted when the block holds a new maximum, the
+/// block's exp moments relative to it, and the copy.
+#[inline(always)]
+fn fused_outer(
+    logits: &[f32],
+    k: f32,
+    block_max: &mut Vec<f32>,
+    copy: &mut [MaybeUninit<f32>],
+    block_sums: impl Fn(&[f32], f32) -> BlockSums,
+) -> Online {
+    let mut o = Online::EMPTY;
+    for (i, block) in logits.chunks(BLOCK).enumerate() {
+        let (bm, bad) = scan_impl(block);
+        block_max.push(bm);
+        for (d, &x) in copy[i * BLOCK..].iter_mut().zip(block) {
+            d.write(x);
+        }
+        if bad || o.bad {
+            o.bad = true;
+            continue; // an error follows; the copy is still completed
+        }
+        o.shift_to(bm, k);
+        if o.m == f32::NEG_INFINITY {
+            continue; // nothing live yet
+        }
+        if block.len() == BLOCK {
+            let b = block_sums(block, o.m);
+            o.s += b.s.iter().map(|&x| x as f64).sum::<f64>();
+            o.s1 += b.s1.iter().map(|&x| x as f64).sum::<f64>();
+            o.s2 += b.s2.iter().map(|&x| x as f64).sum::<f64>();
+        } else {
+            for &l in block {
+                let y = (l - o.m) * k;
+                if y >= -125.0 {
+                    let e = exp2_nonpos(y) as f64;
+                    o.s += e;
+                    o.s1 += e * y as f64;
+                    o.s2 += e * y as f64 * y as f64;
+                }
+            }
+        }
+    }
+    o
+}
+
+/// [`fused_outer`] at `isa` (lowered to what the CPU has).
+fn fused_part(
+    isa: Isa,
+    logits: &[f32],
+    k: f32,
+    block_max: &mut Vec<f32>,
+    copy: &mut [MaybeUninit<f32>],
+) -> Online {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        fn v4(l: &[f32], k: f32, b: &mut Vec<f32>, c: &mut [MaybeUninit<f32>]) -> Online {
+            fused_outer(l, k, b, c, |x, m| block_sums_avx512(x, m, k))
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn v3(l: &[f32], k: f32, b: &mut Vec<f32>, c: &mut [MaybeUninit<f32>]) -> Online {
+            fused_outer(l, k, b, c, |x, m| block_sums_portable(x, m, k))
+        }
+        match isa.min(Isa::cpu()) {
+            // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
+            Isa::Avx512 => return unsafe { v4(logits, k, block_max, copy) },
+            Isa::Avx2 => return unsafe { v3(logits, k, block_max, copy) },
+            Isa::Portable => {}
+        }
+    }
+    fused_outer(logits, k, block_max, copy, |x, m| {
+        block_sums_portable(x, m, k)
+    })
+}
+
+/// The check, the block maxima, the copy into `copy` and the exp moments of a row in one read,
+/// as two fixed halves (on two threads when off the pool) for long rows, like
+/// [`exp_moments_at`].
+fn fused_stats_at(
+    isa: Isa,
+    logits: &[f32],
+    block_max: &mut Vec<f32>,
+    copy: &mut Vec<f32>,
+) -> Online {
+    let k = std::f32::consts::LOG2_E;
+    let n = logits.len();
+    block_max.clear();
+    copy.clear();
+    copy.reserve(n);
+    let dst = &mut copy.spare_capacity_mut()[..n];
+    let split = if n >= SPLIT_MIN {
+        (n / BLOCK / 2) * BLOCK
+    } else {
+        0
+    };
+    let out = if split == 0 {
+        fused_part(isa, logits, k, block_max, dst)
+    } else {
+        let (la, lb) = logits.split_at(split);
+        let (da, db) = dst.split_at_mut(split);
+        let (mut bm_a, mut bm_b) = (Vec::new(), Vec::new());
+        let (ra, rb) = (&mut bm_a, &mut bm_b);
+        let mut first = move || fused_part(isa, la, k, ra, da);
+        let mut second = move || fused_part(isa, lb, k, rb, db);
+        let (a, b) = if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none()
+        {
+            rayon::join(first, second)
+        } else {
+            (first(), second())
+        };
+        block_max.append(&mut bm_a);
+        block_max.append(&mut bm_b);
+        a.merge(b, k)
+    };
+    // SAFETY: every element of the first n was written by the pass above
+    unsafe { copy.set_len(n) };
+    out
+}
+
 fn exp_moments_count(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64, usize) {
     exp_moments_at(Isa::detected(), logits, m, scale, None, None)
 }
@@ -1635,6 +1803,74 @@ mod tests {
     }
 
     #[test]
+    fn one_read_statistics_match_an_f64_reference_and_catch_bad_logits() {
+        use crate::strategy::SampleError;
+        let reference = |l: &[f32]| {
+            let m = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let z: f64 = l.iter().map(|&x| (x as f64 - m).exp()).sum();
+            let p: Vec<f64> = l.iter().map(|&x| (x as f64 - m).exp() / z).collect();
+            let h: f64 = -p
+                .iter()
+                .filter(|&&x| x > 0.0)
+                .map(|x| x * x.ln())
+                .sum::<f64>();
+            let v: f64 = p
+                .iter()
+                .filter(|&&x| x > 0.0)
+                .map(|x| x * (-x.ln() - h).powi(2))
+                .sum();
+            (m + z.ln(), h, v)
+        };
+        // the maximum rises late (early blocks are rescaled), masked blocks come first, and
+        // long rows are summed in halves
+        let mut rising: Vec<f32> = (0..5_000).map(|i| i as f32 * 0.004 - 15.0).collect();
+        rising[..700].fill(f32::NEG_INFINITY);
+        for l in [big_row(9_999), rising, big_row(SPLIT_MIN + 4_321)] {
+            let mut c = Candidates::default();
+            let st = c.check_and_fill(&l).unwrap();
+            let (log_z, h, v) = reference(&l);
+            assert!((st.log_z - log_z).abs() < 1e-5, "{} vs {log_z}", st.log_z);
+            assert!(
+                (st.entropy_nats - h).abs() < 1e-5,
+                "{} vs {h}",
+                st.entropy_nats
+            );
+            assert!(
+                (st.varentropy_nats2 - v).abs() < 1e-4,
+                "{} vs {v}",
+                st.varentropy_nats2
+            );
+            assert_eq!(c.logits, l);
+            assert_eq!(c.known_block_max().len(), l.len().div_ceil(BLOCK));
+            // every ISA gives the same bits
+            for isa in Isa::available() {
+                let (mut b1, mut b2, mut c1, mut c2) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                let a = fused_stats_at(Isa::Portable, &l, &mut b1, &mut c1);
+                let b = fused_stats_at(isa, &l, &mut b2, &mut c2);
+                assert_eq!(
+                    (a.s.to_bits(), a.s1.to_bits(), a.s2.to_bits()),
+                    (b.s.to_bits(), b.s1.to_bits(), b.s2.to_bits()),
+                    "{isa:?}"
+                );
+                assert_eq!(b1, b2);
+            }
+        }
+        let mut c = Candidates::default();
+        let mut l = big_row(3_000);
+        l[2_345] = f32::NAN;
+        assert_eq!(c.check_and_fill(&l), Err(SampleError::NanLogit(2_345)));
+        l[2_345] = 0.0;
+        l[17] = f32::INFINITY;
+        assert_eq!(c.check_and_fill(&l), Err(SampleError::InfiniteLogit(17)));
+        assert_eq!(
+            c.check_and_fill(&[f32::NEG_INFINITY; 300]),
+            Err(SampleError::NoCandidate)
+        );
+        assert_eq!(c.check_and_fill(&[]), Err(SampleError::Empty));
+    }
+
+    #[test]
     fn block_maxima_skip_only_what_cannot_pass() {
         let l = big_row(10_007);
         let mut c = Candidates::default();
@@ -1696,12 +1932,15 @@ mod tests {
     fn cached_stats_follow_changes() {
         let l = big_row(3_000);
         let mut c = Candidates::default();
-        // the fused check/copy/moments pass agrees with the plain one
+        // the one-read check/copy/moments pass agrees with the two-pass one (to rounding: it
+        // evaluates early blocks relative to a smaller running maximum)
         let fused = c.check_and_fill(&l).unwrap();
         assert_eq!(c.logits, l);
         let plain = dist_stats(&l);
-        assert_eq!(fused.log_z.to_bits(), plain.log_z.to_bits());
-        assert_eq!(fused.entropy_nats.to_bits(), plain.entropy_nats.to_bits());
+        assert_eq!(fused.max_logit, plain.max_logit);
+        assert!((fused.log_z - plain.log_z).abs() < 1e-6);
+        assert!((fused.entropy_nats - plain.entropy_nats).abs() < 1e-6);
+        assert!((fused.varentropy_nats2 - plain.varentropy_nats2).abs() < 1e-5);
         assert_eq!(c.stats(), fused);
         c.scale(0.5);
         assert_eq!(c.stats(), dist_stats(&c.logits.clone()));
