@@ -185,12 +185,6 @@ impl Candidates {
         self.stats = None;
     }
 
-    /// [`Self::fill`] with the distribution summary of `logits` already known.
-    pub fn fill_with_stats(&mut self, logits: &[f32], stats: DistStats) {
-        self.fill(logits);
-        self.stats = Some(stats);
-    }
-
     /// [`Self::fill`] and the statistics of `logits` (largest logit `max`) in one pass: the
     /// copy rides on the exp pass. Returns the statistics, which are also cached.
     pub fn fill_and_stats(&mut self, logits: &[f32], max: f32) -> DistStats {
