@@ -140,13 +140,16 @@ fn ref_top_p(l: &[f64], top_p: f64) -> Vec<f64> {
     renorm(&p, &keep)
 }
 
-fn ref_typical(l: &[f64], mass: f64) -> Vec<f64> {
-    let p = softmax(l);
-    let h: f64 = -p
-        .iter()
+fn entropy(p: &[f64]) -> f64 {
+    -p.iter()
         .filter(|x| **x > 0.0)
         .map(|x| x * x.ln())
-        .sum::<f64>();
+        .sum::<f64>()
+}
+
+fn ref_typical(l: &[f64], mass: f64) -> Vec<f64> {
+    let p = softmax(l);
+    let h = entropy(&p);
     let score: Vec<f64> = p.iter().map(|x| (-x.ln() - h).abs()).collect();
     let mut o: Vec<usize> = (0..p.len()).collect();
     o.sort_by(|&a, &b| score[a].total_cmp(&score[b]).then(a.cmp(&b)));
@@ -182,11 +185,7 @@ fn ref_top_k(l: &[f64], k: usize) -> Vec<f64> {
 
 fn ref_eta(l: &[f64], eps: f64) -> Vec<f64> {
     let p = softmax(l);
-    let h: f64 = -p
-        .iter()
-        .filter(|x| **x > 0.0)
-        .map(|x| x * x.ln())
-        .sum::<f64>();
+    let h = entropy(&p);
     let eta = eps.min(eps.sqrt() * (-h).exp());
     let top = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     renorm(

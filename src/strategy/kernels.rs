@@ -1422,21 +1422,38 @@ multiversion! {
     pub fn finite_moments / finite_moments_at(logits: &[f32]) -> (f32, f64, f64, usize, f32) = finite_moments_impl
 }
 
-/// Positions of the `k` largest logits (ties: lower id first); in descending order when
-/// `sorted`, otherwise with the k-th largest at `out[k - 1]` and the rest in any order. Selects
-/// among the candidates within 4, 8, 16, ... nats of the maximum, widening only while fewer than
-/// `k` qualify, so the usual case touches a few hundred tokens instead of the vocabulary.
-pub fn top_k_positions(cands: &Candidates, k: usize, out: &mut Vec<usize>, sorted: bool) {
-    let k = k.min(cands.len());
+/// Positions of a "head" of the candidates, those within 4, 8, 16, ... nats of the maximum (all
+/// of them past 64 nats, where p < 1.6e-28 each), grown until `enough(head, cut)` says it holds
+/// the answer. Returns the cut (`-inf` once every candidate is in).
+pub fn widen_head(
+    cands: &Candidates,
+    head: &mut Vec<usize>,
+    mut enough: impl FnMut(&[usize], f64) -> bool,
+) -> f64 {
     let max = cands.max_logit() as f64;
     let mut width = 4.0;
     loop {
-        cands.positions_at_least(max - width, out);
-        if out.len() >= k || width > 1e4 {
-            break;
+        let cut = if width > 64.0 {
+            f64::NEG_INFINITY
+        } else {
+            max - width
+        };
+        cands.positions_at_least(cut, head);
+        if cut == f64::NEG_INFINITY || enough(head, cut) {
+            return cut;
         }
         width *= 2.0;
     }
+}
+
+/// Positions of the `k` largest logits (ties: lower id first); in descending order when
+/// `sorted`, otherwise with the k-th largest at `out[k - 1]` and the rest in any order. Selects
+/// among the candidates within 4, 8, 16, ... nats of the maximum, widening only while fewer than
+/// `k` qualify ([`widen_head`]), so the usual case touches a few hundred tokens, not the
+/// vocabulary.
+pub fn top_k_positions(cands: &Candidates, k: usize, out: &mut Vec<usize>, sorted: bool) {
+    let k = k.min(cands.len());
+    widen_head(cands, out, |head, _| head.len() >= k);
     if out.len() < k {
         out.clear();
         out.extend(0..cands.len());

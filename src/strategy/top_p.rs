@@ -5,7 +5,7 @@
 //! so HF has no defined tie order). Found without a full sort: a 256-wide window selected with
 //! `select_nth_unstable`, grown 8x only when the nucleus is larger.
 
-use super::kernels::{visit_in_key_order, Candidates};
+use super::kernels::{self, visit_in_key_order, Candidates};
 use super::{Effect, Processor, Scratch, StepCtx};
 
 #[derive(Debug)]
@@ -22,26 +22,14 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
     // Every token outside the head has a lower logit than every token in it, so the nucleus
     // (a descending prefix) lies inside the head; usually a few hundred tokens.
     let stats = cands.stats();
-    let max = stats.max_logit as f64;
     let mut head = std::mem::take(&mut s.order);
-    let mut width = 4.0;
-    loop {
-        // past 64 nats (p < 1.6e-28 each) take every candidate: exact, and no more widening
-        let cut = if width > 64.0 {
-            f64::NEG_INFINITY
-        } else {
-            max - width
-        };
-        cands.positions_at_least(cut, &mut head);
+    kernels::widen_head(cands, &mut head, |head, _| {
         let mass: f64 = head
             .iter()
             .map(|&i| (cands.logits[i] as f64 - stats.log_z).exp())
             .sum();
-        if mass >= p || cut == f64::NEG_INFINITY {
-            break;
-        }
-        width *= 2.0;
-    }
+        mass >= p
+    });
     s.keys.clear();
     s.keys.extend(
         head.iter()

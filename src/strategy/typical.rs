@@ -24,17 +24,8 @@ impl Processor for Typical {
         // surprise above s = log Z - (max - width), so score above s - H: the head's tokens
         // scoring <= s - H come first in score order, whatever lies outside. Widen until those
         // hold `mass`; then the boundary is among them. Usually a few hundred tokens.
-        let max = stats.max_logit as f64;
         let mut head = Vec::new();
-        let mut width = 4.0;
-        loop {
-            // past 64 nats take every candidate (then every score is complete)
-            let cut = if width > 64.0 {
-                f64::NEG_INFINITY
-            } else {
-                max - width
-            };
-            cands.positions_at_least(cut, &mut head);
+        kernels::widen_head(cands, &mut head, |head, cut| {
             let complete = stats.log_z - cut - h;
             let mass: f64 = head
                 .iter()
@@ -42,11 +33,8 @@ impl Processor for Typical {
                 .filter(|&l| score(l) <= complete)
                 .map(|l| stats.log_prob(l).exp())
                 .sum();
-            if mass >= self.mass || cut == f64::NEG_INFINITY {
-                break;
-            }
-            width *= 2.0;
-        }
+            mass >= self.mass
+        });
         s.keys.clear();
         s.keys.extend(head.iter().map(|&i| score(cands.logits[i])));
         let head_ids: Vec<u32> = head.iter().map(|&i| cands.ids[i]).collect();
