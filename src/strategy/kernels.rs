@@ -1,9 +1,12 @@
 //! Shared numeric kernels for the strategies: candidate sets, softmax, entropy, selection
 //! and the categorical draw. Vocabulary-sized buffers are reused across steps, nothing sorts the
 //! whole vocabulary, and a step reads the logits in as few passes as the strategy allows: one
-//! check-and-max pass, one exp pass that also copies the candidates, then selective filters
-//! that skip blocks of 64 logits with one vectorised compare. Rows of 64k logits or more are
-//! summed as two fixed halves on two threads (the result does not depend on the thread count).
+//! read that checks them, records each 256-logit block's maximum, copies them into the candidate
+//! set and sums the exp moments behind entropy and varentropy ([`Candidates::check_and_fill`]);
+//! then selective filters that skip whole blocks by their maxima and 64-logit chunks with one
+//! vectorised compare; then one exp pass over what is left for the draw. Rows of 64k logits or
+//! more are summed as two fixed halves, on two threads outside the rayon pool (the result does
+//! not depend on the thread count).
 //!
 //! Probabilities are accumulated in f64 from f32 logits; this is where declab deliberately
 //! differs from Hugging Face (which sums in f32): the kept sets can differ only when a

@@ -6,8 +6,9 @@
 //! categorical draw and produces per-step diagnostics ([`StepInfo`]).
 //!
 //! No I/O here, and no RNG of its own: the caller passes the sample's seeded ChaCha stream.
-//! No processor sorts the whole vocabulary (Gemma's is 262,144 tokens); selections use
-//! windowed `select_nth_unstable` (see [`kernels::visit_in_key_order`]).
+//! No processor sorts the whole vocabulary (Gemma's is 262,144 tokens); selections work on a
+//! "head" of the candidates near the maximum ([`kernels::widen_head`]) with windowed
+//! `select_nth_unstable` ([`kernels::visit_in_key_order`]).
 
 mod chain;
 mod dynatemp;
