@@ -478,7 +478,7 @@ fn max_impl(logits: &[f32]) -> f32 {
 
 multiversion! {
     /// Largest logit (-inf when all are -inf). NaN must have been rejected by the caller
-    /// ([`scan_logits`]).
+    /// (`check_and_max`).
     pub fn max_finite / max_finite_at(logits: &[f32]) -> f32 = max_impl
 }
 
