@@ -391,3 +391,23 @@ fn metrics_scorer_nll_matches_the_run_traces() {
         assert!((row[ppl].parse::<f64>().unwrap() - got.exp()).abs() < 1e-3);
     }
 }
+
+#[test]
+fn bench_save_logits_without_the_model_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("f.f16");
+    declab()
+        .env("DECLAB_MODELS", dir.path())
+        .args(["bench", "--save-logits", out.to_str().unwrap()])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--save-logits needs the real model"))
+        .stderr(predicates::str::contains("make models"));
+    assert!(!out.exists(), "nothing may be written");
+    // --fixture-rows only means something with --save-logits
+    declab()
+        .args(["bench", "--fixture-rows", "2"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--save-logits"));
+}
