@@ -401,7 +401,9 @@ fn bench_save_logits_without_the_model_says_how_to_get_it() {
         .args(["bench", "--save-logits", out.to_str().unwrap()])
         .assert()
         .failure()
-        .stderr(predicates::str::contains("--save-logits needs the real model"))
+        .stderr(predicates::str::contains(
+            "--save-logits needs the real model",
+        ))
         .stderr(predicates::str::contains("make models"));
     assert!(!out.exists(), "nothing may be written");
     // --fixture-rows only means something with --save-logits
