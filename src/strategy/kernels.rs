@@ -188,25 +188,6 @@ impl Candidates {
         self.stats = None;
     }
 
-    /// [`Self::fill`] and the statistics of `logits` (largest logit `max`) in one pass: the
-    /// copy rides on the exp pass. Returns the statistics, which are also cached.
-    pub fn fill_and_stats(&mut self, logits: &[f32], max: f32) -> DistStats {
-        self.block_max_valid = false;
-        self.identity_ids(logits.len());
-        let (s, s1, s2, _) = exp_moments_at(
-            Isa::detected(),
-            logits,
-            max,
-            1.0,
-            None,
-            Some(&mut self.logits),
-        );
-        let stats = stats_from_moments(max, s, s1, s2);
-        self.sorted_by_id = true;
-        self.stats = Some(stats);
-        stats
-    }
-
     /// Check `logits` (see [`check_and_max`]), fill the set with them and return their
     /// statistics: one scan (which also records the blocks' maxima) and one exp pass.
     pub fn check_and_fill(&mut self, logits: &[f32]) -> Result<DistStats, super::SampleError> {
@@ -740,11 +721,6 @@ fn kth_largest_blocks(logits: &[f32], k: usize, vals: &mut Vec<f32>, bm: &[f32])
     *vals.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
 }
 
-/// Positions (into `cands`) of the candidates with logit >= `cut` (compared in f64, exactly).
-pub fn positions_at_least(logits: &[f32], cut: f64, out: &mut Vec<usize>) {
-    positions_f32(logits, f32_at_least(cut), out, &[])
-}
-
 /// 2^y for y <= 0, written so LLVM vectorises it (libm's `exp2f` is a scalar call). y < -125
 /// (including -inf) gives 0, so no result is subnormal. y = n + f with n = round(y), |f| <= 1/2,
 /// and Cephes' degree-5 polynomial for 2^f (relative error < 2e-7); 2^n is built from bits.
@@ -894,15 +870,13 @@ fn block_sums_avx512(block: &[f32], m: f32, k: f32) -> BlockSums {
 /// e = 2^y; the y sums are turned into nats once, in f64). 16 f32 lanes accumulate blocks of
 /// [`BLOCK`] values, flushed into f64 per block: this vectorises (f64 accumulators in the inner
 /// loop do not) and keeps the sums accurate to ~1e-7 relative. `blocks`, when given, receives
-/// each block's Σ e (the last block holds the remainder), for [`draw_from_logits`]; `copy`,
-/// when given, receives the logits (the copy rides on a pass that is bound by exp, not memory).
+/// each block's Σ e (the last block holds the remainder), for [`draw_from_logits`].
 #[inline(always)]
 fn moments_outer(
     logits: &[f32],
     m: f32,
     k: f32,
     mut blocks: Option<&mut Vec<f64>>,
-    mut copy: Option<&mut [MaybeUninit<f32>]>,
     block_sums: impl Fn(&[f32]) -> BlockSums,
 ) -> (f64, f64, f64, usize) {
     let (mut a, mut b, mut c2, mut count) = (0f64, 0f64, 0f64, 0usize);
@@ -911,13 +885,8 @@ fn moments_outer(
     }
     let full = logits.chunks_exact(BLOCK);
     let rest = full.remainder();
-    for (i, block) in full.enumerate() {
+    for block in full {
         let sums = block_sums(block);
-        if let Some(dst) = copy.as_deref_mut() {
-            for (d, &x) in dst[i * BLOCK..(i + 1) * BLOCK].iter_mut().zip(block) {
-                d.write(x);
-            }
-        }
         let bs = sums.s.iter().map(|&x| x as f64).sum::<f64>();
         if let Some(v) = blocks.as_deref_mut() {
             v.push(bs);
@@ -926,12 +895,6 @@ fn moments_outer(
         b += sums.s1.iter().map(|&x| x as f64).sum::<f64>();
         c2 += sums.s2.iter().map(|&x| x as f64).sum::<f64>();
         count += sums.n.iter().map(|&x| x as usize).sum::<usize>();
-    }
-    if let Some(dst) = copy {
-        let start = logits.len() - rest.len();
-        for (d, &x) in dst[start..].iter_mut().zip(rest) {
-            d.write(x);
-        }
     }
     let mut bs = 0f64;
     for &l in rest {
@@ -959,66 +922,56 @@ fn moments_outer(
 /// depend on how many cores run them.
 const SPLIT_MIN: usize = 1 << 16;
 
-/// [`moments_outer`] at `isa` (lowered to what the CPU has), over two halves on two threads for
-/// long rows. `copy`, when given, is overwritten with the logits.
+/// Where a row is cut into two fixed halves (at a block boundary), or 0 for rows too short to
+/// split: the sums are always formed half by half, whatever the threads.
+fn split_point(n: usize) -> usize {
+    if n >= SPLIT_MIN {
+        (n / BLOCK / 2) * BLOCK
+    } else {
+        0
+    }
+}
+
+/// Run the two halves of a row: on two threads outside the rayon pool; inline with one thread
+/// (the hand-off costs more than it saves) or inside the pool, where a batch's rows already use
+/// every thread and a join could run another row's work inside this row's timed step.
+fn both_halves<A: Send, B: Send>(
+    first: impl FnOnce() -> A + Send,
+    second: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
+        rayon::join(first, second)
+    } else {
+        (first(), second())
+    }
+}
+
+/// [`moments_outer`] at `isa` (lowered to what the CPU has), over two halves for long rows.
 fn exp_moments_at(
     isa: Isa,
     logits: &[f32],
     m: f32,
     scale: f32,
     blocks: Option<&mut Vec<f64>>,
-    copy: Option<&mut Vec<f32>>,
 ) -> (f64, f64, f64, usize) {
-    let n = logits.len();
-    let mut copy = copy;
-    if let Some(v) = copy.as_deref_mut() {
+    let split = split_point(logits.len());
+    if split == 0 {
+        return exp_moments_part(isa, logits, m, scale, blocks);
+    }
+    let (la, lb) = logits.split_at(split);
+    let record = blocks.is_some();
+    let (mut blocks_a, mut blocks_b) = (Vec::new(), Vec::new());
+    let (ra, rb) = (&mut blocks_a, &mut blocks_b);
+    let (a, b) = both_halves(
+        move || exp_moments_part(isa, la, m, scale, record.then_some(ra)),
+        move || exp_moments_part(isa, lb, m, scale, record.then_some(rb)),
+    );
+    if let Some(v) = blocks {
         v.clear();
-        v.reserve(n);
+        v.append(&mut blocks_a);
+        v.append(&mut blocks_b);
     }
-    let split = if n >= SPLIT_MIN {
-        (n / BLOCK / 2) * BLOCK
-    } else {
-        0
-    };
-    let mut dst = copy
-        .as_deref_mut()
-        .map(|v| &mut v.spare_capacity_mut()[..n]);
-    let out = if split == 0 {
-        exp_moments_part(isa, logits, m, scale, blocks, dst)
-    } else {
-        let (la, lb) = logits.split_at(split);
-        let (da, db) = match dst.take() {
-            Some(d) => {
-                let (a, b) = d.split_at_mut(split);
-                (Some(a), Some(b))
-            }
-            None => (None, None),
-        };
-        let record = blocks.is_some();
-        let (mut blocks_a, mut blocks_b) = (Vec::new(), Vec::new());
-        let first = || exp_moments_part(isa, la, m, scale, record.then_some(&mut blocks_a), da);
-        let second = || exp_moments_part(isa, lb, m, scale, record.then_some(&mut blocks_b), db);
-        // one thread: no hand-off to the pool (it costs more than it saves); inside the pool
-        // (a batch's rows are sampled in parallel) the rows already use every thread, and a
-        // join there could run another row's work inside this row's timed step
-        let (a, b) = if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none()
-        {
-            rayon::join(first, second)
-        } else {
-            (first(), second())
-        };
-        if let Some(v) = blocks {
-            v.clear();
-            v.append(&mut blocks_a);
-            v.append(&mut blocks_b);
-        }
-        (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
-    };
-    if let Some(v) = copy {
-        // SAFETY: every element of the first n was written by the pass above
-        unsafe { v.set_len(n) };
-    }
-    out
+    (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
 }
 
 /// One contiguous part of [`exp_moments_at`].
@@ -1028,39 +981,26 @@ fn exp_moments_part(
     m: f32,
     scale: f32,
     blocks: Option<&mut Vec<f64>>,
-    copy: Option<&mut [MaybeUninit<f32>]>,
 ) -> (f64, f64, f64, usize) {
     let k = scale * std::f32::consts::LOG2_E;
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        fn v4(
-            l: &[f32],
-            m: f32,
-            k: f32,
-            b: Option<&mut Vec<f64>>,
-            c: Option<&mut [MaybeUninit<f32>]>,
-        ) -> (f64, f64, f64, usize) {
-            moments_outer(l, m, k, b, c, |x| block_sums_avx512(x, m, k))
+        fn v4(l: &[f32], m: f32, k: f32, b: Option<&mut Vec<f64>>) -> (f64, f64, f64, usize) {
+            moments_outer(l, m, k, b, |x| block_sums_avx512(x, m, k))
         }
         #[target_feature(enable = "avx2,fma")]
-        fn v3(
-            l: &[f32],
-            m: f32,
-            k: f32,
-            b: Option<&mut Vec<f64>>,
-            c: Option<&mut [MaybeUninit<f32>]>,
-        ) -> (f64, f64, f64, usize) {
-            moments_outer(l, m, k, b, c, |x| block_sums_portable(x, m, k))
+        fn v3(l: &[f32], m: f32, k: f32, b: Option<&mut Vec<f64>>) -> (f64, f64, f64, usize) {
+            moments_outer(l, m, k, b, |x| block_sums_portable(x, m, k))
         }
         match isa.min(Isa::cpu()) {
             // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
-            Isa::Avx512 => return unsafe { v4(logits, m, k, blocks, copy) },
-            Isa::Avx2 => return unsafe { v3(logits, m, k, blocks, copy) },
+            Isa::Avx512 => return unsafe { v4(logits, m, k, blocks) },
+            Isa::Avx2 => return unsafe { v3(logits, m, k, blocks) },
             Isa::Portable => {}
         }
     }
-    moments_outer(logits, m, k, blocks, copy, |x| block_sums_portable(x, m, k))
+    moments_outer(logits, m, k, blocks, |x| block_sums_portable(x, m, k))
 }
 
 /// Moments of a part of a row in log2 units relative to its largest logit `m` so far, for the
@@ -1205,11 +1145,7 @@ fn fused_stats_at(
     copy.clear();
     copy.reserve(n);
     let dst = &mut copy.spare_capacity_mut()[..n];
-    let split = if n >= SPLIT_MIN {
-        (n / BLOCK / 2) * BLOCK
-    } else {
-        0
-    };
+    let split = split_point(n);
     let out = if split == 0 {
         fused_part(isa, logits, k, block_max, dst)
     } else {
@@ -1217,14 +1153,10 @@ fn fused_stats_at(
         let (da, db) = dst.split_at_mut(split);
         let (mut bm_a, mut bm_b) = (Vec::new(), Vec::new());
         let (ra, rb) = (&mut bm_a, &mut bm_b);
-        let mut first = move || fused_part(isa, la, k, ra, da);
-        let mut second = move || fused_part(isa, lb, k, rb, db);
-        let (a, b) = if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none()
-        {
-            rayon::join(first, second)
-        } else {
-            (first(), second())
-        };
+        let (a, b) = both_halves(
+            move || fused_part(isa, la, k, ra, da),
+            move || fused_part(isa, lb, k, rb, db),
+        );
         block_max.append(&mut bm_a);
         block_max.append(&mut bm_b);
         a.merge(b, k)
@@ -1235,7 +1167,7 @@ fn fused_stats_at(
 }
 
 fn exp_moments_count(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64, usize) {
-    exp_moments_at(Isa::detected(), logits, m, scale, None, None)
+    exp_moments_at(Isa::detected(), logits, m, scale, None)
 }
 
 fn exp_moments(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64) {
@@ -1284,7 +1216,7 @@ pub fn final_stats_with_max(logits: &[f32], m: f32, blocks: &mut Vec<f64>) -> Fi
             kept: 0,
         };
     }
-    let (s, s1, s2, kept) = exp_moments_at(Isa::detected(), logits, m, 1.0, Some(blocks), None);
+    let (s, s1, s2, kept) = exp_moments_at(Isa::detected(), logits, m, 1.0, Some(blocks));
     FinalStats {
         stats: stats_from_moments(m, s, s1, s2),
         sum: s,
@@ -1334,11 +1266,7 @@ pub fn draw_from_logits(logits: &[f32], fin: &FinalStats, blocks: &[f64], u: f64
 /// Entropy and varentropy of softmax(logits) without materialising probabilities:
 /// H = ln S - (Σ e·d)/S, Var = (Σ e·d²)/S - ((Σ e·d)/S)².
 pub fn dist_stats(logits: &[f32]) -> DistStats {
-    dist_stats_with_max(logits, max_finite(logits))
-}
-
-/// [`dist_stats`] when the largest logit is already known.
-pub fn dist_stats_with_max(logits: &[f32], m: f32) -> DistStats {
+    let m = max_finite(logits);
     let (s, s1, s2) = exp_moments(logits, m, 1.0);
     stats_from_moments(m, s, s1, s2)
 }
@@ -1713,8 +1641,8 @@ mod tests {
             assert_eq!(max_finite_at(isa, &l).to_bits(), m.to_bits(), "{isa:?}");
             assert_eq!(scan_logits_at(isa, &l), scan_logits_at(Isa::Portable, &l));
             for scale in [1.0f32, 0.7, 1.6] {
-                let a = exp_moments_at(Isa::Portable, &l, m, scale, None, None);
-                let b = exp_moments_at(isa, &l, m, scale, None, None);
+                let a = exp_moments_at(Isa::Portable, &l, m, scale, None);
+                let b = exp_moments_at(isa, &l, m, scale, None);
                 assert_eq!(
                     (a.0.to_bits(), a.1.to_bits(), a.2.to_bits(), a.3),
                     (b.0.to_bits(), b.1.to_bits(), b.2.to_bits(), b.3),
@@ -1722,12 +1650,10 @@ mod tests {
                 );
             }
             let (mut ba, mut bb) = (Vec::new(), Vec::new());
-            let mut copy = Vec::new();
-            let a = exp_moments_at(Isa::Portable, &l, m, 1.0, Some(&mut ba), None);
-            let b = exp_moments_at(isa, &l, m, 1.0, Some(&mut bb), Some(&mut copy));
+            let a = exp_moments_at(Isa::Portable, &l, m, 1.0, Some(&mut ba));
+            let b = exp_moments_at(isa, &l, m, 1.0, Some(&mut bb));
             assert_eq!(a.0.to_bits(), b.0.to_bits());
             assert_eq!(ba, bb);
-            assert!(copy.iter().zip(&l).all(|(x, y)| x.to_bits() == y.to_bits()));
             let (mut pa, mut pb) = (Vec::new(), Vec::new());
             positions_f32_at(Isa::Portable, &l, 15.0, &mut pa, &[]);
             positions_f32_at(isa, &l, 15.0, &mut pb, &[]);
@@ -1741,8 +1667,8 @@ mod tests {
             // rows long enough to be summed in halves
             let long = big_row(SPLIT_MIN + 777);
             let lm = max_finite(&long);
-            let a = exp_moments_at(Isa::Portable, &long, lm, 0.9, None, None);
-            let b = exp_moments_at(isa, &long, lm, 0.9, None, None);
+            let a = exp_moments_at(Isa::Portable, &long, lm, 0.9, None);
+            let b = exp_moments_at(isa, &long, lm, 0.9, None);
             assert_eq!(
                 (a.0.to_bits(), a.3),
                 (b.0.to_bits(), b.3),
@@ -1763,7 +1689,7 @@ mod tests {
     fn long_rows_split_in_halves_keep_blocks_copy_and_draw_consistent() {
         let l = big_row(SPLIT_MIN + 1000);
         let mut c = Candidates::default();
-        let st = c.fill_and_stats(&l, max_finite(&l));
+        let st = c.check_and_fill(&l).unwrap();
         assert!(c
             .logits
             .iter()
@@ -1799,7 +1725,9 @@ mod tests {
         let l = big_row(10_000);
         for cut in [f64::NEG_INFINITY, -11.5, 0.1, 17.999_999_9, 19.0, 30.0] {
             let mut pos = Vec::new();
-            positions_at_least(&l, cut, &mut pos);
+            let mut plain = Candidates::default();
+            plain.fill(&l);
+            plain.positions_at_least(cut, &mut pos);
             let want: Vec<usize> = (0..l.len()).filter(|&i| l[i] as f64 >= cut).collect();
             assert_eq!(pos, want, "cut {cut}");
             let mut c = Candidates::default();
@@ -1868,6 +1796,7 @@ mod tests {
                     "{isa:?}"
                 );
                 assert_eq!(b1, b2);
+                assert!(c2.iter().zip(&l).all(|(x, y)| x.to_bits() == y.to_bits()));
             }
         }
         let mut c = Candidates::default();
