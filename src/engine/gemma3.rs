@@ -30,6 +30,8 @@ use candle_core::quantized::{
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
+use super::q8_rows::Q8Rows;
+
 const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
 const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
 const DEFAULT_ROPE_FREQUENCY_SLIDING: f32 = 10_000.;
@@ -216,12 +218,104 @@ struct Layer {
 }
 
 #[derive(Debug)]
+/// The token embedding matrix (for the lookup).
+enum Embeddings {
+    /// Q8_0, held once in declab's layout and shared with the tied output projection.
+    Q8(Arc<Q8Rows>),
+    /// Anything else, through candle (zero-padded Q8_0 included; cut back on lookup).
+    Candle(QMatMul),
+}
+
+impl Embeddings {
+    /// `(batch, seq)` ids to `(batch, seq, width)` rows.
+    fn lookup(&self, x: &Tensor, width: usize) -> Result<Tensor> {
+        match self {
+            Embeddings::Candle(mm) => mm.embedding(x)?.narrow(2, 0, width),
+            Embeddings::Q8(rows) => {
+                let (b, seq) = x.dims2()?;
+                let ids = x.flatten_all()?.to_vec1::<u32>()?;
+                let k = rows.cols();
+                let mut out = vec![0f32; ids.len() * k];
+                for (id, o) in ids.iter().zip(out.chunks_exact_mut(k)) {
+                    let id = *id as usize;
+                    if id >= rows.rows() {
+                        candle_core::bail!(
+                            "token id {id} is outside the vocabulary of {}",
+                            rows.rows()
+                        );
+                    }
+                    rows.dequantize_row(id, o);
+                }
+                Tensor::from_vec(out, (b, seq, k), x.device())?.narrow(2, 0, width)
+            }
+        }
+    }
+}
+
+/// The output projection to the vocabulary.
+#[derive(Debug)]
+enum Output {
+    Q8(Arc<Q8Rows>),
+    Candle(Linear),
+}
+
+impl Output {
+    /// `(batch, width)` to `(batch, vocab)`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Output::Candle(l) => l.forward(x),
+            Output::Q8(rows) => {
+                let (b, k) = x.dims2()?;
+                if k != rows.cols() {
+                    candle_core::bail!(
+                        "output projection: input width {k}, weights {}",
+                        rows.cols()
+                    );
+                }
+                let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                Tensor::from_vec(rows.matmul(&xs, b), (b, rows.rows()), x.device())
+            }
+        }
+    }
+}
+
+/// A Q8_0 matrix read from the GGUF straight into [`Q8Rows`] (CPU only); `None` for other types.
+fn q8_rows<R: std::io::Seek + std::io::Read>(
+    ct: &gguf_file::Content,
+    reader: &mut R,
+    name: &str,
+    device: &Device,
+) -> Result<Option<Q8Rows>> {
+    let Some(info) = ct.tensor_infos.get(name) else {
+        candle_core::bail!("cannot find tensor info for {name}")
+    };
+    let dims = info.shape.dims();
+    if !device.is_cpu()
+        || info.ggml_dtype != GgmlDType::Q8_0
+        || dims.len() != 2
+        || dims[1] % 32 != 0
+    {
+        return Ok(None);
+    }
+    let (n, k) = (dims[0], dims[1]);
+    let start = ct.tensor_data_offset + info.offset;
+    let row = (k / 32 * 34) as u64;
+    Q8Rows::from_q8_0_rows(n, k, |first, buf| {
+        reader.seek(std::io::SeekFrom::Start(start + first as u64 * row))?;
+        reader.read_exact(buf)?;
+        Ok(())
+    })
+    .map(Some)
+    .map_err(|e| candle_core::Error::Msg(format!("reading {name}: {e}")))
+}
+
+#[derive(Debug)]
 struct Weights {
-    tok_embeddings: QMatMul,
+    tok_embeddings: Embeddings,
     embedding_length: usize,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: Linear,
+    output: Output,
     rope_global: Rope,
     rope_sliding: Rope,
 }
@@ -341,7 +435,7 @@ impl ModelWeights {
             );
         }
 
-        let mut tensor = |name: &str| -> Result<QTensor> {
+        let tensor = |reader: &mut R, name: &str| -> Result<QTensor> {
             let t = ct.tensor(reader, name, device)?;
             if !device.is_cpu() {
                 return Ok(t);
@@ -359,19 +453,33 @@ impl ModelWeights {
         };
         let norm = |t: QTensor| RmsNorm::from_qtensor(t, rms_norm_eps);
 
-        let embd = Arc::new(tensor("token_embd.weight")?);
-        let tok_embeddings = QMatMul::from_arc(embd.clone())?;
-        let output = if ct.tensor_infos.contains_key("output.weight") {
-            Linear::new(tensor("output.weight")?)?
-        } else {
-            Linear::from_arc(embd)?
+        let (tok_embeddings, tied) = match q8_rows(&ct, reader, "token_embd.weight", device)? {
+            Some(rows) => {
+                let rows = Arc::new(rows);
+                (Embeddings::Q8(rows.clone()), Output::Q8(rows))
+            }
+            None => {
+                let embd = Arc::new(tensor(reader, "token_embd.weight")?);
+                (
+                    Embeddings::Candle(QMatMul::from_arc(embd.clone())?),
+                    Output::Candle(Linear::from_arc(embd)?),
+                )
+            }
         };
-        let final_norm = norm(tensor("output_norm.weight")?)?;
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            match q8_rows(&ct, reader, "output.weight", device)? {
+                Some(rows) => Output::Q8(Arc::new(rows)),
+                None => Output::Candle(Linear::new(tensor(reader, "output.weight")?)?),
+            }
+        } else {
+            tied
+        };
+        let final_norm = norm(tensor(reader, "output_norm.weight")?)?;
 
         let mut layers = Vec::with_capacity(block_count);
         for i in 0..block_count {
             let p = format!("blk.{i}");
-            let mut t = |n: &str| tensor(&format!("{p}.{n}.weight"));
+            let mut t = |n: &str| tensor(reader, &format!("{p}.{n}.weight"));
             let is_sliding = (i + 1) % sliding_window_type > 0;
             layers.push(Layer {
                 wq: Linear::new(t("attn_q")?)?,
@@ -463,10 +571,7 @@ impl ModelWeights {
         let (b_sz, seq_len) = x.dims2()?;
         let w = self.w.clone();
         // rows of the (possibly zero-padded) embedding matrix, cut to the model width
-        let mut h = w
-            .tok_embeddings
-            .embedding(x)?
-            .narrow(2, 0, w.embedding_length)?;
+        let mut h = w.tok_embeddings.lookup(x, w.embedding_length)?;
         h = (h * (w.embedding_length as f64).sqrt())?;
         for (layer, cache) in w.layers.iter().zip(self.caches.iter_mut()) {
             let residual = &h;

@@ -4,6 +4,7 @@
 //! unsupported architecture, a tokenizer that does not fit the model's vocabulary.
 
 mod gemma3;
+pub mod q8_rows;
 pub mod tiny;
 
 use std::path::Path;
