@@ -30,7 +30,7 @@ use candle_core::quantized::{
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
-use super::q8_rows::Q8Rows;
+use super::qrows::{QKind, QRows, QuantInput};
 
 const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
 const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
@@ -164,42 +164,41 @@ fn q5_0_to_q8_0(qt: QTensor, device: &Device) -> Result<QTensor> {
     qtensor_from_ggml(GgmlDType::Q8_0, &out, dims, device)
 }
 
+/// RoPE frequencies; the sin/cos rows are computed per forward pass for the positions it covers
+/// (no tables sized to the context: for Gemma 3's 32,768 positions those were 67 MB and 0.2 s
+/// of every load). Same values as a table: `sin((p as f32) * theta)`.
 #[derive(Debug, Clone)]
 struct Rope {
-    sin: Tensor,
-    cos: Tensor,
+    theta: Vec<f32>,
 }
 
 impl Rope {
-    fn new(head_dim: usize, freq: f32, positions: usize, device: &Device) -> Result<Self> {
-        let theta: Vec<_> = (0..head_dim)
+    fn new(head_dim: usize, freq: f32) -> Self {
+        let theta = (0..head_dim)
             .step_by(2)
             .map(|i| 1f32 / freq.powf(i as f32 / head_dim as f32))
             .collect();
-        let theta = Tensor::new(theta.as_slice(), device)?;
-        let idx_theta = Tensor::arange(0, positions as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((positions, 1))?
-            .matmul(&theta.reshape((1, theta.elem_count()))?)?;
-        Ok(Self {
-            sin: idx_theta.sin()?,
-            cos: idx_theta.cos()?,
-        })
+        Self { theta }
     }
 
-    fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        let (_b, _h, seq_len, _d) = x.dims4()?;
-        let cos = self.cos.narrow(0, pos, seq_len)?;
-        let sin = self.sin.narrow(0, pos, seq_len)?;
-        candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+    /// `(cos, sin)` for positions `pos..pos + seq`, each `(seq, head_dim / 2)`.
+    fn at(&self, pos: usize, seq: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let idx: Vec<f32> = (pos..pos + seq)
+            .flat_map(|p| self.theta.iter().map(move |t| p as f32 * t))
+            .collect();
+        let idx = Tensor::from_vec(idx, (seq, self.theta.len()), device)?;
+        Ok((idx.cos()?, idx.sin()?))
     }
+}
+
+fn apply_rope(x: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Result<Tensor> {
+    candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
 }
 
 #[derive(Debug)]
 struct Layer {
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// q, k, v
+    qkv: Proj,
     wo: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -207,8 +206,8 @@ struct Layer {
     post_attention_norm: RmsNorm,
     ffn_norm: RmsNorm,
     post_ffn_norm: RmsNorm,
-    gate: Linear,
-    up: Linear,
+    /// gate, up
+    gate_up: Proj,
     down: Linear,
     n_head: usize,
     n_kv_head: usize,
@@ -220,8 +219,8 @@ struct Layer {
 #[derive(Debug)]
 /// The token embedding matrix (for the lookup).
 enum Embeddings {
-    /// Q8_0, held once in declab's layout and shared with the tied output projection.
-    Q8(Arc<Q8Rows>),
+    /// Q8_0 or Q5_0, held once in declab's layout and shared with the tied output projection.
+    Own(Arc<QRows>),
     /// Anything else, through candle (zero-padded Q8_0 included; cut back on lookup).
     Candle(QMatMul),
 }
@@ -231,7 +230,7 @@ impl Embeddings {
     fn lookup(&self, x: &Tensor, width: usize) -> Result<Tensor> {
         match self {
             Embeddings::Candle(mm) => mm.embedding(x)?.narrow(2, 0, width),
-            Embeddings::Q8(rows) => {
+            Embeddings::Own(rows) => {
                 let (b, seq) = x.dims2()?;
                 let ids = x.flatten_all()?.to_vec1::<u32>()?;
                 let k = rows.cols();
@@ -255,7 +254,7 @@ impl Embeddings {
 /// The output projection to the vocabulary.
 #[derive(Debug)]
 enum Output {
-    Q8(Arc<Q8Rows>),
+    Own(Arc<QRows>),
     Candle(Linear),
 }
 
@@ -264,7 +263,7 @@ impl Output {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Output::Candle(l) => l.forward(x),
-            Output::Q8(rows) => {
+            Output::Own(rows) => {
                 let (b, k) = x.dims2()?;
                 if k != rows.cols() {
                     candle_core::bail!(
@@ -273,40 +272,92 @@ impl Output {
                     );
                 }
                 let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-                Tensor::from_vec(rows.matmul(&xs, b), (b, rows.rows()), x.device())
+                let out = rows.matmul(&QuantInput::new(&xs, k)).swap_remove(0);
+                Tensor::from_vec(out, (b, rows.rows()), x.device())
             }
         }
     }
 }
 
-/// A Q8_0 matrix read from the GGUF straight into [`Q8Rows`] (CPU only); `None` for other types.
-fn q8_rows<R: std::io::Seek + std::io::Read>(
+/// Projections of one input (q|k|v, gate|up): declab's kernels when every weight is Q8_0 or
+/// Q5_0 (consecutive weights of the same type stacked into one matrix), candle otherwise.
+#[derive(Debug)]
+enum Proj {
+    Own(Vec<QRows>),
+    Candle(Vec<Linear>),
+}
+
+impl Proj {
+    /// One output per weight, `x`'s shape with the last dimension replaced.
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        match self {
+            Proj::Candle(ws) => project(&ws.iter().collect::<Vec<_>>(), x),
+            Proj::Own(mats) => {
+                let dims = x.dims().to_vec();
+                let k = dims[dims.len() - 1];
+                let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                let xq = QuantInput::new(&xs, k);
+                let mut outs = Vec::new();
+                for m in mats {
+                    for (out, &n) in m.matmul(&xq).into_iter().zip(m.parts()) {
+                        let mut od = dims.clone();
+                        *od.last_mut().unwrap() = n;
+                        outs.push(Tensor::from_vec(out, od, x.device())?);
+                    }
+                }
+                Ok(outs)
+            }
+        }
+    }
+}
+
+/// Weights read from the GGUF straight into [`QRows`] (CPU only), consecutive ones of the same
+/// type stacked; `None` unless every one is a 2-D Q8_0 or Q5_0 matrix of the same width.
+fn own_rows<R: std::io::Seek + std::io::Read>(
     ct: &gguf_file::Content,
     reader: &mut R,
-    name: &str,
+    names: &[&str],
     device: &Device,
-) -> Result<Option<Q8Rows>> {
-    let Some(info) = ct.tensor_infos.get(name) else {
-        candle_core::bail!("cannot find tensor info for {name}")
-    };
-    let dims = info.shape.dims();
-    if !device.is_cpu()
-        || info.ggml_dtype != GgmlDType::Q8_0
-        || dims.len() != 2
-        || dims[1] % 32 != 0
-    {
+) -> Result<Option<Vec<QRows>>> {
+    let mut infos = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(info) = ct.tensor_infos.get(*name) else {
+            candle_core::bail!("cannot find tensor info for {name}")
+        };
+        let kind = match info.ggml_dtype {
+            GgmlDType::Q8_0 => QKind::Q8_0,
+            GgmlDType::Q5_0 => QKind::Q5_0,
+            _ => return Ok(None),
+        };
+        let dims = info.shape.dims();
+        if !device.is_cpu() || dims.len() != 2 || dims[1] % 32 != 0 {
+            return Ok(None);
+        }
+        infos.push((
+            *name,
+            kind,
+            dims[0],
+            dims[1],
+            ct.tensor_data_offset + info.offset,
+        ));
+    }
+    if infos.iter().any(|i| i.3 != infos[0].3) {
         return Ok(None);
     }
-    let (n, k) = (dims[0], dims[1]);
-    let start = ct.tensor_data_offset + info.offset;
-    let row = (k / 32 * 34) as u64;
-    Q8Rows::from_q8_0_rows(n, k, |first, buf| {
-        reader.seek(std::io::SeekFrom::Start(start + first as u64 * row))?;
-        reader.read_exact(buf)?;
-        Ok(())
-    })
-    .map(Some)
-    .map_err(|e| candle_core::Error::Msg(format!("reading {name}: {e}")))
+    let mut mats = Vec::new();
+    for run in infos.chunk_by(|a, b| a.1 == b.1) {
+        let (kind, k) = (run[0].1, run[0].3);
+        let parts: Vec<usize> = run.iter().map(|i| i.2).collect();
+        let row = (k / 32 * kind.block_bytes()) as u64;
+        let rows = QRows::from_gguf(kind, &parts, k, |p, first, buf| {
+            reader.seek(std::io::SeekFrom::Start(run[p].4 + first as u64 * row))?;
+            reader.read_exact(buf)?;
+            Ok(())
+        })
+        .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", run[0].0)))?;
+        mats.push(rows);
+    }
+    Ok(Some(mats))
 }
 
 #[derive(Debug)]
@@ -316,6 +367,8 @@ struct Weights {
     layers: Vec<Layer>,
     norm: RmsNorm,
     output: Output,
+    /// Positions the model was trained for; a forward beyond them is refused.
+    context_length: usize,
     rope_global: Rope,
     rope_sliding: Rope,
 }
@@ -453,10 +506,10 @@ impl ModelWeights {
         };
         let norm = |t: QTensor| RmsNorm::from_qtensor(t, rms_norm_eps);
 
-        let (tok_embeddings, tied) = match q8_rows(&ct, reader, "token_embd.weight", device)? {
-            Some(rows) => {
-                let rows = Arc::new(rows);
-                (Embeddings::Q8(rows.clone()), Output::Q8(rows))
+        let (tok_embeddings, tied) = match own_rows(&ct, reader, &["token_embd.weight"], device)? {
+            Some(mut rows) => {
+                let rows = Arc::new(rows.swap_remove(0));
+                (Embeddings::Own(rows.clone()), Output::Own(rows))
             }
             None => {
                 let embd = Arc::new(tensor(reader, "token_embd.weight")?);
@@ -467,8 +520,8 @@ impl ModelWeights {
             }
         };
         let output = if ct.tensor_infos.contains_key("output.weight") {
-            match q8_rows(&ct, reader, "output.weight", device)? {
-                Some(rows) => Output::Q8(Arc::new(rows)),
+            match own_rows(&ct, reader, &["output.weight"], device)? {
+                Some(mut rows) => Output::Own(Arc::new(rows.swap_remove(0))),
                 None => Output::Candle(Linear::new(tensor(reader, "output.weight")?)?),
             }
         } else {
@@ -479,12 +532,26 @@ impl ModelWeights {
         let mut layers = Vec::with_capacity(block_count);
         for i in 0..block_count {
             let p = format!("blk.{i}");
+            let mut proj = |names: &[&str]| -> Result<Proj> {
+                let names: Vec<String> = names.iter().map(|n| format!("{p}.{n}.weight")).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                Ok(match own_rows(&ct, reader, &names, device)? {
+                    Some(mats) => Proj::Own(mats),
+                    None => Proj::Candle(
+                        names
+                            .iter()
+                            .map(|n| Linear::new(tensor(reader, n)?))
+                            .collect::<Result<_>>()?,
+                    ),
+                })
+            };
+            let qkv = proj(&["attn_q", "attn_k", "attn_v"])?;
+            let gate_up = proj(&["ffn_gate", "ffn_up"])?;
             let mut t = |n: &str| tensor(reader, &format!("{p}.{n}.weight"));
             let is_sliding = (i + 1) % sliding_window_type > 0;
             layers.push(Layer {
-                wq: Linear::new(t("attn_q")?)?,
-                wk: Linear::new(t("attn_k")?)?,
-                wv: Linear::new(t("attn_v")?)?,
+                qkv,
+                gate_up,
                 wo: Linear::new(t("attn_output")?)?,
                 q_norm: norm(t("attn_q_norm")?)?,
                 k_norm: norm(t("attn_k_norm")?)?,
@@ -492,8 +559,6 @@ impl ModelWeights {
                 post_attention_norm: norm(t("post_attention_norm")?)?,
                 ffn_norm: norm(t("ffn_norm")?)?,
                 post_ffn_norm: norm(t("post_ffw_norm")?)?,
-                gate: Linear::new(t("ffn_gate")?)?,
-                up: Linear::new(t("ffn_up")?)?,
                 down: Linear::new(t("ffn_down")?)?,
                 n_head: head_count,
                 n_kv_head: head_count_kv,
@@ -508,8 +573,9 @@ impl ModelWeights {
             layers,
             norm: final_norm,
             output,
-            rope_global: Rope::new(key_length, rope_freq_base, context_length, device)?,
-            rope_sliding: Rope::new(key_length, rope_freq_base_sliding, context_length, device)?,
+            context_length,
+            rope_global: Rope::new(key_length, rope_freq_base),
+            rope_sliding: Rope::new(key_length, rope_freq_base_sliding),
         };
         Ok(Self {
             caches: (0..block_count).map(|_| None).collect(),
@@ -573,15 +639,25 @@ impl ModelWeights {
         // rows of the (possibly zero-padded) embedding matrix, cut to the model width
         let mut h = w.tok_embeddings.lookup(x, w.embedding_length)?;
         h = (h * (w.embedding_length as f64).sqrt())?;
+        if index_pos + seq_len > w.context_length {
+            candle_core::bail!(
+                "positions up to {} exceed the model's context length {}",
+                index_pos + seq_len,
+                w.context_length
+            );
+        }
+        let global = w.rope_global.at(index_pos, seq_len, x.device())?;
+        let sliding = w.rope_sliding.at(index_pos, seq_len, x.device())?;
+        let ropes = (&global, &sliding);
         for (layer, cache) in w.layers.iter().zip(self.caches.iter_mut()) {
             let residual = &h;
             let x = layer.attention_norm.forward(&h)?;
-            let x = attention(layer, cache, &x, index_pos, &w, self.reserve)?;
+            let x = attention(layer, cache, &x, index_pos, ropes, self.reserve)?;
             let x = layer.post_attention_norm.forward(&x)?;
             let x = (x + residual)?;
             let residual = &x;
             let y = layer.ffn_norm.forward(&x)?;
-            let gu = project(&[&layer.gate, &layer.up], &y)?;
+            let gu = layer.gate_up.forward(&y)?;
             let y = (candle_nn::ops::silu(&gu[0])? * &gu[1])?;
             let y = layer.down.forward(&y)?;
             let y = layer.post_ffn_norm.forward(&y)?;
@@ -600,11 +676,11 @@ fn attention(
     cache: &mut Option<KvCache>,
     x: &Tensor,
     pos: usize,
-    w: &Weights,
+    ropes: (&(Tensor, Tensor), &(Tensor, Tensor)),
     reserve: usize,
 ) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
-    let qkv = project(&[&l.wq, &l.wk, &l.wv], x)?;
+    let qkv = l.qkv.forward(x)?;
     let q = qkv[0]
         .reshape((b, seq, l.n_head, l.head_dim))?
         .transpose(1, 2)?;
@@ -616,13 +692,9 @@ fn attention(
         .transpose(1, 2)?;
     let q = l.q_norm.forward(&q.contiguous()?)?;
     let k = l.k_norm.forward(&k.contiguous()?)?;
-    let rope = if l.global_rope {
-        &w.rope_global
-    } else {
-        &w.rope_sliding
-    };
-    let q = rope.apply(&q, pos)?;
-    let k = rope.apply(&k, pos)?;
+    let rope = if l.global_rope { ropes.0 } else { ropes.1 };
+    let q = apply_rope(&q, rope)?;
+    let k = apply_rope(&k, rope)?;
 
     let c = cache.get_or_insert_with(|| KvCache {
         k: Tensor::zeros((0, 0, 0, 0), DType::F32, x.device()).expect("empty tensor"),
