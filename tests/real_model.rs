@@ -168,3 +168,38 @@ fn bench_measures_every_strategy_and_saves_a_real_logit_fixture() {
         h(&rows[1])
     );
 }
+
+/// declab's one-pass tokenizer.json reader builds the same tokenizer as `tokenizers`' own
+/// deserializer on the real Gemma 3 file (vocabulary, added tokens, merges, encodings).
+#[test]
+fn fast_tokenizer_load_equals_tokenizers_own() {
+    let path = real_models_dir().join("gemma-3-270m/tokenizer.json");
+    let fast = declab::engine::tokenizer::load(&path).unwrap();
+    let slow = tokenizers::Tokenizer::from_file(&path).unwrap();
+    assert_eq!(fast.get_vocab(true), slow.get_vocab(true));
+    assert_eq!(
+        fast.get_added_tokens_decoder(),
+        slow.get_added_tokens_decoder()
+    );
+    assert_eq!(
+        fast.to_string(false).unwrap(),
+        slow.to_string(false).unwrap()
+    );
+    for s in [
+        "The lighthouse keeper had not seen a ship in eleven years, until one foggy morning",
+        "<start_of_turn>user\nWrite a haiku.<end_of_turn>\n<start_of_turn>model\n",
+        "  spaces\t\ttabs\n\n\nnewlines 123456789 ünïcödé 漢字 🦀🦀 <unused7> <image_soft_token>",
+    ] {
+        for special in [false, true] {
+            let (a, b) = (
+                fast.encode(s, special).unwrap(),
+                slow.encode(s, special).unwrap(),
+            );
+            assert_eq!(a.get_ids(), b.get_ids(), "{s:?}");
+            assert_eq!(
+                fast.decode(a.get_ids(), false).unwrap(),
+                slow.decode(b.get_ids(), false).unwrap()
+            );
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! unsupported architecture, a tokenizer that does not fit the model's vocabulary.
 
 mod gemma3;
-pub mod q8_rows;
+pub mod qrows;
 pub mod tiny;
+pub mod tokenizer;
 
 use std::path::Path;
 use std::time::Instant;
@@ -234,6 +235,45 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(crate::config::hex(&h.finalize()))
 }
 
+/// [`sha256_file`], remembered in a `<file>.sha256` stamp beside the file together with the
+/// file's size and modification time, and recomputed whenever either differs (a 253 MB model
+/// takes 0.25 s to hash, a quarter of a load). Where the stamp cannot be written (a read-only
+/// folder) the hash is simply computed each time.
+pub fn sha256_cached(path: &Path) -> Result<String> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos());
+    let Some(modified) = modified else {
+        return sha256_file(path);
+    };
+    let key = format!("{} {modified}", meta.len());
+    let mut stamp = path.as_os_str().to_owned();
+    stamp.push(".sha256");
+    let stamp = std::path::PathBuf::from(stamp);
+    if let Ok(text) = std::fs::read_to_string(&stamp) {
+        if let Some((hash, rest)) = text.trim_end().split_once(' ') {
+            if rest == key && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(hash.to_string());
+            }
+        }
+    }
+    let hash = sha256_file(path)?;
+    // written whole then renamed, so a reader never sees half a stamp; failures are harmless
+    let mut tmp = stamp.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    if std::fs::write(&tmp, format!("{hash} {key}\n")).is_ok()
+        && std::fs::rename(&tmp, &stamp).is_err()
+    {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(hash)
+}
+
 fn md_u32(ct: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
     let v = ct.metadata.get(key).ok_or_else(|| {
         anyhow!(
@@ -256,9 +296,19 @@ pub struct GgufInfo {
     pub eos_token_id: Option<u32>,
 }
 
-fn read_header(path: &Path) -> Result<(std::fs::File, gguf_file::Content, GgufInfo)> {
-    let mut file = std::fs::File::open(path)
+/// The reader is buffered: the header holds ~800k small values (Gemma 3's tokenizer arrays),
+/// which an unbuffered `File` reads with one system call each (0.6 s).
+fn read_header(
+    path: &Path,
+) -> Result<(
+    std::io::BufReader<std::fs::File>,
+    gguf_file::Content,
+    GgufInfo,
+)> {
+    let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open model file {}", path.display()))?;
+    let file_len = file.metadata()?.len();
+    let mut file = std::io::BufReader::with_capacity(1 << 16, file);
     let ct = gguf_file::Content::read(&mut file).map_err(|e| {
         anyhow!(
             "{} is not a readable GGUF file ({e}); re-run `make models` or check the path",
@@ -301,7 +351,6 @@ fn read_header(path: &Path) -> Result<(std::fs::File, gguf_file::Content, GgufIn
         .get("tokenizer.ggml.eos_token_id")
         .and_then(|v| v.to_u32().ok());
     // A truncated file fails here with a clear message instead of inside the loader.
-    let file_len = file.metadata()?.len();
     for (name, info) in &ct.tensor_infos {
         let bytes =
             info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
@@ -331,25 +380,19 @@ pub fn inspect(path: &Path) -> Result<GgufInfo> {
 pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     let start = Instant::now();
     let path = &spec.gguf;
-    // The tokenizer (a 33 MB JSON for Gemma 3: the slowest part) is parsed and both files
-    // hashed on a second thread while the weights load.
+    // The tokenizer (a 33 MB JSON for Gemma 3) is parsed and both files hashed on a second
+    // thread while the weights load.
     std::thread::scope(|scope| {
-        let side = scope.spawn(|| -> Result<(Tokenizer, String)> {
-            let tokenizer = Tokenizer::from_file(&spec.tokenizer).map_err(|e| {
-                anyhow!(
-                    "{} is not a valid tokenizer.json: {e}",
-                    spec.tokenizer.display()
-                )
-            })?;
-            Ok((tokenizer, sha256_file(&spec.tokenizer)?))
+        let side = scope.spawn(|| -> Result<(Tokenizer, String, String)> {
+            let tokenizer = tokenizer::load(&spec.tokenizer)?;
+            let tokenizer_sha256 = sha256_cached(&spec.tokenizer)?;
+            Ok((tokenizer, tokenizer_sha256, sha256_cached(path)?))
         });
         let loaded = load_weights(spec, device);
-        let gguf_sha256 = sha256_file(path);
-        let (tokenizer, tokenizer_sha256) = side
+        let (tokenizer, tokenizer_sha256, gguf_sha256) = side
             .join()
             .map_err(|_| anyhow!("the tokenizer thread panicked"))??;
         let (model, info) = loaded?;
-        let gguf_sha256 = gguf_sha256?;
         finish_load(
             spec,
             model,
@@ -488,6 +531,28 @@ mod tests {
         };
         let loaded = load(&spec, &Device::Cpu).unwrap();
         (dir, loaded)
+    }
+
+    #[test]
+    fn cached_hashes_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m.gguf");
+        std::fs::write(&f, b"one").unwrap();
+        let h1 = sha256_cached(&f).unwrap();
+        assert_eq!(h1, sha256_file(&f).unwrap());
+        let stamp = dir.path().join("m.gguf.sha256");
+        assert!(std::fs::read_to_string(&stamp).unwrap().starts_with(&h1));
+        assert_eq!(sha256_cached(&f).unwrap(), h1, "from the stamp");
+        // a different size: recomputed
+        std::fs::write(&f, b"second").unwrap();
+        let h2 = sha256_cached(&f).unwrap();
+        assert_eq!(h2, sha256_file(&f).unwrap());
+        assert_ne!(h1, h2);
+        // a forged stamp for another size or time is ignored; a garbled one too
+        std::fs::write(&stamp, format!("{} 1 2\n", "0".repeat(64))).unwrap();
+        assert_eq!(sha256_cached(&f).unwrap(), h2);
+        std::fs::write(&stamp, "garbage").unwrap();
+        assert_eq!(sha256_cached(&f).unwrap(), h2);
     }
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
