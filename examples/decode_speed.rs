@@ -6,6 +6,20 @@ use declab::config::ModelSpec;
 use declab::engine;
 use std::time::Instant;
 
+/// Resident and peak resident memory so far (MiB), from /proc/self/status.
+fn mem() -> String {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+            / 1024.0
+    };
+    format!("rss {:.0} MiB, peak {:.0} MiB", kb("VmRSS:"), kb("VmHWM:"))
+}
+
 #[allow(clippy::needless_range_loop)]
 fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from("models/gemma-3-270m");
@@ -22,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64() * 1e3,
         m.load_ms
     );
+    println!("memory after load: {}", mem());
     let ids = m.encode("Once upon a time, in a small village by the sea, there lived")?;
     let mut pre = m.model.fork();
     let t = Instant::now();
@@ -59,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         el * 1e3 / n as f64,
         n as f64 / el
     );
+    println!("memory after single stream: {}", mem());
     let bs: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().unwrap())
@@ -84,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         }
         let el = t.elapsed().as_secs_f64();
         println!("batch {b:>3}: {:.1} ms/step, {:.1} tok/s aggregate, row0 bit-identical to single: {same}", el*1e3/n as f64, (n*b) as f64/el);
+        println!("memory after batch {b}: {}", mem());
     }
     Ok(())
 }

@@ -259,12 +259,19 @@ enum Output {
 }
 
 impl Output {
-    /// `(batch, width)` to `(batch, vocab)`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn vocab(&self) -> usize {
         match self {
-            Output::Candle(l) => l.forward(x),
+            Output::Own(rows) => rows.rows(),
+            Output::Candle(l) => l.qt.shape().dims()[0],
+        }
+    }
+
+    /// `(batch, width)` to `batch` rows of logits.
+    fn logits(&self, x: &Tensor) -> Result<Vec<f32>> {
+        match self {
+            Output::Candle(l) => l.forward(x)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1(),
             Output::Own(rows) => {
-                let (b, k) = x.dims2()?;
+                let (_, k) = x.dims2()?;
                 if k != rows.cols() {
                     candle_core::bail!(
                         "output projection: input width {k}, weights {}",
@@ -272,8 +279,7 @@ impl Output {
                     );
                 }
                 let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-                let out = rows.matmul(&QuantInput::new(&xs, k)).swap_remove(0);
-                Tensor::from_vec(out, (b, rows.rows()), x.device())
+                Ok(rows.matmul(&QuantInput::new(&xs, k)).swap_remove(0))
             }
         }
     }
@@ -632,8 +638,9 @@ impl ModelWeights {
     }
 
     /// `x`: `(batch, seq_len)` token ids at positions `index_pos..`; returns the last
-    /// position's logits, `(batch, vocab)`.
-    pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
+    /// position's logits, `batch` rows of the vocabulary, row-major (straight from declab's
+    /// kernel when the output projection is its own: no tensor round trip, no copy).
+    pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Vec<f32>> {
         let (b_sz, seq_len) = x.dims2()?;
         let w = self.w.clone();
         // rows of the (possibly zero-padded) embedding matrix, cut to the model width
@@ -665,8 +672,8 @@ impl ModelWeights {
         }
         let x = h.i((.., seq_len - 1, ..))?.contiguous()?;
         let x = w.norm.forward(&x)?;
-        let out = w.output.forward(&x)?;
-        debug_assert_eq!(out.dim(0)?, b_sz);
+        let out = w.output.logits(&x)?;
+        debug_assert_eq!(out.len(), b_sz * w.output.vocab());
         Ok(out)
     }
 }

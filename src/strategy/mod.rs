@@ -166,22 +166,30 @@ pub struct FinalDist {
 }
 
 /// A complete per-sample sampler: a processor tree plus the terminal categorical draw.
+///
+/// The step buffers (candidates, processor scratch, the draw's block sums: ~3 MiB at vocab
+/// 262,144) are per thread, not per sampler: a batch's rows are sampled on the few threads of
+/// the pool, so a batch of 32 holds three sets instead of 32. Nothing in them outlives a step.
 pub struct Sampler {
     root: Box<dyn Processor>,
+}
+
+/// One thread's step buffers (see [`Sampler`]).
+#[derive(Default)]
+struct Workspace {
     cands: Candidates,
     scratch: Scratch,
     /// Per-block sums of the final weights, for the draw.
     blocks: Vec<f64>,
 }
 
+thread_local! {
+    static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
+}
+
 impl Sampler {
     pub fn new(root: Box<dyn Processor>) -> Self {
-        Sampler {
-            root,
-            cands: Candidates::default(),
-            scratch: Scratch::default(),
-            blocks: Vec::new(),
-        }
+        Sampler { root }
     }
 
     pub fn reset(&mut self, prompt: &[u32]) {
@@ -189,22 +197,23 @@ impl Sampler {
     }
 
     /// Apply the processors to `logits`; leaves the final candidates (in token-id order) in
-    /// `self.cands` and returns the base and final distribution summaries.
+    /// `w.cands` and returns the base and final distribution summaries.
     fn apply(
         &mut self,
+        w: &mut Workspace,
         logits: &[f32],
     ) -> Result<(DistStats, Effect, kernels::FinalStats), SampleError> {
-        let base = self.cands.check_and_fill(logits)?;
+        let base = w.cands.check_and_fill(logits)?;
         let ctx = StepCtx {
             logits,
             base,
             vocab_size: logits.len(),
         };
-        let effect = self.root.apply(&mut self.cands, &ctx, &mut self.scratch);
-        self.cands.sort_by_id();
+        let effect = self.root.apply(&mut w.cands, &ctx, &mut w.scratch);
+        w.cands.sort_by_id();
         // (the maximum comes from the block maxima while the set is the whole vocabulary)
-        let max = self.cands.max_logit();
-        let fin = kernels::final_stats_with_max(&self.cands.logits, max, &mut self.blocks);
+        let max = w.cands.max_logit();
+        let fin = kernels::final_stats_with_max(&w.cands.logits, max, &mut w.blocks);
         if fin.kept == 0 {
             return Err(SampleError::NoCandidate);
         }
@@ -219,10 +228,12 @@ impl Sampler {
         logits: &[f32],
         rng: &mut ChaCha20Rng,
     ) -> Result<StepInfo, SampleError> {
-        let (base, effect, fin) = self.apply(logits)?;
-        let u: f64 = rng.random();
-        let (pos, weight) = kernels::draw_from_logits(&self.cands.logits, &fin, &self.blocks, u);
-        let token = self.cands.ids[pos];
+        let (base, effect, fin, token, weight) = WORKSPACE.with_borrow_mut(|w| {
+            let (base, effect, fin) = self.apply(w, logits)?;
+            let u: f64 = rng.random();
+            let (pos, weight) = kernels::draw_from_logits(&w.cands.logits, &fin, &w.blocks, u);
+            Ok::<_, SampleError>((base, effect, fin, w.cands.ids[pos], weight))
+        })?;
         let p_final = weight / fin.sum;
         let logprob = base.log_prob(logits[token as usize]);
         let accepted = Accepted {
@@ -248,12 +259,15 @@ impl Sampler {
 
     /// The final distribution over the whole vocabulary at this step, without drawing.
     pub fn final_distribution(&mut self, logits: &[f32]) -> Result<FinalDist, SampleError> {
-        let (_, effect, fin) = self.apply(logits)?;
         let mut probs = vec![0.0; logits.len()];
-        let m = fin.stats.max_logit;
-        for (&id, &l) in self.cands.ids.iter().zip(&self.cands.logits) {
-            probs[id as usize] = kernels::exp_nonpos(l - m) as f64 / fin.sum;
-        }
+        let (effect, fin) = WORKSPACE.with_borrow_mut(|w| {
+            let (_, effect, fin) = self.apply(w, logits)?;
+            let m = fin.stats.max_logit;
+            for (&id, &l) in w.cands.ids.iter().zip(&w.cands.logits) {
+                probs[id as usize] = kernels::exp_nonpos(l - m) as f64 / fin.sum;
+            }
+            Ok::<_, SampleError>((effect, fin))
+        })?;
         Ok(FinalDist {
             probs,
             entropy_nats: fin.stats.entropy_nats,
@@ -343,5 +357,46 @@ mod tests {
             let se = (p * (1.0 - p) / n as f64).sqrt();
             assert!((f - p).abs() < 5.0 * se + 1e-9, "token {i}: {f} vs {p}");
         }
+    }
+
+    /// The step buffers are per thread: samplers interleaved on one thread (as a batch's rows
+    /// are) give exactly what each gives alone, over vocabularies of different sizes.
+    #[test]
+    fn interleaved_samplers_share_the_thread_buffers_without_mixing() {
+        let specs = [
+            vec![
+                ProcSpec::TopK { top_k: 5 },
+                ProcSpec::Temperature { temperature: 1.3 },
+            ],
+            vec![ProcSpec::Temperature { temperature: 0.7 }],
+        ];
+        let rows: Vec<Vec<f32>> = (0..2)
+            .map(|r| {
+                let n = [70_000, 300][r];
+                (0..n)
+                    .map(|i| ((i * 7919 + r * 13) % 1000) as f32 / 100.0)
+                    .collect()
+            })
+            .collect();
+        let run = |which: &[usize]| -> Vec<Vec<u32>> {
+            let mut samplers: Vec<Sampler> = specs
+                .iter()
+                .zip(&rows)
+                .map(|(s, row)| Sampler::new(build(s, row.len())))
+                .collect();
+            let mut rngs: Vec<ChaCha20Rng> =
+                (0..2).map(|i| ChaCha20Rng::seed_from_u64(i)).collect();
+            let mut out = vec![Vec::new(); 2];
+            for _ in 0..20 {
+                for &j in which {
+                    let t = samplers[j].sample(&rows[j], &mut rngs[j]).unwrap().token;
+                    out[j].push(t);
+                }
+            }
+            out
+        };
+        let both = run(&[0, 1]);
+        assert_eq!(both[0], run(&[0])[0]);
+        assert_eq!(both[1], run(&[1])[1]);
     }
 }
