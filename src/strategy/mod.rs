@@ -384,8 +384,7 @@ mod tests {
                 .zip(&rows)
                 .map(|(s, row)| Sampler::new(build(s, row.len())))
                 .collect();
-            let mut rngs: Vec<ChaCha20Rng> =
-                (0..2).map(|i| ChaCha20Rng::seed_from_u64(i)).collect();
+            let mut rngs: Vec<ChaCha20Rng> = (0..2).map(ChaCha20Rng::seed_from_u64).collect();
             let mut out = vec![Vec::new(); 2];
             for _ in 0..20 {
                 for &j in which {
