@@ -318,13 +318,17 @@ impl Proj {
 }
 
 /// Weights read from the GGUF straight into [`QRows`] (CPU only), consecutive ones of the same
-/// type stacked; `None` unless every one is a 2-D Q8_0 or Q5_0 matrix of the same width.
+/// type stacked; `None` unless every one is a 2-D Q8_0 or Q5_0 matrix of the same width and the
+/// CPU has AVX-512 VNNI (elsewhere candle's kernels are faster than the portable path).
 fn own_rows<R: std::io::Seek + std::io::Read>(
     ct: &gguf_file::Content,
     reader: &mut R,
     names: &[&str],
     device: &Device,
 ) -> Result<Option<Vec<QRows>>> {
+    if !super::qrows::available() {
+        return Ok(None);
+    }
     let mut infos = Vec::with_capacity(names.len());
     for name in names {
         let Some(info) = ct.tensor_infos.get(*name) else {

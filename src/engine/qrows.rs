@@ -363,6 +363,12 @@ fn quantize_row(x: &[f32]) -> QuantRow {
     QuantRow { q, d, sum }
 }
 
+/// Whether this CPU runs the VNNI kernels. Elsewhere the engine keeps candle's kernels for these
+/// weights: the portable path here is exact but scalar, slower than candle's AVX2 code.
+pub fn available() -> bool {
+    vnni()
+}
+
 fn vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
