@@ -16,6 +16,7 @@ pub mod error;
 pub mod grid;
 pub mod merge;
 pub mod metrics;
+pub mod pool;
 pub mod record;
 pub mod report;
 pub mod runner;

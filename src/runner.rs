@@ -4,12 +4,11 @@
 //! a crash keeps what finished and a re-run resumes. At the end the records are rewritten in
 //! canonical order with `samples.csv`, `manifest.json` and the statistics.
 
-use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -548,21 +547,25 @@ pub fn generate_batch(
             row_of[j] = Some(r);
         }
         let (logits_ref, first) = (&logits, args.first_logits);
-        let mut stepped: Vec<(usize, Result<Option<u32>>)> = states
-            .par_iter_mut()
+        // (row, state) per live row, in row order; each row's state is taken by one thread
+        let mut rows: Vec<(usize, Mutex<Option<&mut SampleState>>)> = states
+            .iter_mut()
             .enumerate()
-            .filter_map(|(j, st)| Some((row_of[j]?, st)))
-            .map(|(r, st)| {
-                let row = if i == 0 {
-                    first
-                } else {
-                    &logits_ref[r * vocab..(r + 1) * vocab]
-                };
-                let state = st.as_mut().expect("live rows are unfinished");
-                (r, state.step(row, i, &step_args))
-            })
+            .filter_map(|(j, st)| Some((row_of[j]?, Mutex::new(st.as_mut()))))
             .collect();
-        stepped.sort_by_key(|s| s.0);
+        rows.sort_by_key(|r| r.0);
+        let stepped: Vec<(usize, Result<Option<u32>>)> = crate::pool::map(rows.len(), |k| {
+            let r = rows[k].0;
+            let row = if i == 0 {
+                first
+            } else {
+                &logits_ref[r * vocab..(r + 1) * vocab]
+            };
+            let mut slot = rows[k].1.lock().unwrap();
+            let state = slot.take().expect("live rows are unfinished");
+            (r, state.step(row, i, &step_args))
+        });
+        drop(rows);
         let mut keep = Vec::with_capacity(live.len());
         let mut tokens = Vec::with_capacity(live.len());
         for (r, result) in stepped {

@@ -324,12 +324,11 @@ impl QRows {
                 }
             }
         };
-        // candle's own worker pool (the one its matmuls run on), so that declab's kernels and
-        // candle's never hold more threads than cores; small matrices run inline.
+        // the pool candle's matmuls run on too (`crate::pool`); small matrices run inline
         if groups * m < 64 {
             run(0..groups);
         } else {
-            candle_core::utils::barrier_pool().execute_chunked(groups, run);
+            crate::pool::for_each_chunk(groups, run);
         }
         outs
     }

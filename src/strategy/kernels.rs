@@ -5,7 +5,7 @@
 //! set and sums the exp moments behind entropy and varentropy ([`Candidates::check_and_fill`]);
 //! then selective filters that skip whole blocks by their maxima and 64-logit chunks with one
 //! vectorised compare; then one exp pass over what is left for the draw. Rows of 64k logits or
-//! more are summed as two fixed halves, on two threads outside the rayon pool (the result does
+//! more are summed as two fixed halves, on two threads of the worker pool ([`crate::pool`]; the result does
 //! not depend on the thread count).
 //!
 //! Probabilities are accumulated in f64 from f32 logits; this is where declab deliberately
@@ -932,18 +932,14 @@ fn split_point(n: usize) -> usize {
     }
 }
 
-/// Run the two halves of a row: on two threads outside the rayon pool; inline with one thread
-/// (the hand-off costs more than it saves) or inside the pool, where a batch's rows already use
-/// every thread and a join could run another row's work inside this row's timed step.
+/// Run the two halves of a row on the worker pool ([`crate::pool`]: two threads where there are
+/// two; inline inside a batch's per-row sampling, which already keeps every thread busy and where
+/// a split could run another row's work inside this row's timed step).
 fn both_halves<A: Send, B: Send>(
     first: impl FnOnce() -> A + Send,
     second: impl FnOnce() -> B + Send,
 ) -> (A, B) {
-    if rayon::current_num_threads() > 1 && rayon::current_thread_index().is_none() {
-        rayon::join(first, second)
-    } else {
-        (first(), second())
-    }
+    crate::pool::join(first, second)
 }
 
 /// [`moments_outer`] at `isa` (lowered to what the CPU has), over two halves for long rows.
