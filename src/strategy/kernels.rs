@@ -361,7 +361,17 @@ impl Candidates {
     }
 
     pub fn scale(&mut self, inv_temperature: f32) {
-        scale_in_place(&mut self.logits, inv_temperature);
+        // long rows in two fixed halves on the pool (element-wise: same result either way)
+        let split = split_point(self.logits.len());
+        if split == 0 {
+            scale_in_place(&mut self.logits, inv_temperature);
+        } else {
+            let (a, b) = self.logits.split_at_mut(split);
+            both_halves(
+                || scale_in_place(a, inv_temperature),
+                || scale_in_place(b, inv_temperature),
+            );
+        }
         self.stats = None;
         if self.block_max_valid && inv_temperature > 0.0 {
             // x -> x·f is monotone for f > 0 (rounding included), so block maxima follow
