@@ -58,7 +58,7 @@ bench-peer: models build
 
 # Re-measure the baseline (after an intended change; commit the file with the change).
 bench-baseline: models build
-	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --write-baseline bench/baseline.json --tolerance $(or $(TOLERANCE),3.0)
+	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --write-baseline bench/baseline.json --tolerance $(or $(TOLERANCE),2.5)
 
 lint:
 	$(CARGO) fmt --check
