@@ -10,7 +10,12 @@ fn main() {
     let dirty = std::process::Command::new("git")
         // --no-optional-locks: no index refresh, which would touch .git/index and so trigger
         // the next build (rerun-if-changed below)
-        .args(["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"])
+        .args([
+            "--no-optional-locks",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ])
         .output()
         .ok()
         .map(|o| !o.stdout.is_empty())

@@ -40,7 +40,9 @@ fn as_pool_work<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// `(first(), second())`, on two threads when the pool has them.
+/// `(first(), second())`, on two threads when the pool has them; inline inside pool work (a
+/// batch's per-row sampling already keeps every thread busy, and a split there could run another
+/// row's work inside this row's timed step).
 pub fn join<A: Send, B: Send>(
     first: impl FnOnce() -> A + Send,
     second: impl FnOnce() -> B + Send,

@@ -470,10 +470,7 @@ impl SampleState {
             return Ok(None);
         }
         if !args.stop.is_empty() {
-            let text = args
-                .tokenizer
-                .decode(&self.ids, true)
-                .map_err(|e| anyhow::anyhow!("decoding tokens failed: {e}"))?;
+            let text = engine::decode(args.tokenizer, &self.ids)?;
             if let Some(cut) = args.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
                 self.text_cut = Some(text[..cut].to_string());
                 self.stop_reason = "stop_string".into();
@@ -534,41 +531,32 @@ pub fn generate_batch(
     let mut decoder: Option<Box<dyn engine::BatchDecoder>> = None;
     // live[r]: the job decoded in row r
     let mut live: Vec<usize> = (0..jobs.len()).collect();
-    let mut row_of: Vec<Option<usize>> = vec![None; jobs.len()];
     let mut logits: Vec<f32> = Vec::new();
     for i in 0..args.max_new_tokens {
         if args.stop_flag.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
         // the rows' samplers run in parallel (each owns its state and RNG stream, so the
-        // order they run in changes nothing); results are then taken in row order
-        row_of.iter_mut().for_each(|r| *r = None);
-        for (r, &j) in live.iter().enumerate() {
-            row_of[j] = Some(r);
-        }
-        let (logits_ref, first) = (&logits, args.first_logits);
-        // (row, state) per live row, in row order; each row's state is taken by one thread
-        let mut rows: Vec<(usize, Mutex<Option<&mut SampleState>>)> = states
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(j, st)| Some((row_of[j]?, Mutex::new(st.as_mut()))))
+        // order they run in changes nothing); results come back in row order
+        let mut by_job: Vec<Option<&mut SampleState>> =
+            states.iter_mut().map(Option::as_mut).collect();
+        let rows: Vec<Mutex<&mut SampleState>> = live
+            .iter()
+            .map(|&j| Mutex::new(by_job[j].take().expect("live rows are unfinished")))
             .collect();
-        rows.sort_by_key(|r| r.0);
-        let stepped: Vec<(usize, Result<Option<u32>>)> = crate::pool::map(rows.len(), |k| {
-            let r = rows[k].0;
+        let (logits_ref, first) = (&logits, args.first_logits);
+        let stepped: Vec<Result<Option<u32>>> = crate::pool::map(rows.len(), |r| {
             let row = if i == 0 {
                 first
             } else {
                 &logits_ref[r * vocab..(r + 1) * vocab]
             };
-            let mut slot = rows[k].1.lock().unwrap();
-            let state = slot.take().expect("live rows are unfinished");
-            (r, state.step(row, i, &step_args))
+            rows[r].lock().unwrap().step(row, i, &step_args)
         });
         drop(rows);
         let mut keep = Vec::with_capacity(live.len());
         let mut tokens = Vec::with_capacity(live.len());
-        for (r, result) in stepped {
+        for (r, result) in stepped.into_iter().enumerate() {
             let j = live[r];
             match result? {
                 Some(t) => {

@@ -1,15 +1,17 @@
 //! Gemma 3 (quantised GGUF) forward pass on candle-core, written for declab's decoding loop.
 //! It started as candle-transformers 0.11.1's `quantized_gemma3` (MIT OR Apache-2.0,
 //! huggingface/candle) and computes the same model; what differs, and why
-//! (measurements in `docs/perf-notes.md`):
-//! * RoPE sin/cos tables: one per frequency (local, global), shared by the layers and sized to
-//!   the model's `context_length` (candle: one 131,072-position table per layer, 2.25 GiB).
-//! * Token embeddings stay quantised (rows are dequantised on lookup); the output projection
-//!   reuses the same tensor when the weights are tied (candle: a 640 MiB f32 copy).
-//! * Q5_0 weights are re-blocked as Q8_0 at load, exactly: same f16 scale, quants shifted by
-//!   -16, so every weight keeps its value. candle has fast repacked AVX-512 VNNI kernels for
-//!   Q8_0 (and Q4_K) but not for Q5_0, which made the Q5_0 projections most of the layer time.
-//! * The q/k/v and gate/up projections of a step run as one fused call on one quantised input.
+//! (measurements in `bench/perf-notes.md`):
+//! * RoPE sin/cos rows are computed per forward pass for the positions it covers (candle: one
+//!   131,072-position table per layer, 2.25 GiB).
+//! * On CPUs with AVX-512 VNNI, the Q8_0 and Q5_0 projections from the residual stream (q|k|v,
+//!   gate|up, the tied output projection) run on declab's own kernels (`qrows.rs`): each matrix
+//!   held once at the file's size and width, the token embedding matrix shared by the lookup and
+//!   the output projection (candle: a 640 MiB f32 copy).
+//! * Elsewhere (and for other types) candle's kernels run, with Q5_0 re-blocked as Q8_0 at
+//!   load, exactly (same f16 scale, quants shifted by -16), and 640-wide Q8_0 weights
+//!   zero-padded to 768 columns, the widths candle's fast x86 kernels take; the q/k/v and
+//!   gate/up projections of a step then run as one fused call on one quantised input.
 //! * A preallocated KV cache per layer (written in place, grown by doubling) instead of a
 //!   concatenation per step, and a batch dimension: `B` sequences at the same position decode
 //!   in one pass, so each weight is read once per step for all of them.
@@ -270,17 +272,7 @@ impl Output {
     fn logits(&self, x: &Tensor) -> Result<Vec<f32>> {
         match self {
             Output::Candle(l) => l.forward(x)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1(),
-            Output::Own(rows) => {
-                let (_, k) = x.dims2()?;
-                if k != rows.cols() {
-                    candle_core::bail!(
-                        "output projection: input width {k}, weights {}",
-                        rows.cols()
-                    );
-                }
-                let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-                Ok(rows.matmul(&QuantInput::new(&xs, k)).swap_remove(0))
-            }
+            Output::Own(rows) => Ok(rows.matmul(&quantise(x, rows.cols())?).swap_remove(0)),
         }
     }
 }
@@ -300,9 +292,7 @@ impl Proj {
             Proj::Candle(ws) => project(&ws.iter().collect::<Vec<_>>(), x),
             Proj::Own(mats) => {
                 let dims = x.dims().to_vec();
-                let k = dims[dims.len() - 1];
-                let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-                let xq = QuantInput::new(&xs, k);
+                let xq = quantise(x, mats[0].cols())?;
                 let mut outs = Vec::new();
                 for m in mats {
                     for (out, &n) in m.matmul(&xq).into_iter().zip(m.parts()) {
@@ -317,6 +307,16 @@ impl Proj {
     }
 }
 
+/// `x`'s rows (its last dimension, which must be `k` wide) quantised for declab's kernels.
+fn quantise(x: &Tensor, k: usize) -> Result<QuantInput> {
+    let width = x.dim(candle_core::D::Minus1)?;
+    if width != k {
+        candle_core::bail!("projection input is {width} wide, the weights {k}");
+    }
+    let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(QuantInput::new(&xs, k))
+}
+
 /// Weights read from the GGUF straight into [`QRows`] (CPU only), consecutive ones of the same
 /// type stacked; `None` unless every one is a 2-D Q8_0 or Q5_0 matrix of the same width and the
 /// CPU has AVX-512 VNNI (elsewhere candle's kernels are faster than the portable path).
@@ -326,7 +326,7 @@ fn own_rows<R: std::io::Seek + std::io::Read>(
     names: &[&str],
     device: &Device,
 ) -> Result<Option<Vec<QRows>>> {
-    if !super::qrows::available() {
+    if !super::qrows::available() || !device.is_cpu() {
         return Ok(None);
     }
     let mut infos = Vec::with_capacity(names.len());
@@ -340,7 +340,7 @@ fn own_rows<R: std::io::Seek + std::io::Read>(
             _ => return Ok(None),
         };
         let dims = info.shape.dims();
-        if !device.is_cpu() || dims.len() != 2 || dims[1] % 32 != 0 {
+        if dims.len() != 2 || dims[1] % 32 != 0 {
             return Ok(None);
         }
         infos.push((
@@ -647,9 +647,6 @@ impl ModelWeights {
     pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Vec<f32>> {
         let (b_sz, seq_len) = x.dims2()?;
         let w = self.w.clone();
-        // rows of the (possibly zero-padded) embedding matrix, cut to the model width
-        let mut h = w.tok_embeddings.lookup(x, w.embedding_length)?;
-        h = (h * (w.embedding_length as f64).sqrt())?;
         if index_pos + seq_len > w.context_length {
             candle_core::bail!(
                 "positions up to {} exceed the model's context length {}",
@@ -657,6 +654,9 @@ impl ModelWeights {
                 w.context_length
             );
         }
+        // rows of the (possibly zero-padded) embedding matrix, cut to the model width
+        let mut h = w.tok_embeddings.lookup(x, w.embedding_length)?;
+        h = (h * (w.embedding_length as f64).sqrt())?;
         let global = w.rope_global.at(index_pos, seq_len, x.device())?;
         let sliding = w.rope_sliding.at(index_pos, seq_len, x.device())?;
         let ropes = (&global, &sliding);

@@ -203,10 +203,16 @@ impl LoadedModel {
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer
-            .decode(ids, true)
-            .map_err(|e| anyhow!("decoding tokens failed: {e}"))
+        decode(&self.tokenizer, ids)
     }
+}
+
+/// Text of `ids`, special tokens skipped (what [`LoadedModel::decode`] gives; for callers that
+/// hold only the tokenizer).
+pub fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
+    tokenizer
+        .decode(ids, true)
+        .map_err(|e| anyhow!("decoding tokens failed: {e}"))
 }
 
 pub fn device(cuda: bool) -> Result<Device> {

@@ -225,10 +225,6 @@ impl QRows {
         })
     }
 
-    pub fn kind(&self) -> QKind {
-        self.kind
-    }
-
     /// Rows of the first part (the vocabulary, for an embedding matrix).
     pub fn rows(&self) -> usize {
         self.parts[0]
@@ -243,28 +239,8 @@ impl QRows {
         self.k
     }
 
-    /// Bytes held.
-    pub fn size_bytes(&self) -> usize {
-        self.quants.len() * 64 + self.scales.len() * 2
-    }
-
     fn groups(&self) -> usize {
         self.scales.len() / (self.k / 32 * G)
-    }
-
-    /// The stored unsigned value of (tile `t`, chunk `j`, byte `at` = lane * 4 + i).
-    #[inline]
-    fn unsigned_at(&self, t: usize, j: usize, at: usize) -> u8 {
-        let lines = self.kind.lines();
-        let tile = &self.quants[t * lines..(t + 1) * lines];
-        match self.kind {
-            QKind::Q8_0 => tile[j].0[at],
-            QKind::Q5_0 => {
-                let nib = (tile[j % 4].0[at] >> (4 * (j / 4))) & 0x0f;
-                let bit = j * 64 + at;
-                nib | (((tile[4].0[bit / 8] >> (bit % 8)) & 1) << 4)
-            }
-        }
     }
 
     /// Row `r` of the first part dequantised (`d * w`, as ggml's `dequantize_row_*`).
@@ -272,12 +248,13 @@ impl QRows {
         assert!(r < self.parts[0] && out.len() == self.k);
         let blocks = self.k / 32;
         let (g, lane) = (r / G, r % G);
-        let off = self.kind.offset();
+        let (off, lines) = (self.kind.offset(), self.kind.lines());
         for b in 0..blocks {
             let t = g * blocks + b;
             let d = self.scales[t * G + lane].to_f32();
+            let tile = &self.quants[t * lines..(t + 1) * lines];
             for i in 0..32 {
-                let w = self.unsigned_at(t, i / 4, lane * 4 + i % 4) as i32 - off;
+                let w = stored(self.kind, tile, i / 4, lane * 4 + i % 4) as i32 - off;
                 out[b * 32 + i] = d * w as f32;
             }
         }
@@ -292,7 +269,7 @@ impl QRows {
         let blocks = self.k / 32;
         let lines = self.kind.lines();
         let groups = self.groups();
-        let vnni = vnni();
+        let vnni = available();
         let run = |range: std::ops::Range<usize>| {
             let mut acc = [[0f32; G]; R];
             let mut p = 0;
@@ -300,10 +277,8 @@ impl QRows {
                 while p + 1 < self.parts.len() && g * G >= self.starts[p + 1] {
                     p += 1;
                 }
+                // parts start on a group, so every group holds 1..=16 rows of one part
                 let (n, col) = (self.parts[p], g * G - self.starts[p]);
-                if col >= n {
-                    continue; // a padding group between parts
-                }
                 let lanes = G.min(n - col);
                 let q = &self.quants[g * blocks * lines..(g + 1) * blocks * lines];
                 let s = &self.scales[g * blocks * G..(g + 1) * blocks * G];
@@ -362,13 +337,10 @@ fn quantize_row(x: &[f32]) -> QuantRow {
     QuantRow { q, d, sum }
 }
 
-/// Whether this CPU runs the VNNI kernels. Elsewhere the engine keeps candle's kernels for these
-/// weights: the portable path here is exact but scalar, slower than candle's AVX2 code.
+/// Whether this CPU runs the VNNI kernels (and `DECLAB_SIMD` is not `portable`). Elsewhere the
+/// engine keeps candle's kernels for these weights: the portable path here is exact but scalar,
+/// slower than candle's AVX2 code.
 pub fn available() -> bool {
-    vnni()
-}
-
-fn vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static V: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -400,7 +372,7 @@ fn group_dot(
     if vnni {
         macro_rules! by_rows {
             ($k:literal) => {
-                // SAFETY: `vnni()` checked the CPU features.
+                // SAFETY: `available()` checked the CPU features.
                 unsafe {
                     match xs.len() {
                         8 => group_dot_vnni::<8, $k>(q, s, xs, acc),
@@ -427,6 +399,20 @@ fn group_dot(
     }
 }
 
+/// The stored unsigned value `w + offset` at chunk `j`, byte `at` (= lane * 4 + i) of one
+/// (group, block) tile: the layout `from_gguf` writes, read back one value at a time.
+#[inline]
+fn stored(kind: QKind, tile: &[Line], j: usize, at: usize) -> u8 {
+    match kind {
+        QKind::Q8_0 => tile[j].0[at],
+        QKind::Q5_0 => {
+            let nib = (tile[j % 4].0[at] >> (4 * (j / 4))) & 0x0f;
+            let bit = j * 64 + at;
+            nib | (((tile[4].0[bit / 8] >> (bit % 8)) & 1) << 4)
+        }
+    }
+}
+
 fn group_dot_portable(kind: QKind, q: &[Line], s: &[f16], x: &QuantRow, acc: &mut [f32; G]) {
     *acc = [0.0; G];
     let lines = kind.lines();
@@ -437,15 +423,7 @@ fn group_dot_portable(kind: QKind, q: &[Line], s: &[f16], x: &QuantRow, acc: &mu
         for j in 0..8 {
             for (lane, d) in dot.iter_mut().enumerate() {
                 for t in 0..4 {
-                    let at = lane * 4 + t;
-                    let u = match kind {
-                        QKind::Q8_0 => tile[j].0[at],
-                        QKind::Q5_0 => {
-                            let bit = j * 64 + at;
-                            ((tile[j % 4].0[at] >> (4 * (j / 4))) & 0x0f)
-                                | (((tile[4].0[bit / 8] >> (bit % 8)) & 1) << 4)
-                        }
-                    };
+                    let u = stored(kind, tile, j, lane * 4 + t);
                     *d += u as i32 * xb[j * 4 + t] as i32;
                 }
             }
@@ -470,8 +448,8 @@ unsafe fn group_dot_vnni<const N: usize, const Q8: bool>(
 ) {
     use std::arch::x86_64::*;
     let blocks = xs[0].d.len();
-    let lines = if Q8 { 8 } else { 5 };
-    let off = if Q8 { 128 } else { 16 };
+    let kind = if Q8 { QKind::Q8_0 } else { QKind::Q5_0 };
+    let (lines, off) = (kind.lines(), kind.offset());
     debug_assert!(q.len() == blocks * lines && s.len() == blocks * G && xs.len() == N);
     let mut a = [_mm512_setzero_ps(); N];
     let qp = q.as_ptr() as *const __m512i;
@@ -642,7 +620,7 @@ mod tests {
 
     #[test]
     fn vnni_and_portable_agree_bit_for_bit() {
-        if !vnni() {
+        if !available() {
             return; // nothing to compare on this CPU
         }
         let mut rng = ChaCha8Rng::seed_from_u64(3);

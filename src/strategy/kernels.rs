@@ -367,7 +367,7 @@ impl Candidates {
             scale_in_place(&mut self.logits, inv_temperature);
         } else {
             let (a, b) = self.logits.split_at_mut(split);
-            both_halves(
+            crate::pool::join(
                 || scale_in_place(a, inv_temperature),
                 || scale_in_place(b, inv_temperature),
             );
@@ -950,16 +950,6 @@ fn split_point(n: usize) -> usize {
     }
 }
 
-/// Run the two halves of a row on the worker pool ([`crate::pool`]: two threads where there are
-/// two; inline inside a batch's per-row sampling, which already keeps every thread busy and where
-/// a split could run another row's work inside this row's timed step).
-fn both_halves<A: Send, B: Send>(
-    first: impl FnOnce() -> A + Send,
-    second: impl FnOnce() -> B + Send,
-) -> (A, B) {
-    crate::pool::join(first, second)
-}
-
 /// [`moments_outer`] at `isa` (lowered to what the CPU has), over two halves for long rows.
 fn exp_moments_at(
     isa: Isa,
@@ -976,7 +966,7 @@ fn exp_moments_at(
     let record = blocks.is_some();
     let (mut blocks_a, mut blocks_b) = (Vec::new(), Vec::new());
     let (ra, rb) = (&mut blocks_a, &mut blocks_b);
-    let (a, b) = both_halves(
+    let (a, b) = crate::pool::join(
         move || exp_moments_part(isa, la, m, scale, record.then_some(ra)),
         move || exp_moments_part(isa, lb, m, scale, record.then_some(rb)),
     );
@@ -1167,7 +1157,7 @@ fn fused_stats_at(
         let (da, db) = dst.split_at_mut(split);
         let (mut bm_a, mut bm_b) = (Vec::new(), Vec::new());
         let (ra, rb) = (&mut bm_a, &mut bm_b);
-        let (a, b) = both_halves(
+        let (a, b) = crate::pool::join(
             move || fused_part(isa, la, k, ra, da),
             move || fused_part(isa, lb, k, rb, db),
         );
