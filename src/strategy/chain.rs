@@ -12,6 +12,9 @@ impl Processor for Chain {
     fn apply(&mut self, cands: &mut Candidates, ctx: &StepCtx, s: &mut Scratch) -> Effect {
         let mut effect = Effect::default();
         for p in &mut self.processors {
+            // each processor starts on a settled set; only the last one's temperature is left
+            // pending, for the final pass to fold in
+            cands.settle();
             effect = effect.then(p.apply(cands, ctx, s));
         }
         effect

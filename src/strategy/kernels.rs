@@ -133,9 +133,20 @@ macro_rules! multiversion {
 #[derive(Debug, Clone, Default)]
 pub struct Candidates {
     pub ids: Vec<u32>,
-    pub logits: Vec<f32>,
+    /// Read through [`Self::logits`]; a pending temperature is not yet multiplied in.
+    logits: Vec<f32>,
     pub sorted_by_id: bool,
+    /// A temperature's 1/T not yet multiplied into `logits`: the set's values are
+    /// `logits[i] * pending` (f32, rounded as [`Self::scale`] would round them). Only the final
+    /// statistics and the draw read a pending scale (folded into their one exp pass, so a
+    /// temperature at the end of a chain costs no pass of its own); everything else sees the
+    /// scale applied first ([`Self::settle`]).
+    pending: Option<f32>,
     stats: Option<DistStats>,
+    /// The final statistics of the set (with `draw_blocks`), cached until the set changes.
+    fin: Option<FinalStats>,
+    /// Per-[`BLOCK`] sums of the final weights, for [`Self::draw`].
+    draw_blocks: Vec<f64>,
     /// `ids` is the identity 0..len (the full vocabulary, as `fill` left it).
     full: bool,
     /// A second id buffer: while `spare_is_identity`, it holds 0..len, so shrinking the full set
@@ -185,7 +196,8 @@ impl Candidates {
         self.logits.clear();
         self.logits.extend_from_slice(logits);
         self.sorted_by_id = true;
-        self.stats = None;
+        self.pending = None;
+        self.changed();
     }
 
     /// Check `logits` (see [`check_and_max`]), fill the set with them and return their
@@ -196,6 +208,8 @@ impl Candidates {
         }
         self.block_max_valid = false;
         self.identity_ids(logits.len());
+        self.pending = None;
+        self.changed();
         let o = fused_stats_at(
             Isa::detected(),
             logits,
@@ -212,6 +226,56 @@ impl Candidates {
         Ok(stats)
     }
 
+    /// Forget the cached statistics (the set's values or order changed).
+    fn changed(&mut self) {
+        self.stats = None;
+        self.fin = None;
+    }
+
+    /// The candidates' logits. The set must be settled (no pending temperature): processors
+    /// start on a settled set, and one that scales and then reads calls [`Self::settle`].
+    pub fn logits(&self) -> &[f32] {
+        self.assert_settled();
+        &self.logits
+    }
+
+    /// Ids and logits for a processor that rewrites logits in place (it calls [`Self::touch`]).
+    pub fn parts_mut(&mut self) -> (&[u32], &mut [f32]) {
+        self.settle();
+        (&self.ids, &mut self.logits)
+    }
+
+    #[inline]
+    #[track_caller]
+    fn assert_settled(&self) {
+        assert!(
+            self.pending.is_none(),
+            "candidates read with a pending temperature: call settle() first"
+        );
+    }
+
+    /// Multiply a pending temperature into the logits (a no-op when none is pending). The
+    /// values are those the final pass would have used, so the cached statistics stay valid.
+    pub fn settle(&mut self) {
+        let Some(f) = self.pending.take() else {
+            return;
+        };
+        // long rows in two fixed halves on the pool (element-wise: same result either way)
+        let split = split_point(self.logits.len());
+        if split == 0 {
+            scale_in_place(&mut self.logits, f);
+        } else {
+            let (a, b) = self.logits.split_at_mut(split);
+            crate::pool::join(|| scale_in_place(a, f), || scale_in_place(b, f));
+        }
+        if self.block_max_valid && f > 0.0 {
+            // x -> x·f is monotone for f > 0 (rounding included), so block maxima follow
+            scale_in_place(&mut self.block_max, f);
+        } else {
+            self.block_max_valid = false;
+        }
+    }
+
     /// The blocks' maxima when known (see `block_max`), else `&[]`.
     fn known_block_max(&self) -> &[f32] {
         if self.full && self.block_max_valid {
@@ -223,16 +287,19 @@ impl Candidates {
 
     /// Positions of the candidates with logit >= `cut` (compared in f64, exactly).
     pub fn positions_at_least(&self, cut: f64, out: &mut Vec<usize>) {
+        self.assert_settled();
         positions_f32(&self.logits, f32_at_least(cut), out, self.known_block_max())
     }
 
     /// The k-th largest logit of the set (1 <= k <= len); `vals` is scratch.
     pub fn kth_largest(&self, k: usize, vals: &mut Vec<f32>) -> f32 {
+        self.assert_settled();
         kth_largest_blocks(&self.logits, k, vals, self.known_block_max())
     }
 
     /// Entropy, varentropy and log Z of the current set (cached until the set changes).
     pub fn stats(&mut self) -> DistStats {
+        self.settle();
         match self.stats {
             Some(s) => s,
             None => {
@@ -245,7 +312,7 @@ impl Candidates {
 
     /// Forget what is cached about the set after writing `ids` or `logits` directly.
     pub fn touch(&mut self) {
-        self.stats = None;
+        self.changed();
         self.full = false;
     }
 
@@ -259,6 +326,7 @@ impl Candidates {
 
     /// Keep the candidates for which `keep(index, logit)` is true, preserving their order.
     pub fn retain(&mut self, mut keep: impl FnMut(usize, f32) -> bool) {
+        self.settle();
         let mut w = 0;
         for r in 0..self.ids.len() {
             let l = self.logits[r];
@@ -270,7 +338,7 @@ impl Candidates {
         }
         self.ids.truncate(w);
         self.logits.truncate(w);
-        self.stats = None;
+        self.changed();
         self.full = false;
     }
 
@@ -279,6 +347,7 @@ impl Candidates {
     /// skipped with one vectorised compare, so a selective filter costs about one read of the
     /// logits instead of a call per token.
     pub fn retain_where(&mut self, lower: f32, keep: impl Fn(f32) -> bool) {
+        self.settle();
         let bm = std::mem::take(&mut self.block_max);
         let valid = self.full && self.block_max_valid;
         let identity = self.park_identity();
@@ -294,7 +363,7 @@ impl Candidates {
         self.block_max_valid = false;
         self.ids.truncate(w);
         self.logits.truncate(w);
-        self.stats = None;
+        self.changed();
     }
 
     /// Keep the candidates whose logit, widened to f64, is >= `cut` (exactly).
@@ -310,6 +379,7 @@ impl Candidates {
 
     /// Shrink to the single candidate at `pos`.
     pub fn keep_one(&mut self, pos: usize) {
+        self.settle();
         let (id, l) = (self.ids[pos], self.logits[pos]);
         self.park_identity();
         self.ids.clear();
@@ -317,7 +387,7 @@ impl Candidates {
         self.ids.push(id);
         self.logits.push(l);
         self.sorted_by_id = true;
-        self.stats = None;
+        self.changed();
     }
 
     /// Keep exactly the candidates at the given positions (any order); leaves the set unsorted.
@@ -327,6 +397,7 @@ impl Candidates {
         scratch_ids: &mut Vec<u32>,
         scratch_logits: &mut Vec<f32>,
     ) {
+        self.settle();
         scratch_ids.clear();
         scratch_logits.clear();
         for &p in positions {
@@ -337,7 +408,7 @@ impl Candidates {
         std::mem::swap(&mut self.ids, scratch_ids);
         std::mem::swap(&mut self.logits, scratch_logits);
         self.sorted_by_id = false;
-        self.stats = None;
+        self.changed();
     }
 
     /// Sort by token id (cheap when the set is small; a no-op when already sorted).
@@ -345,6 +416,7 @@ impl Candidates {
         if self.sorted_by_id {
             return;
         }
+        self.settle();
         let mut pairs: Vec<(u32, f32)> = self
             .ids
             .iter()
@@ -357,31 +429,63 @@ impl Candidates {
             self.logits[i] = l;
         }
         self.sorted_by_id = true;
-        self.stats = None;
+        self.changed();
     }
 
+    /// Divide the logits by a temperature (`inv_temperature` = 1/T). Deferred: the product is
+    /// formed by the next reader, or inside the final pass when nothing reads before it.
     pub fn scale(&mut self, inv_temperature: f32) {
-        // long rows in two fixed halves on the pool (element-wise: same result either way)
-        let split = split_point(self.logits.len());
-        if split == 0 {
-            scale_in_place(&mut self.logits, inv_temperature);
-        } else {
-            let (a, b) = self.logits.split_at_mut(split);
-            crate::pool::join(
-                || scale_in_place(a, inv_temperature),
-                || scale_in_place(b, inv_temperature),
-            );
+        self.settle();
+        self.pending = Some(inv_temperature);
+        self.changed();
+    }
+
+    /// Try another temperature: replace a pending scale (or set one on a settled set) without
+    /// applying it, e.g. to evaluate [`Self::final_stats`] at several temperatures, each pass
+    /// reading the unscaled logits. Only valid while the scale being replaced is still pending
+    /// (nothing settled the set since it was set); setting the same scale again keeps the cache.
+    pub fn set_pending_scale(&mut self, inv_temperature: f32) {
+        if self.pending != Some(inv_temperature) {
+            self.pending = Some(inv_temperature);
+            self.changed();
         }
-        self.stats = None;
-        if self.block_max_valid && inv_temperature > 0.0 {
-            // x -> x·f is monotone for f > 0 (rounding included), so block maxima follow
-            scale_in_place(&mut self.block_max, inv_temperature);
-        } else {
-            self.block_max_valid = false;
+    }
+
+    /// Statistics of the final (sampled-from) distribution over the set, with the per-block
+    /// sums [`Self::draw`] walks: one exp pass (with a pending temperature folded in), cached
+    /// until the set changes. The set must be in id order for the draw (`sort_by_id`).
+    pub fn final_stats(&mut self) -> FinalStats {
+        if let Some(f) = self.fin {
+            return f;
         }
+        // the maximum of the scaled set is the scaled maximum (x -> x·f is monotone for f > 0)
+        let raw_max = match self.known_block_max() {
+            [] => max_finite(&self.logits),
+            bm => max_finite(bm),
+        };
+        let f = match self.pending {
+            Some(f) if f > 0.0 => Some(f),
+            Some(_) => {
+                self.settle();
+                return self.final_stats();
+            }
+            None => None,
+        };
+        let m = f.map_or(raw_max, |f| raw_max * f);
+        let fin = final_stats_scaled(&self.logits, f, m, &mut self.draw_blocks);
+        self.fin = Some(fin);
+        fin
+    }
+
+    /// Draw a position with u in [0,1) (see [`draw_from_logits`]); returns it and its
+    /// unnormalised weight.
+    pub fn draw(&mut self, u: f64) -> (usize, f64) {
+        let fin = self.final_stats();
+        draw_scaled(&self.logits, self.pending, &fin, &self.draw_blocks, u)
     }
 
     pub fn max_logit(&self) -> f32 {
+        self.assert_settled();
         match self.known_block_max() {
             [] => max_finite(&self.logits),
             bm => max_finite(bm),
@@ -682,6 +786,9 @@ multiversion! {
 #[inline(always)]
 fn values_impl(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
     out.clear();
+    out.reserve(logits.len());
+    let dst = &mut out.spare_capacity_mut()[..logits.len()];
+    let mut w = 0;
     for (b, block) in logits.chunks(BLOCK).enumerate() {
         if block_max.get(b).is_some_and(|&m| m < c) {
             continue;
@@ -692,14 +799,94 @@ fn values_impl(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
                 hit |= (l >= c) as u32;
             }
             if hit != 0 {
-                out.extend(chunk.iter().copied().filter(|&l| l >= c));
+                // branch-free: write every value, advance past the kept ones (w <= index)
+                for &l in chunk {
+                    dst[w].write(l);
+                    w += (l >= c) as usize;
+                }
             }
         }
     }
+    // SAFETY: the first w elements were written above
+    unsafe { out.set_len(w) };
 }
 
-multiversion! {
-    fn values_f32 / values_f32_at(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) -> () = values_impl
+/// [`values_impl`] with AVX-512's compress: 16 values compared and the kept ones packed in a
+/// few instructions (the scalar form costs a cycle or two per value read).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn values_avx512(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
+    use std::arch::x86_64::*;
+    out.clear();
+    // room for a whole register written at the last kept position
+    out.reserve(logits.len() + 16);
+    let dst = out.as_mut_ptr();
+    let vc = _mm512_set1_ps(c);
+    let mut w = 0;
+    for (b, block) in logits.chunks(BLOCK).enumerate() {
+        if block_max.get(b).is_some_and(|&m| m < c) {
+            continue;
+        }
+        let chunks = block.chunks_exact(16);
+        let rest = chunks.remainder();
+        for ch in chunks {
+            // SAFETY: `ch` holds 16 f32; w + 16 <= logits.len() + 16, within the capacity
+            unsafe {
+                let x = _mm512_loadu_ps(ch.as_ptr());
+                let k = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, vc);
+                if k != 0 {
+                    _mm512_storeu_ps(dst.add(w), _mm512_maskz_compress_ps(k, x));
+                    w += k.count_ones() as usize;
+                }
+            }
+        }
+        for &l in rest {
+            if l >= c {
+                // SAFETY: w < logits.len(), within the capacity
+                unsafe { dst.add(w).write(l) };
+                w += 1;
+            }
+        }
+    }
+    // SAFETY: the first w elements were written above
+    unsafe { out.set_len(w) };
+}
+
+/// The logits >= `c`, in order, into `out` (blocks whose maximum is below `c` skipped).
+fn values_f32(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
+    values_f32_at(Isa::detected(), logits, c, out, block_max)
+}
+
+fn values_f32_at(isa: Isa, logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn v3(l: &[f32], c: f32, out: &mut Vec<f32>, bm: &[f32]) {
+            values_impl(l, c, out, bm)
+        }
+        match isa.min(Isa::cpu()) {
+            // SAFETY: the CPU supports the level (clamped to `Isa::cpu()`)
+            Isa::Avx512 => return unsafe { values_avx512(logits, c, out, block_max) },
+            Isa::Avx2 => return unsafe { v3(logits, c, out, block_max) },
+            Isa::Portable => {}
+        }
+    }
+    values_impl(logits, c, out, block_max)
+}
+
+impl Candidates {
+    /// The logits >= `cut` (compared in f64, exactly), in order, into `out`.
+    pub fn values_at_least(&self, cut: f64, out: &mut Vec<f32>) {
+        self.assert_settled();
+        values_f32(&self.logits, f32_at_least(cut), out, self.known_block_max())
+    }
+}
+
+/// Σ e^{d·s}, Σ (d·s) e^{d·s}, Σ (d·s)² e^{d·s} with d = l - m (m >= every l), and the count of
+/// non-zero terms: the vectorised pass behind entropy and varentropy, for processors that
+/// model a distribution on a subset of its logits.
+pub fn scaled_moments(logits: &[f32], m: f32, s: f32) -> (f64, f64, f64, usize) {
+    exp_moments_at(Isa::detected(), logits, None, m, s, None)
 }
 
 /// The k-th largest logit (1 <= k <= len), found among the logits within 4, 8, 16, ... nats of
@@ -802,7 +989,7 @@ const LANES: usize = 16;
 // the lane index walks the input and four accumulators in step
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn block_sums_portable(block: &[f32], m: f32, k: f32) -> BlockSums {
+fn block_sums_portable<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32) -> BlockSums {
     let mut b = BlockSums {
         s: [0.0; LANES],
         s1: [0.0; LANES],
@@ -811,7 +998,9 @@ fn block_sums_portable(block: &[f32], m: f32, k: f32) -> BlockSums {
     };
     for c in block.chunks_exact(LANES) {
         for j in 0..LANES {
-            let y = (c[j] - m) * k;
+            // a pending temperature: the scaled logit, rounded as `scale` rounds it
+            let x = if PRE { c[j] * pre } else { c[j] };
+            let y = (x - m) * k;
             let e = exp2_nonpos(y);
             // masked tokens (y = -inf, e = 0) add exactly 0, not 0·inf = NaN
             let live = y >= -125.0;
@@ -831,10 +1020,11 @@ fn block_sums_portable(block: &[f32], m: f32, k: f32) -> BlockSums {
 /// are bit-identical to the portable form.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn block_sums_avx512(block: &[f32], m: f32, k: f32) -> BlockSums {
+fn block_sums_avx512<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32) -> BlockSums {
     use std::arch::x86_64::*;
     let ps = _mm512_set1_ps;
     let (vm, vk, lim, zero) = (ps(m), ps(k), ps(-125.0), _mm512_setzero_ps());
+    let vpre = ps(pre);
     let (magic, one) = (ps(EXP2_MAGIC), ps(1.0));
     let pc = EXP2_P.map(|c| _mm512_set1_ps(c));
     let (bias, one_i) = (_mm512_set1_epi32(EXP2_BIAS as i32), _mm512_set1_epi32(1));
@@ -842,6 +1032,7 @@ fn block_sums_avx512(block: &[f32], m: f32, k: f32) -> BlockSums {
     for c in block.chunks_exact(LANES) {
         // SAFETY: `c` holds exactly 16 f32
         let x = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+        let x = if PRE { _mm512_mul_ps(x, vpre) } else { x };
         let y = _mm512_mul_ps(_mm512_sub_ps(x, vm), vk);
         // exp2_nonpos(y), operation for operation
         let yc = _mm512_max_ps(y, lim);
@@ -892,6 +1083,7 @@ fn block_sums_avx512(block: &[f32], m: f32, k: f32) -> BlockSums {
 #[inline(always)]
 fn moments_outer(
     logits: &[f32],
+    pre: Option<f32>,
     m: f32,
     k: f32,
     mut blocks: Option<&mut Vec<f64>>,
@@ -916,6 +1108,7 @@ fn moments_outer(
     }
     let mut bs = 0f64;
     for &l in rest {
+        let l = pre.map_or(l, |f| l * f);
         let y = (l - m) * k;
         let e = exp2_nonpos(y) as f64;
         if y >= -125.0 {
@@ -954,21 +1147,22 @@ fn split_point(n: usize) -> usize {
 fn exp_moments_at(
     isa: Isa,
     logits: &[f32],
+    pre: Option<f32>,
     m: f32,
     scale: f32,
     blocks: Option<&mut Vec<f64>>,
 ) -> (f64, f64, f64, usize) {
     let split = split_point(logits.len());
     if split == 0 {
-        return exp_moments_part(isa, logits, m, scale, blocks);
+        return exp_moments_part(isa, logits, pre, m, scale, blocks);
     }
     let (la, lb) = logits.split_at(split);
     let record = blocks.is_some();
     let (mut blocks_a, mut blocks_b) = (Vec::new(), Vec::new());
     let (ra, rb) = (&mut blocks_a, &mut blocks_b);
     let (a, b) = crate::pool::join(
-        move || exp_moments_part(isa, la, m, scale, record.then_some(ra)),
-        move || exp_moments_part(isa, lb, m, scale, record.then_some(rb)),
+        move || exp_moments_part(isa, la, pre, m, scale, record.then_some(ra)),
+        move || exp_moments_part(isa, lb, pre, m, scale, record.then_some(rb)),
     );
     if let Some(v) = blocks {
         v.clear();
@@ -978,33 +1172,49 @@ fn exp_moments_at(
     (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
 }
 
-/// One contiguous part of [`exp_moments_at`].
+/// One contiguous part of [`exp_moments_at`]; `pre`, a pending temperature's scale, multiplies
+/// each logit first (a separate instantiation, so the unscaled passes pay nothing for it).
 fn exp_moments_part(
     isa: Isa,
     logits: &[f32],
+    pre: Option<f32>,
     m: f32,
     scale: f32,
     blocks: Option<&mut Vec<f64>>,
 ) -> (f64, f64, f64, usize) {
+    type Out = (f64, f64, f64, usize);
     let k = scale * std::f32::consts::LOG2_E;
+    let f = pre.unwrap_or(1.0);
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        fn v4(l: &[f32], m: f32, k: f32, b: Option<&mut Vec<f64>>) -> (f64, f64, f64, usize) {
-            moments_outer(l, m, k, b, |x| block_sums_avx512(x, m, k))
+        fn v4<const PRE: bool>(l: &[f32], f: f32, m: f32, k: f32, b: Option<&mut Vec<f64>>) -> Out {
+            let pre = PRE.then_some(f);
+            moments_outer(l, pre, m, k, b, |x| block_sums_avx512::<PRE>(x, f, m, k))
         }
         #[target_feature(enable = "avx2,fma")]
-        fn v3(l: &[f32], m: f32, k: f32, b: Option<&mut Vec<f64>>) -> (f64, f64, f64, usize) {
-            moments_outer(l, m, k, b, |x| block_sums_portable(x, m, k))
+        fn v3<const PRE: bool>(l: &[f32], f: f32, m: f32, k: f32, b: Option<&mut Vec<f64>>) -> Out {
+            let pre = PRE.then_some(f);
+            moments_outer(l, pre, m, k, b, |x| block_sums_portable::<PRE>(x, f, m, k))
         }
-        match isa.min(Isa::cpu()) {
-            // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
-            Isa::Avx512 => return unsafe { v4(logits, m, k, blocks) },
-            Isa::Avx2 => return unsafe { v3(logits, m, k, blocks) },
-            Isa::Portable => {}
+        // SAFETY: the CPU supports the level (clamped to `Isa::cpu()`)
+        match (isa.min(Isa::cpu()), pre.is_some()) {
+            (Isa::Avx512, true) => return unsafe { v4::<true>(logits, f, m, k, blocks) },
+            (Isa::Avx512, false) => return unsafe { v4::<false>(logits, f, m, k, blocks) },
+            (Isa::Avx2, true) => return unsafe { v3::<true>(logits, f, m, k, blocks) },
+            (Isa::Avx2, false) => return unsafe { v3::<false>(logits, f, m, k, blocks) },
+            (Isa::Portable, _) => {}
         }
     }
-    moments_outer(logits, m, k, blocks, |x| block_sums_portable(x, m, k))
+    if pre.is_some() {
+        moments_outer(logits, pre, m, k, blocks, |x| {
+            block_sums_portable::<true>(x, f, m, k)
+        })
+    } else {
+        moments_outer(logits, pre, m, k, blocks, |x| {
+            block_sums_portable::<false>(x, f, m, k)
+        })
+    }
 }
 
 /// Moments of a part of a row in log2 units relative to its largest logit `m` so far, for the
@@ -1116,11 +1326,13 @@ fn fused_part(
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
         fn v4(l: &[f32], k: f32, b: &mut Vec<f32>, c: &mut [MaybeUninit<f32>]) -> Online {
-            fused_outer(l, k, b, c, |x, m| block_sums_avx512(x, m, k))
+            fused_outer(l, k, b, c, |x, m| block_sums_avx512::<false>(x, 1.0, m, k))
         }
         #[target_feature(enable = "avx2,fma")]
         fn v3(l: &[f32], k: f32, b: &mut Vec<f32>, c: &mut [MaybeUninit<f32>]) -> Online {
-            fused_outer(l, k, b, c, |x, m| block_sums_portable(x, m, k))
+            fused_outer(l, k, b, c, |x, m| {
+                block_sums_portable::<false>(x, 1.0, m, k)
+            })
         }
         match isa.min(Isa::cpu()) {
             // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
@@ -1130,7 +1342,7 @@ fn fused_part(
         }
     }
     fused_outer(logits, k, block_max, copy, |x, m| {
-        block_sums_portable(x, m, k)
+        block_sums_portable::<false>(x, 1.0, m, k)
     })
 }
 
@@ -1171,7 +1383,7 @@ fn fused_stats_at(
 }
 
 fn exp_moments_count(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64, usize) {
-    exp_moments_at(Isa::detected(), logits, m, scale, None)
+    exp_moments_at(Isa::detected(), logits, None, m, scale, None)
 }
 
 fn exp_moments(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64) {
@@ -1206,6 +1418,18 @@ pub fn final_stats(logits: &[f32], blocks: &mut Vec<f64>) -> FinalStats {
 
 /// [`final_stats`] when the largest logit is already known.
 pub fn final_stats_with_max(logits: &[f32], m: f32, blocks: &mut Vec<f64>) -> FinalStats {
+    final_stats_scaled(logits, None, m, blocks)
+}
+
+/// [`final_stats`] of the logits times `pre` (each product rounded to f32, as
+/// [`Candidates::scale`] rounds it), whose largest value is `m`: a temperature folded into the
+/// pass.
+pub fn final_stats_scaled(
+    logits: &[f32],
+    pre: Option<f32>,
+    m: f32,
+    blocks: &mut Vec<f64>,
+) -> FinalStats {
     blocks.clear();
     if m == f32::NEG_INFINITY {
         let stats = DistStats {
@@ -1220,7 +1444,7 @@ pub fn final_stats_with_max(logits: &[f32], m: f32, blocks: &mut Vec<f64>) -> Fi
             kept: 0,
         };
     }
-    let (s, s1, s2, kept) = exp_moments_at(Isa::detected(), logits, m, 1.0, Some(blocks));
+    let (s, s1, s2, kept) = exp_moments_at(Isa::detected(), logits, pre, m, 1.0, Some(blocks));
     FinalStats {
         stats: stats_from_moments(m, s, s1, s2),
         sum: s,
@@ -1234,9 +1458,21 @@ pub fn final_stats_with_max(logits: &[f32], m: f32, blocks: &mut Vec<f64>) -> Fi
 /// block where the running sum crosses u·S. Tokens with zero weight are never chosen; when
 /// rounding leaves u·S at or beyond the last weight, the last token with weight is drawn.
 pub fn draw_from_logits(logits: &[f32], fin: &FinalStats, blocks: &[f64], u: f64) -> (usize, f64) {
+    draw_scaled(logits, None, fin, blocks, u)
+}
+
+/// [`draw_from_logits`] over the logits times `pre` (see [`final_stats_scaled`]).
+pub fn draw_scaled(
+    logits: &[f32],
+    pre: Option<f32>,
+    fin: &FinalStats,
+    blocks: &[f64],
+    u: f64,
+) -> (usize, f64) {
     let m = fin.stats.max_logit;
     let target = u * fin.sum;
-    let weight = |i: usize| exp_nonpos(logits[i] - m) as f64;
+    let f = pre.unwrap_or(1.0);
+    let weight = |i: usize| exp_nonpos(logits[i] * f - m) as f64;
     let last_in = |b: usize| {
         let range = b * BLOCK..((b + 1) * BLOCK).min(logits.len());
         range.rev().map(|i| (i, weight(i))).find(|&(_, e)| e > 0.0)
@@ -1645,8 +1881,8 @@ mod tests {
             assert_eq!(max_finite_at(isa, &l).to_bits(), m.to_bits(), "{isa:?}");
             assert_eq!(scan_logits_at(isa, &l), scan_logits_at(Isa::Portable, &l));
             for scale in [1.0f32, 0.7, 1.6] {
-                let a = exp_moments_at(Isa::Portable, &l, m, scale, None);
-                let b = exp_moments_at(isa, &l, m, scale, None);
+                let a = exp_moments_at(Isa::Portable, &l, None, m, scale, None);
+                let b = exp_moments_at(isa, &l, None, m, scale, None);
                 assert_eq!(
                     (a.0.to_bits(), a.1.to_bits(), a.2.to_bits(), a.3),
                     (b.0.to_bits(), b.1.to_bits(), b.2.to_bits(), b.3),
@@ -1654,10 +1890,28 @@ mod tests {
                 );
             }
             let (mut ba, mut bb) = (Vec::new(), Vec::new());
-            let a = exp_moments_at(Isa::Portable, &l, m, 1.0, Some(&mut ba));
-            let b = exp_moments_at(isa, &l, m, 1.0, Some(&mut bb));
+            let a = exp_moments_at(Isa::Portable, &l, None, m, 1.0, Some(&mut ba));
+            let b = exp_moments_at(isa, &l, None, m, 1.0, Some(&mut bb));
             assert_eq!(a.0.to_bits(), b.0.to_bits());
             assert_eq!(ba, bb);
+            // a pending temperature folded into the pass
+            let (mut ba, mut bb) = (Vec::new(), Vec::new());
+            let a = exp_moments_at(Isa::Portable, &l, Some(1.3), m * 1.3, 1.0, Some(&mut ba));
+            let b = exp_moments_at(isa, &l, Some(1.3), m * 1.3, 1.0, Some(&mut bb));
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits(), a.2.to_bits(), a.3),
+                (b.0.to_bits(), b.1.to_bits(), b.2.to_bits(), b.3),
+                "{isa:?}, pending scale"
+            );
+            assert_eq!(ba, bb);
+            let (mut va, mut vb) = (Vec::new(), Vec::new());
+            values_f32_at(Isa::Portable, &l, 12.5, &mut va, &[]);
+            values_f32_at(isa, &l, 12.5, &mut vb, &[]);
+            assert_eq!(va, vb, "{isa:?}");
+            assert_eq!(
+                va,
+                l.iter().copied().filter(|&x| x >= 12.5).collect::<Vec<_>>()
+            );
             let (mut pa, mut pb) = (Vec::new(), Vec::new());
             positions_f32_at(Isa::Portable, &l, 15.0, &mut pa, &[]);
             positions_f32_at(isa, &l, 15.0, &mut pb, &[]);
@@ -1671,8 +1925,8 @@ mod tests {
             // rows long enough to be summed in halves
             let long = big_row(SPLIT_MIN + 777);
             let lm = max_finite(&long);
-            let a = exp_moments_at(Isa::Portable, &long, lm, 0.9, None);
-            let b = exp_moments_at(isa, &long, lm, 0.9, None);
+            let a = exp_moments_at(Isa::Portable, &long, None, lm, 0.9, None);
+            let b = exp_moments_at(isa, &long, None, lm, 0.9, None);
             assert_eq!(
                 (a.0.to_bits(), a.3),
                 (b.0.to_bits(), b.3),
@@ -1686,6 +1940,42 @@ mod tests {
                 first_position_of_at(isa, &l, m),
                 l.iter().position(|&x| x == m)
             );
+        }
+    }
+
+    /// A temperature left pending and folded into the final pass gives, bit for bit, the
+    /// statistics and draws of the logits scaled first, on rows short and long (halves).
+    #[test]
+    fn a_pending_temperature_equals_scaling_first() {
+        for n in [3_001, SPLIT_MIN + 1000] {
+            let l = big_row(n);
+            for inv in [1.0f32 / 0.7, 0.5, 1.0] {
+                let (mut lazy, mut eager) = (Candidates::default(), Candidates::default());
+                lazy.check_and_fill(&l).unwrap();
+                eager.check_and_fill(&l).unwrap();
+                lazy.scale(inv);
+                eager.scale(inv);
+                eager.settle();
+                assert!(lazy.pending.is_some() && eager.pending.is_none());
+                let (a, b) = (lazy.final_stats(), eager.final_stats());
+                assert_eq!(
+                    (a.sum.to_bits(), a.kept, a.stats.max_logit.to_bits()),
+                    (b.sum.to_bits(), b.kept, b.stats.max_logit.to_bits()),
+                    "n {n}, 1/T {inv}"
+                );
+                assert_eq!(
+                    a.stats.entropy_nats.to_bits(),
+                    b.stats.entropy_nats.to_bits()
+                );
+                assert_eq!(lazy.draw_blocks, eager.draw_blocks);
+                for u in [0.0, 0.25, 0.5, 0.9, 0.999_999] {
+                    assert_eq!(lazy.draw(u), eager.draw(u), "n {n}, 1/T {inv}, u {u}");
+                }
+                // settling afterwards leaves the cached statistics valid and equal
+                lazy.settle();
+                assert_eq!(lazy.logits(), eager.logits());
+                assert_eq!(lazy.final_stats().sum.to_bits(), b.sum.to_bits());
+            }
         }
     }
 
@@ -1841,6 +2131,8 @@ mod tests {
         // scaling keeps the maxima in step
         c.scale(0.5);
         plain.scale(0.5);
+        c.settle();
+        plain.settle();
         assert_eq!(c.argmax_position(), plain.argmax_position());
         c.retain_at_least(5.0);
         plain.retain_at_least(5.0);

@@ -63,7 +63,7 @@ impl Mirostat {
         while i + 1 < self.m && i + 1 < top.len() {
             let t_i = ((i + 2) as f64 / (i + 1) as f64).ln();
             // ln(p_i / p_{i+1}) = l_i - l_{i+1}
-            let b_i = (cands.logits[top[i]] - cands.logits[top[i + 1]]) as f64;
+            let b_i = (cands.logits()[top[i]] - cands.logits()[top[i + 1]]) as f64;
             sum_tb += t_i * b_i;
             sum_tt += t_i * t_i;
             i += 1;
@@ -84,8 +84,11 @@ impl Mirostat {
             // the same k tokens, kept in place (id order, so no sort afterwards): everything
             // above the k-th logit, then its ties, lowest ids first, up to k in all
             let (v, above) = if k <= top.len() {
-                let v = cands.logits[top[k - 1]];
-                (v, top[..k].iter().filter(|&&p| cands.logits[p] > v).count())
+                let v = cands.logits()[top[k - 1]];
+                (
+                    v,
+                    top[..k].iter().filter(|&&p| cands.logits()[p] > v).count(),
+                )
             } else {
                 let v = cands.kth_largest(k, &mut s.logits);
                 // after the selection the k - 1 values before the k-th are all >= it
@@ -113,6 +116,7 @@ impl Mirostat {
 impl Processor for Mirostat {
     fn apply(&mut self, cands: &mut Candidates, ctx: &StepCtx, s: &mut Scratch) -> Effect {
         let mut e = apply_temperature(cands, self.temperature);
+        cands.settle();
         if cands.len() > 1 {
             if self.version == 1 {
                 self.apply_v1(cands, s, ctx.vocab_size);

@@ -179,8 +179,6 @@ pub struct Sampler {
 struct Workspace {
     cands: Candidates,
     scratch: Scratch,
-    /// Per-block sums of the final weights, for the draw.
-    blocks: Vec<f64>,
 }
 
 thread_local! {
@@ -211,9 +209,9 @@ impl Sampler {
         };
         let effect = self.root.apply(&mut w.cands, &ctx, &mut w.scratch);
         w.cands.sort_by_id();
-        // (the maximum comes from the block maxima while the set is the whole vocabulary)
-        let max = w.cands.max_logit();
-        let fin = kernels::final_stats_with_max(&w.cands.logits, max, &mut w.blocks);
+        // one exp pass, with a temperature still pending folded in (or cached by a processor
+        // that evaluated this very set)
+        let fin = w.cands.final_stats();
         if fin.kept == 0 {
             return Err(SampleError::NoCandidate);
         }
@@ -231,7 +229,7 @@ impl Sampler {
         let (base, effect, fin, token, weight) = WORKSPACE.with_borrow_mut(|w| {
             let (base, effect, fin) = self.apply(w, logits)?;
             let u: f64 = rng.random();
-            let (pos, weight) = kernels::draw_from_logits(&w.cands.logits, &fin, &w.blocks, u);
+            let (pos, weight) = w.cands.draw(u);
             Ok::<_, SampleError>((base, effect, fin, w.cands.ids[pos], weight))
         })?;
         let p_final = weight / fin.sum;
@@ -263,7 +261,8 @@ impl Sampler {
         let (effect, fin) = WORKSPACE.with_borrow_mut(|w| {
             let (_, effect, fin) = self.apply(w, logits)?;
             let m = fin.stats.max_logit;
-            for (&id, &l) in w.cands.ids.iter().zip(&w.cands.logits) {
+            w.cands.settle(); // the values the final pass used, so `fin` still holds
+            for (&id, &l) in w.cands.ids.iter().zip(w.cands.logits()) {
                 probs[id as usize] = kernels::exp_nonpos(l - m) as f64 / fin.sum;
             }
             Ok::<_, SampleError>((effect, fin))

@@ -38,15 +38,17 @@ impl Processor for RepetitionPenalty {
     fn apply(&mut self, cands: &mut Candidates, ctx: &StepCtx, _s: &mut Scratch) -> Effect {
         let theta = self.penalty as f32;
         let penalise = |l: &mut f32| *l = if *l < 0.0 { *l * theta } else { *l / theta };
-        if cands.sorted_by_id && cands.len() == ctx.vocab_size {
+        let in_id_order = cands.sorted_by_id && cands.len() == ctx.vocab_size;
+        let (ids, logits) = cands.parts_mut();
+        if in_id_order {
             // the full vocabulary in id order: position = token id, touch only the seen ones
             for &t in &self.seen_list {
-                if let Some(l) = cands.logits.get_mut(t as usize) {
+                if let Some(l) = logits.get_mut(t as usize) {
                     penalise(l);
                 }
             }
         } else {
-            for (id, l) in cands.ids.iter().zip(cands.logits.iter_mut()) {
+            for (id, l) in ids.iter().zip(logits.iter_mut()) {
                 if self.seen.get(*id as usize).copied().unwrap_or(false) {
                     penalise(l);
                 }

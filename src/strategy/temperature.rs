@@ -13,13 +13,14 @@ pub struct Temperature {
 
 /// Apply temperature `t` to the candidates; `t <= 0` is greedy.
 pub fn apply_temperature(cands: &mut Candidates, t: f64) -> Effect {
+    cands.settle();
     let inv = (1.0 / t) as f32;
     // T so small that 1/T (or a logit times it) overflows f32 is the T -> 0 limit: greedy
     let overflows = || {
         !inv.is_finite()
             || (inv > 1e30
                 && cands
-                    .logits
+                    .logits()
                     .iter()
                     .any(|&l| l.is_finite() && !(l * inv).is_finite()))
     };

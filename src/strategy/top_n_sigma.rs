@@ -17,7 +17,7 @@ impl Processor for TopNSigma {
             return Effect::default();
         }
         // one vectorised pass: max, Σl, Σl², count over the finite logits
-        let (max, sum, sq, count, _pivot) = kernels::finite_moments(&cands.logits);
+        let (max, sum, sq, count, _pivot) = kernels::finite_moments(cands.logits());
         let max = max as f64;
         if count == 0 {
             return Effect::default();

@@ -26,14 +26,14 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
     kernels::widen_head(cands, &mut head, |head, _| {
         let mass: f64 = head
             .iter()
-            .map(|&i| (cands.logits[i] as f64 - stats.log_z).exp())
+            .map(|&i| (cands.logits()[i] as f64 - stats.log_z).exp())
             .sum();
         mass >= p
     });
     s.keys.clear();
     s.keys.extend(
         head.iter()
-            .map(|&i| -(cands.logits[i] as f64 - stats.log_z).exp()),
+            .map(|&i| -(cands.logits()[i] as f64 - stats.log_z).exp()),
     );
     s.ids.clear();
     s.ids.extend(head.iter().map(|&i| cands.ids[i]));

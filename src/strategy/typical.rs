@@ -29,20 +29,21 @@ impl Processor for Typical {
             let complete = stats.log_z - cut - h;
             let mass: f64 = head
                 .iter()
-                .map(|&i| cands.logits[i])
+                .map(|&i| cands.logits()[i])
                 .filter(|&l| score(l) <= complete)
                 .map(|l| stats.log_prob(l).exp())
                 .sum();
             mass >= self.mass
         });
         s.keys.clear();
-        s.keys.extend(head.iter().map(|&i| score(cands.logits[i])));
+        s.keys
+            .extend(head.iter().map(|&i| score(cands.logits()[i])));
         let head_ids: Vec<u32> = head.iter().map(|&i| cands.ids[i]).collect();
         let mut cum = 0.0;
         let mut boundary = f64::INFINITY;
         let keys = &s.keys;
         visit_in_key_order(keys, &head_ids, &mut s.order, |j| {
-            cum += stats.log_prob(cands.logits[head[j]]).exp();
+            cum += stats.log_prob(cands.logits()[head[j]]).exp();
             if cum >= self.mass {
                 boundary = keys[j];
                 return false;
