@@ -207,6 +207,35 @@ fn ref_mirostat_v2_first_step(l: &[f64], tau: f64) -> Vec<f64> {
     renorm(&p, &keep)
 }
 
+/// Mirostat v1's first step, straight from the definition: sort, Zipf exponent from the top 100
+/// (differences taken in f32, as the logits are), k, keep the k most probable (ties: lower id).
+fn ref_mirostat_v1_first_step(l: &[f32], tau: f64) -> Vec<f64> {
+    let l64: Vec<f64> = l.iter().map(|&x| x as f64).collect();
+    let p = softmax(&l64);
+    let mu = 2.0 * tau;
+    let mut sorted = l.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let (mut tb, mut tt) = (0.0, 0.0);
+    for i in 0..99.min(sorted.len() - 1) {
+        let t = ((i + 2) as f64 / (i + 1) as f64).ln();
+        tb += t * (sorted[i] - sorted[i + 1]) as f64;
+        tt += t * t;
+    }
+    let s = tb / tt;
+    let e = s - 1.0;
+    let k = ((e * mu.exp2()) / (1.0 - (l.len() as f64).powf(-e))).powf(1.0 / s);
+    let k = if k.is_finite() {
+        (k as usize).clamp(1, l.len())
+    } else {
+        l.len()
+    };
+    let mut keep = vec![false; l.len()];
+    for &i in &desc_order(&l64)[..k] {
+        keep[i] = true;
+    }
+    renorm(&p, &keep)
+}
+
 /// Distinct logits on a grid (no near-ties, which f32/f64 rounding could order differently).
 fn distinct_logits() -> impl Strategy<Value = Vec<f32>> {
     prop::collection::vec(0u32..40_000, 2..2000)
@@ -285,6 +314,11 @@ fn fast_paths_match_references_on_vocabulary_sized_rows() {
                 (
                     format!("{{kind: mirostat, version: 2, mirostat_tau: {}}}", q * 8.0),
                     ref_mirostat_v2_first_step(&l64, q * 8.0),
+                ),
+                // k from a few to a few thousand on these rows
+                (
+                    format!("{{kind: mirostat, version: 1, mirostat_tau: {}}}", q * 8.0),
+                    ref_mirostat_v1_first_step(&row, q * 8.0),
                 ),
             ];
             for (yaml, want) in cases {

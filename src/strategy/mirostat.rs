@@ -56,17 +56,16 @@ impl Mirostat {
 
     fn apply_v1(&self, cands: &mut Candidates, s: &mut Scratch, vocab: usize) {
         let n = cands.len();
-        let mut top: Vec<usize> = Vec::with_capacity(self.m);
-        kernels::top_k_positions(cands, self.m, &mut top, true);
+        // the m largest logits, descending (values suffice for the estimate)
+        let mut top = std::mem::take(&mut s.logits);
+        cands.largest_values(self.m.min(n), &mut top);
         let (mut sum_tb, mut sum_tt) = (0.0f64, 0.0f64);
-        let mut i = 0;
-        while i + 1 < self.m && i + 1 < top.len() {
+        for i in 0..top.len().saturating_sub(1) {
             let t_i = ((i + 2) as f64 / (i + 1) as f64).ln();
             // ln(p_i / p_{i+1}) = l_i - l_{i+1}
-            let b_i = (cands.logits()[top[i]] - cands.logits()[top[i + 1]]) as f64;
+            let b_i = (top[i] - top[i + 1]) as f64;
             sum_tb += t_i * b_i;
             sum_tt += t_i * t_i;
-            i += 1;
         }
         let s_hat = sum_tb / sum_tt;
         let eps_hat = s_hat - 1.0;
@@ -77,23 +76,44 @@ impl Mirostat {
         } else {
             n
         };
-        if k >= n {
-            return;
+        if k < n {
+            self.keep_top(cands, k, &mut top, s);
         }
+        s.logits = top;
+    }
+
+    /// Keep exactly the k largest (ties broken by lower id); `top` holds the set's largest
+    /// values, descending.
+    fn keep_top(&self, cands: &mut Candidates, k: usize, top: &mut Vec<f32>, s: &mut Scratch) {
         if cands.sorted_by_id {
-            // the same k tokens, kept in place (id order, so no sort afterwards): everything
-            // above the k-th logit, then its ties, lowest ids first, up to k in all
-            let (v, above) = if k <= top.len() {
-                let v = cands.logits()[top[k - 1]];
+            // in place (id order, so no sort afterwards): everything above the k-th logit,
+            // then its ties, lowest ids first, up to k in all
+            let (v, above, ties) = if k <= top.len() {
+                let v = top[k - 1];
+                let ties = top.iter().filter(|&&l| l == v).count();
+                // all of v's ties are in `top` when a smaller value follows them there
+                let all_seen = top.last().is_some_and(|&l| l < v);
                 (
                     v,
-                    top[..k].iter().filter(|&&p| cands.logits()[p] > v).count(),
+                    top[..k].iter().filter(|&&l| l > v).count(),
+                    all_seen.then_some(ties),
                 )
             } else {
-                let v = cands.kth_largest(k, &mut s.logits);
-                // after the selection the k - 1 values before the k-th are all >= it
-                (v, s.logits[..k - 1].iter().filter(|&&l| l > v).count())
+                let v = cands.kth_largest(k, top);
+                // after the selection the k - 1 values before the k-th are all >= it, and
+                // `top` holds every logit at or above it
+                let ties = top.iter().filter(|&&l| l == v).count();
+                (
+                    v,
+                    top[..k - 1].iter().filter(|&&l| l > v).count(),
+                    Some(ties),
+                )
             };
+            if ties == Some(k - above) {
+                // every tie is kept: a plain threshold (vectorised)
+                cands.retain_ge(v);
+                return;
+            }
             let ties_left = std::cell::Cell::new(k - above);
             cands.retain_where(v, |l| {
                 l > v
@@ -103,12 +123,10 @@ impl Mirostat {
                     })
             });
         } else {
-            if k <= top.len() {
-                top.truncate(k);
-            } else {
-                kernels::top_k_positions(cands, k, &mut top, false);
-            }
-            cands.keep_positions(&top, &mut s.ids, &mut s.logits);
+            let mut positions = std::mem::take(&mut s.order);
+            kernels::top_k_positions(cands, k, &mut positions, false);
+            cands.keep_positions(&positions, &mut s.ids, top);
+            s.order = positions;
         }
     }
 }
