@@ -1043,7 +1043,7 @@ fn select_desc(vals: &mut [f32], i: usize) -> f32 {
     vals[i]
 }
 
-/// The k-th largest logit (1 <= k <= len); `vals` is scratch (see [`kth_largest_blocks`]).
+/// The k-th largest logit (1 <= k <= len); `vals` is scratch (see `kth_largest_blocks`).
 pub fn kth_largest(logits: &[f32], k: usize, vals: &mut Vec<f32>) -> f32 {
     kth_largest_blocks(logits, k, vals, &[])
 }

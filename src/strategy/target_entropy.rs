@@ -5,7 +5,10 @@
 //!   candidates this processor sees. H(T) is non-decreasing in T (dH/dT = Var_T(l)/T³ >= 0), so
 //!   a safeguarded Newton iteration in ln T (bisection fallback) converges; tolerance 1e-5 nats.
 //!   Unreachable targets clamp to t_min or t_max. This is the control loop of entropix's
-//!   `temp_tune` (which uses Halley steps from T = 1), solved to convergence.
+//!   `temp_tune` (which uses Halley steps from T = 1), solved to convergence. On long rows
+//!   Newton runs on a cheap model of H(T) ([`Model`]) and every answer is checked by an exact
+//!   pass, which is also the final pass the draw uses ([`solve_temperature`] is the plain form,
+//!   one exact pass per Newton step).
 //! * `feedback`: a PI controller on ln T, stateful per sample (Mirostat's idea with a
 //!   temperature actuator): e_t = realised - target, where realised is the entropy of the final
 //!   distribution (`signal: entropy`) or the surprise -ln p_final of the drawn token
