@@ -348,16 +348,22 @@ impl Candidates {
     /// skipped with one vectorised compare, so a selective filter costs about one read of the
     /// logits instead of a call per token.
     pub fn retain_where(&mut self, lower: f32, keep: impl Fn(f32) -> bool) {
+        self.compact(|ids, identity, logits, bm| {
+            retain_where_dispatch(ids, identity, logits, lower, keep, bm)
+        });
+    }
+
+    /// Shrink the set with `filter(ids, identity, logits, block_max) -> kept`, which compacts
+    /// the kept candidates to the front in order (see [`retain_where_dispatch`]).
+    fn compact(&mut self, filter: impl FnOnce(&mut Vec<u32>, bool, &mut [f32], &[f32]) -> usize) {
         self.settle();
         let bm = std::mem::take(&mut self.block_max);
         let valid = self.full && self.block_max_valid;
         let identity = self.park_identity();
-        let w = retain_where_dispatch(
+        let w = filter(
             &mut self.ids,
             identity,
             &mut self.logits,
-            lower,
-            keep,
             if valid { &bm } else { &[] },
         );
         self.block_max = bm;
@@ -383,25 +389,10 @@ impl Candidates {
     pub fn retain_ge(&mut self, c: f32) {
         #[cfg(target_arch = "x86_64")]
         if Isa::detected() == Isa::Avx512 {
-            self.settle();
-            let bm = std::mem::take(&mut self.block_max);
-            let valid = self.full && self.block_max_valid;
-            let identity = self.park_identity();
             // SAFETY: the CPU has AVX-512 (`Isa::detected`)
-            let w = unsafe {
-                retain_ge_avx512(
-                    &mut self.ids,
-                    identity,
-                    &mut self.logits,
-                    c,
-                    if valid { &bm } else { &[] },
-                )
-            };
-            self.block_max = bm;
-            self.block_max_valid = false;
-            self.ids.truncate(w);
-            self.logits.truncate(w);
-            self.changed();
+            self.compact(|ids, identity, logits, bm| unsafe {
+                retain_ge_avx512(ids, identity, logits, c, bm)
+            });
             return;
         }
         self.retain_where(c, |_| true);
@@ -1642,12 +1633,8 @@ fn fused_stats_at(
     out
 }
 
-fn exp_moments_count(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64, usize) {
-    exp_moments_at(Isa::detected(), logits, None, m, scale, None)
-}
-
 fn exp_moments(logits: &[f32], m: f32, scale: f32) -> (f64, f64, f64) {
-    let (s, s1, s2, _) = exp_moments_count(logits, m, scale);
+    let (s, s1, s2, _) = scaled_moments(logits, m, scale);
     (s, s1, s2)
 }
 
@@ -1673,12 +1660,7 @@ pub struct FinalStats {
 
 /// [`FinalStats`] of `logits`; `blocks` receives the per-[`BLOCK`] sums the draw walks.
 pub fn final_stats(logits: &[f32], blocks: &mut Vec<f64>) -> FinalStats {
-    final_stats_with_max(logits, max_finite(logits), blocks)
-}
-
-/// [`final_stats`] when the largest logit is already known.
-pub fn final_stats_with_max(logits: &[f32], m: f32, blocks: &mut Vec<f64>) -> FinalStats {
-    final_stats_scaled(logits, None, m, blocks)
+    final_stats_scaled(logits, None, max_finite(logits), blocks)
 }
 
 /// [`final_stats`] of the logits times `pre` (each product rounded to f32, as
@@ -1877,36 +1859,25 @@ pub fn widen_head(
     }
 }
 
-/// Positions of the `k` largest logits (ties: lower id first); in descending order when
-/// `sorted`, otherwise with the k-th largest at `out[k - 1]` and the rest in any order. Selects
+/// Positions of the `k` largest logits (ties: lower id first), in no particular order. Selects
 /// among the candidates within 4, 8, 16, ... nats of the maximum, widening only while fewer than
 /// `k` qualify ([`widen_head`]), so the usual case touches a few hundred tokens, not the
 /// vocabulary.
-pub fn top_k_positions(cands: &Candidates, k: usize, out: &mut Vec<usize>, sorted: bool) {
+pub fn top_k_positions(cands: &Candidates, k: usize, out: &mut Vec<usize>) {
     let k = k.min(cands.len());
     widen_head(cands, out, |head, _| head.len() >= k);
     if out.len() < k {
         out.clear();
         out.extend(0..cands.len());
     }
-    let cmp = |&a: &usize, &b: &usize| {
-        cands.logits[b]
-            .total_cmp(&cands.logits[a])
-            .then(cands.ids[a].cmp(&cands.ids[b]))
-    };
-    if k < out.len() && k > 0 {
-        out.select_nth_unstable_by(k - 1, cmp);
-    } else if k > 0 {
-        // exactly k qualified: put the k-th largest last, as the selection would
-        let last = (0..k)
-            .max_by(|&a, &b| cmp(&out[a], &out[b]))
-            .expect("k > 0");
-        out.swap(last, k - 1);
+    if k > 0 && k < out.len() {
+        out.select_nth_unstable_by(k - 1, |&a, &b| {
+            cands.logits[b]
+                .total_cmp(&cands.logits[a])
+                .then(cands.ids[a].cmp(&cands.ids[b]))
+        });
     }
     out.truncate(k);
-    if sorted {
-        out.sort_unstable_by(cmp);
-    }
 }
 
 /// Order candidates by a key (ascending), ties broken by lower token id.

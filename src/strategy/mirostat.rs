@@ -124,7 +124,7 @@ impl Mirostat {
             });
         } else {
             let mut positions = std::mem::take(&mut s.order);
-            kernels::top_k_positions(cands, k, &mut positions, false);
+            kernels::top_k_positions(cands, k, &mut positions);
             cands.keep_positions(&positions, &mut s.ids, top);
             s.order = positions;
         }

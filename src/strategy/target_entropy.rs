@@ -289,7 +289,8 @@ fn trial_scale(t: f64, max_abs: f32) -> Option<f32> {
 
 /// H and dH/dT of the set at T, exactly: the final pass at that temperature (left pending and
 /// its statistics cached, so the draw reuses the pass when T is the answer).
-fn exact_at(cands: &mut Candidates, t: f64, max_abs: f32) -> (f64, f64, Option<[f64; 3]>) {
+/// Also the whole set's sums at the β the pass used (the f32 1/T), to anchor the model there.
+fn exact_at(cands: &mut Candidates, t: f64, max_abs: f32) -> (f64, f64, Option<(f64, [f64; 3])>) {
     let Some(inv) = trial_scale(t, max_abs) else {
         return (0.0, 0.0, None); // T -> 0: one token, no entropy
     };
@@ -299,7 +300,7 @@ fn exact_at(cands: &mut Candidates, t: f64, max_abs: f32) -> (f64, f64, Option<[
     (
         st.entropy_nats,
         st.varentropy_nats2 / t,
-        Some(sums_from_stats(&st, beta)),
+        Some((beta, sums_from_stats(&st, beta))),
     )
 }
 
@@ -342,7 +343,7 @@ impl Solve {
                 }
                 from = (t, Some((h, dh_dt)));
                 match sums {
-                    Some(s) => model.anchor(1.0 / t, s),
+                    Some((beta, s)) => model.anchor(beta, s),
                     None => break,
                 }
             }
