@@ -959,10 +959,10 @@ fn values_avx512(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) 
             unsafe {
                 let x = _mm512_loadu_ps(ch.as_ptr());
                 let k = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, vc);
-                if k != 0 {
-                    _mm512_storeu_ps(dst.add(w), _mm512_maskz_compress_ps(k, x));
-                    w += k.count_ones() as usize;
-                }
+                // branch-free: whether a register holds a kept value is as good as random
+                // in a block that holds one (a mispredicted branch costs more than the store)
+                _mm512_storeu_ps(dst.add(w), _mm512_maskz_compress_ps(k, x));
+                w += k.count_ones() as usize;
             }
         }
         for &l in rest {
@@ -977,9 +977,32 @@ fn values_avx512(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) 
     unsafe { out.set_len(w) };
 }
 
-/// The logits >= `c`, in order, into `out` (blocks whose maximum is below `c` skipped).
+thread_local! {
+    /// A half's output in [`values_f32`] (sized for a whole half, reused across steps).
+    static HALF_VALUES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The logits >= `c`, in order, into `out` (blocks whose maximum is below `c` skipped). Long
+/// rows are read as the two halves the one-read pass wrote them in, each on the thread that
+/// wrote it (its own core's cache: read from one thread, the other half crosses cores).
 fn values_f32(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
-    values_f32_at(Isa::detected(), logits, c, out, block_max)
+    let isa = Isa::detected();
+    let split = split_point(logits.len());
+    if split == 0 {
+        return values_f32_at(isa, logits, c, out, block_max);
+    }
+    let (la, lb) = logits.split_at(split);
+    let (ba, bb) = block_max.split_at((split / BLOCK).min(block_max.len()));
+    let half = |l: &[f32], bm: &[f32], out: &mut Vec<f32>| {
+        HALF_VALUES.with_borrow_mut(|v| {
+            values_f32_at(isa, l, c, v, bm);
+            out.extend_from_slice(v);
+        })
+    };
+    let mut second = Vec::new();
+    out.clear();
+    crate::pool::join(|| half(la, ba, out), || half(lb, bb, &mut second));
+    out.append(&mut second);
 }
 
 fn values_f32_at(isa: Isa, logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
@@ -2446,6 +2469,20 @@ mod tests {
         let mut top = Vec::new();
         c.largest_values(100, &mut top);
         assert_eq!(top, sorted[..100]);
+        // the values above a cut, read as two halves (with and without the blocks' maxima)
+        for cut in [
+            sorted[0],
+            sorted[17],
+            sorted[4_000],
+            sorted[69_000],
+            f32::NEG_INFINITY,
+        ] {
+            let plain: Vec<f32> = l.iter().copied().filter(|&x| x >= cut).collect();
+            c.values_at_least(cut as f64, &mut vals);
+            assert_eq!(vals, plain, "cut {cut}, blocks");
+            values_f32(&l, cut, &mut vals, &[]);
+            assert_eq!(vals, plain, "cut {cut}");
+        }
         for cut in [
             sorted[0],
             sorted[17],
