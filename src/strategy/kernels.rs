@@ -1192,6 +1192,8 @@ pub const BLOCK: usize = 256;
 
 /// Per-lane sums of one block: Σ e, Σ e·d, Σ e·d² (f32) and the count of e > 0.
 struct BlockSums {
+    /// Σ e of the block: the lanes of `s` reduced by [`tree_sum`]'s tree.
+    total: f64,
     s: [f32; LANES],
     s1: [f32; LANES],
     s2: [f32; LANES],
@@ -1240,6 +1242,7 @@ fn lanes_total(x: &[f64; LANES]) -> f64 {
 #[inline(always)]
 fn block_sums_portable<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32) -> BlockSums {
     let mut b = BlockSums {
+        total: 0.0,
         s: [0.0; LANES],
         s1: [0.0; LANES],
         s2: [0.0; LANES],
@@ -1263,6 +1266,7 @@ fn block_sums_portable<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32)
             }
         }
     }
+    b.total = tree_sum(&b.s);
     b
 }
 
@@ -1306,7 +1310,17 @@ fn block_sums_avx512<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32) -
         s1 = _mm512_add_ps(s1, ey);
         s2 = _mm512_mask3_fmadd_ps(ey, y, s2, live);
     }
+    // Σ e in f64 by tree_sum's tree, in registers: the two 8-lane halves converted and added
+    // (lane j + lane j+8), then the upper half onto the lower (+4), again (+2), and the pair
+    let v = _mm512_add_pd(
+        _mm512_cvtps_pd(_mm512_castps512_ps256(s)),
+        _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(s)),
+    );
+    let w = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd::<1>(v));
+    let u = _mm_add_pd(_mm256_castpd256_pd128(w), _mm256_extractf128_pd::<1>(w));
+    let total = _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
     let mut b = BlockSums {
+        total,
         s: [0.0; LANES],
         s1: [0.0; LANES],
         s2: [0.0; LANES],
@@ -1348,7 +1362,7 @@ fn moments_outer(
         let sums = block_sums(block);
         // a block's Σ e at once (the draw walks them; the total is their sequential sum), the
         // other sums lane by lane
-        let bs = tree_sum(&sums.s);
+        let bs = sums.total;
         if let Some(v) = blocks.as_deref_mut() {
             v.push(bs);
         }
@@ -1579,7 +1593,7 @@ fn fused_outer(
         }
         if block.len() == BLOCK {
             let b = block_sums(block, o.m);
-            o.s += tree_sum(&b.s);
+            o.s += b.total;
             lanes_add(&mut o.s1, &b.s1);
             lanes_add(&mut o.s2, &b.s2);
         } else {
