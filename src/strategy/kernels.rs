@@ -1348,23 +1348,20 @@ fn moments_outer(
     pre: Option<f32>,
     m: f32,
     k: f32,
-    mut blocks: Option<&mut Vec<f64>>,
+    mut blocks: Option<&mut [f64]>,
     block_sums: impl Fn(&[f32]) -> BlockSums,
 ) -> (f64, f64, f64, usize) {
     let (mut a, mut b, mut c2, mut count) = (0f64, 0f64, 0f64, 0usize);
     let (mut b_lanes, mut c2_lanes, mut n_lanes) = ([0f64; LANES], [0f64; LANES], [0u32; LANES]);
-    if let Some(v) = blocks.as_deref_mut() {
-        v.clear();
-    }
     let full = logits.chunks_exact(BLOCK);
     let rest = full.remainder();
-    for block in full {
+    for (i, block) in full.enumerate() {
         let sums = block_sums(block);
         // a block's Σ e at once (the draw walks them; the total is their sequential sum), the
         // other sums lane by lane
         let bs = sums.total;
         if let Some(v) = blocks.as_deref_mut() {
-            v.push(bs);
+            v[i] = bs;
         }
         a += bs;
         lanes_add(&mut b_lanes, &sums.s1);
@@ -1390,7 +1387,7 @@ fn moments_outer(
     }
     if let Some(v) = blocks {
         if !rest.is_empty() {
-            v.push(bs);
+            v[logits.len() / BLOCK] = bs;
         }
     }
     a += bs;
@@ -1422,23 +1419,29 @@ fn exp_moments_at(
     scale: f32,
     blocks: Option<&mut Vec<f64>>,
 ) -> (f64, f64, f64, usize) {
+    // each part writes its blocks' sums into its own piece of one presized buffer (parts
+    // pushing onto two Vecs whose headers share a cache line bounced it between the cores)
+    let blocks = blocks.map(|v| {
+        v.clear();
+        v.resize(logits.len().div_ceil(BLOCK), 0.0);
+        &mut v[..]
+    });
     let split = split_point(logits.len());
     if split == 0 {
         return exp_moments_part(isa, logits, pre, m, scale, blocks);
     }
     let (la, lb) = logits.split_at(split);
-    let record = blocks.is_some();
-    let (mut blocks_a, mut blocks_b) = (Vec::new(), Vec::new());
-    let (ra, rb) = (&mut blocks_a, &mut blocks_b);
+    let (ra, rb) = match blocks {
+        Some(v) => {
+            let (a, b) = v.split_at_mut(split / BLOCK);
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    };
     let (a, b) = crate::pool::join(
-        move || exp_moments_part(isa, la, pre, m, scale, record.then_some(ra)),
-        move || exp_moments_part(isa, lb, pre, m, scale, record.then_some(rb)),
+        move || exp_moments_part(isa, la, pre, m, scale, ra),
+        move || exp_moments_part(isa, lb, pre, m, scale, rb),
     );
-    if let Some(v) = blocks {
-        v.clear();
-        v.append(&mut blocks_a);
-        v.append(&mut blocks_b);
-    }
     (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
 }
 
@@ -1450,7 +1453,7 @@ fn exp_moments_part(
     pre: Option<f32>,
     m: f32,
     scale: f32,
-    blocks: Option<&mut Vec<f64>>,
+    blocks: Option<&mut [f64]>,
 ) -> (f64, f64, f64, usize) {
     type Out = (f64, f64, f64, usize);
     let k = scale * std::f32::consts::LOG2_E;
@@ -1458,12 +1461,12 @@ fn exp_moments_part(
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        fn v4<const PRE: bool>(l: &[f32], f: f32, m: f32, k: f32, b: Option<&mut Vec<f64>>) -> Out {
+        fn v4<const PRE: bool>(l: &[f32], f: f32, m: f32, k: f32, b: Option<&mut [f64]>) -> Out {
             let pre = PRE.then_some(f);
             moments_outer(l, pre, m, k, b, |x| block_sums_avx512::<PRE>(x, f, m, k))
         }
         #[target_feature(enable = "avx2,fma")]
-        fn v3<const PRE: bool>(l: &[f32], f: f32, m: f32, k: f32, b: Option<&mut Vec<f64>>) -> Out {
+        fn v3<const PRE: bool>(l: &[f32], f: f32, m: f32, k: f32, b: Option<&mut [f64]>) -> Out {
             let pre = PRE.then_some(f);
             moments_outer(l, pre, m, k, b, |x| block_sums_portable::<PRE>(x, f, m, k))
         }
@@ -1572,14 +1575,14 @@ impl Online {
 fn fused_outer(
     logits: &[f32],
     k: f32,
-    block_max: &mut Vec<f32>,
+    block_max: &mut [f32],
     copy: &mut [MaybeUninit<f32>],
     block_sums: impl Fn(&[f32], f32) -> BlockSums,
 ) -> Online {
     let mut o = Online::EMPTY;
     for (i, block) in logits.chunks(BLOCK).enumerate() {
         let (bm, bad) = scan_impl(block);
-        block_max.push(bm);
+        block_max[i] = bm;
         for (d, &x) in copy[i * BLOCK..].iter_mut().zip(block) {
             d.write(x);
         }
@@ -1616,17 +1619,17 @@ fn fused_part(
     isa: Isa,
     logits: &[f32],
     k: f32,
-    block_max: &mut Vec<f32>,
+    block_max: &mut [f32],
     copy: &mut [MaybeUninit<f32>],
 ) -> Online {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        fn v4(l: &[f32], k: f32, b: &mut Vec<f32>, c: &mut [MaybeUninit<f32>]) -> Online {
+        fn v4(l: &[f32], k: f32, b: &mut [f32], c: &mut [MaybeUninit<f32>]) -> Online {
             fused_outer(l, k, b, c, |x, m| block_sums_avx512::<false>(x, 1.0, m, k))
         }
         #[target_feature(enable = "avx2,fma")]
-        fn v3(l: &[f32], k: f32, b: &mut Vec<f32>, c: &mut [MaybeUninit<f32>]) -> Online {
+        fn v3(l: &[f32], k: f32, b: &mut [f32], c: &mut [MaybeUninit<f32>]) -> Online {
             fused_outer(l, k, b, c, |x, m| {
                 block_sums_portable::<false>(x, 1.0, m, k)
             })
@@ -1654,7 +1657,10 @@ fn fused_stats_at(
 ) -> Online {
     let k = std::f32::consts::LOG2_E;
     let n = logits.len();
+    // each half writes its own piece of the presized block maxima (not two Vecs whose headers
+    // share a cache line)
     block_max.clear();
+    block_max.resize(n.div_ceil(BLOCK), f32::NEG_INFINITY);
     copy.clear();
     copy.reserve(n);
     let dst = &mut copy.spare_capacity_mut()[..n];
@@ -1664,14 +1670,11 @@ fn fused_stats_at(
     } else {
         let (la, lb) = logits.split_at(split);
         let (da, db) = dst.split_at_mut(split);
-        let (mut bm_a, mut bm_b) = (Vec::new(), Vec::new());
-        let (ra, rb) = (&mut bm_a, &mut bm_b);
+        let (ra, rb) = block_max.split_at_mut(split / BLOCK);
         let (a, b) = crate::pool::join(
             move || fused_part(isa, la, k, ra, da),
             move || fused_part(isa, lb, k, rb, db),
         );
-        block_max.append(&mut bm_a);
-        block_max.append(&mut bm_b);
         a.merge(b, k)
     };
     // SAFETY: every element of the first n was written by the pass above
