@@ -1835,21 +1835,18 @@ pub fn entropy_at_temperature(logits: &[f32], max_logit: f32, t: f64) -> (f64, f
 }
 
 #[inline(always)]
-fn finite_moments_impl(logits: &[f32]) -> (f32, f64, f64, usize, f32) {
-    // f32 lanes over blocks of BLOCK values, flushed into f64 per block (f64 lanes vectorise at
-    // half the width); values are taken relative to a pivot (the first finite logit) so that
-    // Σ(l - pivot)² keeps its precision when the logits sit far from 0
-    let pivot = logits
-        .iter()
-        .copied()
-        .find(|l| l.is_finite())
-        .unwrap_or(0.0);
+fn finite_moments_impl(logits: &[f32], pivot: f32) -> (f32, f64, f64, usize) {
+    // f32 lanes over blocks of BLOCK values, added into f64 lanes per block (f64 lanes in the
+    // inner loop vectorise at half the width; a horizontal sum per block is a chain of scalar
+    // adds); values are taken relative to `pivot` so that Σ(l - pivot)² keeps its precision
+    // when the logits sit far from 0
     let mut mx = [f32::NEG_INFINITY; LANES];
-    let (mut sum, mut sq, mut count) = (0f64, 0f64, 0usize);
+    let (mut sum_lanes, mut sq_lanes) = ([0f64; LANES], [0f64; LANES]);
+    let mut n = [0u32; LANES];
     let blocks = logits.chunks_exact(BLOCK);
     let rest = blocks.remainder();
     for block in blocks {
-        let (mut s1, mut s2, mut n) = ([0f32; LANES], [0f32; LANES], [0u32; LANES]);
+        let (mut s1, mut s2) = ([0f32; LANES], [0f32; LANES]);
         for c in block.chunks_exact(LANES) {
             for j in 0..LANES {
                 let l = c[j];
@@ -1861,11 +1858,12 @@ fn finite_moments_impl(logits: &[f32]) -> (f32, f64, f64, usize, f32) {
                 n[j] += finite as u32;
             }
         }
-        sum += s1.iter().map(|&x| x as f64).sum::<f64>();
-        sq += s2.iter().map(|&x| x as f64).sum::<f64>();
-        count += n.iter().map(|&x| x as usize).sum::<usize>();
+        lanes_add(&mut sum_lanes, &s1);
+        lanes_add(&mut sq_lanes, &s2);
     }
     let mut max = mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let (mut sum, mut sq) = (lanes_total(&sum_lanes), lanes_total(&sq_lanes));
+    let mut count = n.iter().map(|&x| x as usize).sum::<usize>();
     for &l in rest {
         if l > f32::NEG_INFINITY {
             let v = (l - pivot) as f64;
@@ -1875,13 +1873,41 @@ fn finite_moments_impl(logits: &[f32]) -> (f32, f64, f64, usize, f32) {
             count += 1;
         }
     }
-    (max, sum, sq, count, pivot)
+    (max, sum, sq, count)
 }
 
 multiversion! {
-    /// Over the finite logits: max, Σ(l - pivot), Σ(l - pivot)² (f64), their count and the
-    /// pivot (the first finite logit).
-    pub fn finite_moments / finite_moments_at(logits: &[f32]) -> (f32, f64, f64, usize, f32) = finite_moments_impl
+    /// [`finite_moments_at`] over one part of a row, about the given pivot.
+    #[allow(dead_code)]
+    fn finite_moments_part / finite_moments_part_at(logits: &[f32], pivot: f32) -> (f32, f64, f64, usize) = finite_moments_impl
+}
+
+/// Over the finite logits: max, Σ(l - pivot), Σ(l - pivot)² (f64), their count and the pivot
+/// (the first finite logit).
+pub fn finite_moments(logits: &[f32]) -> (f32, f64, f64, usize, f32) {
+    finite_moments_at(Isa::detected(), logits)
+}
+
+/// [`finite_moments`] at `isa`; long rows as the two fixed halves of the one-read pass, each on
+/// the thread (and core's cache) that wrote it.
+pub fn finite_moments_at(isa: Isa, logits: &[f32]) -> (f32, f64, f64, usize, f32) {
+    let pivot = logits
+        .iter()
+        .copied()
+        .find(|l| l.is_finite())
+        .unwrap_or(0.0);
+    let split = split_point(logits.len());
+    let (max, sum, sq, count) = if split == 0 {
+        finite_moments_part_at(isa, logits, pivot)
+    } else {
+        let (la, lb) = logits.split_at(split);
+        let (a, b) = crate::pool::join(
+            || finite_moments_part_at(isa, la, pivot),
+            || finite_moments_part_at(isa, lb, pivot),
+        );
+        (a.0.max(b.0), a.1 + b.1, a.2 + b.2, a.3 + b.3)
+    };
+    (max, sum, sq, count, pivot)
 }
 
 /// Positions of a "head" of the candidates, those within 4, 8, 16, ... nats of the maximum (all
@@ -2205,6 +2231,13 @@ mod tests {
             // rows long enough to be summed in halves
             let long = big_row(SPLIT_MIN + 777);
             let lm = max_finite(&long);
+            let fa = finite_moments_at(Isa::Portable, &long);
+            let fb = finite_moments_at(isa, &long);
+            assert_eq!(
+                (fa.0.to_bits(), fa.1.to_bits(), fa.2.to_bits(), fa.3),
+                (fb.0.to_bits(), fb.1.to_bits(), fb.2.to_bits(), fb.3),
+                "{isa:?}, long row"
+            );
             let a = exp_moments_at(Isa::Portable, &long, None, lm, 0.9, None);
             let b = exp_moments_at(isa, &long, None, lm, 0.9, None);
             assert_eq!(
@@ -2522,6 +2555,35 @@ mod tests {
                 "cut {cut}, then {lower}"
             );
         }
+    }
+
+    #[test]
+    fn finite_moments_match_an_f64_reference_on_long_rows() {
+        // two halves summed apart (one past the split, -inf entries in both, values far from 0)
+        let mut l: Vec<f32> = big_row(SPLIT_MIN * 2 + 301)
+            .iter()
+            .map(|x| x + 1000.0)
+            .collect();
+        for i in (0..l.len()).step_by(97) {
+            l[i] = f32::NEG_INFINITY;
+        }
+        l[0] = f32::NEG_INFINITY;
+        let (max, sum, sq, count, pivot) = finite_moments(&l);
+        let finite: Vec<f64> = l
+            .iter()
+            .filter(|x| x.is_finite())
+            .map(|&x| x as f64)
+            .collect();
+        let n = finite.len() as f64;
+        let mean = finite.iter().sum::<f64>() / n;
+        let var = finite.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        assert_eq!(pivot, l[1]);
+        assert_eq!(count, finite.len());
+        assert_eq!(max as f64, finite.iter().cloned().fold(f64::MIN, f64::max));
+        let m = sum / count as f64;
+        assert!((m + pivot as f64 - mean).abs() < 1e-9 * mean.abs(), "mean");
+        let v = sq / count as f64 - m * m;
+        assert!((v - var).abs() < 1e-5 * var, "variance {v} vs {var}");
     }
 
     #[test]
