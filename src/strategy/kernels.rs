@@ -1190,11 +1190,10 @@ pub fn exp_nonpos(x: f32) -> f32 {
 /// Logits per block of the moment passes: f32 lane sums are flushed into f64 once per block.
 pub const BLOCK: usize = 256;
 
-/// Per-lane sums of one block: Σ e, Σ e·d, Σ e·d² (f32) and the count of e > 0.
+/// Sums of one block: Σ e (reduced to f64 by [`tree_sum`]'s tree), and per lane Σ e·d, Σ e·d²
+/// (f32) and the count of e > 0.
 struct BlockSums {
-    /// Σ e of the block: the lanes of `s` reduced by [`tree_sum`]'s tree.
     total: f64,
-    s: [f32; LANES],
     s1: [f32; LANES],
     s2: [f32; LANES],
     n: [u32; LANES],
@@ -1241,9 +1240,9 @@ fn lanes_total(x: &[f64; LANES]) -> f64 {
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn block_sums_portable<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32) -> BlockSums {
+    let mut s = [0f32; LANES];
     let mut b = BlockSums {
         total: 0.0,
-        s: [0.0; LANES],
         s1: [0.0; LANES],
         s2: [0.0; LANES],
         n: [0; LANES],
@@ -1258,7 +1257,7 @@ fn block_sums_portable<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32)
             let live = y >= -125.0;
             let ey = if live { e * y } else { 0.0 };
             b.n[j] += live as u32;
-            b.s[j] += if live { e } else { 0.0 };
+            s[j] += if live { e } else { 0.0 };
             b.s1[j] += ey;
             // Σ e·y² as a fused multiply-add of e·y and y (one rounding, the same on every ISA)
             if live {
@@ -1266,7 +1265,7 @@ fn block_sums_portable<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32)
             }
         }
     }
-    b.total = tree_sum(&b.s);
+    b.total = tree_sum(&s);
     b
 }
 
@@ -1321,14 +1320,12 @@ fn block_sums_avx512<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32) -
     let total = _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
     let mut b = BlockSums {
         total,
-        s: [0.0; LANES],
         s1: [0.0; LANES],
         s2: [0.0; LANES],
         n: [0; LANES],
     };
     // SAFETY: each destination holds 16 lanes of 4 bytes
     unsafe {
-        _mm512_storeu_ps(b.s.as_mut_ptr(), s);
         _mm512_storeu_ps(b.s1.as_mut_ptr(), s1);
         _mm512_storeu_ps(b.s2.as_mut_ptr(), s2);
         _mm512_storeu_si512(b.n.as_mut_ptr().cast(), n);
