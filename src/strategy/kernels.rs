@@ -701,6 +701,19 @@ multiversion! {
     fn scale_in_place / scale_in_place_at(logits: &mut [f32], f: f32) -> () = scale_impl
 }
 
+/// Before compacting `n` candidates: with `identity` (implicit ids), `ids` emptied with room for
+/// the kept ids plus `slack` (a full register written at the last kept position); otherwise it
+/// must hold the n ids being compacted in place.
+#[inline(always)]
+fn ids_for_compaction(ids: &mut Vec<u32>, identity: bool, n: usize, slack: usize) {
+    if identity {
+        ids.clear();
+        ids.reserve(n + slack);
+    } else {
+        assert_eq!(ids.len(), n);
+    }
+}
+
 #[inline(always)]
 fn retain_where_impl<F: Fn(f32) -> bool>(
     ids: &mut Vec<u32>,
@@ -711,12 +724,7 @@ fn retain_where_impl<F: Fn(f32) -> bool>(
     block_max: &[f32],
 ) -> usize {
     let n = logits.len();
-    if identity {
-        ids.clear();
-        ids.reserve(n);
-    } else {
-        assert_eq!(ids.len(), n);
-    }
+    ids_for_compaction(ids, identity, n, 0);
     let id_out = ids.as_mut_ptr();
     let mut w = 0;
     let mut r = 0;
@@ -775,12 +783,7 @@ fn retain_ge_avx512(
 ) -> usize {
     use std::arch::x86_64::*;
     let n = logits.len();
-    if identity {
-        ids.clear();
-        ids.reserve(n + 16);
-    } else {
-        assert_eq!(ids.len(), n);
-    }
+    ids_for_compaction(ids, identity, n, 16);
     let (lp, ip) = (logits.as_mut_ptr(), ids.as_mut_ptr());
     let vc = _mm512_set1_ps(c);
     let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
