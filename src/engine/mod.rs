@@ -4,6 +4,7 @@
 //! unsupported architecture, a tokenizer that does not fit the model's vocabulary.
 
 mod gemma3;
+pub mod gguf_tokenizer;
 pub mod qrows;
 pub mod tiny;
 pub mod tokenizer;
