@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     let spec = ModelSpec {
         id: "g".into(),
         gguf: dir.join("gemma-3-270m-q4_k_m.gguf"),
-        tokenizer: dir.join("tokenizer.json"),
+        tokenizer: Some(dir.join("tokenizer.json")),
         eos_tokens: vec![],
     };
     let t = Instant::now();

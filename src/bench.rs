@@ -386,7 +386,7 @@ pub fn default_model_spec() -> Option<ModelSpec> {
     (gguf.is_file() && tokenizer.is_file()).then(|| ModelSpec {
         id: "gemma3-270m".into(),
         gguf,
-        tokenizer,
+        tokenizer: Some(tokenizer),
         eos_tokens: vec![],
     })
 }

@@ -126,8 +126,9 @@ pub enum Command {
         /// Skip the embedding metrics (coherence_embed, diversity_embed).
         #[arg(long, conflicts_with = "embedder")]
         no_embed: bool,
-        /// A GGUF model (or a folder with one .gguf and tokenizer.json) to score the texts with:
-        /// adds nll_mean and perplexity of each text given its prompt (one forward per token).
+        /// A GGUF model (or a folder with one .gguf) to score the texts with, tokenized by the
+        /// tokenizer.json beside it if there is one, else by the GGUF's own tokenizer: adds
+        /// nll_mean and perplexity of each text given its prompt (one forward per token).
         #[arg(long)]
         scorer: Option<PathBuf>,
     },

@@ -482,10 +482,11 @@ fn score_nll(
             scorer.with_file_name("tokenizer.json"),
         )
     };
+    // the tokenizer.json beside the model when there is one, else the GGUF's own
     let spec = config::ModelSpec {
         id: "scorer".into(),
         gguf,
-        tokenizer,
+        tokenizer: Some(tokenizer).filter(|t| t.is_file()),
         eos_tokens: vec![],
     };
     let model = crate::engine::load(&spec, &candle_core::Device::Cpu)

@@ -314,10 +314,15 @@ impl Progress {
 }
 
 /// Everything that can be checked from the GGUF headers, before any folder exists or any
-/// weights are read: file format, architecture, metadata, size, entropy targets vs ln V.
+/// weights are read: file format, architecture, metadata, size, entropy targets vs ln V, and
+/// for a model without `tokenizer:`, that the GGUF describes a tokenizer declab builds.
 pub fn preflight(exp: &Experiment) -> Result<()> {
     for m in &exp.models {
         let info = engine::inspect(&m.gguf).with_context(|| format!("model {:?}", m.id))?;
+        if m.tokenizer.is_none() {
+            engine::gguf_tokenizer::check_file(&m.gguf)
+                .with_context(|| format!("model {:?}", m.id))?;
+        }
         check_against_vocab(exp, info.vocab_size)?;
     }
     Ok(())
@@ -691,7 +696,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             id: mspec.id.clone(),
             gguf: mspec.gguf.display().to_string(),
             gguf_sha256: model.gguf_sha256.clone(),
-            tokenizer: mspec.tokenizer.display().to_string(),
+            tokenizer: mspec.tokenizer_source(),
             tokenizer_sha256: model.tokenizer_sha256.clone(),
             architecture: model.architecture.clone(),
             vocab_size: model.vocab_size,

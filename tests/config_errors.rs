@@ -156,3 +156,27 @@ fn tokenizer_larger_than_the_model_vocabulary_is_refused() {
                 .and(predicate::str::contains("167 tokens")),
         );
 }
+
+#[test]
+fn gguf_alone_without_tokenizer_metadata_asks_for_a_tokenizer_json() {
+    // the tiny GGUF has no `tokenizer.ggml.*` vocabulary: with `tokenizer:` left out, validate
+    // and run stop before any folder exists, naming the key and the fix
+    let dir = tempfile::tempdir().unwrap();
+    let m = tiny_model(dir.path());
+    let body =
+        valid_body(dir.path()).replace(&format!("    tokenizer: {}\n", m.tokenizer.display()), "");
+    assert!(!body.contains("tokenizer"), "{body}");
+    let cfg = write(dir.path(), "gguf-only.yaml", &body);
+    let out = dir.path().join("o");
+    for args in [
+        vec!["validate", cfg.to_str().unwrap()],
+        vec!["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()],
+    ] {
+        declab().args(&args).assert().code(1).stderr(
+            predicate::str::contains("model \"tiny\"")
+                .and(predicate::str::contains("no `tokenizer.ggml.model`"))
+                .and(predicate::str::contains("give `tokenizer:`")),
+        );
+        assert!(!out.exists(), "{}: no results folder", args[0]);
+    }
+}

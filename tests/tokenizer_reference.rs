@@ -211,3 +211,68 @@ fn smollm2_gguf_tokenizer_gives_llama_cpp_ids() {
     assert_same_ids("smollm2-135m (GGUF)", &tokenizer, &r);
     assert_decodes_back("smollm2-135m (GGUF)", &tokenizer, MISSING_BYTES);
 }
+
+/// A model given by `gguf:` alone runs end to end with the GGUF's tokenizer: the same samples
+/// as with Gemma's tokenizer.json (the ids agree on these prompts), the manifest naming the
+/// tokenizer's source with the GGUF's hash, a re-run resuming, and a folder written with the
+/// other tokenizer refused (the configuration differs).
+#[test]
+fn gemma3_from_gguf_alone_runs_like_its_tokenizer_json() {
+    use common::*;
+    let models = real_models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = models.join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf");
+    let body = |tokenizer: &str| {
+        format!(
+            "name: ggufonly\nseed: 3\nmodels:\n  - id: gemma3-270m\n    gguf: {}\n{tokenizer}\
+prompts:\n  - {{id: fox, text: \"The quick brown fox\"}}\n  - {{id: cafe, text: \"Café — déjà vu:\\n\\t日本語 🦀\"}}\n\
+samples: 2\nmax_new_tokens: 12\nstrategies:\n  - kind: greedy\n  - {{kind: top_p, top_p: 0.9}}\n",
+            gguf.display()
+        )
+    };
+    let json = dir.path().join("json.yaml");
+    std::fs::write(
+        &json,
+        body(&format!(
+            "    tokenizer: {}\n",
+            models.join("gemma-3-270m/tokenizer.json").display()
+        )),
+    )
+    .unwrap();
+    let own = dir.path().join("own.yaml");
+    std::fs::write(&own, body("")).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (cfg, out) in [(&json, &a), (&own, &b)] {
+        declab()
+            .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .assert()
+            .success();
+    }
+    let ra = read_records(&a.join("samples.jsonl"));
+    let rb = read_records(&b.join("samples.jsonl"));
+    assert_eq!(rb.len(), 8);
+    assert_eq!(without_timing(&ra), without_timing(&rb));
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("manifest.json")).unwrap()).unwrap();
+    let m = &manifest["models"][0];
+    assert!(
+        m["tokenizer"]
+            .as_str()
+            .unwrap()
+            .ends_with("gemma-3-270m-q4_k_m.gguf (its tokenizer.ggml metadata)"),
+        "{m}"
+    );
+    assert_eq!(m["tokenizer_sha256"], m["gguf_sha256"]);
+
+    declab()
+        .args(["run", own.to_str().unwrap(), "--out", b.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_eq!(read_records(&b.join("samples.jsonl")).len(), 8);
+    declab()
+        .args(["run", own.to_str().unwrap(), "--out", a.to_str().unwrap()])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("different configuration"));
+}

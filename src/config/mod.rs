@@ -23,8 +23,20 @@ pub const LARGE_GRID_SAMPLES: usize = 5_000;
 pub struct ModelSpec {
     pub id: String,
     pub gguf: PathBuf,
-    pub tokenizer: PathBuf,
+    /// A tokenizer.json; `None`: the tokenizer is built from the GGUF's own metadata
+    /// (`engine::gguf_tokenizer`).
+    pub tokenizer: Option<PathBuf>,
     pub eos_tokens: Vec<String>,
+}
+
+impl ModelSpec {
+    /// Where the tokenizer comes from, for messages and the manifest.
+    pub fn tokenizer_source(&self) -> String {
+        match &self.tokenizer {
+            Some(t) => t.display().to_string(),
+            None => format!("{} (its tokenizer.ggml metadata)", self.gguf.display()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -170,9 +182,13 @@ pub fn parse(
             errors.push(format!("{p}.id: duplicate model id {:?}", m.id));
         }
         let (gguf, tok) = match (&m.path, &m.gguf, &m.tokenizer) {
+            // the folder's tokenizer.json when it has one, else the GGUF's own tokenizer
             (Some(dir), None, None) => match resolve(base, dir) {
                 Ok(d) => match find_gguf(&d) {
-                    Ok(g) => (Some(g), Some(d.join("tokenizer.json"))),
+                    Ok(g) => {
+                        let t = d.join("tokenizer.json");
+                        (Some(g), Some(t.is_file().then_some(t)))
+                    }
                     Err(e) => {
                         errors.push(format!("{p}.path: {e}"));
                         (None, None)
@@ -183,17 +199,21 @@ pub fn parse(
                     (None, None)
                 }
             },
-            (None, Some(g), Some(t)) => {
+            (None, Some(g), t) => {
                 let g = resolve(base, g)
                     .map_err(|e| errors.push(format!("{p}.gguf: {e}")))
                     .ok();
-                let t = resolve(base, t)
-                    .map_err(|e| errors.push(format!("{p}.tokenizer: {e}")))
-                    .ok();
+                let t = match t {
+                    None => Some(None),
+                    Some(t) => resolve(base, t)
+                        .map_err(|e| errors.push(format!("{p}.tokenizer: {e}")))
+                        .ok()
+                        .map(Some),
+                };
                 (g, t)
             }
             _ => {
-                errors.push(format!("{p}: give either `path` (a folder with one .gguf and tokenizer.json) or both `gguf` and `tokenizer`"));
+                errors.push(format!("{p}: give either `path` (a folder with one .gguf, and a tokenizer.json unless the GGUF's own tokenizer is wanted) or `gguf` (and optionally `tokenizer`, a tokenizer.json to use instead of the GGUF's own)"));
                 (None, None)
             }
         };
@@ -204,8 +224,8 @@ pub fn parse(
                     g.display()
                 ));
             }
-            if !t.is_file() {
-                errors.push(format!("{p}.tokenizer: {} does not exist (run `make models` to fetch the default tokenizer)", t.display()));
+            if let Some(t) = t.as_ref().filter(|t| !t.is_file()) {
+                errors.push(format!("{p}.tokenizer: {} does not exist (run `make models` to fetch the default tokenizer, or leave `tokenizer` out to use the GGUF's own)", t.display()));
             }
             models.push(ModelSpec {
                 id: m.id.clone(),
@@ -409,6 +429,41 @@ mod tests {
         let e = check("name: x\nseed: 1\nmodels: [{id: m, gguf: nope.gguf, tokenizer: nope.json}]\nprompts: [{id: a, text: b}]\nmax_new_tokens: 4\nstrategies: [{kind: greedy}]\n").unwrap_err();
         assert!(
             e.contains("models[0].gguf") && e.contains("make models"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gguf_alone_uses_the_gguf_tokenizer_and_path_prefers_a_tokenizer_json() {
+        let rest = "prompts: [{id: a, text: b}]\nmax_new_tokens: 4\nstrategies: [{kind: greedy}]\n";
+        let e = check(&format!(
+            "name: x\nseed: 1\nmodels: [{{id: m, gguf: Cargo.toml}}]\n{rest}"
+        ))
+        .unwrap();
+        assert_eq!(e.models[0].tokenizer, None);
+        assert!(e.models[0].tokenizer_source().contains("tokenizer.ggml"));
+        let e = check(&format!("name: x\nseed: 1\n{MODELS}{rest}")).unwrap();
+        assert_eq!(e.models[0].tokenizer, Some(PathBuf::from("./Cargo.toml")));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.gguf"), b"").unwrap();
+        let yaml = format!(
+            "name: x\nseed: 1\nmodels: [{{id: m, path: {}}}]\n{rest}",
+            dir.path().display()
+        );
+        assert_eq!(check(&yaml).unwrap().models[0].tokenizer, None);
+        std::fs::write(dir.path().join("tokenizer.json"), b"{}").unwrap();
+        assert_eq!(
+            check(&yaml).unwrap().models[0].tokenizer,
+            Some(dir.path().join("tokenizer.json"))
+        );
+        // a tokenizer.json that is named but missing is still an error, with the way out
+        let e = check(&format!(
+            "name: x\nseed: 1\nmodels: [{{id: m, gguf: Cargo.toml, tokenizer: nope.json}}]\n{rest}"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("models[0].tokenizer") && e.contains("leave `tokenizer` out"),
             "{e}"
         );
     }

@@ -41,11 +41,12 @@ fn default_samples() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct RawModel {
     pub id: String,
-    /// A folder holding exactly one `.gguf` file and a `tokenizer.json`.
+    /// A folder holding exactly one `.gguf` file, and a `tokenizer.json` (used when present).
     #[serde(default)]
     pub path: Option<String>,
     #[serde(default)]
     pub gguf: Option<String>,
+    /// A tokenizer.json; without it the tokenizer is built from the GGUF's own metadata.
     #[serde(default)]
     pub tokenizer: Option<String>,
     /// Extra end-of-generation tokens, as token strings (e.g. "<end_of_turn>").

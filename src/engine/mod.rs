@@ -398,13 +398,24 @@ pub fn inspect(path: &Path) -> Result<GgufInfo> {
 pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     let start = Instant::now();
     let path = &spec.gguf;
-    // The tokenizer (a 33 MB JSON for Gemma 3) is parsed and both files hashed on a second
-    // thread while the weights load.
+    // The tokenizer (a 33 MB JSON for Gemma 3, or the GGUF's own metadata read a second time)
+    // is built and the files hashed on a second thread while the weights load. A tokenizer
+    // built from the GGUF is recorded with the GGUF's hash: those bytes (and the declab
+    // version, also in the manifest) determine it.
     std::thread::scope(|scope| {
         let side = scope.spawn(|| -> Result<(Tokenizer, String, String)> {
-            let tokenizer = tokenizer::load(&spec.tokenizer)?;
-            let tokenizer_sha256 = sha256_cached(&spec.tokenizer)?;
-            Ok((tokenizer, tokenizer_sha256, sha256_cached(path)?))
+            match &spec.tokenizer {
+                Some(json) => {
+                    let tokenizer = tokenizer::load(json)?;
+                    let tokenizer_sha256 = sha256_cached(json)?;
+                    Ok((tokenizer, tokenizer_sha256, sha256_cached(path)?))
+                }
+                None => {
+                    let tokenizer = gguf_tokenizer::from_gguf_file(path)?;
+                    let gguf_sha256 = sha256_cached(path)?;
+                    Ok((tokenizer, gguf_sha256.clone(), gguf_sha256))
+                }
+            }
         });
         let loaded = load_weights(spec, device);
         let (tokenizer, tokenizer_sha256, gguf_sha256) = side
@@ -493,7 +504,7 @@ fn finish_load(
     if tok_vocab > vocab_size {
         bail!(
             "{} has {tok_vocab} tokens but the model {} has a vocabulary of {vocab_size}; they do not belong together",
-            spec.tokenizer.display(),
+            spec.tokenizer_source(),
             path.display()
         );
     }
@@ -515,7 +526,7 @@ fn finish_load(
             anyhow!(
                 "model {}: eos token {t:?} is not in {}",
                 spec.id,
-                spec.tokenizer.display()
+                spec.tokenizer_source()
             )
         })?;
         eos_ids.push(id);
@@ -545,7 +556,7 @@ mod tests {
         let spec = ModelSpec {
             id: "tiny".into(),
             gguf: m.gguf,
-            tokenizer: m.tokenizer,
+            tokenizer: Some(m.tokenizer),
             eos_tokens: vec![],
         };
         let loaded = load(&spec, &Device::Cpu).unwrap();
