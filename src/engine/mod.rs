@@ -3,7 +3,7 @@
 //! the tokenizer. Untrusted files are checked here: not-a-GGUF, missing metadata, an
 //! unsupported architecture, a tokenizer that does not fit the model's vocabulary.
 
-mod gemma3;
+mod decoder;
 pub mod gguf_tokenizer;
 pub mod qrows;
 pub mod tiny;
@@ -76,33 +76,27 @@ impl BatchDecoder for RowByRow {
     }
 }
 
-/// declab's own Gemma 3 forward: batched natively.
-struct Gemma3 {
-    inner: gemma3::ModelWeights,
+/// declab's own forward (Gemma 3, Llama): batched natively.
+struct Decoder {
+    inner: decoder::ModelWeights,
     device: Device,
 }
 
-fn logits_vec(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1::<f32>()?)
-}
-
-impl LanguageModel for Gemma3 {
+impl LanguageModel for Decoder {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
         let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         Ok(self.inner.forward(&x, pos)?)
     }
 
     fn fork(&self) -> Box<dyn LanguageModel> {
-        Box::new(Gemma3 {
+        Box::new(Decoder {
             inner: self.inner.fork().expect("copying a KV cache in memory"),
             device: self.device.clone(),
         })
     }
 
     fn batch(&self, n: usize, positions: usize) -> Result<Box<dyn BatchDecoder>> {
-        Ok(Box::new(Gemma3Batch {
+        Ok(Box::new(DecoderBatch {
             inner: self.inner.replicate(n, positions)?,
             device: self.device.clone(),
             rows: n,
@@ -110,13 +104,13 @@ impl LanguageModel for Gemma3 {
     }
 }
 
-struct Gemma3Batch {
-    inner: gemma3::ModelWeights,
+struct DecoderBatch {
+    inner: decoder::ModelWeights,
     device: Device,
     rows: usize,
 }
 
-impl BatchDecoder for Gemma3Batch {
+impl BatchDecoder for DecoderBatch {
     fn rows(&self) -> usize {
         self.rows
     }
@@ -136,42 +130,10 @@ impl BatchDecoder for Gemma3Batch {
     }
 }
 
-/// Architectures whose candle-transformers quantized model we drive.
-pub const ARCHITECTURES: &[&str] = &["gemma3", "llama", "qwen3", "phi3"];
-
-macro_rules! candle_model {
-    ($name:ident, $ty:ty) => {
-        #[derive(Clone)]
-        struct $name {
-            inner: $ty,
-            device: Device,
-        }
-
-        impl LanguageModel for $name {
-            fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
-                let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-                logits_vec(&self.inner.forward(&x, pos)?)
-            }
-
-            fn fork(&self) -> Box<dyn LanguageModel> {
-                Box::new(self.clone())
-            }
-        }
-    };
-}
-
-candle_model!(
-    Llama,
-    candle_transformers::models::quantized_llama::ModelWeights
-);
-candle_model!(
-    Qwen3,
-    candle_transformers::models::quantized_qwen3::ModelWeights
-);
-candle_model!(
-    Phi3,
-    candle_transformers::models::quantized_phi3::ModelWeights
-);
+/// Architectures declab loads, each through its own forward (`decoder.rs`) and each checked
+/// against llama.cpp's logits on committed fixtures (`tests/reference_logits.rs`). An
+/// architecture joins this list only with such a check.
+pub const ARCHITECTURES: &[&str] = &["gemma3", "llama"];
 
 /// A loaded model with everything the runner needs.
 pub struct LoadedModel {
@@ -417,7 +379,7 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
                 }
             }
         });
-        let loaded = load_weights(spec, device);
+        let loaded = load_weights(&spec.gguf, device);
         let (tokenizer, tokenizer_sha256, gguf_sha256) = side
             .join()
             .map_err(|_| anyhow!("the tokenizer thread panicked"))??;
@@ -435,8 +397,8 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     })
 }
 
-fn load_weights(spec: &ModelSpec, device: &Device) -> Result<(Box<dyn LanguageModel>, GgufInfo)> {
-    let path = &spec.gguf;
+/// The model in a GGUF file, without its tokenizer (what a logit check needs).
+pub fn load_weights(path: &Path, device: &Device) -> Result<(Box<dyn LanguageModel>, GgufInfo)> {
     let (mut file, ct, info) = read_header(path)?;
     let arch = info.architecture.clone();
     let model: Box<dyn LanguageModel> = {
@@ -444,40 +406,14 @@ fn load_weights(spec: &ModelSpec, device: &Device) -> Result<(Box<dyn LanguageMo
         let ctx = |e: candle_core::Error| {
             anyhow!("{}: loading the {arch} weights failed: {e}", path.display())
         };
-        match arch.as_str() {
-            "gemma3" => {
-                let inner = gemma3::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?;
-                // One throwaway step packs the weights for candle's fast kernels now rather
-                // than inside the first timed prefill.
-                inner
-                    .fork()
-                    .and_then(|mut m| m.forward(&Tensor::new(&[[0u32]], device)?, 0).map(|_| ()))
-                    .map_err(ctx)?;
-                Box::new(Gemma3 { inner, device: d })
-            }
-            "llama" => Box::new(Llama {
-                inner: candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
-                    ct, &mut file, device,
-                )
-                .map_err(ctx)?,
-                device: d,
-            }),
-            "qwen3" => Box::new(Qwen3 {
-                inner: candle_transformers::models::quantized_qwen3::ModelWeights::from_gguf(
-                    ct, &mut file, device,
-                )
-                .map_err(ctx)?,
-                device: d,
-            }),
-            "phi3" => Box::new(Phi3 {
-                inner: candle_transformers::models::quantized_phi3::ModelWeights::from_gguf(
-                    false, ct, &mut file, device,
-                )
-                .map_err(ctx)?,
-                device: d,
-            }),
-            _ => unreachable!("checked above"),
-        }
+        let inner = decoder::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?;
+        // One throwaway step packs the weights for candle's fast kernels now rather than inside
+        // the first timed prefill.
+        inner
+            .fork()
+            .and_then(|mut m| m.forward(&Tensor::new(&[[0u32]], device)?, 0).map(|_| ()))
+            .map_err(ctx)?;
+        Box::new(Decoder { inner, device: d })
     };
     Ok((model, info))
 }

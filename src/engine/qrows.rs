@@ -314,8 +314,12 @@ struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
-/// ggml's `quantize_row_q8_0`: per 32 values `d = max|x| / 127`, `q = round(x / d)`, `d` kept
-/// as f16.
+/// ggml's `quantize_row_q8_0` as its x86 SIMD form computes it (`ggml-cpu/arch/x86/quants.c`):
+/// per 32 values `d = max|x| / 127` (kept as f16), `q = round_half_even(x * (127 / max|x|))`.
+/// Bit-for-bit the same quants matter: declab's first form (`x * (1 / d)`, rounded half away
+/// from zero) flipped 13 of 10,240 quants of Gemma 3's first projection input against llama.cpp,
+/// each flip moving an output row by up to 0.25 %, and those differences compounded through
+/// the layers to a KL of 0.006 nats from llama.cpp's logits (`tests/reference_logits.rs`).
 fn quantize_row(x: &[f32]) -> QuantRow {
     let blocks = x.len() / 32;
     let mut q = vec![0i8; x.len()];
@@ -325,11 +329,11 @@ fn quantize_row(x: &[f32]) -> QuantRow {
         let xb = &x[b * 32..(b + 1) * 32];
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
         let db = amax / 127.0;
-        let id = if db != 0.0 { 1.0 / db } else { 0.0 };
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         d[b] = f16::from_f32(db).to_f32();
         let mut s = 0i32;
         for (o, v) in q[b * 32..(b + 1) * 32].iter_mut().zip(xb) {
-            *o = (v * id).round() as i8;
+            *o = (v * id).round_ties_even() as i8;
             s += *o as i32;
         }
         sum[b] = s;

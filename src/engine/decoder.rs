@@ -1,7 +1,18 @@
-//! Gemma 3 (quantised GGUF) forward pass on candle-core, written for declab's decoding loop.
+//! declab's batched forward pass for the decoder-only families it loads from GGUF: Gemma 3
+//! (`gemma3`) and Llama (`llama`, e.g. SmolLM2). One code path: the families differ only in
+//! what [`Family`] names (embedding scale, q/k norms, post-norms, the MLP activation, RoPE
+//! pairing, sliding-window layers), each read from the GGUF metadata and checked against
+//! llama.cpp's graph for that architecture (`src/models/{gemma3,llama}.cpp`) and the model's
+//! published config.
+//!
 //! It started as candle-transformers 0.11.1's `quantized_gemma3` (MIT OR Apache-2.0,
-//! huggingface/candle) and computes the same model; what differs, and why
-//! (measurements in `bench/perf-notes.md`):
+//! huggingface/candle), read as a suspect: that file applies SiLU in the MLP where Gemma 3 uses
+//! GELU with the tanh approximation (`hidden_activation: gelu_pytorch_tanh` in the published
+//! config; `LLM_FFN_GELU` in llama.cpp's gemma3 graph; candle issue 3745, fix proposed in PR
+//! 3747), and applies no sliding window when decoding one token. `tests/reference_logits.rs`
+//! checks this forward against llama.cpp's logits on committed fixtures, so a change of either
+//! fails `make test`. What else differs from candle, and why (measurements in
+//! `bench/perf-notes.md`):
 //! * RoPE sin/cos rows are computed per forward pass for the positions it covers (candle: one
 //!   131,072-position table per layer, 2.25 GiB).
 //! * On CPUs with AVX-512 VNNI, the Q8_0 and Q5_0 projections from the residual stream (q|k|v,
@@ -9,20 +20,21 @@
 //!   held once at the file's size and width, the token embedding matrix shared by the lookup and
 //!   the output projection (candle: a 640 MiB f32 copy).
 //! * Elsewhere (and for other types) candle's kernels run, with Q5_0 re-blocked as Q8_0 at
-//!   load, exactly (same f16 scale, quants shifted by -16), and 640-wide Q8_0 weights
-//!   zero-padded to 768 columns, the widths candle's fast x86 kernels take; the q/k/v and
-//!   gate/up projections of a step then run as one fused call on one quantised input.
+//!   load, exactly (same f16 scale, quants shifted by -16), and Q8_0 weights whose width is not
+//!   a multiple of 256 zero-padded to one, the widths candle's fast x86 kernels take; the q/k/v
+//!   and gate/up projections of a step then run as one fused call on one quantised input.
 //! * A preallocated KV cache per layer (written in place, grown by doubling) instead of a
 //!   concatenation per step, and a batch dimension: `B` sequences at the same position decode
 //!   in one pass, so each weight is read once per step for all of them.
-//! * Single-token attention groups the query heads that share a KV head (no `repeat_kv` copy)
-//!   and sliding-window layers attend to their 512-token window (candle applies no window when
-//!   decoding one token).
+//! * Single-token attention groups the query heads that share a KV head (no `repeat_kv` copy).
+//!   A sliding-window layer attends to the current position and the `window - 1` before it,
+//!   as llama.cpp's `is_masked_swa` (masked when `p1 - p0 >= n_swa`) and Hugging Face's
+//!   sliding-window mask do.
 //!
 //! Batching never changes a row's logits: each row is quantised and reduced on its own, and
 //! the one kernel whose result depends on the row count (candle's Q6_K takes a compact path for
 //! a single row and a repacked one for several) is always run with at least two rows. Weights
-//! kept in f32/f16 run row by row. `tests/batching.rs` and the real-model test check this.
+//! kept in f32/f16 run row by row. `tests/batching.rs` and the real-model tests check this.
 
 use std::sync::Arc;
 
@@ -30,13 +42,36 @@ use candle_core::quantized::{
     ggml_file::qtensor_from_ggml, gguf_file, GgmlDType, QMatMul, QTensor,
 };
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
-use candle_transformers::quantized_nn::RmsNorm;
 
 use super::qrows::{QKind, QRows, QuantInput};
 
 const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
 const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
 const DEFAULT_ROPE_FREQUENCY_SLIDING: f32 = 10_000.;
+/// llama.cpp's default `rope.freq_base` for the llama architecture.
+const DEFAULT_ROPE_FREQUENCY_LLAMA: f32 = 10_000.;
+
+/// Where the families differ, each choice as llama.cpp's graph for the architecture makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Gemma 3: embeddings scaled by sqrt(width), RMS-normed q and k, a norm after attention and
+    /// after the MLP, GELU (tanh) MLP, NeoX RoPE (halves), sliding-window layers.
+    Gemma3,
+    /// Llama: plain pre-norm blocks, SiLU MLP, RoPE on interleaved pairs (llama.cpp's
+    /// `LLAMA_ROPE_TYPE_NORM`; the GGUF converter permutes q/k for it).
+    Llama,
+}
+
+impl Family {
+    /// The family of a GGUF's `general.architecture`.
+    pub fn of(architecture: &str) -> Option<Family> {
+        match architecture {
+            "gemma3" => Some(Family::Gemma3),
+            "llama" => Some(Family::Llama),
+            _ => None,
+        }
+    }
+}
 /// Positions a KV cache holds when first allocated, unless `reserve` asked for more.
 const INITIAL_CACHE: usize = 256;
 
@@ -166,6 +201,46 @@ fn q5_0_to_q8_0(qt: QTensor, device: &Device) -> Result<QTensor> {
     qtensor_from_ggml(GgmlDType::Q8_0, &out, dims, device)
 }
 
+/// RMS normalisation over the last dimension as ggml computes it (`ggml_compute_forward_rms_norm_f32`):
+/// squares summed in f64, `scale = 1 / sqrtf(mean + eps)` in f32, then `x * scale * w`. The
+/// same operations in the same order matter for what follows: a result one ulp away can flip a
+/// value of the next projection's 8-bit input quantisation, and those flips compound through
+/// the layers (see [`super::qrows`]'s quantiser). For Gemma the GGUF's weights already hold
+/// the `1 + w` of Hugging Face's Gemma norm.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    w: Vec<f32>,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn from_qtensor(w: QTensor, eps: f64) -> Result<Self> {
+        let w = w
+            .dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Self { w, eps: eps as f32 })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let n = self.w.len();
+        if x.dim(candle_core::D::Minus1)? != n {
+            candle_core::bail!("norm of width {n} on {:?}", x.shape());
+        }
+        let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; xs.len()];
+        for (row, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+            let mean = (sum / n as f64) as f32;
+            let scale = 1.0f32 / (mean + self.eps).sqrt();
+            for ((o, &v), &w) in o.iter_mut().zip(row).zip(&self.w) {
+                *o = v * scale * w;
+            }
+        }
+        Tensor::from_vec(out, x.shape(), x.device())
+    }
+}
+
 /// RoPE frequencies; the sin/cos rows are computed per forward pass for the positions it covers
 /// (no tables sized to the context: for Gemma 3's 32,768 positions those were 67 MB and 0.2 s
 /// of every load). Same values as a table: `sin((p as f32) * theta)`.
@@ -193,8 +268,12 @@ impl Rope {
     }
 }
 
-fn apply_rope(x: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Result<Tensor> {
-    candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
+fn apply_rope(x: &Tensor, (cos, sin): &(Tensor, Tensor), interleaved: bool) -> Result<Tensor> {
+    if interleaved {
+        candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)
+    } else {
+        candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)
+    }
 }
 
 #[derive(Debug)]
@@ -202,12 +281,13 @@ struct Layer {
     /// q, k, v
     qkv: Proj,
     wo: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
+    /// Gemma 3 only (as are the post-norms).
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
     attention_norm: RmsNorm,
-    post_attention_norm: RmsNorm,
+    post_attention_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
-    post_ffn_norm: RmsNorm,
+    post_ffn_norm: Option<RmsNorm>,
     /// gate, up
     gate_up: Proj,
     down: Linear,
@@ -372,6 +452,7 @@ fn own_rows<R: std::io::Seek + std::io::Read>(
 
 #[derive(Debug)]
 struct Weights {
+    family: Family,
     tok_embeddings: Embeddings,
     embedding_length: usize,
     layers: Vec<Layer>,
@@ -460,14 +541,14 @@ impl ModelWeights {
         reader: &mut R,
         device: &Device,
     ) -> Result<Self> {
-        let prefix = ["gemma3", "gemma2", "gemma", "gemma-embedding"]
-            .iter()
-            .find(|p| {
-                ct.metadata
-                    .contains_key(&format!("{p}.attention.head_count"))
-            })
-            .copied()
-            .unwrap_or("gemma3");
+        let arch = match ct.metadata.get("general.architecture") {
+            Some(v) => v.to_string()?.clone(),
+            None => candle_core::bail!("cannot find general.architecture in metadata"),
+        };
+        let Some(family) = Family::of(&arch) else {
+            candle_core::bail!("architecture `{arch}` has no forward pass in declab")
+        };
+        let prefix = arch.as_str();
         let md_get = |s: &str| {
             let key = format!("{prefix}.{s}");
             match ct.metadata.get(&key) {
@@ -476,26 +557,71 @@ impl ModelWeights {
             }
         };
         let head_count = md_get("attention.head_count")?.to_u32()? as usize;
-        let head_count_kv = md_get("attention.head_count_kv")?.to_u32()? as usize;
+        let head_count_kv = match md_get("attention.head_count_kv") {
+            Ok(v) => v.to_u32()? as usize,
+            Err(_) if family == Family::Llama => head_count,
+            Err(e) => return Err(e),
+        };
         let block_count = md_get("block_count")?.to_u32()? as usize;
         let embedding_length = md_get("embedding_length")?.to_u32()? as usize;
-        let key_length = md_get("attention.key_length")?.to_u32()? as usize;
+        if head_count == 0 || !embedding_length.is_multiple_of(head_count) {
+            candle_core::bail!(
+                "embedding_length {embedding_length} is not a multiple of head_count {head_count}"
+            );
+        }
+        let key_length = match md_get("attention.key_length") {
+            Ok(v) => v.to_u32()? as usize,
+            Err(_) if family == Family::Llama => embedding_length / head_count,
+            Err(e) => return Err(e),
+        };
         let rms_norm_eps = md_get("attention.layer_norm_rms_epsilon")?.to_f32()? as f64;
-        let sliding_window_size = md_get("attention.sliding_window")?.to_u32()? as usize;
-        let sliding_window_type = md_get("attention.sliding_window_type")
-            .and_then(|m| Ok(m.to_u32()? as usize))
-            .unwrap_or(DEFAULT_SLIDING_WINDOW_TYPE);
-        let rope_freq_base = md_get("rope.freq_base")
-            .and_then(|m| m.to_f32())
-            .unwrap_or(DEFAULT_ROPE_FREQUENCY);
-        let rope_freq_base_sliding = md_get("rope.local_freq_base")
-            .and_then(|m| m.to_f32())
-            .unwrap_or(DEFAULT_ROPE_FREQUENCY_SLIDING);
         let context_length = md_get("context_length")?.to_u32()? as usize;
         if head_count_kv == 0 || !head_count.is_multiple_of(head_count_kv) {
             candle_core::bail!(
                 "head_count {head_count} is not a multiple of head_count_kv {head_count_kv}"
             );
+        }
+        // (sliding window, every how many layers one is global, global and sliding RoPE bases)
+        let (sliding_window_size, sliding_window_type, rope_freq_base, rope_freq_base_sliding) =
+            match family {
+                Family::Gemma3 => {
+                    let base = md_get("rope.freq_base")
+                        .and_then(|m| m.to_f32())
+                        .unwrap_or(DEFAULT_ROPE_FREQUENCY);
+                    (
+                        Some(md_get("attention.sliding_window")?.to_u32()? as usize),
+                        md_get("attention.sliding_window_type")
+                            .and_then(|m| Ok(m.to_u32()? as usize))
+                            .unwrap_or(DEFAULT_SLIDING_WINDOW_TYPE),
+                        base,
+                        md_get("rope.local_freq_base")
+                            .and_then(|m| m.to_f32())
+                            .unwrap_or(DEFAULT_ROPE_FREQUENCY_SLIDING),
+                    )
+                }
+                Family::Llama => {
+                    // Llama 3.x files carry RoPE frequency factors (`rope_freqs.weight`) or a
+                    // scaling type; this forward implements plain RoPE only.
+                    let scaled = ct.tensor_infos.contains_key("rope_freqs.weight")
+                        || md_get("rope.scaling.type")
+                            .and_then(|v| Ok(v.to_string()?.clone()))
+                            .is_ok_and(|t| t != "none");
+                    if scaled {
+                        candle_core::bail!("RoPE scaling (rope_freqs.weight or rope.scaling.type) is not implemented for llama models");
+                    }
+                    if md_get("rope.dimension_count")
+                        .is_ok_and(|v| v.to_u32().is_ok_and(|d| d as usize != key_length))
+                    {
+                        candle_core::bail!("partial RoPE (rope.dimension_count != head width) is not implemented for llama models");
+                    }
+                    let base = md_get("rope.freq_base")
+                        .and_then(|m| m.to_f32())
+                        .unwrap_or(DEFAULT_ROPE_FREQUENCY_LLAMA);
+                    (None, 1, base, base)
+                }
+            };
+        if sliding_window_type == 0 {
+            candle_core::bail!("{prefix}.attention.sliding_window_type is 0");
         }
 
         let tensor = |reader: &mut R, name: &str| -> Result<QTensor> {
@@ -558,26 +684,45 @@ impl ModelWeights {
             let qkv = proj(&["attn_q", "attn_k", "attn_v"])?;
             let gate_up = proj(&["ffn_gate", "ffn_up"])?;
             let mut t = |n: &str| tensor(reader, &format!("{p}.{n}.weight"));
-            let is_sliding = (i + 1) % sliding_window_type > 0;
+            // Gemma 3: every `sliding_window_type`-th layer is global (llama.cpp's
+            // `set_swa_pattern`); the others attend within the window.
+            let is_sliding = sliding_window_size.is_some() && (i + 1) % sliding_window_type > 0;
+            let gemma = family == Family::Gemma3;
+            let mut opt_norm = |n: &str| -> Result<Option<RmsNorm>> {
+                if gemma {
+                    Ok(Some(norm(t(n)?)?))
+                } else {
+                    Ok(None)
+                }
+            };
+            let q_norm = opt_norm("attn_q_norm")?;
+            let k_norm = opt_norm("attn_k_norm")?;
+            let post_attention_norm = opt_norm("post_attention_norm")?;
+            let post_ffn_norm = opt_norm("post_ffw_norm")?;
             layers.push(Layer {
                 qkv,
                 gate_up,
                 wo: Linear::new(t("attn_output")?)?,
-                q_norm: norm(t("attn_q_norm")?)?,
-                k_norm: norm(t("attn_k_norm")?)?,
+                q_norm,
+                k_norm,
                 attention_norm: norm(t("attn_norm")?)?,
-                post_attention_norm: norm(t("post_attention_norm")?)?,
+                post_attention_norm,
                 ffn_norm: norm(t("ffn_norm")?)?,
-                post_ffn_norm: norm(t("post_ffw_norm")?)?,
+                post_ffn_norm,
                 down: Linear::new(t("ffn_down")?)?,
                 n_head: head_count,
                 n_kv_head: head_count_kv,
                 head_dim: key_length,
-                sliding_window: is_sliding.then_some(sliding_window_size),
+                sliding_window: if is_sliding {
+                    sliding_window_size
+                } else {
+                    None
+                },
                 global_rope: !is_sliding,
             });
         }
         let w = Weights {
+            family,
             tok_embeddings,
             embedding_length,
             layers,
@@ -656,22 +801,31 @@ impl ModelWeights {
         }
         // rows of the (possibly zero-padded) embedding matrix, cut to the model width
         let mut h = w.tok_embeddings.lookup(x, w.embedding_length)?;
-        h = (h * (w.embedding_length as f64).sqrt())?;
+        if w.family == Family::Gemma3 {
+            h = (h * (w.embedding_length as f64).sqrt())?;
+        }
         let global = w.rope_global.at(index_pos, seq_len, x.device())?;
         let sliding = w.rope_sliding.at(index_pos, seq_len, x.device())?;
-        let ropes = (&global, &sliding);
+        let ropes = Ropes {
+            global: &global,
+            sliding: &sliding,
+            interleaved: w.family == Family::Llama,
+        };
         for (layer, cache) in w.layers.iter().zip(self.caches.iter_mut()) {
             let residual = &h;
             let x = layer.attention_norm.forward(&h)?;
-            let x = attention(layer, cache, &x, index_pos, ropes, self.reserve)?;
-            let x = layer.post_attention_norm.forward(&x)?;
+            let x = attention(layer, cache, &x, index_pos, &ropes, self.reserve)?;
+            let x = maybe_norm(&layer.post_attention_norm, x)?;
             let x = (x + residual)?;
             let residual = &x;
             let y = layer.ffn_norm.forward(&x)?;
             let gu = layer.gate_up.forward(&y)?;
-            let y = (candle_nn::ops::silu(&gu[0])? * &gu[1])?;
+            let y = match w.family {
+                Family::Gemma3 => geglu(&gu[0], &gu[1])?,
+                Family::Llama => (candle_nn::ops::silu(&gu[0])? * &gu[1])?,
+            };
             let y = layer.down.forward(&y)?;
-            let y = layer.post_ffn_norm.forward(&y)?;
+            let y = maybe_norm(&layer.post_ffn_norm, y)?;
             h = (y + residual)?;
         }
         let x = h.i((.., seq_len - 1, ..))?.contiguous()?;
@@ -682,12 +836,61 @@ impl ModelWeights {
     }
 }
 
+/// Gemma 3's MLP: `gelu(gate) * up`, GELU with the tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi)
+/// (x + 0.044715 x^3)))` (Hugging Face's `gelu_pytorch_tanh`, llama.cpp's `LLM_FFN_GELU`),
+/// computed as ggml's CPU backend does (`ggml_vec_geglu_f32` under `GGML_GELU_FP16`): the gate
+/// rounded to f16 and looked up in a table of f16 GELU values, 0 at or below -10, the identity
+/// at or above 10. The table's rounding (up to 2^-11 relative) is what llama.cpp computes; with
+/// the exact function instead, this one step took the hidden state 3e-4 away from llama.cpp's.
+fn geglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                let g = 0.5 * x * (1.0 + (0.797_884_6_f32 * x * (1.0 + 0.044715 * x * x)).tanh());
+                half::f16::from_f32(g).to_f32()
+            })
+            .collect()
+    });
+    let gs = gate.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let us = up.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let out: Vec<f32> = gs
+        .iter()
+        .zip(&us)
+        .map(|(&x, &u)| {
+            if x <= -10.0 {
+                0.0
+            } else if x >= 10.0 {
+                x * u
+            } else {
+                table[half::f16::from_f32(x).to_bits() as usize] * u
+            }
+        })
+        .collect();
+    Tensor::from_vec(out, gate.shape(), gate.device())
+}
+
+fn maybe_norm(norm: &Option<RmsNorm>, x: Tensor) -> Result<Tensor> {
+    match norm {
+        Some(n) => n.forward(&x),
+        None => Ok(x),
+    }
+}
+
+/// The RoPE rows of one forward pass and how the family pairs dimensions.
+struct Ropes<'a> {
+    global: &'a (Tensor, Tensor),
+    sliding: &'a (Tensor, Tensor),
+    interleaved: bool,
+}
+
 fn attention(
     l: &Layer,
     cache: &mut Option<KvCache>,
     x: &Tensor,
     pos: usize,
-    ropes: (&(Tensor, Tensor), &(Tensor, Tensor)),
+    ropes: &Ropes,
     reserve: usize,
 ) -> Result<Tensor> {
     let (b, seq, _) = x.dims3()?;
@@ -701,11 +904,15 @@ fn attention(
     let v = qkv[2]
         .reshape((b, seq, l.n_kv_head, l.head_dim))?
         .transpose(1, 2)?;
-    let q = l.q_norm.forward(&q.contiguous()?)?;
-    let k = l.k_norm.forward(&k.contiguous()?)?;
-    let rope = if l.global_rope { ropes.0 } else { ropes.1 };
-    let q = apply_rope(&q, rope)?;
-    let k = apply_rope(&k, rope)?;
+    let q = maybe_norm(&l.q_norm, q.contiguous()?)?;
+    let k = maybe_norm(&l.k_norm, k.contiguous()?)?;
+    let rope = if l.global_rope {
+        ropes.global
+    } else {
+        ropes.sliding
+    };
+    let q = apply_rope(&q, rope, ropes.interleaved)?;
+    let k = apply_rope(&k, rope, ropes.interleaved)?;
 
     let c = cache.get_or_insert_with(|| KvCache {
         k: Tensor::zeros((0, 0, 0, 0), DType::F32, x.device()).expect("empty tensor"),
@@ -724,9 +931,9 @@ fn attention(
     let n_rep = l.n_head / l.n_kv_head;
 
     let out = if seq == 1 {
-        // The window holds the current position and the `window` before it.
+        // The window holds the current position and the `window - 1` before it.
         let start = match l.sliding_window {
-            Some(wsz) if total > wsz + 1 => total - wsz - 1,
+            Some(wsz) if total > wsz => total - wsz,
             _ => 0,
         };
         let k = c.k.narrow(2, start, total - start)?;
@@ -754,7 +961,8 @@ fn attention(
 }
 
 /// Additive mask for `seq` new positions after `pos` cached ones: 0 where query i (at
-/// position pos+i) may attend key j, -inf elsewhere (future, or outside the sliding window).
+/// position pos+i) may attend key j, -inf elsewhere (future, or outside the sliding window:
+/// `qi - j >= window`, llama.cpp's `is_masked_swa`).
 fn causal_mask(seq: usize, pos: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
     let total = pos + seq;
     let mask: Vec<f32> = (0..seq)
@@ -762,7 +970,7 @@ fn causal_mask(seq: usize, pos: usize, window: Option<usize>, device: &Device) -
             let qi = pos + i;
             (0..total).map(move |j| {
                 let future = j > qi;
-                let outside = window.is_some_and(|wsz| j + wsz < qi);
+                let outside = window.is_some_and(|wsz| j + wsz <= qi);
                 if future || outside {
                     f32::NEG_INFINITY
                 } else {
