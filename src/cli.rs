@@ -102,6 +102,30 @@ pub enum Command {
         #[arg(long, default_value_t = 3, requires = "save_logits")]
         fixture_rows: usize,
     },
+    /// Check a GGUF model's logits against llama.cpp's on the same file: teacher-forces the
+    /// fixture's token sequences (made by scripts/logit-reference.sh) and prints top-1
+    /// agreement, KL(llama.cpp || declab) and the entropy difference beside llama.cpp's
+    /// agreement with itself; exit 1 when a threshold is missed (by default they follow that
+    /// floor, see src/reference.rs).
+    CheckModel {
+        /// The GGUF model file.
+        gguf: PathBuf,
+        /// The reference fixture (gzip JSON) for that file.
+        #[arg(long)]
+        reference: PathBuf,
+        /// Lowest acceptable top-1 agreement (default: from the fixture's floor, else 0.95).
+        #[arg(long)]
+        min_top1: Option<f64>,
+        /// Highest acceptable mean KL in nats (default: from the floor, else 0.01).
+        #[arg(long)]
+        max_kl: Option<f64>,
+        /// Highest acceptable mean |ΔH| in nats (default: from the floor, else 0.08).
+        #[arg(long)]
+        max_dh: Option<f64>,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Regenerate summary.csv, comparisons.csv, metrics_*.csv, report.md and the plots of a
     /// results folder from its samples.jsonl and manifest.json.
     Report {

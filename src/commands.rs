@@ -69,6 +69,19 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             save_logits: save_logits.map(|p| (p, fixture_rows.max(1))),
         }),
         Command::Report { dir, embedder } => report_cmd(&dir, embedder.as_deref()),
+        Command::CheckModel {
+            gguf,
+            reference,
+            min_top1,
+            max_kl,
+            max_dh,
+            json,
+        } => check_model(
+            &gguf,
+            &reference,
+            [min_top1, max_kl, max_dh],
+            json.as_deref(),
+        ),
         Command::Metrics {
             input,
             out,
@@ -90,6 +103,63 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             csv,
             embedder,
         } => compare_cmd(&a, &b, &metrics, alpha, csv.as_deref(), embedder.as_deref()),
+    }
+}
+
+/// `bounds`: the command line's top-1, KL and |ΔH| bounds, each overriding the fixture's.
+fn check_model(
+    gguf: &std::path::Path,
+    reference: &std::path::Path,
+    bounds: [Option<f64>; 3],
+    json: Option<&std::path::Path>,
+) -> Result<i32> {
+    use crate::reference::{check, Fixture, Thresholds};
+    let fixture = Fixture::load(reference)?;
+    let base = fixture
+        .llama_cpp_self
+        .as_ref()
+        .map(Thresholds::from_floor)
+        .unwrap_or_default();
+    let thresholds = Thresholds {
+        min_top1: bounds[0].unwrap_or(base.min_top1),
+        max_mean_kl: bounds[1].unwrap_or(base.max_mean_kl),
+        max_mean_abs_dh: bounds[2].unwrap_or(base.max_mean_abs_dh),
+    };
+    let sha = crate::engine::sha256_cached(gguf)?;
+    if sha != fixture.gguf_sha256 {
+        anyhow::bail!(
+            "{} (sha256 {sha}) is not the file {} was made from ({}, sha256 {}); make a fixture for it with scripts/logit-reference.sh MODEL.gguf OUT.json.gz",
+            gguf.display(),
+            reference.display(),
+            fixture.model_file,
+            fixture.gguf_sha256
+        );
+    }
+    let (model, info) = crate::engine::load_weights(gguf, &crate::engine::device(false)?)?;
+    let report = check(model.as_ref(), info.vocab_size, &fixture)?;
+    println!(
+        "{} ({}) against {}\n",
+        gguf.display(),
+        info.architecture,
+        fixture.reference
+    );
+    print!("{}", report.table());
+    if let Some(path) = json {
+        crate::report::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+    }
+    let misses = report.misses(&thresholds);
+    if misses.is_empty() {
+        println!(
+            "\npass: top-1 >= {:.4}, mean KL <= {:.5}, mean |ΔH| <= {:.4} (decode; prefill: top-1 >= {:.4})",
+            thresholds.min_top1,
+            thresholds.max_mean_kl,
+            thresholds.max_mean_abs_dh,
+            thresholds.prefill().min_top1
+        );
+        Ok(0)
+    } else {
+        println!("\nFAIL: {}", misses.join("; "));
+        Ok(1)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod merge;
 pub mod metrics;
 pub mod pool;
 pub mod record;
+pub mod reference;
 pub mod report;
 pub mod runner;
 pub mod seed;
