@@ -6,7 +6,7 @@ DECLAB_MODELS ?= models
 export DECLAB_MODELS := $(abspath $(DECLAB_MODELS))
 BIN := target/release/declab
 
-.PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline bench-peer bench-criterion bench-fixture
+.PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline bench-peer bench-criterion bench-fixture logit-reference
 
 help:
 	@echo "make experiment NAME=grid1   fetch the model if needed, build, run experiments/\$$NAME.yaml (FLAGS=--fresh to start over)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-criterion         criterion benches of every strategy at vocab 32k/128k/262k (stored real logits)"
 	@echo "make bench-fixture           regenerate those stored logits from the real model"
 	@echo "make bench-peer              declab vs llama.cpp on the same model (builds llama.cpp, ~5 min)"
+	@echo "make logit-reference         regenerate llama.cpp's logit fixtures for the reference check (~15 min; needs g++)"
 
 models:
 	@scripts/fetch-models.sh
@@ -55,6 +56,11 @@ bench-fixture: models build
 # Not part of CI; the output goes in the README's performance section.
 bench-peer: models build
 	bash scripts/bench-peer.sh
+
+# Regenerate tests/fixtures/reference/*.json.gz: llama.cpp's logits on the same GGUF files, which
+# tests/reference_logits.rs checks declab against. Not part of CI; commit the fixtures.
+logit-reference: models
+	bash scripts/logit-reference.sh
 
 # Re-measure the baseline (after an intended change; commit the file with the change).
 bench-baseline: models build

@@ -1,34 +1,17 @@
 #!/usr/bin/env bash
 # declab vs llama.cpp on the same Gemma 3 270M Q4_K_M file, same machine, 2 threads, as ratios.
-# Builds llama.cpp (CPU only) from the llama-cpp-python sdist on PyPI in a throwaway folder
-# ($DECLAB_PEER_DIR, default /tmp/declab-peer), with GGML_NATIVE=OFF and explicit AVX-512
-# flags: -march=native would enable AMX, which faults in the VM this was measured on.
+# llama.cpp (CPU only) is built from the llama-cpp-python sdist on PyPI in a throwaway folder
+# ($DECLAB_PEER_DIR, default /tmp/declab-peer) by scripts/build-llama-cpp.sh.
 # Not part of CI (about 5 minutes on 2 cores for the build). Usage: make bench-peer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${DECLAB_PEER_DIR:-/tmp/declab-peer}
 MODELS=${DECLAB_MODELS:-models}
 MODEL=$MODELS/gemma-3-270m/gemma-3-270m-q4_k_m.gguf
-VERSION=0.3.36
+VERSION=0.3.36 # as in scripts/build-llama-cpp.sh
 THREADS=2
 PROMPT="Once upon a time, in a small village by the sea,"
-mkdir -p "$WORK"
-BIN=$WORK/build/bin
-if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-completion" ]; then
-  python3 -m venv "$WORK/venv"
-  "$WORK/venv/bin/pip" install -q cmake ninja scikit-build-core
-  PATH=$WORK/venv/bin:$PATH "$WORK/venv/bin/pip" download -q --no-deps --no-binary llama-cpp-python --no-build-isolation \
-    -d "$WORK" "llama-cpp-python==$VERSION"
-  tar xzf "$WORK/llama_cpp_python-$VERSION.tar.gz" -C "$WORK"
-  SRC=$WORK/llama_cpp_python-$VERSION/vendor/llama.cpp
-  PATH=$WORK/venv/bin:$PATH cmake -S "$SRC" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
-    -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON \
-    -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
-    -DGGML_AMX_BF16=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_APP=OFF -DLLAMA_USE_PREBUILT_UI=OFF >/dev/null
-  PATH=$WORK/venv/bin:$PATH ninja -C "$WORK/build" -j"$THREADS" llama-bench llama-completion >/dev/null
-fi
+BIN=$(DECLAB_PEER_DIR=$WORK scripts/build-llama-cpp.sh | tail -1)/bin
 cargo build --release --example decode_speed -q
 
 echo "== llama.cpp $VERSION (vendored), $THREADS threads"
