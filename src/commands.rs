@@ -515,11 +515,32 @@ fn compare_cmd(
             b.display()
         );
     }
-    let n_max = shown.iter().map(|r| r.n_prompts).max().unwrap_or(0);
-    if !metrics.is_empty() && compare::min_p_value(n_max) >= alpha {
+    // Whether the gate can fail, from the data: a comparison's smallest attainable p counts only
+    // the prompts whose values differ, and ties among the rest.
+    let blocked: Vec<&&compare::ComparisonRow> =
+        shown.iter().filter(|r| !(r.min_p < alpha)).collect();
+    if !metrics.is_empty() && !shown.is_empty() && blocked.len() == shown.len() {
+        let n_max = shown.iter().map(|r| r.n_prompts).max().unwrap_or(0);
+        let best = shown.iter().map(|r| r.min_p).fold(f64::INFINITY, f64::min);
         eprintln!(
-            "declab: warning: with {n_max} paired prompts the smallest attainable p-value is {}, so the gate cannot fail at alpha {alpha}; add prompts to the experiment",
-            f(compare::min_p_value(n_max))
+            "declab: warning: the gate cannot fail at alpha {alpha}: on this data the smallest attainable p-value is {} ({n_max} paired prompts at most; prompts with equal values in A and B drop out); add prompts to the experiment",
+            f(best)
+        );
+    } else if !metrics.is_empty() && !blocked.is_empty() {
+        let names: Vec<String> = blocked
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} (smallest attainable p {})",
+                    r.strategy,
+                    r.metric,
+                    f(r.min_p)
+                )
+            })
+            .collect();
+        eprintln!(
+            "declab: warning: these gated comparisons cannot be significant at alpha {alpha} on their data: {}",
+            names.join("; ")
         );
     }
     if !worse.is_empty() {

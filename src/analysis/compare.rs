@@ -33,6 +33,10 @@ pub struct ComparisonRow {
     pub p_value: f64,
     pub p_holm: f64,
     pub effect_size: f64,
+    /// The smallest p-value this comparison's differences allow (every sign the same; pairs
+    /// whose difference is zero do not count): at or above the gate's alpha, the comparison
+    /// cannot be significant whatever the direction.
+    pub min_p: f64,
 }
 
 /// One paired comparison to compute.
@@ -47,7 +51,8 @@ pub struct PairInput {
     pub b: Vec<f64>,
 }
 
-/// Smallest attainable two-sided exact Wilcoxon p-value with `n` pairs.
+/// Smallest attainable two-sided exact Wilcoxon p-value with `n` pairs, none of them zero (the
+/// best case for `n` prompts; a comparison's own figure is [`ComparisonRow::min_p`]).
 pub fn min_p_value(n: usize) -> f64 {
     if n == 0 {
         1.0
@@ -77,9 +82,9 @@ pub fn paired_rows(
             continue;
         };
         let diffs: Vec<f64> = inp.a.iter().zip(&inp.b).map(|(x, y)| x - y).collect();
-        let p_value = wilcoxon_signed_rank(&diffs)
-            .map(|w| w.p_value)
-            .unwrap_or(f64::NAN);
+        let (p_value, min_p) = wilcoxon_signed_rank(&diffs)
+            .map(|w| (w.p_value, w.min_attainable_p))
+            .unwrap_or((f64::NAN, f64::NAN));
         rows.push(ComparisonRow {
             model: inp.model,
             strategy: inp.strategy,
@@ -90,6 +95,7 @@ pub fn paired_rows(
             p_value,
             p_holm: f64::NAN,
             effect_size: rank_biserial(&diffs),
+            min_p,
         });
     }
     let mut families: BTreeMap<(String, &'static str), Vec<usize>> = BTreeMap::new();

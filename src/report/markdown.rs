@@ -235,10 +235,11 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
          two-sided Wilcoxon signed-rank test, Holm adjustment across the strategies of one metric; \
          `*` marks p_holm < 0.05 and `**` p_holm < 0.01 (all numbers in `comparisons.csv`). \
          ↑ = higher is better, ↓ = lower is better. \
-         With {n_prompts} prompts the smallest attainable Wilcoxon p-value is {}{}.\n",
+         With {n_prompts} prompts the smallest attainable Wilcoxon p-value is {}{}{}.\n",
         d.baseline,
         fmt_num(compare::min_p_value(n_prompts)),
-        if compare::min_p_value(n_prompts) >= 0.05 { ", so no difference can reach significance: add prompts to the experiment" } else { "" }
+        if compare::min_p_value(n_prompts) >= 0.05 { ", so no difference can reach significance: add prompts to the experiment" } else { "" },
+        blocked_note(&a.comparisons)
     );
     let strategies: Vec<String> = d.strategies.iter().map(|s| s.id.clone()).collect();
     for model in &d.models {
@@ -309,6 +310,24 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
     o
 }
 
+/// How many comparisons cannot reach p < 0.05 on their own data although the prompt count
+/// would allow it: prompts where the two values are equal (common for discrete metrics) drop out
+/// of the Wilcoxon test, and the exact test over tied ranks needs every remaining sign alike.
+fn blocked_note(rows: &[ComparisonRow]) -> String {
+    let possible: Vec<&ComparisonRow> = rows
+        .iter()
+        .filter(|r| compare::min_p_value(r.n_prompts) < 0.05)
+        .collect();
+    let blocked = possible.iter().filter(|r| !(r.min_p < 0.05)).count();
+    if blocked == 0 {
+        return String::new();
+    }
+    format!(
+        "; on their own data {blocked} of these {} comparisons cannot (prompts with equal values drop out of the test; each comparison's smallest attainable p is in `comparisons.csv`'s `min_p`)",
+        possible.len()
+    )
+}
+
 fn short(s: &str) -> &str {
     &s[..s.len().min(12)]
 }
@@ -325,6 +344,34 @@ mod tests {
             ci_high: hi,
             std_err: 0.0,
         }
+    }
+
+    /// Six prompts allow p = 0.031, but a comparison where two prompts tie (difference zero)
+    /// rests on four, whose smallest p is 0.125: the report says so.
+    #[test]
+    fn the_report_names_comparisons_their_data_cannot_make_significant() {
+        let row = |diffs: &[f64]| {
+            let w = crate::stats::wilcoxon_signed_rank(diffs).unwrap();
+            ComparisonRow {
+                model: "m".into(),
+                strategy: "t".into(),
+                reference: "greedy".into(),
+                metric: "distinct_1",
+                n_prompts: diffs.len(),
+                diff: est(0.1, 0.0, 0.2),
+                p_value: w.p_value,
+                p_holm: w.p_value,
+                effect_size: 1.0,
+                min_p: w.min_attainable_p,
+            }
+        };
+        let free = row(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let tied = row(&[0.0, 2.0, 0.0, 4.0, 5.0, 6.0]);
+        assert!((free.min_p - 0.03125).abs() < 1e-12);
+        assert!((tied.min_p - 0.125).abs() < 1e-12);
+        assert_eq!(blocked_note(&[free.clone()]), "");
+        let note = blocked_note(&[free, tied]);
+        assert!(note.contains("1 of these 2 comparisons cannot"), "{note}");
     }
 
     #[test]
@@ -362,6 +409,7 @@ mod tests {
             p_value: 0.03125,
             p_holm: 0.03125,
             effect_size: 1.0,
+            min_p: 0.5,
         }];
         let t = family_table(
             Family::Diversity,

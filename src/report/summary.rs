@@ -74,6 +74,7 @@ pub fn comparisons_csv_with(rows: &[ComparisonRow], reference_column: &str) -> R
             "p_value",
             "p_holm",
             "effect_size",
+            "min_p",
         ],
         rows.iter().map(|r| {
             vec![
@@ -88,6 +89,7 @@ pub fn comparisons_csv_with(rows: &[ComparisonRow], reference_column: &str) -> R
                 num(r.p_value),
                 num(r.p_holm),
                 num(r.effect_size),
+                num(r.min_p),
             ]
         }),
     )
@@ -243,11 +245,12 @@ mod tests {
             p_value: 0.5,
             p_holm: 1.0,
             effect_size: f64::NAN,
+            min_p: 0.5,
         }];
         let got = String::from_utf8(comparisons_csv(&rows).unwrap()).unwrap();
         assert_eq!(
             got,
-            "model,strategy,baseline,metric,n_prompts,diff,ci_low,ci_high,p_value,p_holm,effect_size\nm,t,greedy,self_bleu_4,2,-0.125,-0.25,0,0.5,1,\n"
+            "model,strategy,baseline,metric,n_prompts,diff,ci_low,ci_high,p_value,p_holm,effect_size,min_p\nm,t,greedy,self_bleu_4,2,-0.125,-0.25,0,0.5,1,,0.5\n"
         );
     }
 

@@ -6,10 +6,16 @@
 //!   is the number of non-zero differences;
 //! - the `|d_i|` are ranked 1..=n_used, tied magnitudes getting the average
 //!   of their ranks; `W+` is the sum of the ranks of positive differences;
-//! - exact p-value when `n_used <= 25` and there are no tied magnitudes:
-//!   the null distribution of `W+` (each of the `2^n` sign patterns equally
-//!   likely) is counted exactly by dynamic programming over the ranks, and
-//!   `p = min(1, 2 * min(P(W+ <= w), P(W+ >= w)))`;
+//! - exact p-value when `n_used <= 25`, ties or not: the null distribution of
+//!   `W+` conditional on the observed (mid)ranks (each of the `2^n` sign
+//!   patterns equally likely) is counted exactly by dynamic programming over
+//!   the doubled ranks, which are integers even when ties average them, and
+//!   `p = min(1, 2 * min(P(W+ <= w), P(W+ >= w)))`. Without ties this is the
+//!   classical exact distribution; with ties it is the permutation
+//!   distribution that SciPy's `method=PermutationMethod()` enumerates. The
+//!   normal approximation is not used there: with ties at small `n` it is too
+//!   liberal (all differences positive and tied: 0.072 at n = 4 where the
+//!   exact p is 0.125);
 //! - otherwise the normal approximation with tie and continuity corrections:
 //!   `mu = n(n+1)/4`, `sigma^2 = (n(n+1)(2n+1) - sum_t (t^3 - t)/2) / 24`
 //!   over tie groups of size `t`, `z = (W+ - mu - 0.5 sign(W+ - mu)) /
@@ -18,11 +24,13 @@
 //!
 //! Reference: `scipy.stats.wilcoxon(d, zero_method="wilcox",
 //! correction=True, method=...)` (checked against SciPy 1.17.1) with
-//! `method="exact"` for the exact branch and `method="asymptotic"` (formerly
-//! `"approx"`) for the normal branch. Note that SciPy's own
-//! `method="auto"` uses a permutation test for small samples with ties or
-//! zeros and exact up to n = 50; this module's switch point is fixed at 25.
-//! SciPy reports `min(W+, W-)` as its statistic; this module reports `W+`.
+//! `method="exact"` for the exact branch without ties,
+//! `method=PermutationMethod(n_resamples=inf)` for it with ties and zeros (a
+//! committed table, `tests/fixtures/stats/wilcoxon_ties.json`, made by
+//! `scripts/reference/wilcoxon_ties.py`) and `method="asymptotic"` for the
+//! normal branch. SciPy's own `method="auto"` switches to its normal branch
+//! above n = 50; this module's switch point is fixed at 25. SciPy reports
+//! `min(W+, W-)` as its statistic; this module reports `W+`.
 
 use super::StatsError;
 
@@ -32,7 +40,7 @@ pub const EXACT_MAX_N: usize = 25;
 /// How the p-value of a [`WilcoxonResult`] was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WilcoxonMethod {
-    /// Exact null distribution of `W+` (no ties, `n_used <= 25`).
+    /// Exact null distribution of `W+` over the observed ranks (`n_used <= 25`).
     Exact,
     /// Normal approximation with tie and continuity corrections.
     Normal,
@@ -49,6 +57,9 @@ pub struct WilcoxonResult {
     pub p_value: f64,
     /// Exact or normal approximation.
     pub method: WilcoxonMethod,
+    /// The smallest two-sided p-value these differences' magnitudes allow (every sign the
+    /// same): what the test can reach on this data at best, zeros and ties included.
+    pub min_attainable_p: f64,
 }
 
 /// Signed ranks of the non-zero, non-NaN `diffs`: `(rank, is_positive)` for
@@ -80,25 +91,39 @@ pub(crate) fn signed_ranks(diffs: &[f64]) -> (Vec<(f64, bool)>, Vec<usize>) {
     (ranked, ties)
 }
 
-/// Number of sign patterns giving each value of `W+` for ranks 1..=n:
-/// `counts[w]` for `w` in `0..=n(n+1)/2`; the counts sum to `2^n`.
-fn exact_counts(n: usize) -> Vec<u64> {
-    let max = n * (n + 1) / 2;
+/// Number of sign patterns giving each value of `2 W+` for the doubled ranks
+/// `ranks2` (`2 * rank`, integers even for averaged ties): `counts[w]` for `w`
+/// in `0..=sum(ranks2)`; the counts sum to `2^n`.
+fn exact_counts_doubled(ranks2: &[usize]) -> Vec<u64> {
+    let max: usize = ranks2.iter().sum();
     let mut counts = vec![0u64; max + 1];
     counts[0] = 1;
-    for rank in 1..=n {
-        // Adding rank `rank` with a positive sign shifts the distribution.
-        for w in (rank..=rank * (rank + 1) / 2).rev() {
-            counts[w] += counts[w - rank];
+    let mut reach = 0;
+    for &r in ranks2 {
+        reach += r;
+        // Adding this rank with a positive sign shifts the distribution.
+        for w in (r..=reach).rev() {
+            counts[w] += counts[w - r];
         }
     }
     counts
 }
 
-fn exact_p(w_plus: usize, n: usize) -> f64 {
-    let counts = exact_counts(n);
+/// The classical counts for ranks 1..=n, indexed by `W+` (tests and tables).
+#[cfg(test)]
+fn exact_counts(n: usize) -> Vec<u64> {
+    let ranks2: Vec<usize> = (1..=n).map(|r| 2 * r).collect();
+    exact_counts_doubled(&ranks2)
+        .into_iter()
+        .step_by(2)
+        .collect()
+}
+
+/// Two-sided exact p of an observed `2 W+` over the doubled ranks.
+fn exact_p(w2: usize, ranks2: &[usize]) -> f64 {
+    let counts = exact_counts_doubled(ranks2);
     let total: u64 = counts.iter().sum();
-    let w = w_plus.min(counts.len() - 1);
+    let w = w2.min(counts.len() - 1);
     let le: u64 = counts[..=w].iter().sum();
     let ge: u64 = counts[w..].iter().sum();
     (2.0 * le.min(ge) as f64 / total as f64).min(1.0)
@@ -166,25 +191,34 @@ fn normal_sf(z: f64) -> f64 {
 pub fn wilcoxon_signed_rank(diffs: &[f64]) -> Result<WilcoxonResult, StatsError> {
     super::Sample::new(diffs)?;
     let (ranked, ties) = signed_ranks(diffs);
+    let observed = p_value(&ranked, &ties);
+    let all_positive: Vec<(f64, bool)> = ranked.iter().map(|&(r, _)| (r, true)).collect();
+    let (min_attainable_p, _) = p_value(&all_positive, &ties);
+    let (p_value, method) = observed;
+    Ok(WilcoxonResult {
+        statistic_w_plus: ranked.iter().filter(|r| r.1).map(|r| r.0).sum(),
+        n_used: ranked.len(),
+        p_value,
+        method,
+        min_attainable_p,
+    })
+}
+
+/// The two-sided p-value of signed ranks (see the module docs) and how it was obtained.
+fn p_value(ranked: &[(f64, bool)], ties: &[usize]) -> (f64, WilcoxonMethod) {
     let n = ranked.len();
     let w_plus: f64 = ranked.iter().filter(|r| r.1).map(|r| r.0).sum();
     if n == 0 {
-        return Ok(WilcoxonResult {
-            statistic_w_plus: 0.0,
-            n_used: 0,
-            p_value: 1.0,
-            method: WilcoxonMethod::Exact,
-        });
+        return (1.0, WilcoxonMethod::Exact);
     }
-    if n <= EXACT_MAX_N && ties.is_empty() {
-        // Without ties every rank is an integer, so W+ is an exact integer.
-        let p_value = exact_p(w_plus.round() as usize, n);
-        return Ok(WilcoxonResult {
-            statistic_w_plus: w_plus,
-            n_used: n,
-            p_value,
-            method: WilcoxonMethod::Exact,
-        });
+    if n <= EXACT_MAX_N {
+        // Ranks are multiples of 1/2, so the doubled ranks and 2 W+ are exact integers.
+        let ranks2: Vec<usize> = ranked
+            .iter()
+            .map(|r| (2.0 * r.0).round() as usize)
+            .collect();
+        let w2 = (2.0 * w_plus).round() as usize;
+        return (exact_p(w2, &ranks2), WilcoxonMethod::Exact);
     }
     let nf = n as f64;
     let mean = nf * (nf + 1.0) / 4.0;
@@ -206,13 +240,10 @@ pub fn wilcoxon_signed_rank(diffs: &[f64]) -> Result<WilcoxonResult, StatsError>
         0.0
     };
     let z = corrected / sd;
-    let p_value = (2.0 * normal_sf(z.abs())).clamp(0.0, 1.0);
-    Ok(WilcoxonResult {
-        statistic_w_plus: w_plus,
-        n_used: n,
-        p_value,
-        method: WilcoxonMethod::Normal,
-    })
+    (
+        (2.0 * normal_sf(z.abs())).clamp(0.0, 1.0),
+        WilcoxonMethod::Normal,
+    )
 }
 
 #[cfg(test)]
@@ -266,22 +297,23 @@ mod tests {
             .collect();
         check(&d[..25], 208.0, 25, 0.23036134243011475, Exact);
         check(&d, 234.0, 26, 0.14072874277056632, Normal);
-        // Ties -> normal approximation (M="asymptotic"): the 10-pair example of
-        // Wikipedia's "Wilcoxon signed-rank test" (W = W+ - W- = 27 - 18 = 9).
+        // Ties at small n -> exact over the midranks (M=PermutationMethod(n_resamples=inf);
+        // M="asymptotic" gave 0.6352893188352069): the 10-pair example of Wikipedia's
+        // "Wilcoxon signed-rank test" (W = W+ - W- = 27 - 18 = 9).
         check(
             &[15.0, -7.0, 5.0, 20.0, 0.0, -9.0, 17.0, -12.0, 5.0, -10.0],
             27.0,
             9,
-            0.6352893188352069,
-            Normal,
+            0.6328125,
+            Exact,
         );
         // d_i = ((7 i) % 11 - 5) / 2, i in 0..40: 3 zeros, many ties (M="asymptotic").
         let d: Vec<f64> = (0..40)
             .map(|i| (((i * 7) % 11) as f64 - 5.0) * 0.5)
             .collect();
         check(&d, 357.0, 37, 0.939582544280286, Normal);
-        // W+ equals its mean after tie averaging: no continuity shift, p = 1.
-        check(&[1.0, -1.0, 2.0, -2.0, 0.5], 8.0, 5, 1.0, Normal);
+        // W+ equals its mean after tie averaging: p = 1 (M=PermutationMethod).
+        check(&[1.0, -1.0, 2.0, -2.0, 0.5], 8.0, 5, 1.0, Exact);
         check(&[-1.0, -2.0, -3.0, -4.0, -5.0], 0.0, 5, 0.0625, Exact);
         check(&[3.0], 1.0, 1, 1.0, Exact);
     }
@@ -321,6 +353,57 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Exact under ties and zeros: SciPy's exact permutation p-values on a committed table of
+    /// small-integer differences (`scripts/reference/wilcoxon_ties.py`), including the issue's
+    /// all-tied cases (0.125, 0.0625, 0.03125 at n = 4, 5, 6, where the normal approximation
+    /// gave 0.072, 0.037, 0.020).
+    #[test]
+    fn exact_under_ties_and_zeros_matches_scipy_permutation() {
+        let table: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/stats/wilcoxon_ties.json"
+        ))
+        .unwrap();
+        let cases = table["cases"].as_array().unwrap();
+        assert!(cases.len() >= 25);
+        let mut with_ties = 0;
+        for c in cases {
+            let d: Vec<f64> = c["d"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            let expect = c["p"].as_f64().unwrap();
+            let r = run(&d);
+            if !signed_ranks(&d).1.is_empty() {
+                with_ties += 1;
+            }
+            assert_eq!(r.method, WilcoxonMethod::Exact, "{d:?}");
+            assert!(
+                (r.p_value - expect).abs() < 1e-12,
+                "{d:?}: {} vs SciPy {expect}",
+                r.p_value
+            );
+            assert!(r.min_attainable_p <= r.p_value + 1e-15);
+        }
+        assert!(with_ties >= 20, "the table must exercise ties: {with_ties}");
+        assert_eq!(run(&[1.0, 1.0, 1.0, 1.0]).p_value, 0.125);
+    }
+
+    /// The smallest attainable p follows the data: zeros are dropped, so they raise it.
+    #[test]
+    fn smallest_attainable_p_counts_only_nonzero_differences() {
+        assert_eq!(
+            run(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).min_attainable_p,
+            2.0 / 64.0
+        );
+        assert_eq!(
+            run(&[0.0, 2.0, 0.0, 4.0, -5.0, 6.0]).min_attainable_p,
+            2.0 / 16.0
+        );
+        assert_eq!(run(&[0.0, 0.0]).min_attainable_p, 1.0);
     }
 
     #[test]
