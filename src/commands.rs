@@ -517,8 +517,10 @@ fn compare_cmd(
     }
     // Whether the gate can fail, from the data: a comparison's smallest attainable p counts only
     // the prompts whose values differ, and ties among the rest.
-    let blocked: Vec<&&compare::ComparisonRow> =
-        shown.iter().filter(|r| !(r.min_p < alpha)).collect();
+    let blocked: Vec<&&compare::ComparisonRow> = shown
+        .iter()
+        .filter(|r| !compare::can_reach(r, alpha))
+        .collect();
     if !metrics.is_empty() && !shown.is_empty() && blocked.len() == shown.len() {
         let n_max = shown.iter().map(|r| r.n_prompts).max().unwrap_or(0);
         let best = shown.iter().map(|r| r.min_p).fold(f64::INFINITY, f64::min);

@@ -51,6 +51,12 @@ pub struct PairInput {
     pub b: Vec<f64>,
 }
 
+/// Whether `row`'s data allow a p-value below `alpha` (false when its smallest attainable p is
+/// at or above it, or unknown).
+pub fn can_reach(row: &ComparisonRow, alpha: f64) -> bool {
+    row.min_p < alpha
+}
+
 /// Smallest attainable two-sided exact Wilcoxon p-value with `n` pairs, none of them zero (the
 /// best case for `n` prompts; a comparison's own figure is [`ComparisonRow::min_p`]).
 pub fn min_p_value(n: usize) -> f64 {

@@ -318,7 +318,10 @@ fn blocked_note(rows: &[ComparisonRow]) -> String {
         .iter()
         .filter(|r| compare::min_p_value(r.n_prompts) < 0.05)
         .collect();
-    let blocked = possible.iter().filter(|r| !(r.min_p < 0.05)).count();
+    let blocked = possible
+        .iter()
+        .filter(|r| !compare::can_reach(r, 0.05))
+        .count();
     if blocked == 0 {
         return String::new();
     }
@@ -369,7 +372,7 @@ mod tests {
         let tied = row(&[0.0, 2.0, 0.0, 4.0, 5.0, 6.0]);
         assert!((free.min_p - 0.03125).abs() < 1e-12);
         assert!((tied.min_p - 0.125).abs() < 1e-12);
-        assert_eq!(blocked_note(&[free.clone()]), "");
+        assert_eq!(blocked_note(std::slice::from_ref(&free)), "");
         let note = blocked_note(&[free, tied]);
         assert!(note.contains("1 of these 2 comparisons cannot"), "{note}");
     }
