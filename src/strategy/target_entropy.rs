@@ -396,6 +396,9 @@ pub struct Feedback {
     pub t_max: f64,
     integral: f64,
     last_error: f64,
+    /// Whether this step's distribution went through [`Processor::apply`]: inside a branch of
+    /// `entropy_switch` the controller learns only from the steps it shaped (as mirostat).
+    applied: bool,
 }
 
 impl Feedback {
@@ -418,6 +421,7 @@ impl Feedback {
             t_max,
             integral: 0.0,
             last_error: 0.0,
+            applied: false,
         }
     }
 
@@ -437,10 +441,14 @@ impl Processor for Feedback {
         let t = self.current_temperature();
         let mut e = apply_temperature(cands, t);
         e.controller = Some(t);
+        self.applied = true;
         e
     }
 
     fn accept(&mut self, a: &Accepted) {
+        if !std::mem::take(&mut self.applied) {
+            return;
+        }
         let realised = match self.signal {
             Signal::Entropy => a.final_entropy_nats,
             Signal::Surprise => -a.p_final.max(f64::MIN_POSITIVE).ln(),
@@ -459,6 +467,7 @@ impl Processor for Feedback {
     fn reset(&mut self, _prompt: &[u32]) {
         self.integral = 0.0;
         self.last_error = 0.0;
+        self.applied = false;
     }
 }
 
