@@ -50,6 +50,10 @@ pub struct Trace {
     /// Controller state per token (mirostat's mu, a solved/controlled temperature); null on
     /// steps where the branch taken has no controller.
     pub controller: Option<Vec<Option<f32>>>,
+    /// How target_entropy's solve ended per token (`met`, `clamped_min`, `clamped_max`,
+    /// `missed`); null on steps where no solve ran; absent when none ever ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solve: Option<Vec<Option<crate::strategy::SolveFlag>>>,
     /// Wall time of the forward pass that consumed each token (the last token is not fed).
     pub forward_ms: Vec<f32>,
     /// Wall time of the sampler (apply + draw + accept) for each token.

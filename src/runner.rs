@@ -469,6 +469,17 @@ impl SampleState {
                 .get_or_insert_with(Vec::new)
                 .push(step.controller.map(|c| c as f32));
         }
+        // created at the first step a solve ran, with the steps before it as null
+        let before = tr.entropy.len() - 1;
+        match (step.solve, tr.solve.as_mut()) {
+            (Some(flag), None) => {
+                let mut v = vec![None; before];
+                v.push(Some(flag));
+                tr.solve = Some(v);
+            }
+            (flag, Some(v)) => v.push(flag),
+            (None, None) => {}
+        }
         self.ids.push(step.token);
         if args.eos_ids.contains(&step.token) {
             self.stop_reason = "eos".into();

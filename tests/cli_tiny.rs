@@ -413,3 +413,56 @@ fn bench_save_logits_without_the_model_says_how_to_get_it() {
         .failure()
         .stderr(predicates::str::contains("--save-logits"));
 }
+
+/// target_entropy's solve records how every step ended in the trace (`solve`), and the report
+/// counts the clamped and missed steps per strategy: a target out of reach within [t_min,
+/// t_max] (0.01 nats with t_min 1) clamps every step to t_min; a reachable one is met.
+#[test]
+fn solve_steps_are_flagged_in_the_trace_and_counted_in_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let strategies = "  - {kind: target_entropy, target: 1.0, mode: solve}\n  - {kind: target_entropy, target: 0.01, t_min: 1.0, mode: solve}\n  - kind: greedy\n";
+    let cfg = tiny_experiment(dir.path(), "flags", strategies, 2, 6);
+    let out = dir.path().join("out");
+    declab()
+        .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .arg("--no-progress")
+        .assert()
+        .success();
+    let records = read_records(&out.join("samples.jsonl"));
+    for r in &records {
+        let solve = r.trace.solve.as_ref();
+        if r.strategy == "greedy" {
+            assert!(solve.is_none(), "greedy has no solve: {solve:?}");
+            continue;
+        }
+        let flags = solve.expect("a solve strategy records its flags");
+        assert_eq!(flags.len(), r.token_ids.len(), "one flag per token");
+        let expect = if r.strategy.contains("target=0.01") {
+            declab::strategy::SolveFlag::ClampedMin
+        } else {
+            declab::strategy::SolveFlag::Met
+        };
+        assert!(
+            flags.iter().all(|f| *f == Some(expect)),
+            "{}: {flags:?}",
+            r.strategy
+        );
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## target_entropy's solve"), "{report}");
+    let clamped: usize = records
+        .iter()
+        .filter(|r| r.strategy.contains("target=0.01"))
+        .map(|r| r.token_ids.len())
+        .sum();
+    let row = report
+        .lines()
+        .find(|l| {
+            l.contains("target=0.01") && l.contains("| tiny |") && l.matches('|').count() == 7
+        })
+        .unwrap_or_else(|| panic!("no solve row for target 0.01:\n{report}"));
+    assert!(
+        row.ends_with(&format!("| {clamped} | {clamped} | 0 | 0 |")),
+        "{row}"
+    );
+}

@@ -58,6 +58,7 @@ fn record(
             p_final: vec![0.3; n],
             branch: None,
             controller: None,
+            solve: None,
             forward_ms: vec![10.0; n - 1],
             sampler_us: vec![if strategy == "greedy" { 50.0 } else { 80.0 }; n],
         },

@@ -93,6 +93,8 @@ pub struct Analysis {
     pub latency: Vec<latency::LatencyRow>,
     pub curves: Vec<traces::EntropyCurve>,
     pub targets: Vec<traces::TargetPoint>,
+    /// How target_entropy's solve steps ended (clamped, missed), per strategy that ran one.
+    pub solve: Vec<traces::SolveCounts>,
     /// Samples with status != "ok", left out of every metric.
     pub failed: usize,
     /// The embedder used, if any (embedding metrics are absent without one).
@@ -192,6 +194,7 @@ pub fn analyze(
     let latency = latency::latency(&design, &ok, resamples);
     let curves = traces::entropy_curves(&design, &ok);
     let targets = traces::target_points(&design, &summary);
+    let solve = traces::solve_counts(&design, &ok);
     Ok(Analysis {
         design,
         samples,
@@ -202,6 +205,7 @@ pub fn analyze(
         latency,
         curves,
         targets,
+        solve,
         failed,
         embedder: embedder.map(|e| e.describe()),
     })

@@ -14,6 +14,53 @@ use super::summary::{self, SummaryRow};
 
 pub const MIN_SAMPLES_PER_POSITION: usize = 2;
 
+/// How the steps of target_entropy's solve ended, per (model, strategy) that ran one.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SolveCounts {
+    pub model: String,
+    pub strategy: String,
+    /// Steps where a solve ran.
+    pub steps: usize,
+    pub clamped_min: usize,
+    pub clamped_max: usize,
+    /// Steps that stopped without meeting the 1e-5 nats tolerance.
+    pub missed: usize,
+}
+
+/// One row per (model, strategy) whose traces hold solve steps, in design order.
+pub fn solve_counts(design: &Design, records: &[&SampleRecord]) -> Vec<SolveCounts> {
+    use crate::strategy::SolveFlag;
+    let mut out = Vec::new();
+    for model in &design.models {
+        for s in &design.strategies {
+            let mut c = SolveCounts {
+                model: model.clone(),
+                strategy: s.id.clone(),
+                ..Default::default()
+            };
+            let flags = records
+                .iter()
+                .filter(|r| &r.model == model && r.strategy == s.id)
+                .filter_map(|r| r.trace.solve.as_ref())
+                .flatten()
+                .flatten();
+            for f in flags {
+                c.steps += 1;
+                match f {
+                    SolveFlag::Met => {}
+                    SolveFlag::ClampedMin => c.clamped_min += 1,
+                    SolveFlag::ClampedMax => c.clamped_max += 1,
+                    SolveFlag::Missed => c.missed += 1,
+                }
+            }
+            if c.steps > 0 {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurvePoint {
     pub position: usize,

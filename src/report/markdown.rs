@@ -296,6 +296,30 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
         }
         o.push('\n');
     }
+    if !a.solve.is_empty() {
+        let _ = writeln!(o, "## target_entropy's solve\n");
+        let _ = writeln!(
+            o,
+            "Steps whose temperature was clamped (the target out of reach within [t_min, t_max]) or whose solve stopped without meeting its 1e-5 nats tolerance (per step in the trace's `solve` field).\n"
+        );
+        let _ = writeln!(
+            o,
+            "| model | strategy | solve steps | clamped to t_min | clamped to t_max | missed tolerance |\n|---|---|---|---|---|---|"
+        );
+        for c in &a.solve {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} |",
+                c.model,
+                esc(&c.strategy),
+                c.steps,
+                c.clamped_min,
+                c.clamped_max,
+                c.missed
+            );
+        }
+        o.push('\n');
+    }
     if !plots.is_empty() {
         let _ = writeln!(o, "## Plots\n");
         for p in plots {

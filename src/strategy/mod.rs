@@ -30,7 +30,7 @@ mod typical;
 
 pub use chain::Chain;
 pub use spec::{build, ProcSpec, StrategySpec, TargetMode, TargetSignal, Unit};
-pub use target_entropy::solve_temperature;
+pub use target_entropy::{solve_temperature, SolveFlag};
 
 use kernels::{Candidates, DistStats};
 use rand::Rng;
@@ -45,6 +45,8 @@ pub struct Effect {
     pub branch: Option<&'static str>,
     /// Controller state (mirostat's mu in bits, a feedback controller's temperature, ...).
     pub controller: Option<f64>,
+    /// How target_entropy's solve ended at this step.
+    pub solve: Option<SolveFlag>,
 }
 
 impl Effect {
@@ -63,6 +65,7 @@ impl Effect {
         };
         self.branch = later.branch.or(self.branch);
         self.controller = later.controller.or(self.controller);
+        self.solve = later.solve.or(self.solve);
         self
     }
 }
@@ -128,6 +131,8 @@ pub struct StepInfo {
     pub p_final: f64,
     pub branch: Option<&'static str>,
     pub controller: Option<f64>,
+    /// How target_entropy's solve ended, on steps where one ran.
+    pub solve: Option<SolveFlag>,
 }
 
 impl StepInfo {
@@ -252,6 +257,7 @@ impl Sampler {
             p_final,
             branch: effect.branch,
             controller: effect.controller,
+            solve: effect.solve,
         })
     }
 

@@ -22,6 +22,19 @@ use super::kernels::{entropy_at_temperature, Candidates};
 use super::temperature::apply_temperature;
 use super::{Accepted, Effect, Processor, Scratch, StepCtx};
 
+/// How a step's solve ended: the entropy met the target within [`TOLERANCE`], the target was
+/// out of reach and T clamped to a bound, or the iteration stopped (60 steps, or a bracket
+/// collapsed to 1e-12 in ln T) without meeting the tolerance. Recorded per step in the trace
+/// (`solve`) and counted per strategy in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SolveFlag {
+    Met,
+    ClampedMin,
+    ClampedMax,
+    Missed,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Signal {
     Entropy,
@@ -47,6 +60,7 @@ pub fn solve_temperature(logits: &[f32], target: f64, t_min: f64, t_max: f64) ->
         (t_min, t_max),
         (1.0, None),
     )
+    .0
 }
 
 /// Entropy tolerance of the solve (nats).
@@ -57,14 +71,14 @@ const TOLERANCE: f64 = 1e-5;
 /// `start` is the first T tried (clamped into the range), with H and dH/dT there when already
 /// known. The bounds are evaluated only when Newton reaches them (to tell an unreachable
 /// target, which clamps to the bound), not up front. The last T evaluated is the T returned,
-/// except when a bound is returned for an unreachable target.
+/// except when a bound is returned for an unreachable target; the flag says which case ended it.
 fn newton_in_log_t(
     mut eval: impl FnMut(f64) -> (f64, f64),
     target: f64,
     tolerance: f64,
     (t_min, t_max): (f64, f64),
     (start, known): (f64, Option<(f64, f64)>),
-) -> f64 {
+) -> (f64, SolveFlag) {
     let (x_min, x_max) = (t_min.ln(), t_max.ln());
     // bracket in ln T; `*_seen`: H was evaluated there (below / above the target)
     let (mut lo, mut hi) = (x_min, x_max);
@@ -79,17 +93,17 @@ fn newton_in_log_t(
         let t = x.exp();
         let err = h - target;
         if err.abs() < tolerance {
-            return t;
+            return (t, SolveFlag::Met);
         }
         if err > 0.0 {
             if x <= x_min {
-                return t_min; // H(t_min) is already above the target
+                return (t_min, SolveFlag::ClampedMin); // H(t_min) is already above the target
             }
             hi = x;
             hi_seen = true;
         } else {
             if x >= x_max {
-                return t_max; // H(t_max) is still below the target
+                return (t_max, SolveFlag::ClampedMax); // H(t_max) is still below the target
             }
             lo = x;
             lo_seen = true;
@@ -118,7 +132,12 @@ fn newton_in_log_t(
         };
         (h, dh_dt) = eval(x.exp());
     }
-    x.exp()
+    let flag = if (h - target).abs() < tolerance {
+        SolveFlag::Met
+    } else {
+        SolveFlag::Missed
+    };
+    (x.exp(), flag)
 }
 
 /// Sets shorter than this are solved with exact passes only (they are cheap there).
@@ -305,9 +324,9 @@ fn exact_at(cands: &mut Candidates, t: f64, max_abs: f32) -> (f64, f64, Option<(
 }
 
 impl Solve {
-    /// The temperature, and the largest |logit| when 1/t_min can reach the greedy limit (else
-    /// 0); leaves a trial scale pending on `cands` (settled on entry).
-    fn solve(&self, cands: &mut Candidates) -> (f64, f32) {
+    /// The temperature, the largest |logit| when 1/t_min can reach the greedy limit (else 0),
+    /// and how the solve ended; leaves a trial scale pending on `cands` (settled on entry).
+    fn solve(&self, cands: &mut Candidates) -> (f64, f32, SolveFlag) {
         let st = cands.stats();
         let max_abs = if 1.0 / self.t_min > 1e30 {
             let finite = cands.logits().iter().filter(|l| l.is_finite());
@@ -319,9 +338,15 @@ impl Solve {
         let target = self.target_nats;
         let at_one = (st.entropy_nats, st.varentropy_nats2);
         let done = |h: f64, t: f64| {
-            (h - target).abs() < TOLERANCE
-                || (h > target && t <= self.t_min)
-                || (h < target && t >= self.t_max)
+            if (h - target).abs() < TOLERANCE {
+                Some(SolveFlag::Met)
+            } else if h > target && t <= self.t_min {
+                Some(SolveFlag::ClampedMin)
+            } else if h < target && t >= self.t_max {
+                Some(SolveFlag::ClampedMax)
+            } else {
+                None
+            }
         };
         let mut from = (1.0, Some(at_one));
         if cands.len() >= MODEL_MIN_LEN {
@@ -336,10 +361,11 @@ impl Solve {
                     TOLERANCE / 10.0,
                     range,
                     (t, None),
-                );
+                )
+                .0;
                 let (h, dh_dt, sums) = exact_at(cands, t, max_abs);
-                if done(h, t) {
-                    return (t, max_abs);
+                if let Some(flag) = done(h, t) {
+                    return (t, max_abs, flag);
                 }
                 from = (t, Some((h, dh_dt)));
                 match sums {
@@ -349,7 +375,7 @@ impl Solve {
             }
         }
         // exact passes from there
-        let t = newton_in_log_t(
+        let (t, flag) = newton_in_log_t(
             |t| {
                 let (h, d, _) = exact_at(cands, t, max_abs);
                 (h, d)
@@ -359,7 +385,7 @@ impl Solve {
             range,
             from,
         );
-        (t, max_abs)
+        (t, max_abs, flag)
     }
 }
 
@@ -368,7 +394,7 @@ impl Processor for Solve {
         if cands.len() <= 1 {
             return Effect::temperature(1.0);
         }
-        let (t, max_abs) = self.solve(cands);
+        let (t, max_abs, flag) = self.solve(cands);
         let mut e = match trial_scale(t, max_abs) {
             // (the scale of the last pass when it was t's: its statistics stay cached)
             Some(inv) => {
@@ -381,6 +407,7 @@ impl Processor for Solve {
             }
         };
         e.controller = Some(t);
+        e.solve = Some(flag);
         e
     }
 }
@@ -561,6 +588,42 @@ mod tests {
         let l = [2.0f32, 1.0, 0.0];
         assert_eq!(solve_temperature(&l, 5.0, 0.1, 3.0), 3.0); // above ln 3
         assert_eq!(solve_temperature(&l, 0.0, 0.1, 3.0), 0.1);
+    }
+
+    /// Every solve says how it ended, on a short row (exact passes only) and on the committed
+    /// real Gemma 3 rows (262,144 logits: the model path): met for reachable targets, clamped
+    /// to the bound for unreachable ones, and never `missed` on these rows.
+    #[test]
+    fn solve_flags_how_each_step_ended() {
+        let flag_of = |logits: &[f32], target: f64, t_min: f64, t_max: f64| {
+            let mut s = Sampler::new(Box::new(Solve {
+                target_nats: target,
+                t_min,
+                t_max,
+            }));
+            s.final_distribution(logits).unwrap().effect.solve
+        };
+        let short = [2.0f32, 1.0, 0.0, -1.0, -2.5];
+        assert_eq!(flag_of(&short, 1.0, 0.05, 5.0), Some(SolveFlag::Met));
+        assert_eq!(flag_of(&short, 5.0, 0.05, 5.0), Some(SolveFlag::ClampedMax));
+        assert_eq!(
+            flag_of(&short, 0.001, 0.5, 5.0),
+            Some(SolveFlag::ClampedMin)
+        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/fixtures/gemma3-270m-logits.f16");
+        for row in crate::bench::read_logit_fixture(&path).unwrap() {
+            assert!(row.len() >= MODEL_MIN_LEN);
+            for target in [0.5, 1.5, 2.5, 4.0] {
+                assert_eq!(
+                    flag_of(&row, target, 0.05, 5.0),
+                    Some(SolveFlag::Met),
+                    "{target}"
+                );
+            }
+            // beyond ln(262,144) = 12.48 nats: out of reach
+            assert_eq!(flag_of(&row, 13.0, 0.05, 5.0), Some(SolveFlag::ClampedMax));
+        }
     }
 
     #[test]
