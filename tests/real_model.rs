@@ -263,7 +263,6 @@ samples: 3\nmax_new_tokens: 24\nstrategies:\n  - kind: greedy\n  - {{kind: tempe
 /// candle's generic kernel), a row's logits in a batch are bit-identical to decoding that
 /// sequence alone, as rows are dropped from the batch.
 #[test]
-#[allow(clippy::needless_range_loop)]
 fn real_models_give_every_batch_row_the_logits_it_gets_alone() {
     let models = real_models_dir();
     for file in [
@@ -276,42 +275,17 @@ fn real_models_give_every_batch_row_the_logits_it_gets_alone() {
             "run `make models`: {} is missing",
             path.display()
         );
-        let (m, info) = declab::engine::load_weights(&path, &candle_core::Device::Cpu).unwrap();
-        let mut pre = m.fork();
-        let prompt = [1u32, 450, 4996, 17354];
-        pre.forward(&prompt, 0).unwrap();
+        let (m, _) = declab::engine::load_weights(&path, &candle_core::Device::Cpu).unwrap();
         let streams: Vec<Vec<u32>> = (0..5u32)
             .map(|r| (0..10u32).map(|i| 100 + r * 977 + i * 131).collect())
             .collect();
-        let mut batch = pre.batch(5, prompt.len() + 10).unwrap();
-        let mut singles: Vec<_> = (0..5).map(|_| pre.fork()).collect();
-        let mut live: Vec<usize> = (0..5).collect();
-        for i in 0..10 {
-            if i == 4 {
-                batch.retain(&[0, 2, 3, 4]).unwrap();
-                live = vec![0, 2, 3, 4];
-            }
-            if i == 7 {
-                batch.retain(&[3, 1]).unwrap();
-                live = vec![4, 2];
-            }
-            let tokens: Vec<u32> = live.iter().map(|&r| streams[r][i]).collect();
-            let out = batch.step(&tokens, prompt.len() + i).unwrap();
-            let v = info.vocab_size;
-            assert_eq!(out.len(), live.len() * v);
-            for (row, &r) in live.iter().enumerate() {
-                let alone = singles[r]
-                    .forward(&[streams[r][i]], prompt.len() + i)
-                    .unwrap();
-                let same = out[row * v..(row + 1) * v]
-                    .iter()
-                    .zip(&alone)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(
-                    same,
-                    "{file}: step {i}, sequence {r}: batched logits differ"
-                );
-            }
-        }
+        let keeps: [(usize, &[usize]); 2] = [(4, &[0, 2, 3, 4]), (7, &[3, 1])];
+        declab::engine::check_batch_against_singles(
+            m.as_ref(),
+            &[1, 450, 4996, 17354],
+            &streams,
+            &keeps,
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }

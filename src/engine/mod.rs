@@ -482,6 +482,57 @@ fn finish_load(
     })
 }
 
+/// Checks that batching never changes a row: `streams` (one token per row per step, each after
+/// `prefix`) decode as one batch of `model`, which keeps only the rows listed in `keeps` at
+/// their steps (`(step, indices into the current rows)`), and every row's logits at every step
+/// must be bit-identical to decoding that stream alone. The first mismatch is the error. Used by
+/// the tiny model's tests and the real models' (`tests/real_model.rs`).
+// `i` is a step, indexing each live stream (`streams[r][i]`), not one slice to iterate
+#[allow(clippy::needless_range_loop)]
+pub fn check_batch_against_singles(
+    model: &dyn LanguageModel,
+    prefix: &[u32],
+    streams: &[Vec<u32>],
+    keeps: &[(usize, &[usize])],
+) -> Result<()> {
+    let steps = streams.iter().map(Vec::len).min().unwrap_or(0);
+    let mut pre = model.fork();
+    pre.forward(prefix, 0)?;
+    // a small reservation, so the caches also grow while decoding
+    let mut batch = pre.batch(streams.len(), prefix.len() + 4)?;
+    let mut singles: Vec<Box<dyn LanguageModel>> = streams.iter().map(|_| pre.fork()).collect();
+    let mut live: Vec<usize> = (0..streams.len()).collect();
+    for i in 0..steps {
+        if let Some((_, keep)) = keeps.iter().find(|(at, _)| *at == i) {
+            batch.retain(keep)?;
+            live = keep.iter().map(|&k| live[k]).collect();
+        }
+        let pos = prefix.len() + i;
+        let tokens: Vec<u32> = live.iter().map(|&r| streams[r][i]).collect();
+        let out = batch.step(&tokens, pos)?;
+        if batch.rows() != live.len() || out.len() % live.len() != 0 {
+            bail!(
+                "step {i}: {} rows and {} logits for {} sequences",
+                batch.rows(),
+                out.len(),
+                live.len()
+            );
+        }
+        let v = out.len() / live.len();
+        for (row, &r) in live.iter().enumerate() {
+            let alone = singles[r].forward(&[streams[r][i]], pos)?;
+            let same = out[row * v..(row + 1) * v]
+                .iter()
+                .zip(&alone)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            if !same || alone.len() != v {
+                bail!("step {i}, sequence {r}: the batched logits differ from decoding it alone");
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,14 +599,10 @@ mod tests {
     }
 
     /// A batch row's logits are bit-identical to decoding that sequence alone, through
-    /// retain (rows dropped) and cache growth.
+    /// retain (rows dropped, rows reordered) and cache growth.
     #[test]
-    #[allow(clippy::needless_range_loop)]
     fn batched_rows_equal_single_sequences_bit_for_bit() {
         let (_d, m) = tiny();
-        let prompt = [5u32, 9, 13];
-        let mut pre = m.model.fork();
-        pre.forward(&prompt, 0).unwrap();
         let streams: Vec<Vec<u32>> = (0..5)
             .map(|r| {
                 (0..40)
@@ -563,33 +610,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        // small reservation so the caches grow while decoding
-        let mut batch = pre.batch(5, 4).unwrap();
-        let mut live: Vec<usize> = (0..5).collect();
-        let mut singles: Vec<Box<dyn LanguageModel>> = (0..5).map(|_| pre.fork()).collect();
-        for i in 0..40 {
-            if i == 10 {
-                batch.retain(&[0, 2, 3, 4]).unwrap();
-                live = vec![0, 2, 3, 4];
-            }
-            if i == 25 {
-                batch.retain(&[3, 1]).unwrap();
-                live = vec![4, 2];
-            }
-            let tokens: Vec<u32> = live.iter().map(|&r| streams[r][i]).collect();
-            let out = batch.step(&tokens, prompt.len() + i).unwrap();
-            assert_eq!(batch.rows(), live.len());
-            let v = out.len() / live.len();
-            for (row, &r) in live.iter().enumerate() {
-                let alone = singles[r]
-                    .forward(&[streams[r][i]], prompt.len() + i)
-                    .unwrap();
-                let same = out[row * v..(row + 1) * v]
-                    .iter()
-                    .zip(&alone)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "step {i}, sequence {r}: batched logits differ");
-            }
-        }
+        let keeps: [(usize, &[usize]); 2] = [(10, &[0, 2, 3, 4]), (25, &[3, 1])];
+        check_batch_against_singles(m.model.as_ref(), &[5, 9, 13], &streams, &keeps).unwrap();
     }
 }
