@@ -680,54 +680,45 @@ impl Metadata<'_> {
         v.to_vec().map_err(|_| self.wrong(key, "an array", v))
     }
 
-    fn string_array(&self, key: &str) -> Result<Vec<String>> {
+    /// The array `key`, each entry converted by `convert`; an entry it refuses is an error
+    /// naming the key, the entry and what it should have been (`what`).
+    fn typed_array<T>(
+        &self,
+        key: &str,
+        what: &str,
+        convert: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>> {
         self.array(key)?
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.to_string().cloned().map_err(|_| {
+                convert(v).ok_or_else(|| {
                     anyhow!(
-                        "{}: `{key}` entry {i} is a {:?}, not a string",
+                        "{}: `{key}` entry {i} is a {:?}, not {what}",
                         self.path.display(),
                         v.value_type()
                     )
                 })
             })
             .collect()
+    }
+
+    fn string_array(&self, key: &str) -> Result<Vec<String>> {
+        self.typed_array(key, "a string", |v| v.to_string().ok().cloned())
     }
 
     fn int_array(&self, key: &str) -> Result<Vec<i64>> {
-        self.array(key)?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                integer(v).ok_or_else(|| {
-                    anyhow!(
-                        "{}: `{key}` entry {i} is a {:?}, not an integer",
-                        self.path.display(),
-                        v.value_type()
-                    )
-                })
-            })
-            .collect()
+        self.typed_array(key, "an integer", integer)
     }
 
     fn float_array(&self, key: &str) -> Result<Vec<f32>> {
-        self.array(key)?
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::F32(x) => Ok(*x),
-                Value::F64(x) => Ok(*x as f32),
-                // llama.cpp also reads int32 scores
-                Value::I32(x) => Ok(*x as f32),
-                _ => Err(anyhow!(
-                    "{}: `{key}` entry {i} is a {:?}, not a number",
-                    self.path.display(),
-                    v.value_type()
-                )),
-            })
-            .collect()
+        self.typed_array(key, "a number", |v| match v {
+            Value::F32(x) => Some(*x),
+            Value::F64(x) => Some(*x as f32),
+            // llama.cpp also reads int32 scores
+            Value::I32(x) => Some(*x as f32),
+            _ => None,
+        })
     }
 }
 
