@@ -119,9 +119,8 @@ fn exact_counts(n: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Two-sided exact p of an observed `2 W+` over the doubled ranks.
-fn exact_p(w2: usize, ranks2: &[usize]) -> f64 {
-    let counts = exact_counts_doubled(ranks2);
+/// Two-sided exact p of an observed `2 W+` from the counts of [`exact_counts_doubled`].
+fn exact_p(counts: &[u64], w2: usize) -> f64 {
     let total: u64 = counts.iter().sum();
     let w = w2.min(counts.len() - 1);
     let le: u64 = counts[..=w].iter().sum();
@@ -191,35 +190,37 @@ fn normal_sf(z: f64) -> f64 {
 pub fn wilcoxon_signed_rank(diffs: &[f64]) -> Result<WilcoxonResult, StatsError> {
     super::Sample::new(diffs)?;
     let (ranked, ties) = signed_ranks(diffs);
-    let observed = p_value(&ranked, &ties);
-    let all_positive: Vec<(f64, bool)> = ranked.iter().map(|&(r, _)| (r, true)).collect();
-    let (min_attainable_p, _) = p_value(&all_positive, &ties);
-    let (p_value, method) = observed;
+    let n = ranked.len();
+    let w_plus: f64 = ranked.iter().filter(|r| r.1).map(|r| r.0).sum();
+    // every sign positive: the most extreme W+ these magnitudes allow (ties or not)
+    let w_max = (n * (n + 1)) as f64 / 2.0;
+    let (p_value, min_attainable_p, method) = if n == 0 {
+        (1.0, 1.0, WilcoxonMethod::Exact)
+    } else if n <= EXACT_MAX_N {
+        // Ranks are multiples of 1/2, so the doubled ranks and 2 W+ are exact integers.
+        let ranks2: Vec<usize> = ranked
+            .iter()
+            .map(|r| (2.0 * r.0).round() as usize)
+            .collect();
+        let counts = exact_counts_doubled(&ranks2);
+        let p = exact_p(&counts, (2.0 * w_plus).round() as usize);
+        (p, exact_p(&counts, counts.len() - 1), WilcoxonMethod::Exact)
+    } else {
+        let p = |w: f64| normal_p(w, n, &ties);
+        (p(w_plus), p(w_max), WilcoxonMethod::Normal)
+    };
     Ok(WilcoxonResult {
-        statistic_w_plus: ranked.iter().filter(|r| r.1).map(|r| r.0).sum(),
-        n_used: ranked.len(),
+        statistic_w_plus: w_plus,
+        n_used: n,
         p_value,
         method,
         min_attainable_p,
     })
 }
 
-/// The two-sided p-value of signed ranks (see the module docs) and how it was obtained.
-fn p_value(ranked: &[(f64, bool)], ties: &[usize]) -> (f64, WilcoxonMethod) {
-    let n = ranked.len();
-    let w_plus: f64 = ranked.iter().filter(|r| r.1).map(|r| r.0).sum();
-    if n == 0 {
-        return (1.0, WilcoxonMethod::Exact);
-    }
-    if n <= EXACT_MAX_N {
-        // Ranks are multiples of 1/2, so the doubled ranks and 2 W+ are exact integers.
-        let ranks2: Vec<usize> = ranked
-            .iter()
-            .map(|r| (2.0 * r.0).round() as usize)
-            .collect();
-        let w2 = (2.0 * w_plus).round() as usize;
-        return (exact_p(w2, &ranks2), WilcoxonMethod::Exact);
-    }
+/// Two-sided p of `W+ = w_plus` by the normal approximation with tie and continuity
+/// corrections (see the module docs).
+fn normal_p(w_plus: f64, n: usize, ties: &[usize]) -> f64 {
     let nf = n as f64;
     let mean = nf * (nf + 1.0) / 4.0;
     let tie_term: f64 = ties
@@ -239,11 +240,7 @@ fn p_value(ranked: &[(f64, bool)], ties: &[usize]) -> (f64, WilcoxonMethod) {
     } else {
         0.0
     };
-    let z = corrected / sd;
-    (
-        (2.0 * normal_sf(z.abs())).clamp(0.0, 1.0),
-        WilcoxonMethod::Normal,
-    )
+    (2.0 * normal_sf((corrected / sd).abs())).clamp(0.0, 1.0)
 }
 
 #[cfg(test)]
