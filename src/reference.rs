@@ -319,7 +319,7 @@ pub fn check(model: &dyn LanguageModel, vocab: usize, fixture: &Fixture) -> Resu
     order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].ids.len()));
     let longest = seqs[order[0]].ids.len();
     let mut per_seq: Vec<Vec<RowComparison>> = vec![Vec::new(); seqs.len()];
-    let mut batch = model.fork().batch(order.len(), longest)?;
+    let mut batch = model.batch(order.len(), longest)?;
     let mut live = order.clone();
     for pos in 0..longest {
         let keep = live.iter().filter(|&&i| seqs[i].ids.len() > pos).count();
@@ -361,6 +361,27 @@ pub fn check(model: &dyn LanguageModel, vocab: usize, fixture: &Fixture) -> Resu
         past_512: (!past.is_empty()).then(|| Summary::of(&past)),
         llama_cpp_self: fixture.llama_cpp_self.clone(),
     })
+}
+
+/// Checks the GGUF file `gguf` against `fixture`: the file must be the one the fixture was made
+/// from (same sha256), then its weights are loaded (no tokenizer: the fixture holds llama.cpp's
+/// token ids) and [`check`] runs. Returns the report and the file's architecture.
+pub fn check_file(gguf: &Path, fixture: &Fixture, fixture_path: &Path) -> Result<(Report, String)> {
+    let sha = crate::engine::sha256_cached(gguf)?;
+    if sha != fixture.gguf_sha256 {
+        bail!(
+            "{} (sha256 {sha}) is not the file {} was made from ({}, sha256 {}); make a fixture for it with scripts/logit-reference.sh MODEL.gguf OUT.json.gz",
+            gguf.display(),
+            fixture_path.display(),
+            fixture.model_file,
+            fixture.gguf_sha256
+        );
+    }
+    let (model, info) = crate::engine::load_weights(gguf, &candle_core::Device::Cpu)?;
+    Ok((
+        check(model.as_ref(), info.vocab_size, fixture)?,
+        info.architecture,
+    ))
 }
 
 impl Report {

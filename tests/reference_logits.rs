@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use declab::reference::{check, Fixture, Report, Thresholds};
+use declab::reference::{check_file, Fixture, Report, Thresholds};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -33,20 +33,13 @@ fn load_fixture(name: &str) -> (Fixture, Thresholds) {
     (f, t)
 }
 
-fn run_check(gguf: &Path, f: &Fixture) -> Report {
+fn run_check(gguf: &Path, name: &str, f: &Fixture) -> Report {
     assert!(
         gguf.is_file(),
         "the reference check needs {}; run `make models` (make test does it for you)",
         gguf.display()
     );
-    assert_eq!(
-        declab::engine::sha256_cached(gguf).unwrap(),
-        f.gguf_sha256,
-        "{} is not the file the fixture was made from",
-        gguf.display()
-    );
-    let (model, info) = declab::engine::load_weights(gguf, &candle_core::Device::Cpu).unwrap();
-    let report = check(model.as_ref(), info.vocab_size, f).unwrap();
+    let (report, _) = check_file(gguf, f, &fixture(name)).unwrap();
     eprintln!("{}\n{}", gguf.display(), report.table());
     report
 }
@@ -55,7 +48,7 @@ fn run_check(gguf: &Path, f: &Fixture) -> Report {
 fn gemma3_logits_match_llama_cpp() {
     let gguf = real_models_dir().join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf");
     let (f, t) = load_fixture("gemma3-270m.json.gz");
-    let report = run_check(&gguf, &f);
+    let report = run_check(&gguf, "gemma3-270m.json.gz", &f);
     let misses = report.misses(&t);
     assert!(
         misses.is_empty(),
