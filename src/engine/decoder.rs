@@ -63,13 +63,18 @@ pub enum Family {
 }
 
 impl Family {
+    /// Every `general.architecture` declab loads, with its family: the one list (an
+    /// architecture joins it only with a check against llama.cpp's logits on committed
+    /// fixtures, `tests/reference_logits.rs`).
+    pub const ALL: [(&'static str, Family); 2] =
+        [("gemma3", Family::Gemma3), ("llama", Family::Llama)];
+
     /// The family of a GGUF's `general.architecture`.
     pub fn of(architecture: &str) -> Option<Family> {
-        match architecture {
-            "gemma3" => Some(Family::Gemma3),
-            "llama" => Some(Family::Llama),
-            _ => None,
-        }
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == architecture)
+            .map(|&(_, f)| f)
     }
 }
 /// Positions a KV cache holds when first allocated, unless `reserve` asked for more.
@@ -980,4 +985,20 @@ fn causal_mask(seq: usize, pos: usize, window: Option<usize>, device: &Device) -
         })
         .collect();
     Tensor::from_vec(mask, (seq, total), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The architectures declab loads are exactly those with a reference check
+    /// (`tests/reference_logits.rs`); the ones it once listed without a check are refused.
+    #[test]
+    fn only_checked_architectures_have_a_family() {
+        assert_eq!(Family::of("gemma3"), Some(Family::Gemma3));
+        assert_eq!(Family::of("llama"), Some(Family::Llama));
+        for unchecked in ["qwen3", "phi3", "gemma2", "gemma", ""] {
+            assert_eq!(Family::of(unchecked), None, "{unchecked}");
+        }
+    }
 }

@@ -130,11 +130,6 @@ impl BatchDecoder for DecoderBatch {
     }
 }
 
-/// Architectures declab loads, each through its own forward (`decoder.rs`) and each checked
-/// against llama.cpp's logits on committed fixtures (`tests/reference_logits.rs`). An
-/// architecture joins this list only with such a check.
-pub const ARCHITECTURES: &[&str] = &["gemma3", "llama"];
-
 /// A loaded model with everything the runner needs.
 pub struct LoadedModel {
     pub model: Box<dyn LanguageModel>,
@@ -305,11 +300,11 @@ fn read_header(
             path.display()
         ),
     };
-    if !ARCHITECTURES.contains(&arch.as_str()) {
+    if decoder::Family::of(&arch).is_none() {
         bail!(
             "{}: architecture `{arch}` is not supported; declab runs: {}",
             path.display(),
-            ARCHITECTURES.join(", ")
+            decoder::Family::ALL.map(|(name, _)| name).join(", ")
         );
     }
     let context_length = md_u32(&ct, &format!("{arch}.context_length"), path)?;
