@@ -66,9 +66,10 @@ pub enum Command {
         /// A strategy block in experiment syntax, e.g. '{kind: top_p, top_p: 0.9, temperature: 0.7}'.
         #[arg(long)]
         strategy: String,
-        /// Seed (only matters for strategies whose first step is random; none currently is).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        /// Also draw one token from that distribution with this seed's ChaCha stream (the draw
+        /// a sample seeded with it makes at its first step) and print it as `token`.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Sampler latency per strategy at real vocabulary sizes (ratios to a one-pass floor
     /// measured in the same run), and forward vs sampler time in a short real-model run.

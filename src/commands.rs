@@ -247,7 +247,7 @@ fn run(
     Ok(0)
 }
 
-fn dist(logits_arg: &str, spec: &str, _seed: u64) -> Result<i32> {
+fn dist(logits_arg: &str, spec: &str, seed: Option<u64>) -> Result<i32> {
     let text = if logits_arg == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -294,7 +294,7 @@ fn dist(logits_arg: &str, spec: &str, _seed: u64) -> Result<i32> {
     let d = sampler
         .final_distribution(&logits)
         .map_err(|e| anyhow!("invalid logits: {e}"))?;
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "strategy": s.id,
         "probs": d.probs,
         "entropy_nats": d.entropy_nats,
@@ -302,6 +302,13 @@ fn dist(logits_arg: &str, spec: &str, _seed: u64) -> Result<i32> {
         "kept": d.kept,
         "branch": d.effect.branch,
     });
+    if let Some(seed) = seed {
+        let mut fresh = strategy::Sampler::new(strategy::build(&s.processors, logits.len()));
+        let step = fresh
+            .sample(&logits, &mut crate::seed::rng(seed))
+            .map_err(|e| anyhow!("invalid logits: {e}"))?;
+        out["token"] = step.token.into();
+    }
     println!("{}", serde_json::to_string(&out)?);
     Ok(0)
 }
