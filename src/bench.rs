@@ -13,29 +13,10 @@ use crate::config::{self, ModelSpec};
 use crate::engine;
 use crate::strategy::{self, kernels, Sampler, StrategySpec};
 
-/// The strategies benchmarked: one of every kind, with typical parameters.
-pub const BENCH_STRATEGIES: &[&str] = &[
-    "{kind: greedy}",
-    "{kind: temperature, temperature: 0.8}",
-    "{kind: top_k, top_k: 40}",
-    "{kind: top_p, top_p: 0.9, temperature: 1.0}",
-    "{kind: min_p, min_p: 0.05, temperature: 1.0}",
-    "{kind: typical_p, typical_p: 0.9}",
-    "{kind: epsilon_cutoff, epsilon_cutoff: 0.0003}",
-    "{kind: eta_cutoff, eta_cutoff: 0.002}",
-    "{kind: top_n_sigma, top_n_sigma: 1.0}",
-    "{kind: chain, chain: [{top_k: 40}, {top_p: 0.95}, {min_p: 0.05}, {temperature: 0.8}]}",
-    "{kind: entropy_switch, entropy_low: 1.0, entropy_high: 3.0, low: {kind: greedy}, mid: {kind: top_p, top_p: 0.9, temperature: 0.8}, high: {kind: min_p, min_p: 0.1, temperature: 1.2}}",
-    "{kind: target_entropy, target: 2.5}",
-    "{kind: target_entropy, target: 2.5, mode: feedback}",
-    "{kind: mirostat, version: 1}",
-    "{kind: mirostat, version: 2}",
-    "{kind: dynatemp, temperature: 0.8, dynatemp_range: 0.5}",
-    "{kind: edt, temperature: 1.0, edt_theta: 0.5}",
-];
-
+/// The strategies benchmarked: every kind's typical blocks (`config::strategy::examples`),
+/// so a new strategy is benchmarked (and gated) as soon as it is registered.
 pub fn strategies() -> Result<Vec<StrategySpec>> {
-    BENCH_STRATEGIES
+    config::strategy::examples()
         .iter()
         .map(|y| {
             let v: serde_yaml::Value = serde_yaml::from_str(y)?;

@@ -19,7 +19,7 @@ use crate::engine::{self, LanguageModel, LoadedModel};
 use crate::grid::{GridIds, SampleKey, Shard};
 use crate::record::{SampleRecord, Timing, Trace};
 use crate::report::{self, JsonlAppender};
-use crate::strategy::{self, ProcSpec, Sampler, StrategySpec};
+use crate::strategy::{self, Sampler, StrategySpec};
 
 /// Default `--batch`: candle's quantised kernels give each row the same result for any row
 /// count, and throughput on Gemma 3 270M keeps rising up to a few dozen rows.
@@ -330,25 +330,10 @@ pub fn preflight(exp: &Experiment) -> Result<()> {
 
 /// Check constraints that need the model's vocabulary size (entropy targets within [0, ln V]).
 fn check_against_vocab(exp: &Experiment, vocab_size: usize) -> Result<()> {
-    fn targets(p: &[ProcSpec], out: &mut Vec<f64>) {
-        for s in p {
-            match s {
-                ProcSpec::TargetEntropy { target_nats, .. } => out.push(*target_nats),
-                ProcSpec::EntropySwitch { low, mid, high, .. } => {
-                    targets(low, out);
-                    targets(mid, out);
-                    targets(high, out);
-                }
-                _ => {}
-            }
-        }
-    }
     let ln_v = (vocab_size as f64).ln();
     let mut errors = Vec::new();
     for s in &exp.strategies {
-        let mut t = Vec::new();
-        targets(&s.processors, &mut t);
-        for target in t.into_iter().filter(|&t| t > ln_v) {
+        for target in s.all_targets_nats().into_iter().filter(|&t| t > ln_v) {
             errors.push(format!("strategies: {}: target entropy {target:.3} nats exceeds ln V = {ln_v:.3} for a vocabulary of {vocab_size}; allowed: 0..={ln_v:.3}", s.id));
         }
     }
@@ -421,19 +406,8 @@ impl SampleState {
             stop_reason: "max_tokens".into(),
             text_cut: None,
             error: None,
-            tracks_branch: procs
-                .iter()
-                .any(|p| matches!(p, ProcSpec::EntropySwitch { .. })),
-            tracks_controller: procs.iter().any(|p| {
-                matches!(
-                    p,
-                    ProcSpec::TargetEntropy { .. }
-                        | ProcSpec::Mirostat { .. }
-                        | ProcSpec::Dynatemp { .. }
-                        | ProcSpec::Edt { .. }
-                        | ProcSpec::EntropySwitch { .. }
-                )
-            }),
+            tracks_branch: job.strategy.tracks_branch(),
+            tracks_controller: job.strategy.tracks_controller(),
         }
     }
 

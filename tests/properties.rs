@@ -11,7 +11,7 @@ fn spec(yaml: &str) -> declab::strategy::StrategySpec {
 }
 
 fn all_kinds() -> Vec<declab::strategy::StrategySpec> {
-    declab::bench::BENCH_STRATEGIES
+    declab::config::strategy::examples()
         .iter()
         .map(|y| spec(y))
         .chain([

@@ -131,7 +131,7 @@ fn bench_measures_every_strategy_and_saves_a_real_logit_fixture() {
         .success();
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap();
-    let n = declab::bench::BENCH_STRATEGIES.len();
+    let n = declab::config::strategy::examples().len();
     assert_eq!(report["sampler"].as_array().unwrap().len(), n);
     assert_eq!(report["generation"].as_array().unwrap().len(), n);
     assert!(report["logits_source"]

@@ -14,6 +14,28 @@ pub struct StrategyInfo {
     pub kind: String,
     /// The strategy block as written (after grid expansion).
     pub params: Value,
+    /// The entropy the strategy aims at (nats), as its typed spec states it.
+    pub target_nats: Option<f64>,
+}
+
+impl StrategyInfo {
+    /// From a stored block (a manifest's or a record's `params`): the typed spec is parsed
+    /// again from the block as written, so the analysis never reads parameters itself.
+    fn from_block(id: String, kind: String, params: Value) -> StrategyInfo {
+        let target_nats = serde_yaml::to_value(&params)
+            .ok()
+            .and_then(|v| {
+                v.as_mapping()
+                    .and_then(|m| crate::config::strategy::parse_single(m, "params").ok())
+            })
+            .and_then(|spec| spec.target_nats());
+        StrategyInfo {
+            id,
+            kind,
+            params,
+            target_nats,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +64,7 @@ impl Design {
                     id: s.id.clone(),
                     kind: s.kind.clone(),
                     params: s.params.clone(),
+                    target_nats: s.target_nats(),
                 })
                 .collect(),
             baseline: exp.baseline.clone(),
@@ -74,19 +97,17 @@ impl Design {
             .ok_or_else(|| anyhow!("resolved_config.strategies is not a list"))?
             .iter()
             .map(|s| {
-                Ok(StrategyInfo {
-                    id: s
-                        .get("id")
+                Ok(StrategyInfo::from_block(
+                    s.get("id")
                         .and_then(Value::as_str)
                         .ok_or_else(|| anyhow!("a strategy has no id"))?
                         .to_string(),
-                    kind: s
-                        .get("kind")
+                    s.get("kind")
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_string(),
-                    params: s.get("params").cloned().unwrap_or(Value::Null),
-                })
+                    s.get("params").cloned().unwrap_or(Value::Null),
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Design {
@@ -137,25 +158,18 @@ impl Design {
             self.prompts.push(prompt.to_string());
         }
         if self.strategy(strategy).is_none() {
-            self.strategies.push(StrategyInfo {
-                id: strategy.to_string(),
-                kind: kind.to_string(),
-                params: params.clone(),
-            });
+            self.strategies.push(StrategyInfo::from_block(
+                strategy.to_string(),
+                kind.to_string(),
+                params.clone(),
+            ));
         }
     }
 }
 
-/// Target entropy in nats of a `target_entropy` strategy (`target` + `unit`, nats by default).
+/// The entropy target of a strategy in nats (`target_entropy`'s `target` in its `unit`).
 pub fn target_nats(s: &StrategyInfo) -> Option<f64> {
-    if s.kind != "target_entropy" {
-        return None;
-    }
-    let t = s.params.get("target")?.as_f64()?;
-    match s.params.get("unit").and_then(Value::as_str) {
-        Some("bits") => Some(t * std::f64::consts::LN_2),
-        _ => Some(t),
-    }
+    s.target_nats
 }
 
 #[cfg(test)]

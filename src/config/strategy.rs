@@ -1,57 +1,66 @@
-//! Strategy blocks: grid expansion, per-kind parameter checking and stable ids.
+//! Strategy blocks: grid expansion, stable ids and the composites (`chain`, `entropy_switch`).
 //!
 //! A block is a YAML mapping with a `kind` and parameters. Any scalar parameter given as a list
 //! is a grid axis; the block expands to the cartesian product of its axes, in the order the keys
 //! are written, the last key varying fastest. Nested structures (`chain`, the branches of
-//! `entropy_switch`) are never expanded. Each expanded block is then deserialised into a
-//! kind-specific struct with `deny_unknown_fields`, so a misspelt parameter is an error for
-//! every kind, and its values are range-checked.
+//! `entropy_switch`) are never expanded. Each expanded block is then parsed by its unit (see
+//! [`crate::strategy::registry`]): a one-parameter processor's flat block here, a block kind by
+//! its own file, with `deny_unknown_fields`, so a misspelt parameter is an error for every kind.
 
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use crate::strategy::{ProcSpec, StrategySpec, TargetMode, TargetSignal, Unit};
+use crate::strategy::entropy_switch::SwitchSpec;
+use crate::strategy::greedy::Greedy;
+use crate::strategy::registry::{self, SIMPLE};
+use crate::strategy::unit::{self, Checks, Range, Simple, Unit};
+use crate::strategy::{ProcSpec, StrategySpec};
 
-/// Every strategy kind declab knows.
-pub const KINDS: &[&str] = &[
-    "greedy",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "typical_p",
-    "epsilon_cutoff",
-    "eta_cutoff",
-    "top_n_sigma",
-    "chain",
-    "entropy_switch",
-    "target_entropy",
-    "mirostat",
-    "dynatemp",
-    "edt",
-];
+pub use crate::strategy::PathError;
+
+const CHAIN: &str = "chain";
+const SWITCH: &str = "entropy_switch";
+const CHAIN_EXAMPLE: &str =
+    "{kind: chain, chain: [{top_k: 40}, {top_p: 0.95}, {min_p: 0.05}, {temperature: 0.8}]}";
+const SWITCH_EXAMPLE: &str = "{kind: entropy_switch, entropy_low: 1.0, entropy_high: 3.0, low: {kind: greedy}, mid: {kind: top_p, top_p: 0.9, temperature: 0.8}, high: {kind: min_p, min_p: 0.1, temperature: 1.2}}";
+
+/// Every strategy kind declab knows, in the order messages and the bench list them: `greedy`
+/// (the latency reference), the one-parameter kinds, the composites, the other block kinds.
+pub fn kinds() -> Vec<&'static str> {
+    let (first, rest) = registry::KINDS.split_at(1);
+    first
+        .iter()
+        .map(|k| k.name)
+        .chain(SIMPLE.iter().filter(|s| s.kind).map(|s| s.param.key))
+        .chain([CHAIN, SWITCH])
+        .chain(rest.iter().map(|k| k.name))
+        .collect()
+}
+
+/// One typical block of every kind, in [`kinds`] order: the bench runs them, and tests check
+/// every kind with them.
+pub fn examples() -> Vec<String> {
+    kinds()
+        .into_iter()
+        .flat_map(|k| -> Vec<String> {
+            if let Some(kind) = registry::kind(k) {
+                kind.examples.iter().map(|e| e.to_string()).collect()
+            } else if let Some(s) = registry::simple(k) {
+                s.examples.iter().map(|e| e.to_string()).collect()
+            } else if k == CHAIN {
+                vec![CHAIN_EXAMPLE.to_string()]
+            } else {
+                vec![SWITCH_EXAMPLE.to_string()]
+            }
+        })
+        .collect()
+}
 
 /// Keys whose values are structures, never grid axes.
 const NESTED_KEYS: &[&str] = &["chain", "low", "mid", "high"];
 
-/// An error at a YAML path inside the experiment file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PathError {
-    pub path: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for PathError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
 fn err(path: &str, message: impl Into<String>) -> PathError {
-    PathError {
-        path: path.to_string(),
-        message: message.into(),
-    }
+    PathError::new(path, message)
 }
 
 /// Expand one strategy block into its grid of validated strategies.
@@ -62,10 +71,8 @@ pub fn expand_block(block: &Value, path: &str) -> Result<Vec<StrategySpec>, Vec<
             "a strategy must be a mapping with a `kind`, e.g. {kind: top_p, top_p: 0.9}",
         )]
     })?;
-    let kind = kind_of(map, path).map_err(|e| vec![e])?;
-    let _ = kind;
+    kind_of(map, path).map_err(|e| vec![e])?;
     let mut combos: Vec<Mapping> = vec![Mapping::new()];
-    let mut axes = 0;
     for (k, v) in map {
         let key = k.as_str().unwrap_or_default();
         match v {
@@ -73,7 +80,6 @@ pub fn expand_block(block: &Value, path: &str) -> Result<Vec<StrategySpec>, Vec<
                 if items.is_empty() {
                     return Err(vec![err(&format!("{path}.{key}"), "an empty list expands the grid to zero strategies; give at least one value")]);
                 }
-                axes += 1;
                 let mut next = Vec::with_capacity(combos.len() * items.len());
                 for c in &combos {
                     for item in items {
@@ -91,40 +97,30 @@ pub fn expand_block(block: &Value, path: &str) -> Result<Vec<StrategySpec>, Vec<
             }
         }
     }
-    let _ = axes;
     let mut out = Vec::new();
-    let mut errors = Vec::new();
     for (i, m) in combos.iter().enumerate() {
         let p = if combos.len() > 1 {
             format!("{path} (grid point {i})")
         } else {
             path.to_string()
         };
-        match parse_single(m, &p) {
-            Ok(s) => out.push(s),
-            Err(e) => {
-                errors.extend(e);
-                break; // the same mistake would repeat for every grid point
-            }
-        }
+        // the same mistake would repeat for every grid point: report the first
+        out.push(parse_single(m, &p)?);
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    Ok(out)
 }
 
 fn kind_of(map: &Mapping, path: &str) -> Result<String, PathError> {
+    let all = kinds();
     match map.get("kind") {
         None => Err(err(
             path,
-            format!("missing `kind`; one of: {}", KINDS.join(", ")),
+            format!("missing `kind`; one of: {}", all.join(", ")),
         )),
-        Some(Value::String(k)) if KINDS.contains(&k.as_str()) => Ok(k.clone()),
+        Some(Value::String(k)) if all.contains(&k.as_str()) => Ok(k.clone()),
         Some(Value::String(k)) => Err(err(
             &format!("{path}.kind"),
-            format!("unknown strategy kind `{k}`; one of: {}", KINDS.join(", ")),
+            format!("unknown strategy kind `{k}`; one of: {}", all.join(", ")),
         )),
         Some(_) => Err(err(&format!("{path}.kind"), "`kind` must be a string")),
     }
@@ -154,201 +150,123 @@ pub fn parse_single(map: &Mapping, path: &str) -> Result<StrategySpec, Vec<PathE
     })
 }
 
-fn de<T: for<'de> Deserialize<'de>>(map: &Mapping, path: &str) -> Result<T, Vec<PathError>> {
-    serde_yaml::from_value(Value::Mapping(map.clone())).map_err(|e| {
-        let msg = e.to_string();
-        // serde_yaml reports lists where scalars belong as "invalid type: sequence"
-        let msg = if msg.contains("invalid type: sequence") {
-            format!("{msg} (grid lists are only expanded at the top level of a strategy block)")
-        } else {
-            msg
-        };
-        vec![err(path, msg)]
-    })
+/// The processor chain for one expanded block.
+fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
+    if let Some(k) = registry::kind(kind) {
+        return (k.parse)(map, path);
+    }
+    match kind {
+        CHAIN => chain(map, path),
+        SWITCH => switch(map, path),
+        _ => flat(kind, map, path),
+    }
 }
 
-struct Checker<'a> {
-    path: &'a str,
-    errors: Vec<PathError>,
-}
-
-impl Checker<'_> {
-    fn check(&mut self, key: &str, value: Option<f64>, ok: bool, allowed: &str) {
-        if let Some(v) = value {
-            if !ok || !v.is_finite() {
-                self.errors.push(err(
-                    &format!("{}.{key}", self.path),
-                    format!("{v} is out of range; allowed: {allowed}"),
-                ));
-            }
+/// A one-parameter kind's block: any one-parameter processors as keys, applied in
+/// [`registry::SIMPLE`] order, or with the temperature last (`temperature_last: true`).
+fn flat(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
+    let own = registry::simple(kind)
+        .ok_or_else(|| vec![err(path, format!("unknown strategy kind `{kind}`"))])?;
+    let mut c = Checks::new(path);
+    let mut temperature_last = false;
+    let mut given: Vec<(&Simple, f64)> = Vec::new();
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        match key {
+            "kind" | "name" => {}
+            "temperature_last" => match v {
+                Value::Bool(b) => temperature_last = *b,
+                other => c.fail(key, format!("expected true or false, got {}", short(other))),
+            },
+            _ => match registry::simple(key) {
+                Some(s) => match number(v, &c.at(key)) {
+                    Ok(x) => given.push((s, x)),
+                    Err(e) => c.extend(vec![e]),
+                },
+                None => {
+                    let mut expected: Vec<&str> = SIMPLE.iter().map(|s| s.param.key).collect();
+                    expected.push("temperature_last");
+                    c.fail(
+                        "",
+                        format!(
+                            "unknown field `{key}`, expected one of {}",
+                            expected
+                                .iter()
+                                .map(|e| format!("`{e}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    );
+                }
+            },
         }
     }
-    fn prob(&mut self, key: &str, v: Option<f64>) {
-        self.check(
-            key,
-            v,
-            v.is_some_and(|x| x > 0.0 && x <= 1.0),
-            "0 < value <= 1",
-        );
-    }
-    fn open_prob(&mut self, key: &str, v: Option<f64>) {
-        self.check(
-            key,
-            v,
-            v.is_some_and(|x| x > 0.0 && x < 1.0),
-            "0 < value < 1",
-        );
-    }
-    fn temperature(&mut self, key: &str, v: Option<f64>) {
-        self.check(
-            key,
-            v,
-            v.is_some_and(|x| (0.0..=100.0).contains(&x)),
-            "0 <= temperature <= 100 (0 means greedy)",
-        );
-    }
-    fn positive(&mut self, key: &str, v: Option<f64>) {
-        self.check(key, v, v.is_some_and(|x| x > 0.0), "value > 0");
-    }
-    fn non_negative(&mut self, key: &str, v: Option<f64>) {
-        self.check(key, v, v.is_some_and(|x| x >= 0.0), "value >= 0");
-    }
-    fn done<T>(self, value: T) -> Result<T, Vec<PathError>> {
-        if self.errors.is_empty() {
-            Ok(value)
-        } else {
-            Err(self.errors)
-        }
-    }
-}
-
-/// Parameters shared by the plain sampling kinds; applied in Hugging Face's order
-/// (repetition penalty, temperature, top_k, top_p, min_p, typical_p, epsilon, eta, then top_n_sigma),
-/// or with temperature last (llama.cpp's order) when `temperature_last: true`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Flat {
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
-    #[serde(default)]
-    name: Option<String>,
-    temperature: Option<f64>,
-    #[serde(default)]
-    temperature_last: bool,
-    top_k: Option<usize>,
-    top_p: Option<f64>,
-    min_p: Option<f64>,
-    typical_p: Option<f64>,
-    epsilon_cutoff: Option<f64>,
-    eta_cutoff: Option<f64>,
-    top_n_sigma: Option<f64>,
-    repetition_penalty: Option<f64>,
-}
-
-impl Flat {
-    fn check(&self, path: &str) -> Result<(), Vec<PathError>> {
-        let mut c = Checker {
+    if !given.iter().any(|(s, _)| s.param.key == own.param.key) && c.is_clean() {
+        return Err(vec![err(
             path,
-            errors: vec![],
-        };
-        c.temperature("temperature", self.temperature);
-        if self.top_k == Some(0) {
-            c.errors.push(err(
-                &format!("{path}.top_k"),
-                "0 is out of range; allowed: top_k >= 1",
-            ));
-        }
-        c.prob("top_p", self.top_p);
-        c.prob("min_p", self.min_p);
-        c.prob("typical_p", self.typical_p);
-        c.open_prob("epsilon_cutoff", self.epsilon_cutoff);
-        c.open_prob("eta_cutoff", self.eta_cutoff);
-        c.positive("top_n_sigma", self.top_n_sigma);
-        c.positive("repetition_penalty", self.repetition_penalty);
-        c.done(())
+            format!(
+                "kind `{kind}` needs its parameter `{kind}` (e.g. {kind}: {})",
+                own.param.example
+            ),
+        )]);
     }
-
-    /// Truncation processors in HF order (no temperature).
-    fn truncation(&self) -> Vec<ProcSpec> {
-        let mut v = Vec::new();
-        if let Some(top_k) = self.top_k {
-            v.push(ProcSpec::TopK { top_k });
-        }
-        if let Some(top_p) = self.top_p {
-            v.push(ProcSpec::TopP { top_p });
-        }
-        if let Some(min_p) = self.min_p {
-            v.push(ProcSpec::MinP { min_p });
-        }
-        if let Some(typical_p) = self.typical_p {
-            v.push(ProcSpec::TypicalP { typical_p });
-        }
-        if let Some(epsilon_cutoff) = self.epsilon_cutoff {
-            v.push(ProcSpec::EpsilonCutoff { epsilon_cutoff });
-        }
-        if let Some(eta_cutoff) = self.eta_cutoff {
-            v.push(ProcSpec::EtaCutoff { eta_cutoff });
-        }
-        if let Some(top_n_sigma) = self.top_n_sigma {
-            v.push(ProcSpec::TopNSigma { top_n_sigma });
-        }
-        v
+    let is_temperature = |s: &Simple| s.param.key == crate::strategy::temperature::PARAM.key;
+    let mut order: Vec<&Simple> = SIMPLE.iter().collect();
+    if temperature_last {
+        order.sort_by_key(|s| is_temperature(s));
     }
-
-    fn chain(&self) -> Vec<ProcSpec> {
-        let mut v = Vec::new();
-        if let Some(repetition_penalty) = self.repetition_penalty {
-            v.push(ProcSpec::RepetitionPenalty { repetition_penalty });
+    let mut v = Vec::new();
+    for s in order {
+        if let Some(&(_, x)) = given.iter().find(|(g, _)| g.param.key == s.param.key) {
+            c.param(&s.param, Some(x));
+            v.push((s.make)(x));
         }
-        let t = self
-            .temperature
-            .map(|temperature| ProcSpec::Temperature { temperature });
-        if !self.temperature_last {
-            v.extend(t.clone());
-        }
-        v.extend(self.truncation());
-        if self.temperature_last {
-            v.extend(t);
-        }
-        if v.is_empty() {
-            v.push(ProcSpec::Temperature { temperature: 1.0 });
-        }
-        v
     }
+    c.done(v)
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GreedyBlock {
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
-    #[serde(default)]
-    name: Option<String>,
-    repetition_penalty: Option<f64>,
+/// A YAML number, or an error at `path`.
+fn number(v: &Value, path: &str) -> Result<f64, PathError> {
+    v.as_f64().ok_or_else(|| {
+        let hint = if matches!(v, Value::Sequence(_)) {
+            " (grid lists are only expanded at the top level of a strategy block)"
+        } else {
+            ""
+        };
+        err(path, format!("expected a number, got {}{hint}", short(v)))
+    })
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChainBlock {
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
-    #[serde(default)]
-    name: Option<String>,
     chain: Vec<Value>,
+}
+
+fn chain(map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
+    let b: ChainBlock = unit::block(map, path)?;
+    if b.chain.is_empty() {
+        return Err(vec![err(&format!("{path}.chain"), "an empty chain; list processors such as [{top_k: 40}, {top_p: 0.9}, {temperature: 0.8}]")]);
+    }
+    let mut v = Vec::new();
+    let mut errors = Vec::new();
+    for (i, item) in b.chain.iter().enumerate() {
+        match chain_item(item, &format!("{path}.chain[{i}]")) {
+            Ok(p) => v.extend(p),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(v)
+    } else {
+        Err(errors)
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SwitchBlock {
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
     #[serde(default)]
-    name: Option<String>,
-    #[serde(default = "nats")]
     unit: Unit,
     entropy_low: f64,
     entropy_high: f64,
@@ -359,378 +277,41 @@ struct SwitchBlock {
     high: Value,
 }
 
-fn nats() -> Unit {
-    Unit::Nats
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
-#[serde(rename_all = "snake_case")]
-enum Mode {
-    Solve,
-    Feedback,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetBlock {
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
-    #[serde(default)]
-    name: Option<String>,
-    target: f64,
-    #[serde(default = "nats")]
-    unit: Unit,
-    #[serde(default = "solve")]
-    mode: Mode,
-    #[serde(default = "t_min")]
-    t_min: f64,
-    #[serde(default = "t_max")]
-    t_max: f64,
-    signal: Option<TargetSignal>,
-    kp: Option<f64>,
-    ki: Option<f64>,
-    t_init: Option<f64>,
-    top_p: Option<f64>,
-    min_p: Option<f64>,
-}
-
-fn solve() -> Mode {
-    Mode::Solve
-}
-fn t_min() -> f64 {
-    0.05
-}
-fn t_max() -> f64 {
-    5.0
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MirostatBlock {
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default = "two")]
-    version: u8,
-    #[serde(default = "tau")]
-    mirostat_tau: f64,
-    #[serde(default = "eta")]
-    mirostat_eta: f64,
-    #[serde(default = "one")]
-    temperature: f64,
-}
-
-fn two() -> u8 {
-    2
-}
-fn tau() -> f64 {
-    5.0
-}
-fn eta() -> f64 {
-    0.1
-}
-fn one() -> f64 {
-    1.0
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DynatempBlock {
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default = "dyn_t")]
-    temperature: f64,
-    dynatemp_range: f64,
-    #[serde(default = "one")]
-    dynatemp_exponent: f64,
-    top_k: Option<usize>,
-    top_p: Option<f64>,
-    min_p: Option<f64>,
-}
-
-fn dyn_t() -> f64 {
-    0.8
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EdtBlock {
-    #[allow(dead_code)]
-    kind: String,
-    #[allow(dead_code)]
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default = "one")]
-    temperature: f64,
-    edt_theta: f64,
-    #[serde(default = "edt_n")]
-    edt_n: f64,
-    top_p: Option<f64>,
-    min_p: Option<f64>,
-}
-
-fn edt_n() -> f64 {
-    0.8
-}
-
-fn truncation_after(top_p: Option<f64>, min_p: Option<f64>) -> Vec<ProcSpec> {
-    let mut v = Vec::new();
-    if let Some(top_p) = top_p {
-        v.push(ProcSpec::TopP { top_p });
-    }
-    if let Some(min_p) = min_p {
-        v.push(ProcSpec::MinP { min_p });
-    }
-    v
-}
-
-/// The processor chain for one expanded block.
-fn processors_for(kind: &str, map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
-    match kind {
-        "greedy" => {
-            let b: GreedyBlock = de(map, path)?;
-            let mut c = Checker {
-                path,
-                errors: vec![],
-            };
-            c.positive("repetition_penalty", b.repetition_penalty);
-            let mut v: Vec<ProcSpec> = b
-                .repetition_penalty
-                .map(|repetition_penalty| ProcSpec::RepetitionPenalty { repetition_penalty })
-                .into_iter()
-                .collect();
-            v.push(ProcSpec::Greedy);
-            c.done(v)
+fn switch(map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
+    let b: SwitchBlock = unit::block(map, path)?;
+    let mut c = Checks::new(path);
+    c.range("entropy_low", Range::NonNegative, Some(b.entropy_low));
+    c.range("entropy_high", Range::NonNegative, Some(b.entropy_high));
+    c.range("varentropy_low", Range::NonNegative, b.varentropy_low);
+    c.range("varentropy_high", Range::NonNegative, b.varentropy_high);
+    c.require(
+        b.entropy_low <= b.entropy_high,
+        "entropy_low",
+        format!(
+            "entropy_low ({}) is above entropy_high ({}); thresholds must be ordered low <= high",
+            b.entropy_low, b.entropy_high
+        ),
+    );
+    let mut branch = |key: &str, v: &Value| match nested_block(v, &format!("{path}.{key}")) {
+        Ok(s) => s.processors,
+        Err(e) => {
+            c.extend(e);
+            vec![]
         }
-        "temperature" | "top_k" | "top_p" | "min_p" | "typical_p" | "epsilon_cutoff"
-        | "eta_cutoff" | "top_n_sigma" => {
-            let f: Flat = de(map, path)?;
-            let present = match kind {
-                "temperature" => f.temperature.is_some(),
-                "top_k" => f.top_k.is_some(),
-                "top_p" => f.top_p.is_some(),
-                "min_p" => f.min_p.is_some(),
-                "typical_p" => f.typical_p.is_some(),
-                "epsilon_cutoff" => f.epsilon_cutoff.is_some(),
-                "eta_cutoff" => f.eta_cutoff.is_some(),
-                _ => f.top_n_sigma.is_some(),
-            };
-            if !present {
-                return Err(vec![err(
-                    path,
-                    format!(
-                        "kind `{kind}` needs its parameter `{kind}` (e.g. {kind}: {})",
-                        example(kind)
-                    ),
-                )]);
-            }
-            f.check(path)?;
-            Ok(f.chain())
-        }
-        "chain" => {
-            let b: ChainBlock = de(map, path)?;
-            if b.chain.is_empty() {
-                return Err(vec![err(&format!("{path}.chain"), "an empty chain; list processors such as [{top_k: 40}, {top_p: 0.9}, {temperature: 0.8}]")]);
-            }
-            let mut v = Vec::new();
-            let mut errors = Vec::new();
-            for (i, item) in b.chain.iter().enumerate() {
-                match chain_item(item, &format!("{path}.chain[{i}]")) {
-                    Ok(p) => v.extend(p),
-                    Err(e) => errors.extend(e),
-                }
-            }
-            if errors.is_empty() {
-                Ok(v)
-            } else {
-                Err(errors)
-            }
-        }
-        "entropy_switch" => {
-            let b: SwitchBlock = de(map, path)?;
-            let mut c = Checker {
-                path,
-                errors: vec![],
-            };
-            c.non_negative("entropy_low", Some(b.entropy_low));
-            c.non_negative("entropy_high", Some(b.entropy_high));
-            c.non_negative("varentropy_low", b.varentropy_low);
-            c.non_negative("varentropy_high", b.varentropy_high);
-            if b.entropy_low > b.entropy_high {
-                c.errors.push(err(
-                    &format!("{path}.entropy_low"),
-                    format!("entropy_low ({}) is above entropy_high ({}); thresholds must be ordered low <= high", b.entropy_low, b.entropy_high),
-                ));
-            }
-            let mut branch = |key: &str, v: &Value| match nested_block(v, &format!("{path}.{key}"))
-            {
-                Ok(s) => s.processors,
-                Err(e) => {
-                    c.errors.extend(e);
-                    vec![]
-                }
-            };
-            let low = branch("low", &b.low);
-            let mid = branch("mid", &b.mid);
-            let high = branch("high", &b.high);
-            let u = b.unit;
-            c.done(vec![ProcSpec::EntropySwitch {
-                entropy_low_nats: u.to_nats(b.entropy_low),
-                entropy_high_nats: u.to_nats(b.entropy_high),
-                varentropy_low_nats2: b.varentropy_low.map(|v| u.to_nats2(v)),
-                varentropy_high_nats2: b.varentropy_high.map(|v| u.to_nats2(v)),
-                low,
-                mid,
-                high,
-            }])
-        }
-        "target_entropy" => {
-            let b: TargetBlock = de(map, path)?;
-            let mut c = Checker {
-                path,
-                errors: vec![],
-            };
-            c.non_negative("target", Some(b.target));
-            c.positive("t_min", Some(b.t_min));
-            if b.t_max <= b.t_min {
-                c.errors.push(err(
-                    &format!("{path}.t_max"),
-                    format!("t_max ({}) must be above t_min ({})", b.t_max, b.t_min),
-                ));
-            }
-            c.non_negative("kp", b.kp);
-            c.non_negative("ki", b.ki);
-            c.positive("t_init", b.t_init);
-            c.prob("top_p", b.top_p);
-            c.prob("min_p", b.min_p);
-            if b.mode == Mode::Solve {
-                for (k, present) in [
-                    ("signal", b.signal.is_some()),
-                    ("kp", b.kp.is_some()),
-                    ("ki", b.ki.is_some()),
-                    ("t_init", b.t_init.is_some()),
-                ] {
-                    if present {
-                        c.errors.push(err(
-                            &format!("{path}.{k}"),
-                            format!("`{k}` only applies to `mode: feedback`"),
-                        ));
-                    }
-                }
-            }
-            let mode = match b.mode {
-                Mode::Solve => TargetMode::Solve {
-                    t_min: b.t_min,
-                    t_max: b.t_max,
-                },
-                Mode::Feedback => TargetMode::Feedback {
-                    signal: b.signal.unwrap_or(TargetSignal::Entropy),
-                    kp: b.kp.unwrap_or(0.5),
-                    ki: b.ki.unwrap_or(0.05),
-                    t_init: b.t_init.unwrap_or(1.0),
-                    t_min: b.t_min,
-                    t_max: b.t_max,
-                },
-            };
-            let mut v = vec![ProcSpec::TargetEntropy {
-                target_nats: b.unit.to_nats(b.target),
-                mode,
-            }];
-            v.extend(truncation_after(b.top_p, b.min_p));
-            c.done(v)
-        }
-        "mirostat" => {
-            let b: MirostatBlock = de(map, path)?;
-            let mut c = Checker {
-                path,
-                errors: vec![],
-            };
-            if b.version != 1 && b.version != 2 {
-                c.errors.push(err(
-                    &format!("{path}.version"),
-                    format!("{} is not a mirostat version; allowed: 1 or 2", b.version),
-                ));
-            }
-            c.positive("mirostat_tau", Some(b.mirostat_tau));
-            c.positive("mirostat_eta", Some(b.mirostat_eta));
-            c.temperature("temperature", Some(b.temperature));
-            c.done(vec![ProcSpec::Mirostat {
-                version: b.version,
-                mirostat_tau: b.mirostat_tau,
-                mirostat_eta: b.mirostat_eta,
-                temperature: b.temperature,
-            }])
-        }
-        "dynatemp" => {
-            let b: DynatempBlock = de(map, path)?;
-            let mut c = Checker {
-                path,
-                errors: vec![],
-            };
-            c.temperature("temperature", Some(b.temperature));
-            c.non_negative("dynatemp_range", Some(b.dynatemp_range));
-            c.positive("dynatemp_exponent", Some(b.dynatemp_exponent));
-            if b.top_k == Some(0) {
-                c.errors.push(err(
-                    &format!("{path}.top_k"),
-                    "0 is out of range; allowed: top_k >= 1",
-                ));
-            }
-            c.prob("top_p", b.top_p);
-            c.prob("min_p", b.min_p);
-            // llama.cpp order: truncation first, temperature (temp_ext) last
-            let mut v = Vec::new();
-            if let Some(top_k) = b.top_k {
-                v.push(ProcSpec::TopK { top_k });
-            }
-            v.extend(truncation_after(b.top_p, b.min_p));
-            v.push(ProcSpec::Dynatemp {
-                temperature: b.temperature,
-                dynatemp_range: b.dynatemp_range,
-                dynatemp_exponent: b.dynatemp_exponent,
-            });
-            c.done(v)
-        }
-        "edt" => {
-            let b: EdtBlock = de(map, path)?;
-            let mut c = Checker {
-                path,
-                errors: vec![],
-            };
-            c.temperature("temperature", Some(b.temperature));
-            c.positive("edt_theta", Some(b.edt_theta));
-            c.open_prob("edt_n", Some(b.edt_n));
-            c.prob("top_p", b.top_p);
-            c.prob("min_p", b.min_p);
-            let mut v = vec![ProcSpec::Edt {
-                temperature: b.temperature,
-                edt_theta: b.edt_theta,
-                edt_n: b.edt_n,
-            }];
-            v.extend(truncation_after(b.top_p, b.min_p));
-            c.done(v)
-        }
-        other => Err(vec![err(path, format!("unknown strategy kind `{other}`"))]),
-    }
-}
-
-fn example(kind: &str) -> &'static str {
-    match kind {
-        "temperature" => "0.8",
-        "top_k" => "40",
-        "top_p" => "0.9",
-        "min_p" => "0.05",
-        "typical_p" => "0.9",
-        "epsilon_cutoff" => "0.0003",
-        "eta_cutoff" => "0.002",
-        _ => "1.0",
-    }
+    };
+    let low = branch("low", &b.low);
+    let mid = branch("mid", &b.mid);
+    let high = branch("high", &b.high);
+    let u = b.unit;
+    c.done(vec![ProcSpec::new(SwitchSpec {
+        entropy_low_nats: u.to_nats(b.entropy_low),
+        entropy_high_nats: u.to_nats(b.entropy_high),
+        varentropy_low_nats2: b.varentropy_low.map(|v| u.to_nats2(v)),
+        varentropy_high_nats2: b.varentropy_high.map(|v| u.to_nats2(v)),
+        low,
+        mid,
+        high,
+    })])
 }
 
 /// A nested strategy block (a branch or a chain item with `kind`): no grid lists allowed.
@@ -742,7 +323,7 @@ fn nested_block(v: &Value, path: &str) -> Result<StrategySpec, Vec<PathError>> {
         )]
     })?;
     let kind = kind_of(map, path).map_err(|e| vec![e])?;
-    if kind == "entropy_switch" {
+    if kind == SWITCH {
         return Err(vec![err(
             path,
             "entropy_switch cannot be nested inside another strategy",
@@ -761,11 +342,11 @@ fn nested_block(v: &Value, path: &str) -> Result<StrategySpec, Vec<PathError>> {
     parse_single(map, path)
 }
 
-/// One chain element: `{top_k: 40}`-style single-key processor, `greedy`, or a nested block.
+/// One chain element: `{top_k: 40}`-style one-parameter processor, `greedy`, or a nested block.
 fn chain_item(item: &Value, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
     if let Value::String(s) = item {
         if s == "greedy" {
-            return Ok(vec![ProcSpec::Greedy]);
+            return Ok(vec![ProcSpec::new(Greedy)]);
         }
     }
     let map = item.as_mapping().ok_or_else(|| {
@@ -782,72 +363,24 @@ fn chain_item(item: &Value, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>>
     }
     let (k, v) = map.iter().next().expect("one entry");
     let key = k.as_str().unwrap_or_default();
-    let num = |v: &Value| {
-        v.as_f64().ok_or_else(|| {
-            vec![err(
-                &format!("{path}.{key}"),
-                format!("expected a number, got {}", short(v)),
-            )]
-        })
+    if key == "greedy" {
+        return Ok(vec![ProcSpec::new(Greedy)]);
+    }
+    let Some(s) = registry::simple(key) else {
+        let mut known = vec!["greedy"];
+        known.extend(SIMPLE.iter().map(|s| s.param.key));
+        return Err(vec![err(
+            path,
+            format!(
+                "unknown chain processor `{key}`; one of: {}, or a block with `kind`",
+                known.join(", ")
+            ),
+        )]);
     };
-    let mut c = Checker {
-        path,
-        errors: vec![],
-    };
-    let p = match key {
-        "greedy" => ProcSpec::Greedy,
-        "temperature" => {
-            let t = num(v)?;
-            c.temperature(key, Some(t));
-            ProcSpec::Temperature { temperature: t }
-        }
-        "top_k" => {
-            let k = v.as_u64().filter(|&k| k >= 1).ok_or_else(|| vec![err(&format!("{path}.top_k"), format!("{} is out of range; allowed: an integer >= 1", short(v)))])?;
-            ProcSpec::TopK { top_k: k as usize }
-        }
-        "top_p" => {
-            let x = num(v)?;
-            c.prob(key, Some(x));
-            ProcSpec::TopP { top_p: x }
-        }
-        "min_p" => {
-            let x = num(v)?;
-            c.prob(key, Some(x));
-            ProcSpec::MinP { min_p: x }
-        }
-        "typical_p" => {
-            let x = num(v)?;
-            c.prob(key, Some(x));
-            ProcSpec::TypicalP { typical_p: x }
-        }
-        "epsilon_cutoff" => {
-            let x = num(v)?;
-            c.open_prob(key, Some(x));
-            ProcSpec::EpsilonCutoff { epsilon_cutoff: x }
-        }
-        "eta_cutoff" => {
-            let x = num(v)?;
-            c.open_prob(key, Some(x));
-            ProcSpec::EtaCutoff { eta_cutoff: x }
-        }
-        "top_n_sigma" => {
-            let x = num(v)?;
-            c.positive(key, Some(x));
-            ProcSpec::TopNSigma { top_n_sigma: x }
-        }
-        "repetition_penalty" => {
-            let x = num(v)?;
-            c.positive(key, Some(x));
-            ProcSpec::RepetitionPenalty { repetition_penalty: x }
-        }
-        other => {
-            return Err(vec![err(
-                path,
-                format!("unknown chain processor `{other}`; one of: greedy, temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff, top_n_sigma, repetition_penalty, or a block with `kind`"),
-            )])
-        }
-    };
-    c.done(vec![p])
+    let x = number(v, &format!("{path}.{key}")).map_err(|e| vec![e])?;
+    let mut c = Checks::new(path);
+    c.param(&s.param, Some(x));
+    c.done(vec![(s.make)(x)])
 }
 
 fn short(v: &Value) -> String {
@@ -856,23 +389,17 @@ fn short(v: &Value) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// Short names used in ids.
-fn abbrev(key: &str) -> &str {
+/// Short name of a YAML key in ids, from the unit that owns the key.
+fn abbrev<'a>(kind: &str, key: &'a str) -> &'a str {
+    if let Some(s) = registry::simple(key) {
+        return s.param.abbrev;
+    }
+    if let Some(&(_, a)) =
+        registry::kind(kind).and_then(|k| k.abbrevs.iter().find(|(k, _)| *k == key))
+    {
+        return a;
+    }
     match key {
-        "temperature" => "t",
-        "top_k" => "k",
-        "top_p" => "p",
-        "typical_p" => "typ",
-        "epsilon_cutoff" => "eps",
-        "eta_cutoff" => "eta",
-        "top_n_sigma" => "nsigma",
-        "repetition_penalty" => "rep",
-        "mirostat_tau" => "tau",
-        "mirostat_eta" => "lr",
-        "dynatemp_range" => "range",
-        "dynatemp_exponent" => "exp",
-        "edt_theta" => "theta",
-        "edt_n" => "N",
         "entropy_low" => "low",
         "entropy_high" => "high",
         "varentropy_low" => "vlow",
@@ -885,11 +412,25 @@ fn abbrev(key: &str) -> &str {
     }
 }
 
-const INTEGER_KEYS: &[&str] = &["top_k", "version"];
+/// Keys written first in a switch's id, in reading order.
+const SWITCH_ID_FIRST: &[&str] = &[
+    "entropy_low",
+    "entropy_high",
+    "varentropy_low",
+    "varentropy_high",
+    "low",
+    "mid",
+    "high",
+];
 
-fn fmt_value(key: &str, v: &Value) -> String {
+fn is_integer_key(kind: &str, key: &str) -> bool {
+    registry::simple(key).is_some_and(|s| s.param.is_integer())
+        || registry::kind(kind).is_some_and(|k| k.integer_keys.contains(&key))
+}
+
+fn fmt_value(kind: &str, key: &str, v: &Value) -> String {
     match v {
-        Value::Number(n) if !INTEGER_KEYS.contains(&key) => n
+        Value::Number(n) if !is_integer_key(kind, key) => n
             .as_f64()
             .map(|f| format!("{f:?}"))
             .unwrap_or_else(|| n.to_string()),
@@ -911,12 +452,12 @@ fn fmt_value(key: &str, v: &Value) -> String {
 
 fn chain_item_id(item: &Value) -> String {
     match item {
-        Value::Mapping(m) if m.contains_key("kind") => fmt_value("", item),
+        Value::Mapping(m) if m.contains_key("kind") => fmt_value("", "", item),
         Value::Mapping(m) => m
             .iter()
             .map(|(k, v)| {
                 let key = k.as_str().unwrap_or("?");
-                format!("{}={}", abbrev(key), fmt_value(key, v))
+                format!("{}={}", abbrev("", key), fmt_value("", key, v))
             })
             .collect::<Vec<_>>()
             .join(","),
@@ -925,44 +466,39 @@ fn chain_item_id(item: &Value) -> String {
 }
 
 /// Stable, readable id: `kind(param=value,...)`. The kind's own parameter comes first, then the
-/// others in alphabetical order of their YAML keys, so reordering keys never changes an id (and
+/// keys its unit lists first (`target`; a switch's thresholds and branches), then the others in
+/// alphabetical order of their YAML keys, so reordering keys never changes an id (and
 /// therefore never changes a seed).
 pub fn strategy_id(kind: &str, map: &Mapping) -> String {
+    if kind == CHAIN {
+        return format!(
+            "chain({})",
+            map.get("chain")
+                .map(|v| fmt_value(kind, "chain", v))
+                .unwrap_or_default()
+        );
+    }
+    let first: &[&str] = match registry::kind(kind) {
+        Some(k) => k.id_first,
+        None if kind == SWITCH => SWITCH_ID_FIRST,
+        None => &[],
+    };
     let mut keys: Vec<&str> = map
         .keys()
         .filter_map(Value::as_str)
         .filter(|k| *k != "kind" && *k != "name")
         .collect();
     keys.sort_by_key(|k| {
-        // the kind's own parameter, then the structural ones in reading order, then the rest
-        const ORDER: &[&str] = &[
-            "target",
-            "entropy_low",
-            "entropy_high",
-            "varentropy_low",
-            "varentropy_high",
-            "low",
-            "mid",
-            "high",
-        ];
         let rank = if *k == kind {
             0
         } else {
-            ORDER
+            first
                 .iter()
                 .position(|o| o == k)
-                .map_or(ORDER.len() + 1, |p| p + 1)
+                .map_or(first.len() + 1, |p| p + 1)
         };
         (rank, k.to_string())
     });
-    if kind == "chain" {
-        return format!(
-            "chain({})",
-            map.get("chain")
-                .map(|v| fmt_value("chain", v))
-                .unwrap_or_default()
-        );
-    }
     if keys.is_empty() {
         return kind.to_string();
     }
@@ -971,8 +507,8 @@ pub fn strategy_id(kind: &str, map: &Mapping) -> String {
         .map(|k| {
             format!(
                 "{}={}",
-                abbrev(k),
-                fmt_value(k, map.get(*k).expect("key from map"))
+                abbrev(kind, k),
+                fmt_value(kind, k, map.get(*k).expect("key from map"))
             )
         })
         .collect();
@@ -982,6 +518,10 @@ pub fn strategy_id(kind: &str, map: &Mapping) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::min_p::MinP;
+    use crate::strategy::temperature::Temperature;
+    use crate::strategy::top_k::TopK;
+    use crate::strategy::top_p::TopP;
 
     fn block(yaml: &str) -> Value {
         serde_yaml::from_str(yaml).unwrap()
@@ -1045,9 +585,9 @@ mod tests {
         assert_eq!(
             s.processors,
             vec![
-                ProcSpec::Temperature { temperature: 0.7 },
-                ProcSpec::TopK { top_k: 40 },
-                ProcSpec::TopP { top_p: 0.9 }
+                ProcSpec::new(Temperature { temperature: 0.7 }),
+                ProcSpec::new(TopK { top_k: 40 }),
+                ProcSpec::new(TopP { top_p: 0.9 })
             ]
         );
         let s = &expand_block(
@@ -1058,14 +598,25 @@ mod tests {
         assert_eq!(
             s.processors,
             vec![
-                ProcSpec::MinP { min_p: 0.1 },
-                ProcSpec::Temperature { temperature: 1.5 }
+                ProcSpec::new(MinP { min_p: 0.1 }),
+                ProcSpec::new(Temperature { temperature: 1.5 })
             ]
         );
     }
 
     #[test]
     fn unknown_keys_are_rejected_for_every_kind() {
+        // every registered kind has an example, and the examples cover every kind
+        let examples = examples();
+        for k in kinds() {
+            assert!(
+                examples
+                    .iter()
+                    .any(|e| e.contains(&format!("kind: {k},"))
+                        || e.contains(&format!("kind: {k}}}"))),
+                "kind {k} has no example"
+            );
+        }
         let minimal = [
             "{kind: greedy}",
             "{kind: temperature, temperature: 0.7}",
@@ -1083,8 +634,11 @@ mod tests {
             "{kind: dynatemp, dynatemp_range: 0.5}",
             "{kind: edt, edt_theta: 0.5}",
         ];
-        assert_eq!(minimal.len(), KINDS.len());
-        for m in minimal {
+        assert_eq!(minimal.len(), kinds().len());
+        for m in minimal
+            .into_iter()
+            .chain(examples.iter().map(String::as_str))
+        {
             assert!(expand_block(&block(m), "s").is_ok(), "{m} should parse");
             let bad = m.replacen('{', "{bogus_key: 1, ", 1);
             let e = error(&bad);
@@ -1118,11 +672,7 @@ mod tests {
             "s",
         )
         .unwrap()[0];
-        match &s.processors[0] {
-            ProcSpec::TargetEntropy { target_nats, .. } => {
-                assert!((target_nats - std::f64::consts::LN_2).abs() < 1e-12)
-            }
-            other => panic!("{other:?}"),
-        }
+        let target_nats = s.target_nats().unwrap();
+        assert!((target_nats - std::f64::consts::LN_2).abs() < 1e-12);
     }
 }

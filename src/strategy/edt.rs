@@ -6,13 +6,81 @@
 
 use super::kernels::Candidates;
 use super::temperature::apply_temperature;
-use super::{Effect, Processor, Scratch, StepCtx};
+use super::unit::{self, Checks, Facts, Kind, PathError, Proc, ProcSpec, Range};
+use super::{min_p, top_p, Effect, Processor, Scratch, StepCtx};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Mapping;
 
-#[derive(Debug)]
+pub const KIND: Kind = Kind {
+    name: "edt",
+    parse,
+    abbrevs: &[("edt_theta", "theta"), ("edt_n", "N")],
+    id_first: &[],
+    integer_keys: &[],
+    examples: &["{kind: edt, temperature: 1.0, edt_theta: 0.5}"],
+};
+
+/// The YAML block, with the paper's N = 0.8.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Block {
+    #[serde(default = "one")]
+    temperature: f64,
+    edt_theta: f64,
+    #[serde(default = "point_eight")]
+    edt_n: f64,
+    top_p: Option<f64>,
+    min_p: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn point_eight() -> f64 {
+    0.8
+}
+
+fn parse(map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
+    let b: Block = unit::block(map, path)?;
+    let mut c = Checks::new(path);
+    c.param(&super::temperature::PARAM, Some(b.temperature));
+    c.range("edt_theta", Range::Positive, Some(b.edt_theta));
+    c.range("edt_n", Range::OpenProbability, Some(b.edt_n));
+    let mut v = vec![ProcSpec::new(Edt {
+        temperature: b.temperature,
+        edt_theta: b.edt_theta,
+        edt_n: b.edt_n,
+    })];
+    v.extend(unit::optional(
+        &mut c,
+        &[(&top_p::SIMPLE, b.top_p), (&min_p::SIMPLE, b.min_p)],
+    ));
+    c.done(v)
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Edt {
     pub temperature: f64,
-    pub theta: f64,
-    pub n: f64,
+    pub edt_theta: f64,
+    pub edt_n: f64,
+}
+
+impl Proc for Edt {
+    fn op(&self) -> &'static str {
+        "edt"
+    }
+    fn params(&self) -> serde_json::Value {
+        unit::params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
+    fn facts(&self) -> Facts {
+        Facts {
+            controller: true,
+            ..Facts::default()
+        }
+    }
 }
 
 impl Edt {
@@ -20,7 +88,7 @@ impl Edt {
         if entropy_nats <= 0.0 {
             return 0.0;
         }
-        self.temperature * self.n.powf(self.theta / entropy_nats)
+        self.temperature * self.edt_n.powf(self.edt_theta / entropy_nats)
     }
 }
 
@@ -43,16 +111,16 @@ mod tests {
     fn formula() {
         let e = Edt {
             temperature: 1.0,
-            theta: 0.5,
-            n: 0.8,
+            edt_theta: 0.5,
+            edt_n: 0.8,
         };
         // H = ln 4: T = 0.8^(0.5/1.386294) = 0.92267
         assert!((e.temperature_for(4f64.ln()) - 0.8f64.powf(0.5 / 4f64.ln())).abs() < 1e-12);
         assert_eq!(e.temperature_for(0.0), 0.0);
         let mut s = Sampler::new(Box::new(Edt {
             temperature: 1.0,
-            theta: 0.5,
-            n: 0.8,
+            edt_theta: 0.5,
+            edt_n: 0.8,
         }));
         let d = s.final_distribution(&[0.0; 4]).unwrap();
         assert_close(&d.probs, &[0.25; 4], 1e-9);

@@ -13,7 +13,52 @@
 //! branch ran (tested on real Gemma 3 rows).
 
 use super::kernels::Candidates;
+use super::unit::{Facts, Proc, ProcSpec};
 use super::{Accepted, Effect, Processor, Scratch, StepCtx};
+use serde::Serialize;
+
+/// The validated switch (its YAML block is parsed in `config::strategy`, which parses the
+/// nested branch blocks): thresholds in nats / nats², one chain per branch.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchSpec {
+    pub entropy_low_nats: f64,
+    pub entropy_high_nats: f64,
+    pub varentropy_low_nats2: Option<f64>,
+    pub varentropy_high_nats2: Option<f64>,
+    pub low: Vec<ProcSpec>,
+    pub mid: Vec<ProcSpec>,
+    pub high: Vec<ProcSpec>,
+}
+
+impl Proc for SwitchSpec {
+    fn op(&self) -> &'static str {
+        "entropy_switch"
+    }
+    fn params(&self) -> serde_json::Value {
+        super::unit::params_of(self)
+    }
+    fn build(&self, vocab: usize) -> Box<dyn Processor> {
+        Box::new(EntropySwitch {
+            entropy_low: self.entropy_low_nats,
+            entropy_high: self.entropy_high_nats,
+            varentropy_low: self.varentropy_low_nats2,
+            varentropy_high: self.varentropy_high_nats2,
+            low: super::build(&self.low, vocab),
+            mid: super::build(&self.mid, vocab),
+            high: super::build(&self.high, vocab),
+        })
+    }
+    fn facts(&self) -> Facts {
+        Facts {
+            controller: true,
+            branch: true,
+            ..Facts::default()
+        }
+    }
+    fn nested(&self) -> Vec<&ProcSpec> {
+        self.low.iter().chain(&self.mid).chain(&self.high).collect()
+    }
+}
 
 pub struct EntropySwitch {
     /// Thresholds converted to nats / nats².
@@ -78,8 +123,8 @@ mod tests {
             varentropy_low: None,
             varentropy_high: None,
             low: Box::new(Greedy),
-            mid: Box::new(Temperature { t: 0.7 }),
-            high: Box::new(Temperature { t: 1.3 }),
+            mid: Box::new(Temperature { temperature: 0.7 }),
+            high: Box::new(Temperature { temperature: 1.3 }),
         }
     }
 

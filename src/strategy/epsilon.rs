@@ -6,16 +6,70 @@
 //! use √ε·e^-H, which is what declab implements.)
 
 use super::kernels::{self, Candidates};
+use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
 use super::{Effect, Processor, Scratch, StepCtx};
+use serde::Serialize;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Epsilon {
-    pub epsilon: f64,
+    pub epsilon_cutoff: f64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Eta {
-    pub epsilon: f64,
+    pub eta_cutoff: f64,
+}
+
+pub const EPSILON_PARAM: Param = Param {
+    key: "epsilon_cutoff",
+    abbrev: "eps",
+    range: Range::OpenProbability,
+    example: "0.0003",
+};
+
+pub const EPSILON_SIMPLE: Simple = Simple {
+    param: EPSILON_PARAM,
+    kind: true,
+    examples: &["{kind: epsilon_cutoff, epsilon_cutoff: 0.0003}"],
+    make: |epsilon_cutoff| ProcSpec::new(Epsilon { epsilon_cutoff }),
+};
+
+pub const ETA_PARAM: Param = Param {
+    key: "eta_cutoff",
+    abbrev: "eta",
+    range: Range::OpenProbability,
+    example: "0.002",
+};
+
+pub const ETA_SIMPLE: Simple = Simple {
+    param: ETA_PARAM,
+    kind: true,
+    examples: &["{kind: eta_cutoff, eta_cutoff: 0.002}"],
+    make: |eta_cutoff| ProcSpec::new(Eta { eta_cutoff }),
+};
+
+impl Proc for Epsilon {
+    fn op(&self) -> &'static str {
+        "epsilon_cutoff"
+    }
+    fn params(&self) -> serde_json::Value {
+        params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
+}
+
+impl Proc for Eta {
+    fn op(&self) -> &'static str {
+        "eta_cutoff"
+    }
+    fn params(&self) -> serde_json::Value {
+        params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
 }
 
 /// Remove p < threshold (in log space: l - log Z < ln threshold), keeping ties with the top.
@@ -27,24 +81,24 @@ fn cut_below(cands: &mut Candidates, threshold: f64, stats: &kernels::DistStats)
 
 impl Processor for Epsilon {
     fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
-        if self.epsilon <= 0.0 || cands.len() <= 1 {
+        if self.epsilon_cutoff <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
         let stats = cands.stats();
-        cut_below(cands, self.epsilon, &stats);
+        cut_below(cands, self.epsilon_cutoff, &stats);
         Effect::default()
     }
 }
 
 impl Processor for Eta {
     fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
-        if self.epsilon <= 0.0 || cands.len() <= 1 {
+        if self.eta_cutoff <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
         let stats = cands.stats();
         let eta = self
-            .epsilon
-            .min(self.epsilon.sqrt() * (-stats.entropy_nats).exp());
+            .eta_cutoff
+            .min(self.eta_cutoff.sqrt() * (-stats.entropy_nats).exp());
         cut_below(cands, eta, &stats);
         Effect::default()
     }
@@ -62,13 +116,23 @@ mod tests {
     #[test]
     fn epsilon_cuts_small_probs() {
         assert_close(
-            &final_probs(Box::new(Epsilon { epsilon: 0.1 }), &l4()),
+            &final_probs(
+                Box::new(Epsilon {
+                    epsilon_cutoff: 0.1,
+                }),
+                &l4(),
+            ),
             &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0],
             1e-6,
         );
         // everything below: the top token stays
         assert_close(
-            &final_probs(Box::new(Epsilon { epsilon: 0.9 }), &l4()),
+            &final_probs(
+                Box::new(Epsilon {
+                    epsilon_cutoff: 0.9,
+                }),
+                &l4(),
+            ),
             &[1.0, 0.0, 0.0, 0.0],
             1e-9,
         );
@@ -77,10 +141,10 @@ mod tests {
     #[test]
     fn eta_threshold_uses_entropy() {
         // H = 1.14212 nats; eps = 0.2: sqrt(.2)*exp(-H) = 0.14272 < .2 -> threshold .14272
-        let p = final_probs(Box::new(Eta { epsilon: 0.2 }), &l4());
+        let p = final_probs(Box::new(Eta { eta_cutoff: 0.2 }), &l4());
         assert_close(&p, &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0], 1e-6);
         // eps = 0.4: sqrt(.4)*exp(-H) = 0.20184 -> keeps .5, .3
-        let p = final_probs(Box::new(Eta { epsilon: 0.4 }), &l4());
+        let p = final_probs(Box::new(Eta { eta_cutoff: 0.4 }), &l4());
         assert_close(&p, &[0.625, 0.375, 0.0, 0.0], 1e-6);
     }
 }

@@ -2,10 +2,54 @@
 //! with strict `>`, so its first maximum is also the lowest id on a full vocabulary).
 
 use super::kernels::Candidates;
-use super::{Effect, Processor, Scratch, StepCtx};
+use super::unit::{self, Checks, Facts, Kind, PathError, Proc, ProcSpec};
+use super::{repetition, Effect, Processor, Scratch, StepCtx};
+use serde::Deserialize;
+use serde_yaml::Mapping;
 
-#[derive(Debug, Default)]
+pub const KIND: Kind = Kind {
+    name: "greedy",
+    parse,
+    abbrevs: &[],
+    id_first: &[],
+    integer_keys: &[],
+    examples: &["{kind: greedy}"],
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Block {
+    repetition_penalty: Option<f64>,
+}
+
+fn parse(map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
+    let b: Block = unit::block(map, path)?;
+    let mut c = Checks::new(path);
+    let mut v = unit::optional(&mut c, &[(&repetition::SIMPLE, b.repetition_penalty)]);
+    v.push(ProcSpec::new(Greedy));
+    c.done(v)
+}
+
+#[derive(Debug, Default, Clone)]
 pub struct Greedy;
+
+impl Proc for Greedy {
+    fn op(&self) -> &'static str {
+        "greedy"
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(Greedy)
+    }
+    fn facts(&self) -> Facts {
+        Facts {
+            greedy: true,
+            ..Facts::default()
+        }
+    }
+}
 
 /// Shrink `cands` to its argmax (lowest id on ties).
 pub fn keep_argmax(cands: &mut Candidates) {

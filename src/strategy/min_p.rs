@@ -3,11 +3,39 @@
 //! One pass, no sort.
 
 use super::kernels::Candidates;
+use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
 use super::{Effect, Processor, Scratch, StepCtx};
+use serde::Serialize;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MinP {
     pub min_p: f64,
+}
+
+pub const PARAM: Param = Param {
+    key: "min_p",
+    abbrev: "min_p",
+    range: Range::Probability,
+    example: "0.05",
+};
+
+pub const SIMPLE: Simple = Simple {
+    param: PARAM,
+    kind: true,
+    examples: &["{kind: min_p, min_p: 0.05, temperature: 1.0}"],
+    make: |min_p| ProcSpec::new(MinP { min_p }),
+};
+
+impl Proc for MinP {
+    fn op(&self) -> &'static str {
+        "min_p"
+    }
+    fn params(&self) -> serde_json::Value {
+        params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
 }
 
 impl Processor for MinP {

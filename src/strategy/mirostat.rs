@@ -17,13 +17,106 @@
 use super::greedy::keep_argmax;
 use super::kernels::{self, Candidates};
 use super::temperature::apply_temperature;
+use super::unit::{self, Checks, Facts, Kind, PathError, Proc, ProcSpec, Range};
 use super::{Accepted, Effect, Processor, Scratch, StepCtx};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Mapping;
+
+pub const KIND: Kind = Kind {
+    name: "mirostat",
+    parse,
+    abbrevs: &[("mirostat_tau", "tau"), ("mirostat_eta", "lr")],
+    id_first: &[],
+    integer_keys: &["version"],
+    examples: &[
+        "{kind: mirostat, version: 1}",
+        "{kind: mirostat, version: 2}",
+    ],
+};
+
+/// The YAML block, with llama.cpp's defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Block {
+    #[serde(default = "two")]
+    version: u8,
+    #[serde(default = "five")]
+    mirostat_tau: f64,
+    #[serde(default = "a_tenth")]
+    mirostat_eta: f64,
+    #[serde(default = "one")]
+    temperature: f64,
+}
+
+fn two() -> u8 {
+    2
+}
+fn five() -> f64 {
+    5.0
+}
+fn a_tenth() -> f64 {
+    0.1
+}
+fn one() -> f64 {
+    1.0
+}
+
+fn parse(map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
+    let b: Block = unit::block(map, path)?;
+    let mut c = Checks::new(path);
+    c.require(
+        b.version == 1 || b.version == 2,
+        "version",
+        format!("{} is not a mirostat version; allowed: 1 or 2", b.version),
+    );
+    c.range("mirostat_tau", Range::Positive, Some(b.mirostat_tau));
+    c.range("mirostat_eta", Range::Positive, Some(b.mirostat_eta));
+    c.param(&super::temperature::PARAM, Some(b.temperature));
+    c.done(vec![ProcSpec::new(Spec {
+        version: b.version,
+        mirostat_tau: b.mirostat_tau,
+        mirostat_eta: b.mirostat_eta,
+        temperature: b.temperature,
+    })])
+}
+
+/// The validated parameters (recorded as `op: mirostat`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    pub version: u8,
+    pub mirostat_tau: f64,
+    pub mirostat_eta: f64,
+    pub temperature: f64,
+}
+
+impl Proc for Spec {
+    fn op(&self) -> &'static str {
+        "mirostat"
+    }
+    fn params(&self) -> serde_json::Value {
+        unit::params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(Mirostat::new(
+            self.version,
+            self.mirostat_tau,
+            self.mirostat_eta,
+            self.temperature,
+        ))
+    }
+    fn facts(&self) -> Facts {
+        Facts {
+            controller: true,
+            ..Facts::default()
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Mirostat {
     pub version: u8,
-    pub tau: f64,
-    pub eta: f64,
+    pub mirostat_tau: f64,
+    pub mirostat_eta: f64,
     pub temperature: f64,
     pub m: usize,
     mu: f64,
@@ -31,14 +124,14 @@ pub struct Mirostat {
 }
 
 impl Mirostat {
-    pub fn new(version: u8, tau: f64, eta: f64, temperature: f64) -> Self {
+    pub fn new(version: u8, mirostat_tau: f64, mirostat_eta: f64, temperature: f64) -> Self {
         Mirostat {
             version,
-            tau,
-            eta,
+            mirostat_tau,
+            mirostat_eta,
             temperature,
             m: 100,
-            mu: 2.0 * tau,
+            mu: 2.0 * mirostat_tau,
             applied: false,
         }
     }
@@ -150,12 +243,12 @@ impl Processor for Mirostat {
     fn accept(&mut self, a: &Accepted) {
         if std::mem::take(&mut self.applied) {
             let surprise = -a.p_final.max(f64::MIN_POSITIVE).log2();
-            self.mu -= self.eta * (surprise - self.tau);
+            self.mu -= self.mirostat_eta * (surprise - self.mirostat_tau);
         }
     }
 
     fn reset(&mut self, _prompt: &[u32]) {
-        self.mu = 2.0 * self.tau;
+        self.mu = 2.0 * self.mirostat_tau;
         self.applied = false;
     }
 }

@@ -11,26 +11,29 @@
 //! `select_nth_unstable` ([`kernels::visit_in_key_order`]).
 
 mod chain;
-mod dynatemp;
-mod edt;
-mod entropy_switch;
-mod epsilon;
-mod greedy;
+pub mod dynatemp;
+pub mod edt;
+pub mod entropy_switch;
+pub mod epsilon;
+pub mod greedy;
 pub mod kernels;
-mod min_p;
-mod mirostat;
-mod repetition;
+pub mod min_p;
+pub mod mirostat;
+pub mod registry;
+pub mod repetition;
 mod spec;
-mod target_entropy;
-mod temperature;
-mod top_k;
-mod top_n_sigma;
-mod top_p;
-mod typical;
+pub mod target_entropy;
+pub mod temperature;
+pub mod top_k;
+pub mod top_n_sigma;
+pub mod top_p;
+pub mod typical;
+pub mod unit;
 
 pub use chain::Chain;
-pub use spec::{build, ProcSpec, StrategySpec, TargetMode, TargetSignal, Unit};
-pub use target_entropy::{solve_temperature, SolveFlag};
+pub use spec::{build, StrategySpec};
+pub use target_entropy::{solve_temperature, Signal, SolveFlag, TargetEntropy, TargetMode};
+pub use unit::{Facts, PathError, ProcSpec, Unit};
 
 use kernels::{Candidates, DistStats};
 use rand::Rng;
@@ -346,7 +349,7 @@ mod tests {
     fn frequency_of_draws_matches_final_distribution() {
         let logits = [1.0f32, 0.5, 0.0, -1.0, 2.0];
         let mut s = Sampler::new(build(
-            &[ProcSpec::Temperature { temperature: 0.8 }],
+            &[ProcSpec::new(temperature::Temperature { temperature: 0.8 })],
             logits.len(),
         ));
         let fin = s.final_distribution(&logits).unwrap();
@@ -370,10 +373,10 @@ mod tests {
     fn interleaved_samplers_share_the_thread_buffers_without_mixing() {
         let specs = [
             vec![
-                ProcSpec::TopK { top_k: 5 },
-                ProcSpec::Temperature { temperature: 1.3 },
+                ProcSpec::new(top_k::TopK { top_k: 5 }),
+                ProcSpec::new(temperature::Temperature { temperature: 1.3 }),
             ],
-            vec![ProcSpec::Temperature { temperature: 0.7 }],
+            vec![ProcSpec::new(temperature::Temperature { temperature: 0.7 })],
         ];
         let rows: Vec<Vec<f32>> = (0..2)
             .map(|r| {

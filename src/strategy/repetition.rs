@@ -3,20 +3,38 @@
 //! score/θ, once per token whatever its count.
 
 use super::kernels::Candidates;
+use super::unit::{Param, Proc, ProcSpec, Range, Simple};
 use super::{Accepted, Effect, Processor, Scratch, StepCtx};
 
+pub const PARAM: Param = Param {
+    key: "repetition_penalty",
+    abbrev: "rep",
+    range: Range::Positive,
+    example: "1.2",
+};
+
+/// Not a kind of its own: a parameter of the flat kinds and of `greedy`, and a chain element.
+pub const SIMPLE: Simple = Simple {
+    param: PARAM,
+    kind: false,
+    examples: &[],
+    make: |repetition_penalty| ProcSpec::new(RepetitionPenalty::new(repetition_penalty)),
+};
+
+/// The spec is a fresh processor: `params` records the penalty, `build` starts a new sample's
+/// state.
 #[derive(Debug)]
 pub struct RepetitionPenalty {
-    pub penalty: f64,
+    pub repetition_penalty: f64,
     seen: Vec<bool>,
     /// The distinct tokens in `seen`, in first-seen order.
     seen_list: Vec<u32>,
 }
 
 impl RepetitionPenalty {
-    pub fn new(penalty: f64) -> Self {
+    pub fn new(repetition_penalty: f64) -> Self {
         RepetitionPenalty {
-            penalty,
+            repetition_penalty,
             seen: Vec::new(),
             seen_list: Vec::new(),
         }
@@ -34,9 +52,21 @@ impl RepetitionPenalty {
     }
 }
 
+impl Proc for RepetitionPenalty {
+    fn op(&self) -> &'static str {
+        "repetition_penalty"
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({ "repetition_penalty": self.repetition_penalty })
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(RepetitionPenalty::new(self.repetition_penalty))
+    }
+}
+
 impl Processor for RepetitionPenalty {
     fn apply(&mut self, cands: &mut Candidates, ctx: &StepCtx, _s: &mut Scratch) -> Effect {
-        let theta = self.penalty as f32;
+        let theta = self.repetition_penalty as f32;
         let penalise = |l: &mut f32| *l = if *l < 0.0 { *l * theta } else { *l / theta };
         let in_id_order = cands.sorted_by_id && cands.len() == ctx.vocab_size;
         let (ids, logits) = cands.parts_mut();

@@ -20,7 +20,178 @@
 
 use super::kernels::{entropy_at_temperature, Candidates};
 use super::temperature::apply_temperature;
-use super::{Accepted, Effect, Processor, Scratch, StepCtx};
+use super::unit::{self, Checks, Facts, Kind, PathError, Proc, ProcSpec, Range, Unit};
+use super::{min_p, top_p, Accepted, Effect, Processor, Scratch, StepCtx};
+use serde::{Deserialize, Serialize};
+use serde_yaml::Mapping;
+
+pub const KIND: Kind = Kind {
+    name: "target_entropy",
+    parse,
+    abbrevs: &[],
+    id_first: &["target"],
+    integer_keys: &[],
+    examples: &[
+        "{kind: target_entropy, target: 2.5}",
+        "{kind: target_entropy, target: 2.5, mode: feedback}",
+    ],
+};
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum Mode {
+    Solve,
+    Feedback,
+}
+
+/// The YAML block. The feedback gains default to kp = 0.5, ki = 0.05, t_init = 1.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Block {
+    target: f64,
+    #[serde(default)]
+    unit: Unit,
+    #[serde(default = "solve")]
+    mode: Mode,
+    #[serde(default = "t_min")]
+    t_min: f64,
+    #[serde(default = "t_max")]
+    t_max: f64,
+    signal: Option<Signal>,
+    kp: Option<f64>,
+    ki: Option<f64>,
+    t_init: Option<f64>,
+    top_p: Option<f64>,
+    min_p: Option<f64>,
+}
+
+fn solve() -> Mode {
+    Mode::Solve
+}
+fn t_min() -> f64 {
+    0.05
+}
+fn t_max() -> f64 {
+    5.0
+}
+
+fn parse(map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
+    let b: Block = unit::block(map, path)?;
+    let mut c = Checks::new(path);
+    c.range("target", Range::NonNegative, Some(b.target));
+    c.range("t_min", Range::Positive, Some(b.t_min));
+    c.require(
+        b.t_max > b.t_min,
+        "t_max",
+        format!("t_max ({}) must be above t_min ({})", b.t_max, b.t_min),
+    );
+    c.range("kp", Range::NonNegative, b.kp);
+    c.range("ki", Range::NonNegative, b.ki);
+    c.range("t_init", Range::Positive, b.t_init);
+    if b.mode == Mode::Solve {
+        for (k, present) in [
+            ("signal", b.signal.is_some()),
+            ("kp", b.kp.is_some()),
+            ("ki", b.ki.is_some()),
+            ("t_init", b.t_init.is_some()),
+        ] {
+            c.require(
+                !present,
+                k,
+                format!("`{k}` only applies to `mode: feedback`"),
+            );
+        }
+    }
+    let mode = match b.mode {
+        Mode::Solve => TargetMode::Solve {
+            t_min: b.t_min,
+            t_max: b.t_max,
+        },
+        Mode::Feedback => TargetMode::Feedback {
+            signal: b.signal.unwrap_or(Signal::Entropy),
+            kp: b.kp.unwrap_or(0.5),
+            ki: b.ki.unwrap_or(0.05),
+            t_init: b.t_init.unwrap_or(1.0),
+            t_min: b.t_min,
+            t_max: b.t_max,
+        },
+    };
+    let mut v = vec![ProcSpec::new(TargetEntropy {
+        target_nats: b.unit.to_nats(b.target),
+        mode,
+    })];
+    v.extend(unit::optional(
+        &mut c,
+        &[(&top_p::SIMPLE, b.top_p), (&min_p::SIMPLE, b.min_p)],
+    ));
+    c.done(v)
+}
+
+/// The validated strategy (recorded as `op: target_entropy` with its mode's fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TargetEntropy {
+    pub target_nats: f64,
+    #[serde(flatten)]
+    pub mode: TargetMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum TargetMode {
+    Solve {
+        t_min: f64,
+        t_max: f64,
+    },
+    Feedback {
+        signal: Signal,
+        kp: f64,
+        ki: f64,
+        t_init: f64,
+        t_min: f64,
+        t_max: f64,
+    },
+}
+
+impl Proc for TargetEntropy {
+    fn op(&self) -> &'static str {
+        "target_entropy"
+    }
+    fn params(&self) -> serde_json::Value {
+        unit::params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        match self.mode {
+            TargetMode::Solve { t_min, t_max } => Box::new(Solve {
+                target_nats: self.target_nats,
+                t_min,
+                t_max,
+            }),
+            TargetMode::Feedback {
+                signal,
+                kp,
+                ki,
+                t_init,
+                t_min,
+                t_max,
+            } => Box::new(Feedback::new(
+                self.target_nats,
+                signal,
+                kp,
+                ki,
+                t_init,
+                t_min,
+                t_max,
+            )),
+        }
+    }
+    fn facts(&self) -> Facts {
+        Facts {
+            controller: true,
+            target_nats: Some(self.target_nats),
+            ..Facts::default()
+        }
+    }
+}
 
 /// How a step's solve ended: the entropy met the target within [`TOLERANCE`], the target was
 /// out of reach and T clamped to a bound, or the iteration stopped (60 steps, or a bracket
@@ -35,7 +206,9 @@ pub enum SolveFlag {
     Missed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a feedback controller regulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Signal {
     Entropy,
     Surprise,

@@ -4,11 +4,27 @@
 
 use super::greedy::keep_argmax;
 use super::kernels::Candidates;
+use super::unit::{params_of, Facts, Param, Proc, ProcSpec, Range, Simple};
 use super::{Effect, Processor, Scratch, StepCtx};
+use serde::Serialize;
 
-#[derive(Debug)]
+pub const PARAM: Param = Param {
+    key: "temperature",
+    abbrev: "t",
+    range: Range::Temperature,
+    example: "0.8",
+};
+
+pub const SIMPLE: Simple = Simple {
+    param: PARAM,
+    kind: true,
+    examples: &["{kind: temperature, temperature: 0.8}"],
+    make: |temperature| ProcSpec::new(Temperature { temperature }),
+};
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Temperature {
-    pub t: f64,
+    pub temperature: f64,
 }
 
 /// Apply temperature `t` to the candidates; `t <= 0` is greedy.
@@ -34,9 +50,27 @@ pub fn apply_temperature(cands: &mut Candidates, t: f64) -> Effect {
     Effect::temperature(t)
 }
 
+impl Proc for Temperature {
+    fn op(&self) -> &'static str {
+        "temperature"
+    }
+    fn params(&self) -> serde_json::Value {
+        params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
+    fn facts(&self) -> Facts {
+        Facts {
+            greedy: self.temperature == 0.0,
+            ..Facts::default()
+        }
+    }
+}
+
 impl Processor for Temperature {
     fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
-        apply_temperature(cands, self.t)
+        apply_temperature(cands, self.temperature)
     }
 }
 
@@ -54,7 +88,7 @@ mod tests {
             (1e-39, [20.1, 29.9, -3.0]),
             (1e-37, [200.0, 299.0, -3.0]),
         ] {
-            let p = final_probs(Box::new(Temperature { t }), &l);
+            let p = final_probs(Box::new(Temperature { temperature: t }), &l);
             assert_eq!(p, vec![0.0, 1.0, 0.0], "T = {t}");
         }
     }
@@ -62,7 +96,7 @@ mod tests {
     #[test]
     fn scales_logits() {
         let l = [2.0f32, 1.0, 0.0, -1.0];
-        let p = final_probs(Box::new(Temperature { t: 0.5 }), &l);
+        let p = final_probs(Box::new(Temperature { temperature: 0.5 }), &l);
         assert_close(&p, &softmax_subset(&l, &[0, 1, 2, 3], 0.5), 1e-6);
         // hand-computed: softmax([4,2,0,-2])
         assert_close(&p, &[0.86495488, 0.11705891, 0.01584220, 0.00214401], 1e-6);
@@ -72,10 +106,10 @@ mod tests {
     fn zero_is_greedy_and_huge_is_near_uniform() {
         let l = [2.0f32, 1.0, 2.0, -1.0];
         assert_eq!(
-            final_probs(Box::new(Temperature { t: 0.0 }), &l),
+            final_probs(Box::new(Temperature { temperature: 0.0 }), &l),
             vec![1.0, 0.0, 0.0, 0.0]
         );
-        let p = final_probs(Box::new(Temperature { t: 1e6 }), &l);
+        let p = final_probs(Box::new(Temperature { temperature: 1e6 }), &l);
         assert_close(&p, &[0.25; 4], 1e-5);
     }
 }

@@ -4,16 +4,44 @@
 //! a no-op. The mask is invariant to temperature applied before it.
 
 use super::kernels::{self, Candidates};
+use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
 use super::{Effect, Processor, Scratch, StepCtx};
+use serde::Serialize;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TopNSigma {
-    pub n: f64,
+    pub top_n_sigma: f64,
+}
+
+pub const PARAM: Param = Param {
+    key: "top_n_sigma",
+    abbrev: "nsigma",
+    range: Range::Positive,
+    example: "1.0",
+};
+
+pub const SIMPLE: Simple = Simple {
+    param: PARAM,
+    kind: true,
+    examples: &["{kind: top_n_sigma, top_n_sigma: 1.0}"],
+    make: |top_n_sigma| ProcSpec::new(TopNSigma { top_n_sigma }),
+};
+
+impl Proc for TopNSigma {
+    fn op(&self) -> &'static str {
+        "top_n_sigma"
+    }
+    fn params(&self) -> serde_json::Value {
+        params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
 }
 
 impl Processor for TopNSigma {
     fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, _s: &mut Scratch) -> Effect {
-        if self.n <= 0.0 || cands.len() <= 1 {
+        if self.top_n_sigma <= 0.0 || cands.len() <= 1 {
             return Effect::default();
         }
         // one vectorised pass: max, Σl, Σl², count over the finite logits
@@ -25,7 +53,7 @@ impl Processor for TopNSigma {
         // the variance is shift-invariant: the moments about the pivot give it directly
         let mean = sum / count as f64;
         let var = (sq / count as f64 - mean * mean).max(0.0);
-        let threshold = max - self.n * var.sqrt();
+        let threshold = max - self.top_n_sigma * var.sqrt();
         cands.retain_at_least(threshold);
         Effect::default()
     }
@@ -41,13 +69,13 @@ mod tests {
         // logits 4,3,2,1: mean 2.5, population std sqrt(1.25)=1.1180; n=1 -> threshold 2.882
         let l = [4.0f32, 3.0, 2.0, 1.0];
         assert_close(
-            &final_probs(Box::new(TopNSigma { n: 1.0 }), &l),
+            &final_probs(Box::new(TopNSigma { top_n_sigma: 1.0 }), &l),
             &softmax_subset(&l, &[0, 1], 1.0),
             1e-7,
         );
         // n=2 -> threshold 1.764: keeps 4,3,2
         assert_close(
-            &final_probs(Box::new(TopNSigma { n: 2.0 }), &l),
+            &final_probs(Box::new(TopNSigma { top_n_sigma: 2.0 }), &l),
             &softmax_subset(&l, &[0, 1, 2], 1.0),
             1e-7,
         );
@@ -58,7 +86,7 @@ mod tests {
         let l = [4.0f32, 3.0, f32::NEG_INFINITY, 2.0];
         // finite 4,3,2: mean 3, std .8165; n=1 -> 3.18: keeps only 4
         assert_close(
-            &final_probs(Box::new(TopNSigma { n: 1.0 }), &l),
+            &final_probs(Box::new(TopNSigma { top_n_sigma: 1.0 }), &l),
             &[1.0, 0.0, 0.0, 0.0],
             1e-9,
         );

@@ -6,11 +6,13 @@
 //! `select_nth_unstable`, grown 8x only when the nucleus is larger.
 
 use super::kernels::{self, visit_in_key_order, Candidates};
+use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
 use super::{Effect, Processor, Scratch, StepCtx};
+use serde::Serialize;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TopP {
-    pub p: f64,
+    pub top_p: f64,
 }
 
 /// Keep the smallest descending-probability prefix whose mass reaches `p` (at least one token).
@@ -54,9 +56,35 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
     cands.keep_positions(&positions, &mut ids, &mut logits);
 }
 
+pub const PARAM: Param = Param {
+    key: "top_p",
+    abbrev: "p",
+    range: Range::Probability,
+    example: "0.9",
+};
+
+pub const SIMPLE: Simple = Simple {
+    param: PARAM,
+    kind: true,
+    examples: &["{kind: top_p, top_p: 0.9, temperature: 1.0}"],
+    make: |top_p| ProcSpec::new(TopP { top_p }),
+};
+
+impl Proc for TopP {
+    fn op(&self) -> &'static str {
+        "top_p"
+    }
+    fn params(&self) -> serde_json::Value {
+        params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
+}
+
 impl Processor for TopP {
     fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, s: &mut Scratch) -> Effect {
-        apply_top_p(cands, self.p, s);
+        apply_top_p(cands, self.top_p, s);
         Effect::default()
     }
 }
@@ -73,33 +101,33 @@ mod tests {
 
     #[test]
     fn crossing_token_is_kept() {
-        let p = final_probs(Box::new(TopP { p: 0.7 }), &l4());
+        let p = final_probs(Box::new(TopP { top_p: 0.7 }), &l4());
         assert_close(&p, &[0.625, 0.375, 0.0, 0.0], 1e-6);
     }
 
     #[test]
     fn small_p_keeps_the_top_token() {
-        let p = final_probs(Box::new(TopP { p: 0.01 }), &l4());
+        let p = final_probs(Box::new(TopP { top_p: 0.01 }), &l4());
         assert_close(&p, &[1.0, 0.0, 0.0, 0.0], 1e-9);
     }
 
     #[test]
     fn p_one_keeps_everything() {
-        let p = final_probs(Box::new(TopP { p: 1.0 }), &l4());
+        let p = final_probs(Box::new(TopP { top_p: 1.0 }), &l4());
         assert_close(&p, &[0.5, 0.3, 0.15, 0.05], 1e-6);
     }
 
     #[test]
     fn ties_prefer_lower_ids() {
         let l = [0.0f32, 0.0, 0.0, 0.0];
-        let p = final_probs(Box::new(TopP { p: 0.5 }), &l);
+        let p = final_probs(Box::new(TopP { top_p: 0.5 }), &l);
         assert_close(&p, &[0.5, 0.5, 0.0, 0.0], 1e-9);
     }
 
     #[test]
     fn large_nucleus_grows_the_window() {
         let l: Vec<f32> = (0..5000).map(|i| -(i as f32) * 1e-4).collect();
-        let p = final_probs(Box::new(TopP { p: 0.9 }), &l);
+        let p = final_probs(Box::new(TopP { top_p: 0.9 }), &l);
         let kept = p.iter().filter(|&&x| x > 0.0).count();
         assert!(kept > 4000 && kept < 5000, "{kept}");
         // kept set is a prefix of the descending order

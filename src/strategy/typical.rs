@@ -5,16 +5,44 @@
 //! score are therefore all kept. Ordered by score with a windowed selection, not a full sort.
 
 use super::kernels::{self, visit_in_key_order, Candidates};
+use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
 use super::{Effect, Processor, Scratch, StepCtx};
+use serde::Serialize;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Typical {
-    pub mass: f64,
+    pub typical_p: f64,
+}
+
+pub const PARAM: Param = Param {
+    key: "typical_p",
+    abbrev: "typ",
+    range: Range::Probability,
+    example: "0.9",
+};
+
+pub const SIMPLE: Simple = Simple {
+    param: PARAM,
+    kind: true,
+    examples: &["{kind: typical_p, typical_p: 0.9}"],
+    make: |typical_p| ProcSpec::new(Typical { typical_p }),
+};
+
+impl Proc for Typical {
+    fn op(&self) -> &'static str {
+        "typical_p"
+    }
+    fn params(&self) -> serde_json::Value {
+        params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
 }
 
 impl Processor for Typical {
     fn apply(&mut self, cands: &mut Candidates, _ctx: &StepCtx, s: &mut Scratch) -> Effect {
-        if self.mass >= 1.0 || cands.len() <= 1 {
+        if self.typical_p >= 1.0 || cands.len() <= 1 {
             return Effect::default();
         }
         let stats = cands.stats();
@@ -33,7 +61,7 @@ impl Processor for Typical {
                 .filter(|&l| score(l) <= complete)
                 .map(|l| stats.log_prob(l).exp())
                 .sum();
-            mass >= self.mass
+            mass >= self.typical_p
         });
         s.keys.clear();
         s.keys
@@ -44,7 +72,7 @@ impl Processor for Typical {
         let keys = &s.keys;
         visit_in_key_order(keys, &head_ids, &mut s.order, |j| {
             cum += stats.log_prob(cands.logits()[head[j]]).exp();
-            if cum >= self.mass {
+            if cum >= self.typical_p {
                 boundary = keys[j];
                 return false;
             }
@@ -71,18 +99,18 @@ mod tests {
         // mass .5: first cumsum >= .5 is at token 0 -> keep scores <= .4490 -> {1, 0}
         let l = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
         assert_close(
-            &final_probs(Box::new(Typical { mass: 0.5 }), &l),
+            &final_probs(Box::new(Typical { typical_p: 0.5 }), &l),
             &[0.625, 0.375, 0.0, 0.0],
             1e-6,
         );
         // mass .25: token 1 alone (cumsum .3 >= .25)
         assert_close(
-            &final_probs(Box::new(Typical { mass: 0.25 }), &l),
+            &final_probs(Box::new(Typical { typical_p: 0.25 }), &l),
             &[0.0, 1.0, 0.0, 0.0],
             1e-6,
         );
         // mass .9: {1,0,2}
-        let p = final_probs(Box::new(Typical { mass: 0.9 }), &l);
+        let p = final_probs(Box::new(Typical { typical_p: 0.9 }), &l);
         assert_close(&p, &[0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0], 1e-6);
     }
 
@@ -90,7 +118,7 @@ mod tests {
     fn uniform_keeps_all_ties() {
         let l = [0.0f32; 4];
         assert_close(
-            &final_probs(Box::new(Typical { mass: 0.3 }), &l),
+            &final_probs(Box::new(Typical { typical_p: 0.3 }), &l),
             &[0.25; 4],
             1e-9,
         );
