@@ -319,6 +319,55 @@ fn dist_prints_the_final_distribution() {
         .stderr(predicate::str::contains("logit 1"));
 }
 
+/// `dist --seed N` adds the token that seed's first draw picks: only kept tokens, the same token
+/// for the same seed, and over many seeds the frequencies of the printed distribution.
+#[test]
+fn dist_seed_draws_from_the_final_distribution() {
+    let logits = format!(
+        "[{}, {}, {}, {}]",
+        0.5f32.ln(),
+        0.3f32.ln(),
+        0.15f32.ln(),
+        0.05f32.ln()
+    );
+    let token = |seed: Option<u64>| -> serde_json::Value {
+        let mut cmd = declab();
+        cmd.args([
+            "dist",
+            "--logits",
+            "-",
+            "--strategy",
+            "{kind: top_p, top_p: 0.7}",
+        ]);
+        if let Some(s) = seed {
+            cmd.args(["--seed", &s.to_string()]);
+        }
+        let out = cmd
+            .write_stdin(logits.clone())
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice::<serde_json::Value>(&out).unwrap()["token"].clone()
+    };
+    assert!(token(None).is_null(), "no --seed, no draw");
+    let n = 120;
+    let draws: Vec<u64> = (0..n).map(|s| token(Some(s)).as_u64().unwrap()).collect();
+    assert!(
+        draws.iter().all(|&t| t < 2),
+        "only the nucleus {{0, 1}} is kept: {draws:?}"
+    );
+    assert_eq!(token(Some(7)).as_u64(), Some(draws[7]));
+    // p(0) = 0.625 after top_p: 5 binomial standard errors
+    let zeros = draws.iter().filter(|&&t| t == 0).count() as f64;
+    let se = (0.625f64 * 0.375 / n as f64).sqrt() * n as f64;
+    assert!(
+        (zeros - 0.625 * n as f64).abs() < 5.0 * se,
+        "{zeros} of {n}"
+    );
+}
+
 #[test]
 fn metrics_scorer_nll_matches_the_run_traces() {
     let dir = tempfile::tempdir().unwrap();
