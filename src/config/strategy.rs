@@ -634,7 +634,6 @@ mod tests {
             "{kind: dynatemp, dynatemp_range: 0.5}",
             "{kind: edt, edt_theta: 0.5}",
         ];
-        assert_eq!(minimal.len(), kinds().len());
         for m in minimal
             .into_iter()
             .chain(examples.iter().map(String::as_str))
@@ -643,6 +642,37 @@ mod tests {
             let bad = m.replacen('{', "{bogus_key: 1, ", 1);
             let e = error(&bad);
             assert!(e.contains("bogus_key"), "{bad}: {e}");
+        }
+    }
+
+    /// Every registered one-parameter processor works as a chain element and as a parameter of
+    /// a flat kind, and its range rule names the path (so a new unit is covered when registered).
+    #[test]
+    fn every_simple_processor_parses_everywhere_and_checks_its_range() {
+        for s in SIMPLE {
+            let (key, ex) = (s.param.key, s.param.example);
+            let chain = format!("{{kind: chain, chain: [{{{key}: {ex}}}]}}");
+            assert!(expand_block(&block(&chain), "s").is_ok(), "{chain}");
+            let host = if key == "temperature" {
+                "kind: top_k, top_k: 40"
+            } else {
+                "kind: temperature, temperature: 0.9"
+            };
+            let flat = format!("{{{host}, {key}: {ex}}}");
+            let spec = &expand_block(&block(&flat), "s").unwrap()[0];
+            assert!(
+                spec.processors.iter().any(|p| p.op() == key),
+                "{flat}: {spec:?}"
+            );
+            let bad = format!("{{{host}, {key}: -3}}");
+            assert!(
+                error(&bad).contains(&format!(
+                    "strategies[0].{key}: -3 is out of range; allowed: {}",
+                    s.param.range.allowed()
+                )),
+                "{bad}: {}",
+                error(&bad)
+            );
         }
     }
 

@@ -24,6 +24,7 @@ pub mod repetition;
 mod spec;
 pub mod target_entropy;
 pub mod temperature;
+pub mod top_a;
 pub mod top_k;
 pub mod top_n_sigma;
 pub mod top_p;

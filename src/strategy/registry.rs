@@ -11,7 +11,7 @@
 use super::unit::{Kind, Simple};
 use super::{
     dynatemp, edt, epsilon, greedy, min_p, mirostat, repetition, target_entropy, temperature,
-    top_k, top_n_sigma, top_p, typical,
+    top_a, top_k, top_n_sigma, top_p, typical,
 };
 
 pub const SIMPLE: &[Simple] = &[
@@ -24,6 +24,7 @@ pub const SIMPLE: &[Simple] = &[
     epsilon::EPSILON_SIMPLE,
     epsilon::ETA_SIMPLE,
     top_n_sigma::SIMPLE,
+    top_a::SIMPLE,
 ];
 
 pub const KINDS: &[Kind] = &[
