@@ -99,7 +99,7 @@ const CASES: &[Case] = &[
     (
         "top_k zero",
         |b| rep(b, "- kind: greedy", "- {kind: top_k, top_k: 0}"),
-        &["strategies[0].top_k", "top_k >= 1"],
+        &["strategies[0].top_k", "0 is out of range; allowed: an integer >= 1"],
     ),
     (
         "typical above one",
@@ -379,6 +379,7 @@ fn every_invalid_config_exits_2_with_a_located_message_and_no_results() {
         .assert()
         .success();
     let mut failures = Vec::new();
+    let mut messages = String::new();
     for (name, transform, needles) in CASES {
         std::fs::write(&cfg, transform(&valid)).unwrap();
         let out = dir.path().join("results-out");
@@ -388,6 +389,10 @@ fn every_invalid_config_exits_2_with_a_located_message_and_no_results() {
         ] {
             let o = declab().args(&args).output().unwrap();
             let stderr = String::from_utf8_lossy(&o.stderr);
+            if args[0] == "validate" {
+                let shown = stderr.replace(&dir.path().display().to_string(), "<dir>");
+                messages.push_str(&format!("=== {name}\n{shown}\n"));
+            }
             let mut ok = o.status.code() == Some(2) && stderr.contains("bad.yaml");
             for n in *needles {
                 ok &= stderr.contains(n);
@@ -411,6 +416,8 @@ fn every_invalid_config_exits_2_with_a_located_message_and_no_results() {
         failures.len(),
         failures.join("\n---\n")
     );
+    // the whole messages, as a user reads them (tests/snapshots/; review with `cargo insta`)
+    insta::assert_snapshot!("validate_messages", messages);
 }
 
 #[test]
