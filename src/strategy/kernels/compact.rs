@@ -49,9 +49,8 @@ fn retain_where_impl<F: Fn(f32) -> bool>(
         }
         if hit != 0 {
             // branch-free: write every candidate, advance past the kept ones (w <= i, so the
-            // writes land on positions already read). Against a kept/dropped branch, at 262k
-            // with a threshold-only `keep`: 18k kept 445-659 -> 298-323 µs, 80k kept
-            // 1523-1653 -> 367 µs (the path of CPUs without AVX-512 compress)
+            // writes land on positions already read): faster than a kept/dropped branch
+            // (figures in bench/perf-notes.md). The path of CPUs without AVX-512 compress
             for i in r..end {
                 let l = logits[i];
                 let take = l >= lower && keep(l);

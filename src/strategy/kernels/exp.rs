@@ -5,7 +5,7 @@
 /// 2^y for y <= 0, written so LLVM vectorises it (libm's `exp2f` is a scalar call). y < -125
 /// (including -inf) gives 0, so no result is subnormal. y = n + f with n = round(y), |f| <= 1/2,
 /// and Cephes' degree-5 polynomial for 2^f (relative error < 2e-7), evaluated with fused
-/// multiply-adds (-20 % time per exp pass against separate multiplies and adds); 2^n is built
+/// multiply-adds (faster per exp pass than separate multiplies and adds); 2^n is built
 /// from bits. The AVX2 and AVX-512 builds have FMA instructions; the portable build of a
 /// non-native binary calls libm's `fmaf` instead: the same results, much slower, and only on
 /// CPUs older than AVX2.

@@ -64,7 +64,7 @@ pub(super) fn scan_impl(logits: &[f32]) -> (f32, bool) {
     }
     // fold the lanes as a tree with the same comparison (a NaN is flagged by `bad`, so the
     // NaN-aware f32::max, a scalar chain per lane, is not needed): it runs once per block of
-    // the one-read pass, where the scalar fold cost a third of the pass
+    // the one-read pass, where a scalar fold is a visible share of the pass
     let mut w = MAX_LANES;
     while w > 1 {
         w /= 2;
@@ -208,7 +208,7 @@ fn values_impl(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
 }
 
 /// [`values_impl`] with AVX-512's compress: 16 values compared and the kept ones packed in a
-/// few instructions (the scalar form costs a cycle or two per value read).
+/// few instructions (the scalar form spends instructions on every value read).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
 fn values_avx512(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {

@@ -12,7 +12,7 @@ use super::Candidates;
 /// The `i`-th largest of `vals` (0-based) in f32's total order (`total_cmp`), with the larger
 /// ones before it, as `select_nth_unstable_by` with a descending comparator leaves them: the
 /// selection runs on integer keys (bits mapped so that unsigned order is descending total
-/// order), about twice as fast as comparing floats through `total_cmp`.
+/// order), which is cheaper than comparing floats through `total_cmp`.
 fn select_desc(vals: &mut [f32], i: usize) -> f32 {
     // descending total order as unsigned order, and back
     let key = |b: u32| !(if b >> 31 == 1 { !b } else { b | 0x8000_0000 });
@@ -45,8 +45,8 @@ pub fn kth_largest(logits: &[f32], k: usize, vals: &mut Vec<f32>) -> f32 {
 
 /// [`kth_largest`] with the blocks' maxima (`&[]` when unknown). One compress pass collects the
 /// logits at or above a cut that holds at least k of them, usually a few more than k, and a
-/// selection runs on those (the selection, not the pass, is what costs when the cut is loose:
-/// ~5 ns per value). The cut:
+/// selection runs on those (the selection, not the pass, is what costs when the cut is loose).
+/// The cut:
 /// * k <= blocks / 2: the k-th largest block maximum. The k largest maxima are k logits in k
 ///   distinct blocks, so at least k logits are at or above it.
 /// * otherwise, on long rows: a rank taken from a strided sample of 4096 logits, with a margin
