@@ -1,0 +1,269 @@
+//! Shrinking the candidate set in place: the kept candidates (logit at or above a lower bound,
+//! and a predicate) are moved to the front in order, with whole blocks skipped by their maxima and
+//! 64-logit chunks by one vectorised compare; where the CPU has AVX-512, the pure threshold filter
+//! packs 16 candidates at a time by compress. Ids are either implicit (the full vocabulary:
+//! position = id) or compacted alongside the logits. Only [`Candidates`](super::Candidates) calls
+//! these.
+
+use super::isa::Isa;
+use super::scan::SKIP;
+use super::BLOCK;
+
+/// Before compacting `n` candidates: with `identity` (implicit ids), `ids` emptied with room for
+/// the kept ids plus `slack` (a full register written at the last kept position); otherwise it
+/// must hold the n ids being compacted in place.
+#[inline(always)]
+fn ids_for_compaction(ids: &mut Vec<u32>, identity: bool, n: usize, slack: usize) {
+    if identity {
+        ids.clear();
+        ids.reserve(n + slack);
+    } else {
+        assert_eq!(ids.len(), n);
+    }
+}
+
+#[inline(always)]
+fn retain_where_impl<F: Fn(f32) -> bool>(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    logits: &mut [f32],
+    lower: f32,
+    keep: F,
+    block_max: &[f32],
+) -> usize {
+    let n = logits.len();
+    ids_for_compaction(ids, identity, n, 0);
+    let id_out = ids.as_mut_ptr();
+    let mut w = 0;
+    let mut r = 0;
+    while r < n {
+        // a whole block below `lower` (known without reading it) is skipped
+        if r % BLOCK == 0 && block_max.get(r / BLOCK).is_some_and(|&m| m < lower) {
+            r = (r + BLOCK).min(n);
+            continue;
+        }
+        let end = (r + SKIP).min(n);
+        let mut hit = 0u32;
+        for &l in &logits[r..end] {
+            hit |= (l >= lower) as u32;
+        }
+        if hit != 0 {
+            // branch-free: write every candidate, advance past the kept ones (w <= i, so the
+            // writes land on positions already read): faster than a kept/dropped branch
+            // (figures in bench/perf-notes.md). The path of CPUs without AVX-512 compress
+            for i in r..end {
+                let l = logits[i];
+                let take = l >= lower && keep(l);
+                // SAFETY: w <= i < n, within `ids`' length (compacting: asserted above) or
+                // capacity (identity: reserved above); ids are read and written only through
+                // this pointer in the loop
+                let id = if identity {
+                    i as u32
+                } else {
+                    unsafe { id_out.add(i).read() }
+                };
+                unsafe { id_out.add(w).write(id) };
+                logits[w] = l;
+                w += take as usize;
+            }
+        }
+        r = end;
+    }
+    if identity {
+        // SAFETY: the first w ids were written above
+        unsafe { ids.set_len(w) };
+    }
+    w
+}
+
+/// The pure-threshold filter (`l >= c`) with AVX-512's compress: 16 logits compared, the kept
+/// ones and their ids packed into place by two instructions and two full-register stores (at
+/// w <= i, so they only overwrite logits already loaded). Returns the new length.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+fn retain_ge_avx512(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    logits: &mut [f32],
+    c: f32,
+    block_max: &[f32],
+) -> usize {
+    use std::arch::x86_64::*;
+    let n = logits.len();
+    ids_for_compaction(ids, identity, n, 16);
+    let (lp, ip) = (logits.as_mut_ptr(), ids.as_mut_ptr());
+    let vc = _mm512_set1_ps(c);
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let mut w = 0;
+    let mut r = 0;
+    while r < n {
+        if r % BLOCK == 0 && block_max.get(r / BLOCK).is_some_and(|&m| m < c) {
+            r = (r + BLOCK).min(n);
+            continue;
+        }
+        let end = (r + BLOCK - r % BLOCK).min(n);
+        while r + 16 <= end {
+            // SAFETY: r + 16 <= n; the stores write 16 lanes at w <= r, i.e. below r + 16
+            // (logits and, when compacting, ids: positions already loaded) or into the
+            // reserved n + 16 (fresh ids)
+            unsafe {
+                let x = _mm512_loadu_ps(lp.add(r));
+                let k = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, vc);
+                if k != 0 {
+                    let id = if identity {
+                        _mm512_add_epi32(iota, _mm512_set1_epi32(r as i32))
+                    } else {
+                        _mm512_loadu_si512(ip.add(r).cast())
+                    };
+                    _mm512_storeu_ps(lp.add(w), _mm512_maskz_compress_ps(k, x));
+                    _mm512_storeu_si512(ip.add(w).cast(), _mm512_maskz_compress_epi32(k, id));
+                    w += k.count_ones() as usize;
+                }
+            }
+            r += 16;
+        }
+        while r < end {
+            // SAFETY: w <= r < n
+            unsafe {
+                let l = *lp.add(r);
+                if l >= c {
+                    let id = if identity { r as u32 } else { *ip.add(r) };
+                    *lp.add(w) = l;
+                    *ip.add(w) = id;
+                    w += 1;
+                }
+            }
+            r += 1;
+        }
+    }
+    if identity {
+        // SAFETY: the first w ids were written above
+        unsafe { ids.set_len(w) };
+    }
+    w
+}
+
+/// [`retain_where_impl`] at the detected ISA (generic, so dispatched by hand); returns the new
+/// length. With `identity`, the ids are implicit (position = id) and the kept ones are pushed
+/// onto the empty `ids`; otherwise `ids` is compacted in place.
+pub(super) fn retain_where_dispatch<F: Fn(f32) -> bool>(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    logits: &mut [f32],
+    lower: f32,
+    keep: F,
+    bm: &[f32],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        fn v4<F: Fn(f32) -> bool>(
+            i: &mut Vec<u32>,
+            id: bool,
+            l: &mut [f32],
+            lo: f32,
+            k: F,
+            bm: &[f32],
+        ) -> usize {
+            retain_where_impl(i, id, l, lo, k, bm)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn v3<F: Fn(f32) -> bool>(
+            i: &mut Vec<u32>,
+            id: bool,
+            l: &mut [f32],
+            lo: f32,
+            k: F,
+            bm: &[f32],
+        ) -> usize {
+            retain_where_impl(i, id, l, lo, k, bm)
+        }
+        match Isa::detected() {
+            // SAFETY: `Isa::detected` never exceeds what the CPU supports
+            Isa::Avx512 => return unsafe { v4(ids, identity, logits, lower, keep, bm) },
+            Isa::Avx2 => return unsafe { v3(ids, identity, logits, lower, keep, bm) },
+            Isa::Portable => {}
+        }
+    }
+    retain_where_impl(ids, identity, logits, lower, keep, bm)
+}
+
+/// The pure-threshold filter (`l >= c`) at the detected ISA: AVX-512's compress where the CPU
+/// has it, else [`retain_where_dispatch`] with no further predicate; returns the new length.
+pub(super) fn retain_ge_dispatch(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    logits: &mut [f32],
+    c: f32,
+    bm: &[f32],
+) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detected() == Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512 (`Isa::detected`)
+        return unsafe { retain_ge_avx512(ids, identity, logits, c, bm) };
+    }
+    retain_where_dispatch(ids, identity, logits, c, |_| true, bm)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::strategy::kernels::test_rows::big_row;
+    use crate::strategy::kernels::Candidates;
+
+    #[test]
+    fn selective_filters_match_a_plain_scan() {
+        let l = big_row(10_000);
+        for cut in [f64::NEG_INFINITY, -11.5, 0.1, 17.999_999_9, 19.0, 30.0] {
+            let mut pos = Vec::new();
+            let mut plain = Candidates::default();
+            plain.fill(&l);
+            plain.positions_at_least(cut, &mut pos);
+            let want: Vec<usize> = (0..l.len()).filter(|&i| l[i] as f64 >= cut).collect();
+            assert_eq!(pos, want, "cut {cut}");
+            let mut c = Candidates::default();
+            c.fill(&l);
+            c.retain_at_least(cut);
+            assert_eq!(c.ids, want.iter().map(|&i| i as u32).collect::<Vec<_>>());
+        }
+        let mut c = Candidates::default();
+        c.fill(&l);
+        c.retain_where(0.0, |x| x < 10.0);
+        let want: Vec<u32> = (0..l.len() as u32)
+            .filter(|&i| (0.0..10.0).contains(&l[i as usize]))
+            .collect();
+        assert_eq!(c.ids, want);
+    }
+
+    /// The vectorised threshold filter against the generic one on a long row, on the full set
+    /// (implicit ids, blocks' maxima known) and again on a compacted one.
+    #[test]
+    fn threshold_compaction_matches_the_generic_filter_on_long_rows() {
+        let l = big_row(70_001);
+        let mut sorted = l.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let mut c = Candidates::default();
+        c.check_and_fill(&l).unwrap();
+        for cut in [
+            sorted[0],
+            sorted[17],
+            sorted[4_000],
+            sorted[69_000],
+            f32::NEG_INFINITY,
+        ] {
+            let (mut a, mut b) = (c.clone(), c.clone());
+            a.retain_ge(cut);
+            b.retain_where(cut, |_| true);
+            assert_eq!((&a.ids, a.logits()), (&b.ids, b.logits()), "cut {cut}");
+            // and again on the compacted set (ids no longer the identity)
+            let lower = sorted[100];
+            let (mut a2, mut b2) = (a.clone(), b.clone());
+            a2.retain_ge(lower);
+            b2.retain_where(lower, |_| true);
+            assert_eq!(
+                (&a2.ids, a2.logits()),
+                (&b2.ids, b2.logits()),
+                "cut {cut}, then {lower}"
+            );
+        }
+    }
+}
