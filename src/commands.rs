@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::analysis::Design;
 use crate::cli::{Cli, Command};
 use crate::error::ConfigError;
+use crate::record::SampleRecord;
+use crate::store::{self, Manifest};
 use crate::{config, runner, strategy};
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
@@ -133,7 +136,7 @@ fn check_model(
     );
     print!("{}", report.table());
     if let Some(path) = json {
-        crate::report::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+        store::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     let misses = report.misses(&thresholds);
     if misses.is_empty() {
@@ -307,30 +310,20 @@ fn dist(logits_arg: &str, spec: &str, _seed: u64) -> Result<i32> {
 }
 
 /// A results folder's records, manifest and design (from the manifest's resolved config).
-fn load_results(
-    dir: &std::path::Path,
-) -> Result<(
-    Vec<crate::record::SampleRecord>,
-    runner::Manifest,
-    crate::analysis::Design,
-)> {
-    let manifest_path = dir.join("manifest.json");
-    let bytes = std::fs::read(&manifest_path).with_context(|| {
+fn load_results(dir: &std::path::Path) -> Result<(Vec<SampleRecord>, Manifest, Design)> {
+    let manifest = store::read_manifest(dir)?;
+    let design = Design::from_resolved_config(&manifest.resolved_config).with_context(|| {
         format!(
-            "cannot read {}; is {} a declab results folder (results/<name>)?",
-            manifest_path.display(),
-            dir.display()
+            "reading the experiment from {}",
+            dir.join(store::MANIFEST_JSON).display()
         )
     })?;
-    let manifest: runner::Manifest = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a declab manifest", manifest_path.display()))?;
-    let design = crate::analysis::Design::from_resolved_config(&manifest.resolved_config)
-        .with_context(|| format!("reading the experiment from {}", manifest_path.display()))?;
-    let read = crate::report::read_samples(&dir.join("samples.jsonl"))?;
+    let samples_path = dir.join(store::SAMPLES_JSONL);
+    let read = store::read_samples(&samples_path)?;
     if read.dropped_torn_line {
         eprintln!(
             "declab: warning: ignored a torn last line in {}",
-            dir.join("samples.jsonl").display()
+            samples_path.display()
         );
     }
     Ok((read.records, manifest, design))
@@ -392,8 +385,8 @@ fn metrics_cmd(
         let nll = score_nll(scorer, &lines)?;
         samples_csv = append_nll_columns(&samples_csv, &nll)?;
     }
-    crate::report::write_atomic(&out_dir.join("metrics_samples.csv"), &samples_csv)?;
-    crate::report::write_atomic(
+    store::write_atomic(&out_dir.join("metrics_samples.csv"), &samples_csv)?;
+    store::write_atomic(
         &out_dir.join("metrics_groups.csv"),
         &crate::report::summary::input_groups_csv(&groups)?,
     )?;
@@ -453,7 +446,7 @@ fn compare_cmd(
         analysis::DEFAULT_RESAMPLES,
     );
     if let Some(path) = csv {
-        crate::report::write_atomic(
+        store::write_atomic(
             path,
             &crate::report::summary::comparisons_csv_with(&rows, "reference")?,
         )?;

@@ -3,7 +3,7 @@
 //! An experiment file declares models, prompts and a grid of strategies ([`config`]); the
 //! [`runner`] generates every (model, prompt, strategy, sample) with candle ([`engine`]) and a
 //! per-sample seeded sampler ([`strategy`], [`seed`]), recording per-token traces
-//! ([`record`]); [`report`] writes the outputs.
+//! ([`record`]) into the results folder ([`store`]); [`report`] writes the outputs.
 
 pub mod analysis;
 pub mod bench;
@@ -23,4 +23,5 @@ pub mod report;
 pub mod runner;
 pub mod seed;
 pub mod stats;
+pub mod store;
 pub mod strategy;

@@ -10,8 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::grid::{GridIds, SampleKey, Shard};
 use crate::record::SampleRecord;
-use crate::report;
-use crate::runner::Manifest;
+use crate::store::{self, Manifest};
 
 pub struct MergeSummary {
     pub shards: usize,
@@ -63,7 +62,7 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
     let mut problems = Vec::new();
     let mut grid: Option<GridIds> = None;
     for (s, path) in shards.values() {
-        let mpath = path.join("manifest.json");
+        let mpath = path.join(store::MANIFEST_JSON);
         let m: Manifest = serde_json::from_slice(
             &std::fs::read(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?,
         )
@@ -77,7 +76,7 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
             ));
         }
         let g = GridIds::from_resolved(&m.resolved_config)?;
-        let records = report::read_samples(&path.join("samples.jsonl"))?.records;
+        let records = store::read_samples(&path.join(store::SAMPLES_JSONL))?.records;
         let expected = g.expected_keys(Some(*s));
         let have: HashSet<SampleKey> = records.iter().map(|r| r.key()).collect();
         let mut lacking: Vec<&SampleKey> = expected.difference(&have).collect();
@@ -159,10 +158,10 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
     let grid = grid.expect("at least one shard");
     grid.sort_canonical(&mut all);
     let samples = all.len();
-    report::write_atomic(&dir.join("samples.jsonl"), &report::jsonl_bytes(&all)?)?;
-    report::write_atomic(
+    store::write_samples(dir, &all)?;
+    store::write_atomic(
         &dir.join("samples.csv"),
-        &report::csv_out::samples_csv(&all)?,
+        &crate::report::csv_out::samples_csv(&all)?,
     )?;
     let mut merged = Manifest {
         shard: None,
@@ -182,10 +181,7 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
         ..serde_json::from_value(serde_json::to_value(m0)?)?
     };
     merged.models = m0.models.clone();
-    report::write_atomic(
-        &dir.join("manifest.json"),
-        &serde_json::to_vec_pretty(&merged)?,
-    )?;
+    store::write_manifest(dir, &merged)?;
     Ok(MergeSummary { shards: n, samples })
 }
 

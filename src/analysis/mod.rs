@@ -30,7 +30,7 @@ use crate::config::Experiment;
 use crate::embed::{self, Embedder};
 use crate::record::SampleRecord;
 use crate::report;
-use crate::runner::Manifest;
+use crate::store::{self, Manifest};
 
 pub use design::Design;
 
@@ -257,26 +257,26 @@ pub fn write_folder(
 ) -> Result<()> {
     let a = analyze(design, records, embedder, DEFAULT_RESAMPLES)?;
     use report::summary as s;
-    report::write_atomic(&out_dir.join("summary.csv"), &s::summary_csv(&a.summary)?)?;
-    report::write_atomic(
+    store::write_atomic(&out_dir.join("summary.csv"), &s::summary_csv(&a.summary)?)?;
+    store::write_atomic(
         &out_dir.join("comparisons.csv"),
         &s::comparisons_csv(&a.comparisons)?,
     )?;
-    report::write_atomic(&out_dir.join("latency.csv"), &s::latency_csv(&a.latency)?)?;
-    report::write_atomic(
+    store::write_atomic(&out_dir.join("latency.csv"), &s::latency_csv(&a.latency)?)?;
+    store::write_atomic(
         &out_dir.join("metrics_samples.csv"),
         &s::metrics_samples_csv(&a.samples)?,
     )?;
-    report::write_atomic(
+    store::write_atomic(
         &out_dir.join("metrics_groups.csv"),
         &s::metrics_groups_csv(&a.groups)?,
     )?;
     let plots = report::plots::all_plots(&a)?;
     for (name, svg) in &plots {
-        report::write_atomic(&out_dir.join(name), svg.as_bytes())?;
+        store::write_atomic(&out_dir.join(name), svg.as_bytes())?;
     }
     let names: Vec<&str> = plots.iter().map(|(n, _)| n.as_str()).collect();
-    report::write_atomic(
+    store::write_atomic(
         &out_dir.join("report.md"),
         report::markdown::report_md(&a, manifest, &names).as_bytes(),
     )?;
