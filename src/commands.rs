@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::analysis::Design;
+use crate::analysis::{self, Design, TextEmbedder};
 use crate::cli::{Cli, Command};
 use crate::error::ConfigError;
 use crate::record::SampleRecord;
 use crate::store::{self, Manifest};
-use crate::{config, runner, strategy};
+use crate::{config, report, runner, strategy};
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
@@ -33,6 +33,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         ),
         Command::Merge { dir } => {
             let s = crate::merge::merge(&dir)?;
+            report::write_samples_csv(&dir, &s.records)?;
             eprintln!(
                 "declab: merged {} shards ({} samples) into {}",
                 s.shards,
@@ -217,7 +218,23 @@ fn run(
         shard,
         batch,
     };
-    let s = runner::run(&exp, &opts)?;
+    let runner::RunOutcome {
+        summary: s,
+        records,
+        manifest,
+    } = runner::run(&exp, &opts)?;
+    report::write_samples_csv(&s.out_dir, &records)?;
+    if opts.shard.is_none() {
+        // a shard holds part of every comparison: statistics are computed after `declab merge`
+        let embedder = analysis::load_embedder(None)?;
+        write_report(
+            &s.out_dir,
+            &Design::from_experiment(&exp),
+            &records,
+            &manifest,
+            embedder.as_ref().map(|e| e as &dyn TextEmbedder),
+        )?;
+    }
     let tps = s.tokens_generated as f64 / s.generate_seconds.max(1e-9);
     if s.interrupted {
         eprintln!(
@@ -329,16 +346,29 @@ fn load_results(dir: &std::path::Path) -> Result<(Vec<SampleRecord>, Manifest, D
     Ok((read.records, manifest, design))
 }
 
+/// Analyse `records` and write what the report renders from it (summary.csv, comparisons.csv,
+/// latency.csv, metrics_samples.csv, metrics_groups.csv, the SVG plots and report.md) into
+/// `dir`.
+fn write_report(
+    dir: &std::path::Path,
+    design: &Design,
+    records: &[SampleRecord],
+    manifest: &Manifest,
+    embedder: Option<&dyn TextEmbedder>,
+) -> Result<()> {
+    let a = analysis::analyze(design, records, embedder, analysis::DEFAULT_RESAMPLES)?;
+    report::write_folder(dir, &a, manifest)
+}
+
 fn report_cmd(dir: &std::path::Path, embedder: Option<&std::path::Path>) -> Result<i32> {
     let (records, manifest, design) = load_results(dir)?;
-    let emb = crate::analysis::load_embedder(embedder)?;
-    crate::analysis::write_folder(
+    let emb = analysis::load_embedder(embedder)?;
+    write_report(
         dir,
         &design,
         &records,
         &manifest,
-        emb.as_ref()
-            .map(|e| e as &dyn crate::analysis::TextEmbedder),
+        emb.as_ref().map(|e| e as &dyn TextEmbedder),
     )?;
     eprintln!("declab: wrote report.md, summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv and plots to {}", dir.display());
     Ok(0)

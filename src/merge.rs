@@ -1,7 +1,8 @@
 //! `declab merge results/<name>`: join the shards written by `declab run --shard K/N` into one
 //! run. Refuses (naming exactly what is wrong) shards that are missing, from another config,
 //! model file or declab version, or incomplete; the merged samples are the single-process
-//! run's samples (seeds never depend on the shard).
+//! run's samples (seeds never depend on the shard). Writes the merged `samples.jsonl` and
+//! `manifest.json` through the store; `samples.csv` and the report are the command layer's.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -15,6 +16,8 @@ use crate::store::{self, Manifest};
 pub struct MergeSummary {
     pub shards: usize,
     pub samples: usize,
+    /// The merged records, in canonical order.
+    pub records: Vec<SampleRecord>,
 }
 
 pub fn merge(dir: &Path) -> Result<MergeSummary> {
@@ -159,10 +162,6 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
     grid.sort_canonical(&mut all);
     let samples = all.len();
     store::write_samples(dir, &all)?;
-    store::write_atomic(
-        &dir.join("samples.csv"),
-        &crate::report::csv_out::samples_csv(&all)?,
-    )?;
     let mut merged = Manifest {
         shard: None,
         samples_total: grid.expected_keys(None).len(),
@@ -182,7 +181,11 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
     };
     merged.models = m0.models.clone();
     store::write_manifest(dir, &merged)?;
-    Ok(MergeSummary { shards: n, samples })
+    Ok(MergeSummary {
+        shards: n,
+        samples,
+        records: all,
+    })
 }
 
 fn short(h: &str) -> &str {

@@ -2,7 +2,9 @@
 //! sample, generate with the sample's own seeded RNG, time the forward pass and the sampler
 //! separately, and append each finished sample to `samples.jsonl` at once (fsync per cell), so
 //! a crash keeps what finished and a re-run resumes. At the end the records are rewritten in
-//! canonical order with `samples.csv`, `manifest.json` and the statistics.
+//! canonical order with the final `manifest.json`, and returned: the runner generates and stores
+//! (through [`crate::store`]); `samples.csv`, the statistics and the report are the command
+//! layer's to write from what it returns.
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -50,6 +52,14 @@ pub struct RunSummary {
     pub tokens_generated: usize,
     pub generate_seconds: f64,
     pub interrupted: bool,
+}
+
+/// What [`run`] leaves for the command layer: the counts, and the folder's records (canonical
+/// order) and final manifest, from which it writes `samples.csv` and the statistics.
+pub struct RunOutcome {
+    pub summary: RunSummary,
+    pub records: Vec<SampleRecord>,
+    pub manifest: Manifest,
 }
 
 /// Set by the Ctrl-C handler; the runner stops after the current step.
@@ -444,7 +454,7 @@ pub fn generate(args: &GenerateArgs, job: Job) -> Result<Generated> {
 }
 
 /// Run an experiment into `opts.out_dir`.
-pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
+pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
     let hash = store::config_hash(exp);
     preflight(exp)?;
     store::prepare_out_dir(&opts.out_dir, opts.fresh)?;
@@ -634,15 +644,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     progress.finish();
     summary.generate_seconds = gen_start.elapsed().as_secs_f64();
 
-    // canonical order and derived files
+    // canonical order
     let mut records = store::read_samples(&samples_path)?.records;
     grid.sort_canonical(&mut records);
     let complete = records.len() == expected.len() && !summary.interrupted;
     store::write_samples(&opts.out_dir, &records)?;
-    store::write_atomic(
-        &opts.out_dir.join("samples.csv"),
-        &crate::report::csv_out::samples_csv(&records)?,
-    )?;
     manifest.samples_done = records.len();
     manifest.samples_failed = records.iter().filter(|r| !r.ok()).count();
     manifest.finished_at = Some(store::now());
@@ -652,11 +658,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         "incomplete".into()
     };
     store::write_manifest(&opts.out_dir, &manifest)?;
-    if opts.shard.is_none() {
-        // a shard holds part of every comparison: statistics are computed after `declab merge`
-        crate::analysis::write_all(&opts.out_dir, exp, &records, &manifest)?;
-    }
-    Ok(summary)
+    Ok(RunOutcome {
+        summary,
+        records,
+        manifest,
+    })
 }
 
 fn pending_for_prompt(

@@ -1,8 +1,57 @@
-//! Renderers: the bytes of CSV tables, SVG plots and `report.md`, from what analysis produced
-//! and from the stored records. Reading and writing the results folder's own data (records,
-//! manifest, atomic writes) is [`crate::store`]'s.
+//! Renderers: the bytes of the files a researcher reads, from what analysis produced (CSV
+//! tables, SVG plots, `report.md`) and from the stored records (`samples.csv`). [`write_folder`]
+//! and [`write_samples_csv`] put them into a results folder through the store's atomic writes.
+//!
+//! A renderer reads; it does not call back into the runner or analyse. Reading and writing the
+//! folder's own data (records, manifest) is [`crate::store`]'s.
 
 pub mod csv_out;
 pub mod markdown;
 pub mod plots;
 pub mod summary;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::analysis::Analysis;
+use crate::record::SampleRecord;
+use crate::store::{self, Manifest};
+
+/// Write `samples.csv` (one row per stored record) into `out_dir`.
+pub fn write_samples_csv(out_dir: &Path, records: &[SampleRecord]) -> Result<()> {
+    store::write_atomic(
+        &out_dir.join("samples.csv"),
+        &csv_out::samples_csv(records)?,
+    )
+}
+
+/// Write summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv,
+/// the SVG plots and report.md of analysis `a` into `out_dir`.
+pub fn write_folder(out_dir: &Path, a: &Analysis, manifest: &Manifest) -> Result<()> {
+    use summary as s;
+    store::write_atomic(&out_dir.join("summary.csv"), &s::summary_csv(&a.summary)?)?;
+    store::write_atomic(
+        &out_dir.join("comparisons.csv"),
+        &s::comparisons_csv(&a.comparisons)?,
+    )?;
+    store::write_atomic(&out_dir.join("latency.csv"), &s::latency_csv(&a.latency)?)?;
+    store::write_atomic(
+        &out_dir.join("metrics_samples.csv"),
+        &s::metrics_samples_csv(&a.samples)?,
+    )?;
+    store::write_atomic(
+        &out_dir.join("metrics_groups.csv"),
+        &s::metrics_groups_csv(&a.groups)?,
+    )?;
+    let plots = plots::all_plots(a)?;
+    for (name, svg) in &plots {
+        store::write_atomic(&out_dir.join(name), svg.as_bytes())?;
+    }
+    let names: Vec<&str> = plots.iter().map(|(n, _)| n.as_str()).collect();
+    store::write_atomic(
+        &out_dir.join("report.md"),
+        markdown::report_md(a, manifest, &names).as_bytes(),
+    )?;
+    Ok(())
+}
