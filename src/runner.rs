@@ -24,7 +24,7 @@ use crate::store::{self, JsonlAppender, Manifest, ModelInfo};
 use crate::strategy::{self, ProcSpec, Sampler, StrategySpec};
 
 /// Default `--batch`: candle's quantised kernels give each row the same result for any row
-/// count, and throughput on Gemma 3 270M keeps rising up to a few dozen rows.
+/// count; the throughput measured by batch size is in `bench/perf-notes.md` (section 4).
 pub const DEFAULT_BATCH: u16 = 32;
 
 #[derive(Debug, Clone)]
