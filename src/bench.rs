@@ -139,7 +139,7 @@ pub fn write_logit_fixture(path: &Path, rows: &[Vec<f32>]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    crate::report::write_atomic(path, &bytes)
+    crate::store::write_atomic(path, &bytes)
 }
 
 /// Read a fixture written by [`write_logit_fixture`].
@@ -424,25 +424,25 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
     };
     let report = BenchReport {
         logits_source: source,
-        host_cpu: crate::runner::host_cpu(),
+        host_cpu: crate::store::host_cpu(),
         sampler,
         generation,
     };
     print!("{}", table(&report));
     if let Some(dir) = &opts.out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        crate::report::write_atomic(
+        crate::store::write_atomic(
             &dir.join("bench.json"),
             &serde_json::to_vec_pretty(&report)?,
         )?;
-        crate::report::write_atomic(&dir.join("bench.csv"), &csv(&report)?)?;
+        crate::store::write_atomic(&dir.join("bench.csv"), &csv(&report)?)?;
     }
     if let Some((path, tolerance)) = &opts.write_baseline {
         let b = Baseline {
             tolerance: *tolerance,
             rows: report.sampler.clone(),
         };
-        crate::report::write_atomic(path, &serde_json::to_vec_pretty(&b)?)?;
+        crate::store::write_atomic(path, &serde_json::to_vec_pretty(&b)?)?;
         eprintln!("declab: wrote baseline {}", path.display());
     }
     if let Some(path) = &opts.check {

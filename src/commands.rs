@@ -5,9 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::analysis::{self, Design, TextEmbedder};
 use crate::cli::{Cli, Command};
 use crate::error::ConfigError;
-use crate::{config, runner, strategy};
+use crate::record::SampleRecord;
+use crate::store::{self, Manifest};
+use crate::{config, report, runner, strategy};
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
@@ -30,6 +33,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         ),
         Command::Merge { dir } => {
             let s = crate::merge::merge(&dir)?;
+            report::write_samples_csv(&dir, &s.records)?;
             eprintln!(
                 "declab: merged {} shards ({} samples) into {}",
                 s.shards,
@@ -133,7 +137,7 @@ fn check_model(
     );
     print!("{}", report.table());
     if let Some(path) = json {
-        crate::report::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+        store::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     let misses = report.misses(&thresholds);
     if misses.is_empty() {
@@ -214,7 +218,23 @@ fn run(
         shard,
         batch,
     };
-    let s = runner::run(&exp, &opts)?;
+    let runner::RunOutcome {
+        summary: s,
+        records,
+        manifest,
+    } = runner::run(&exp, &opts)?;
+    report::write_samples_csv(&s.out_dir, &records)?;
+    if opts.shard.is_none() {
+        // a shard holds part of every comparison: statistics are computed after `declab merge`
+        let embedder = analysis::load_embedder(None)?;
+        write_report(
+            &s.out_dir,
+            &Design::from_experiment(&exp),
+            &records,
+            &manifest,
+            embedder.as_ref().map(|e| e as &dyn TextEmbedder),
+        )?;
+    }
     let tps = s.tokens_generated as f64 / s.generate_seconds.max(1e-9);
     if s.interrupted {
         eprintln!(
@@ -314,45 +334,48 @@ fn dist(logits_arg: &str, spec: &str, seed: Option<u64>) -> Result<i32> {
 }
 
 /// A results folder's records, manifest and design (from the manifest's resolved config).
-fn load_results(
-    dir: &std::path::Path,
-) -> Result<(
-    Vec<crate::record::SampleRecord>,
-    runner::Manifest,
-    crate::analysis::Design,
-)> {
-    let manifest_path = dir.join("manifest.json");
-    let bytes = std::fs::read(&manifest_path).with_context(|| {
+fn load_results(dir: &std::path::Path) -> Result<(Vec<SampleRecord>, Manifest, Design)> {
+    let manifest = store::read_manifest(dir)?;
+    let design = Design::from_resolved_config(&manifest.resolved_config).with_context(|| {
         format!(
-            "cannot read {}; is {} a declab results folder (results/<name>)?",
-            manifest_path.display(),
-            dir.display()
+            "reading the experiment from {}",
+            dir.join(store::MANIFEST_JSON).display()
         )
     })?;
-    let manifest: runner::Manifest = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not a declab manifest", manifest_path.display()))?;
-    let design = crate::analysis::Design::from_resolved_config(&manifest.resolved_config)
-        .with_context(|| format!("reading the experiment from {}", manifest_path.display()))?;
-    let read = crate::report::read_samples(&dir.join("samples.jsonl"))?;
+    let samples_path = dir.join(store::SAMPLES_JSONL);
+    let read = store::read_samples(&samples_path)?;
     if read.dropped_torn_line {
         eprintln!(
             "declab: warning: ignored a torn last line in {}",
-            dir.join("samples.jsonl").display()
+            samples_path.display()
         );
     }
     Ok((read.records, manifest, design))
 }
 
+/// Analyse `records` and write what the report renders from it (summary.csv, comparisons.csv,
+/// latency.csv, metrics_samples.csv, metrics_groups.csv, the SVG plots and report.md) into
+/// `dir`.
+fn write_report(
+    dir: &std::path::Path,
+    design: &Design,
+    records: &[SampleRecord],
+    manifest: &Manifest,
+    embedder: Option<&dyn TextEmbedder>,
+) -> Result<()> {
+    let a = analysis::analyze(design, records, embedder, analysis::DEFAULT_RESAMPLES)?;
+    report::write_folder(dir, &a, manifest)
+}
+
 fn report_cmd(dir: &std::path::Path, embedder: Option<&std::path::Path>) -> Result<i32> {
     let (records, manifest, design) = load_results(dir)?;
-    let emb = crate::analysis::load_embedder(embedder)?;
-    crate::analysis::write_folder(
+    let emb = analysis::load_embedder(embedder)?;
+    write_report(
         dir,
         &design,
         &records,
         &manifest,
-        emb.as_ref()
-            .map(|e| e as &dyn crate::analysis::TextEmbedder),
+        emb.as_ref().map(|e| e as &dyn TextEmbedder),
     )?;
     eprintln!("declab: wrote report.md, summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv and plots to {}", dir.display());
     Ok(0)
@@ -399,8 +422,8 @@ fn metrics_cmd(
         let nll = score_nll(scorer, &lines)?;
         samples_csv = append_nll_columns(&samples_csv, &nll)?;
     }
-    crate::report::write_atomic(&out_dir.join("metrics_samples.csv"), &samples_csv)?;
-    crate::report::write_atomic(
+    store::write_atomic(&out_dir.join("metrics_samples.csv"), &samples_csv)?;
+    store::write_atomic(
         &out_dir.join("metrics_groups.csv"),
         &crate::report::summary::input_groups_csv(&groups)?,
     )?;
@@ -460,7 +483,7 @@ fn compare_cmd(
         analysis::DEFAULT_RESAMPLES,
     );
     if let Some(path) = csv {
-        crate::report::write_atomic(
+        store::write_atomic(
             path,
             &crate::report::summary::comparisons_csv_with(&rows, "reference")?,
         )?;

@@ -3,7 +3,9 @@
 //! An experiment file declares models, prompts and a grid of strategies ([`config`]); the
 //! [`runner`] generates every (model, prompt, strategy, sample) with candle ([`engine`]) and a
 //! per-sample seeded sampler ([`strategy`], [`seed`]), recording per-token traces
-//! ([`record`]); [`report`] writes the outputs.
+//! ([`record`]) into the results folder ([`store`]); [`analysis`] turns the stored records into
+//! metrics and statistics, which [`report`] renders; [`commands`] joins them per subcommand.
+//! Data flows one way: config -> grid -> runner -> store -> analysis -> report.
 
 pub mod analysis;
 pub mod bench;
@@ -23,4 +25,5 @@ pub mod report;
 pub mod runner;
 pub mod seed;
 pub mod stats;
+pub mod store;
 pub mod strategy;

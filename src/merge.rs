@@ -1,7 +1,8 @@
 //! `declab merge results/<name>`: join the shards written by `declab run --shard K/N` into one
 //! run. Refuses (naming exactly what is wrong) shards that are missing, from another config,
 //! model file or declab version, or incomplete; the merged samples are the single-process
-//! run's samples (seeds never depend on the shard).
+//! run's samples (seeds never depend on the shard). Writes the merged `samples.jsonl` and
+//! `manifest.json` through the store; `samples.csv` and the report are the command layer's.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -10,12 +11,13 @@ use anyhow::{bail, Context, Result};
 
 use crate::grid::{GridIds, SampleKey, Shard};
 use crate::record::SampleRecord;
-use crate::report;
-use crate::runner::Manifest;
+use crate::store::{self, Manifest};
 
 pub struct MergeSummary {
     pub shards: usize,
     pub samples: usize,
+    /// The merged records, in canonical order.
+    pub records: Vec<SampleRecord>,
 }
 
 pub fn merge(dir: &Path) -> Result<MergeSummary> {
@@ -63,7 +65,7 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
     let mut problems = Vec::new();
     let mut grid: Option<GridIds> = None;
     for (s, path) in shards.values() {
-        let mpath = path.join("manifest.json");
+        let mpath = path.join(store::MANIFEST_JSON);
         let m: Manifest = serde_json::from_slice(
             &std::fs::read(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?,
         )
@@ -77,7 +79,7 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
             ));
         }
         let g = GridIds::from_resolved(&m.resolved_config)?;
-        let records = report::read_samples(&path.join("samples.jsonl"))?.records;
+        let records = store::read_samples(&path.join(store::SAMPLES_JSONL))?.records;
         let expected = g.expected_keys(Some(*s));
         let have: HashSet<SampleKey> = records.iter().map(|r| r.key()).collect();
         let mut lacking: Vec<&SampleKey> = expected.difference(&have).collect();
@@ -159,11 +161,7 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
     let grid = grid.expect("at least one shard");
     grid.sort_canonical(&mut all);
     let samples = all.len();
-    report::write_atomic(&dir.join("samples.jsonl"), &report::jsonl_bytes(&all)?)?;
-    report::write_atomic(
-        &dir.join("samples.csv"),
-        &report::csv_out::samples_csv(&all)?,
-    )?;
+    store::write_samples(dir, &all)?;
     let mut merged = Manifest {
         shard: None,
         samples_total: grid.expected_keys(None).len(),
@@ -182,11 +180,12 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
         ..serde_json::from_value(serde_json::to_value(m0)?)?
     };
     merged.models = m0.models.clone();
-    report::write_atomic(
-        &dir.join("manifest.json"),
-        &serde_json::to_vec_pretty(&merged)?,
-    )?;
-    Ok(MergeSummary { shards: n, samples })
+    store::write_manifest(dir, &merged)?;
+    Ok(MergeSummary {
+        shards: n,
+        samples,
+        records: all,
+    })
 }
 
 fn short(h: &str) -> &str {

@@ -2,11 +2,13 @@
 //! sample, generate with the sample's own seeded RNG, time the forward pass and the sampler
 //! separately, and append each finished sample to `samples.jsonl` at once (fsync per cell), so
 //! a crash keeps what finished and a re-run resumes. At the end the records are rewritten in
-//! canonical order with `samples.csv`, `manifest.json` and the statistics.
+//! canonical order with the final `manifest.json`, and returned: the runner generates and stores
+//! (through [`crate::store`]); `samples.csv`, the statistics and the report are the command
+//! layer's to write from what it returns.
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,11 +20,11 @@ use crate::config::{Experiment, Prompt};
 use crate::engine::{self, LanguageModel, LoadedModel};
 use crate::grid::{GridIds, SampleKey, Shard};
 use crate::record::{SampleRecord, Timing, Trace};
-use crate::report::{self, JsonlAppender};
+use crate::store::{self, JsonlAppender, Manifest, ModelInfo};
 use crate::strategy::{self, Sampler, StrategySpec};
 
 /// Default `--batch`: candle's quantised kernels give each row the same result for any row
-/// count, and throughput on Gemma 3 270M keeps rising up to a few dozen rows.
+/// count; the throughput measured by batch size is in `bench/perf-notes.md` (section 4).
 pub const DEFAULT_BATCH: u16 = 32;
 
 #[derive(Debug, Clone)]
@@ -52,203 +54,19 @@ pub struct RunSummary {
     pub interrupted: bool,
 }
 
+/// What [`run`] leaves for the command layer: the counts, and the folder's records (canonical
+/// order) and final manifest, from which it writes `samples.csv` and the statistics.
+pub struct RunOutcome {
+    pub summary: RunSummary,
+    pub records: Vec<SampleRecord>,
+    pub manifest: Manifest,
+}
+
 /// Set by the Ctrl-C handler; the runner stops after the current step.
 pub fn stop_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
         .clone()
-}
-
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct Manifest {
-    pub declab_version: String,
-    pub git_commit: Option<String>,
-    pub experiment: String,
-    pub config_file: String,
-    pub config_sha256: String,
-    pub resolved_config: serde_json::Value,
-    pub seed: u64,
-    pub models: Vec<ModelInfo>,
-    pub threads: usize,
-    pub host_cpu: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub status: String,
-    pub samples_total: usize,
-    pub samples_done: usize,
-    pub samples_failed: usize,
-    /// Set on a shard's manifest; absent on single-process and merged runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shard: Option<Shard>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ModelInfo {
-    pub id: String,
-    pub gguf: String,
-    pub gguf_sha256: String,
-    pub tokenizer: String,
-    pub tokenizer_sha256: String,
-    pub architecture: String,
-    pub vocab_size: usize,
-    pub context_length: usize,
-    pub load_ms: f64,
-}
-
-pub fn host_cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
-}
-
-/// A hash of what determines the samples (the resolved config), used to refuse resuming a folder
-/// written by a different configuration.
-pub fn config_hash(exp: &Experiment) -> String {
-    use sha2::{Digest, Sha256};
-    let mut v = serde_json::to_value(exp).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("source");
-        o.remove("source_sha256");
-        o.remove("description");
-    }
-    crate::config::hex(&Sha256::digest(serde_json::to_vec(&v).unwrap_or_default()))
-}
-
-/// Exclusive lock on a results folder; a lock left by a dead process is replaced.
-pub struct DirLock {
-    path: PathBuf,
-}
-
-impl DirLock {
-    pub fn acquire(dir: &Path) -> Result<DirLock> {
-        let path = dir.join(".lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    writeln!(f, "{}", std::process::id())?;
-                    return Ok(DirLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid: Option<u32> = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok());
-                    let alive = pid.is_some_and(|p| {
-                        Path::new(&format!("/proc/{p}")).exists() && p != std::process::id()
-                    });
-                    if alive {
-                        bail!(
-                            "{} is in use by another declab run (pid {}); wait for it, or use another --out",
-                            dir.display(),
-                            pid.unwrap_or(0)
-                        );
-                    }
-                    std::fs::remove_file(&path).ok();
-                }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot create lock file {}", path.display()))
-                }
-            }
-        }
-        bail!("cannot take the lock {}", path.display())
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-fn git_commit() -> Option<String> {
-    option_env!("DECLAB_GIT_COMMIT")
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
-/// Create the output folder, first moving an existing one aside when `fresh`.
-fn prepare_out_dir(opts: &RunOptions) -> Result<()> {
-    let dir = &opts.out_dir;
-    let manifest_path = dir.join("manifest.json");
-    let samples_path = dir.join("samples.jsonl");
-    if dir.exists() && opts.fresh && (manifest_path.exists() || samples_path.exists()) {
-        let aside = PathBuf::from(format!(
-            "{}.old-{}",
-            dir.display(),
-            chrono::Utc::now().format("%Y%m%dT%H%M%S")
-        ));
-        std::fs::rename(dir, &aside)
-            .with_context(|| format!("cannot move {} aside", dir.display()))?;
-        eprintln!("declab: moved the previous results to {}", aside.display());
-    }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create results folder {}", dir.display()))?;
-    Ok(())
-}
-
-/// Under the lock: refuse a folder written by another configuration and return its records.
-fn load_existing(exp: &Experiment, opts: &RunOptions, hash: &str) -> Result<Vec<SampleRecord>> {
-    let dir = &opts.out_dir;
-    let manifest_path = dir.join("manifest.json");
-    let samples_path = dir.join("samples.jsonl");
-    if manifest_path.exists() {
-        let m: Manifest =
-            serde_json::from_slice(&std::fs::read(&manifest_path)?).with_context(|| {
-                format!(
-                    "{} is not a declab manifest; use --fresh to start over",
-                    manifest_path.display()
-                )
-            })?;
-        if m.shard != opts.shard {
-            let show = |s: Option<Shard>| {
-                s.map(|s| format!("shard {}/{}", s.index, s.count))
-                    .unwrap_or_else(|| "a whole run".into())
-            };
-            bail!(
-                "{} holds {}, not {}; use the folder of that shard or another --out",
-                dir.display(),
-                show(m.shard),
-                show(opts.shard)
-            );
-        }
-        if m.config_sha256 != hash {
-            bail!(
-                "{} was written by a different configuration of {:?} (config hash {} != {}).\n\
-                 Re-run with --fresh to move the old results aside and start over, or choose another --out.",
-                dir.display(),
-                exp.name,
-                &m.config_sha256[..12.min(m.config_sha256.len())],
-                &hash[..12]
-            );
-        }
-    }
-    if samples_path.exists() {
-        let read = report::read_samples(&samples_path)?;
-        if read.dropped_torn_line {
-            eprintln!(
-                "declab: dropped a torn last line in {} (an interrupted write)",
-                samples_path.display()
-            );
-            report::write_atomic(&samples_path, &report::jsonl_bytes(&read.records)?)?;
-        }
-        return Ok(read.records);
-    }
-    Ok(Vec::new())
 }
 
 struct Progress {
@@ -610,13 +428,13 @@ pub fn generate(args: &GenerateArgs, job: Job) -> Result<Generated> {
 }
 
 /// Run an experiment into `opts.out_dir`.
-pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
-    let hash = config_hash(exp);
+pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
+    let hash = store::config_hash(exp);
     preflight(exp)?;
-    prepare_out_dir(opts)?;
-    let _lock = DirLock::acquire(&opts.out_dir)?;
-    let existing = load_existing(exp, opts, &hash)?;
-    let samples_path = opts.out_dir.join("samples.jsonl");
+    store::prepare_out_dir(&opts.out_dir, opts.fresh)?;
+    let _lock = store::DirLock::acquire(&opts.out_dir)?;
+    let existing = store::load_existing(&opts.out_dir, opts.shard, &hash, &exp.name)?;
+    let samples_path = opts.out_dir.join(store::SAMPLES_JSONL);
     let grid = GridIds::from_experiment(exp);
     let expected = grid.expected_keys(opts.shard);
     let done: HashSet<SampleKey> = existing.iter().map(|r| r.key()).collect();
@@ -629,10 +447,10 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
             expected.len()
         );
     }
-    let started_at = now();
+    let started_at = store::now();
     let mut manifest = Manifest {
         declab_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit: git_commit(),
+        git_commit: store::git_commit(),
         experiment: exp.name.clone(),
         config_file: exp.source.display().to_string(),
         config_sha256: hash.clone(),
@@ -640,7 +458,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         seed: exp.seed,
         models: vec![],
         threads: candle_core::utils::get_num_threads(),
-        host_cpu: host_cpu(),
+        host_cpu: store::host_cpu(),
         started_at,
         finished_at: None,
         status: "running".into(),
@@ -649,8 +467,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
         samples_failed: existing.iter().filter(|r| !r.ok()).count(),
         shard: opts.shard,
     };
-    let manifest_path = opts.out_dir.join("manifest.json");
-    report::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
+    store::write_manifest(&opts.out_dir, &manifest)?;
 
     let device = engine::device(opts.cuda)?;
     let mut out = JsonlAppender::open(&samples_path)?;
@@ -801,29 +618,25 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunSummary> {
     progress.finish();
     summary.generate_seconds = gen_start.elapsed().as_secs_f64();
 
-    // canonical order and derived files
-    let mut records = report::read_samples(&samples_path)?.records;
+    // canonical order
+    let mut records = store::read_samples(&samples_path)?.records;
     grid.sort_canonical(&mut records);
     let complete = records.len() == expected.len() && !summary.interrupted;
-    report::write_atomic(&samples_path, &report::jsonl_bytes(&records)?)?;
-    report::write_atomic(
-        &opts.out_dir.join("samples.csv"),
-        &report::csv_out::samples_csv(&records)?,
-    )?;
+    store::write_samples(&opts.out_dir, &records)?;
     manifest.samples_done = records.len();
     manifest.samples_failed = records.iter().filter(|r| !r.ok()).count();
-    manifest.finished_at = Some(now());
+    manifest.finished_at = Some(store::now());
     manifest.status = if complete {
         "complete".into()
     } else {
         "incomplete".into()
     };
-    report::write_atomic(&manifest_path, &serde_json::to_vec_pretty(&manifest)?)?;
-    if opts.shard.is_none() {
-        // a shard holds part of every comparison: statistics are computed after `declab merge`
-        crate::analysis::write_all(&opts.out_dir, exp, &records, &manifest)?;
-    }
-    Ok(summary)
+    store::write_manifest(&opts.out_dir, &manifest)?;
+    Ok(RunOutcome {
+        summary,
+        records,
+        manifest,
+    })
 }
 
 fn pending_for_prompt(

@@ -180,7 +180,7 @@ fn resume_keeps_completed_samples_and_matches_an_uninterrupted_run() {
     let part = dir.path().join("part");
     std::fs::create_dir_all(&part).unwrap();
     std::fs::copy(full.join("manifest.json"), part.join("manifest.json")).unwrap();
-    let mut bytes = declab::report::jsonl_bytes(&all[..5]).unwrap();
+    let mut bytes = declab::store::jsonl_bytes(&all[..5]).unwrap();
     let sixth = serde_json::to_string(&all[5]).unwrap();
     bytes.extend_from_slice(&sixth.as_bytes()[..sixth.len() / 2]);
     std::fs::write(part.join("samples.jsonl"), bytes).unwrap();

@@ -86,7 +86,7 @@ fn write_results(dir: &Path, repetitive_temp: bool) {
     records.push(failed);
     std::fs::write(
         dir.join("samples.jsonl"),
-        declab::report::jsonl_bytes(&records).unwrap(),
+        declab::store::jsonl_bytes(&records).unwrap(),
     )
     .unwrap();
     let prompts: Vec<serde_json::Value> = (0..PROMPTS)

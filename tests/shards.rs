@@ -103,7 +103,7 @@ fn merge_refuses_missing_incomplete_and_mismatched_shards() {
     // drop a record from shard 1: incomplete, named by cell, with the resume command
     let p = base.join("shards/1-of-2/samples.jsonl");
     let recs = read_records(&p);
-    std::fs::write(&p, declab::report::jsonl_bytes(&recs[1..]).unwrap()).unwrap();
+    std::fs::write(&p, declab::store::jsonl_bytes(&recs[1..]).unwrap()).unwrap();
     let lost = &recs[0];
     declab()
         .args(["merge", base.to_str().unwrap()])

@@ -3,10 +3,10 @@
 //! overhead and trace summaries for the plots.
 //!
 //! The submodules are pure (no file or model I/O; embeddings come in through
-//! [`TextEmbedder`]). [`write_all`] / [`write_folder`] are the one entry point that loads the
-//! embedder and writes `summary.csv`, `comparisons.csv`, `latency.csv`, `metrics_samples.csv`,
-//! `metrics_groups.csv`, `report.md` and the SVG plots into a results folder; `declab run`
-//! calls it at the end, `declab report` on a stored folder.
+//! [`TextEmbedder`]). [`analyze`] is the one entry point: records in (read from the results
+//! folder by [`crate::store`]), an [`Analysis`] out, which `report` renders; the command layer
+//! (`declab run` at the end, `declab report` on a stored folder) loads the embedder with
+//! [`load_embedder`] and joins the three. Analysis writes no file.
 //!
 //! Failed samples (status != "ok") are excluded from every metric and counted.
 
@@ -26,11 +26,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::config::Experiment;
 use crate::embed::{self, Embedder};
 use crate::record::SampleRecord;
-use crate::report;
-use crate::runner::Manifest;
 
 pub use design::Design;
 
@@ -227,58 +224,4 @@ pub fn load_embedder(explicit: Option<&Path>) -> Result<Option<Embedder>> {
         return Ok(None);
     }
     Ok(Some(Embedder::load(&dir)?))
-}
-
-/// Analyse a finished run and write every derived file into `out_dir` (the end of `declab run`).
-pub fn write_all(
-    out_dir: &Path,
-    exp: &Experiment,
-    records: &[SampleRecord],
-    manifest: &Manifest,
-) -> Result<()> {
-    let embedder = load_embedder(None)?;
-    write_folder(
-        out_dir,
-        &Design::from_experiment(exp),
-        records,
-        manifest,
-        embedder.as_ref().map(|e| e as &dyn TextEmbedder),
-    )
-}
-
-/// Analyse `records` and write summary.csv, comparisons.csv, latency.csv, metrics_samples.csv,
-/// metrics_groups.csv, the SVG plots and report.md into `out_dir`.
-pub fn write_folder(
-    out_dir: &Path,
-    design: &Design,
-    records: &[SampleRecord],
-    manifest: &Manifest,
-    embedder: Option<&dyn TextEmbedder>,
-) -> Result<()> {
-    let a = analyze(design, records, embedder, DEFAULT_RESAMPLES)?;
-    use report::summary as s;
-    report::write_atomic(&out_dir.join("summary.csv"), &s::summary_csv(&a.summary)?)?;
-    report::write_atomic(
-        &out_dir.join("comparisons.csv"),
-        &s::comparisons_csv(&a.comparisons)?,
-    )?;
-    report::write_atomic(&out_dir.join("latency.csv"), &s::latency_csv(&a.latency)?)?;
-    report::write_atomic(
-        &out_dir.join("metrics_samples.csv"),
-        &s::metrics_samples_csv(&a.samples)?,
-    )?;
-    report::write_atomic(
-        &out_dir.join("metrics_groups.csv"),
-        &s::metrics_groups_csv(&a.groups)?,
-    )?;
-    let plots = report::plots::all_plots(&a)?;
-    for (name, svg) in &plots {
-        report::write_atomic(&out_dir.join(name), svg.as_bytes())?;
-    }
-    let names: Vec<&str> = plots.iter().map(|(n, _)| n.as_str()).collect();
-    report::write_atomic(
-        &out_dir.join("report.md"),
-        report::markdown::report_md(&a, manifest, &names).as_bytes(),
-    )?;
-    Ok(())
 }

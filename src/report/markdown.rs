@@ -8,7 +8,7 @@ use crate::analysis::catalog::{self, Family, Level, MetricInfo};
 use crate::analysis::compare::{self, ComparisonRow};
 use crate::analysis::summary::{self, SummaryRow};
 use crate::analysis::{Analysis, DEFAULT_RESAMPLES};
-use crate::runner::Manifest;
+use crate::store::Manifest;
 
 /// Number with 3-4 significant digits for tables.
 pub fn fmt_num(x: f64) -> String {

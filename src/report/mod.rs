@@ -1,166 +1,57 @@
-//! Writers for everything under `results/<name>/`: durable JSONL appends, CSV, the manifest,
-//! and atomic replacement (temp file + rename) for files rewritten as a whole.
+//! Renderers: the bytes of the files a researcher reads, from what analysis produced (CSV
+//! tables, SVG plots, `report.md`) and from the stored records (`samples.csv`). [`write_folder`]
+//! and [`write_samples_csv`] put them into a results folder through the store's atomic writes.
+//!
+//! A renderer reads; it does not call back into the runner or analyse. Reading and writing the
+//! folder's own data (records, manifest) is [`crate::store`]'s.
 
 pub mod csv_out;
 pub mod markdown;
 pub mod plots;
 pub mod summary;
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use crate::analysis::Analysis;
 use crate::record::SampleRecord;
+use crate::store::{self, Manifest};
 
-/// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
-    ));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.with_context(|| format!("cannot write {}", path.display()))
+/// Write `samples.csv` (one row per stored record) into `out_dir`.
+pub fn write_samples_csv(out_dir: &Path, records: &[SampleRecord]) -> Result<()> {
+    store::write_atomic(
+        &out_dir.join("samples.csv"),
+        &csv_out::samples_csv(records)?,
+    )
 }
 
-/// Append-only JSONL writer; `sync` flushes and fsyncs (called after each cell).
-pub struct JsonlAppender {
-    file: File,
-    path: std::path::PathBuf,
-}
-
-impl JsonlAppender {
-    pub fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {} for writing", path.display()))?;
-        Ok(JsonlAppender {
-            file,
-            path: path.to_path_buf(),
-        })
+/// Write summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv,
+/// the SVG plots and report.md of analysis `a` into `out_dir`.
+pub fn write_folder(out_dir: &Path, a: &Analysis, manifest: &Manifest) -> Result<()> {
+    use summary as s;
+    store::write_atomic(&out_dir.join("summary.csv"), &s::summary_csv(&a.summary)?)?;
+    store::write_atomic(
+        &out_dir.join("comparisons.csv"),
+        &s::comparisons_csv(&a.comparisons)?,
+    )?;
+    store::write_atomic(&out_dir.join("latency.csv"), &s::latency_csv(&a.latency)?)?;
+    store::write_atomic(
+        &out_dir.join("metrics_samples.csv"),
+        &s::metrics_samples_csv(&a.samples)?,
+    )?;
+    store::write_atomic(
+        &out_dir.join("metrics_groups.csv"),
+        &s::metrics_groups_csv(&a.groups)?,
+    )?;
+    let plots = plots::all_plots(a)?;
+    for (name, svg) in &plots {
+        store::write_atomic(&out_dir.join(name), svg.as_bytes())?;
     }
-
-    pub fn append(&mut self, rec: &SampleRecord) -> Result<()> {
-        let mut line = serde_json::to_vec(rec)?;
-        line.push(b'\n');
-        // one write call per record: a crash leaves at most one torn last line
-        self.file
-            .write_all(&line)
-            .with_context(|| format!("cannot append to {}", self.path.display()))?;
-        self.file.flush()?;
-        Ok(())
-    }
-
-    pub fn sync(&mut self) -> Result<()> {
-        self.file
-            .sync_data()
-            .with_context(|| format!("cannot sync {}", self.path.display()))
-    }
-}
-
-/// Read sample records; a torn (unparseable, unterminated) last line is dropped and reported.
-pub struct ReadRecords {
-    pub records: Vec<SampleRecord>,
-    pub dropped_torn_line: bool,
-}
-
-pub fn read_samples(path: &Path) -> Result<ReadRecords> {
-    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut records = Vec::new();
-    let mut lines: Vec<(String, bool)> = Vec::new();
-    let mut reader = BufReader::new(f);
-    loop {
-        let mut buf = String::new();
-        let n = reader
-            .read_line(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        let terminated = buf.ends_with('\n');
-        lines.push((buf, terminated));
-    }
-    let mut dropped = false;
-    let count = lines.len();
-    for (i, (line, terminated)) in lines.into_iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<SampleRecord>(line.trim_end()) {
-            Ok(r) if terminated || i + 1 < count => records.push(r),
-            Ok(_) | Err(_) if i + 1 == count => dropped = true,
-            Err(e) => anyhow::bail!(
-                "{}:{}: corrupt sample record ({e}); move the file aside or use --fresh",
-                path.display(),
-                i + 1
-            ),
-            Ok(_) => unreachable!(),
-        }
-    }
-    Ok(ReadRecords {
-        records,
-        dropped_torn_line: dropped,
-    })
-}
-
-/// Serialise records as JSONL bytes.
-pub fn jsonl_bytes(records: &[SampleRecord]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    for r in records {
-        serde_json::to_writer(&mut out, r)?;
-        out.push(b'\n');
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn torn_last_line_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("s.jsonl");
-        let rec = crate::record::SampleRecord {
-            model: "m".into(),
-            prompt_id: "p".into(),
-            strategy: "greedy".into(),
-            kind: "greedy".into(),
-            params: serde_json::json!({}),
-            sample_index: 0,
-            seed: 1,
-            status: "ok".into(),
-            error: None,
-            prompt: "x".into(),
-            text: "y".into(),
-            prompt_tokens: 1,
-            token_ids: vec![1],
-            stop_reason: "eos".into(),
-            trace: Default::default(),
-            timing: Default::default(),
-        };
-        let mut bytes = jsonl_bytes(&[rec.clone(), rec.clone()]).unwrap();
-        bytes.extend_from_slice(b"{\"model\": \"m\", \"prom");
-        std::fs::write(&p, &bytes).unwrap();
-        let r = read_samples(&p).unwrap();
-        assert_eq!(r.records.len(), 2);
-        assert!(r.dropped_torn_line);
-        // a corrupt line in the middle is an error, not silently skipped
-        let mut bad = b"garbage\n".to_vec();
-        bad.extend(jsonl_bytes(&[rec]).unwrap());
-        std::fs::write(&p, &bad).unwrap();
-        assert!(read_samples(&p).is_err());
-    }
+    let names: Vec<&str> = plots.iter().map(|(n, _)| n.as_str()).collect();
+    store::write_atomic(
+        &out_dir.join("report.md"),
+        markdown::report_md(a, manifest, &names).as_bytes(),
+    )?;
+    Ok(())
 }

@@ -36,7 +36,7 @@ pub fn tiny_experiment(
 }
 
 pub fn read_records(path: &Path) -> Vec<declab::record::SampleRecord> {
-    declab::report::read_samples(path)
+    declab::store::read_samples(path)
         .expect("read samples")
         .records
 }

@@ -1,0 +1,154 @@
+//! The results folder (`results/<name>/`, or a shard's `shards/K-of-N/`) as stored data: its
+//! file names, its schema ([`Manifest`], sample records in `samples.jsonl`), its lock
+//! ([`DirLock`]), and its I/O: durable JSONL appends, reading records back (a torn last line
+//! dropped), atomic replacement (temp file, fsync, rename) of files rewritten as a whole, the
+//! config hash, and the folder's preparation and resume check at the start of `declab run`.
+//!
+//! Data flows one way: config -> grid -> runner -> store -> analysis -> report. The runner writes
+//! through the store; the command layer reads a folder through it and hands the records to
+//! analysis. The store computes no statistics and renders nothing (CSV, plots and `report.md`
+//! belong to `report`, which writes its files with [`write_atomic`]); it imports nothing from
+//! the runner, analysis or report.
+
+mod jsonl;
+mod lock;
+mod manifest;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::grid::Shard;
+use crate::record::SampleRecord;
+
+pub use jsonl::{jsonl_bytes, read_samples, JsonlAppender, ReadRecords};
+pub use lock::DirLock;
+pub use manifest::{config_hash, git_commit, host_cpu, now, Manifest, ModelInfo};
+
+/// The sample records, one JSON object a line.
+pub const SAMPLES_JSONL: &str = "samples.jsonl";
+/// The [`Manifest`], pretty-printed JSON.
+pub const MANIFEST_JSON: &str = "manifest.json";
+
+/// Write `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+    ));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Replace `dir`'s `samples.jsonl` with `records` (atomically).
+pub fn write_samples(dir: &Path, records: &[SampleRecord]) -> Result<()> {
+    write_atomic(&dir.join(SAMPLES_JSONL), &jsonl_bytes(records)?)
+}
+
+/// Replace `dir`'s `manifest.json` (atomically).
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    write_atomic(
+        &dir.join(MANIFEST_JSON),
+        &serde_json::to_vec_pretty(manifest)?,
+    )
+}
+
+/// The manifest of a finished results folder (for `declab report` and `declab compare`).
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let manifest_path = dir.join(MANIFEST_JSON);
+    let bytes = std::fs::read(&manifest_path).with_context(|| {
+        format!(
+            "cannot read {}; is {} a declab results folder (results/<name>)?",
+            manifest_path.display(),
+            dir.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a declab manifest", manifest_path.display()))
+}
+
+/// Create the output folder, first moving an existing one aside when `fresh`.
+pub fn prepare_out_dir(dir: &Path, fresh: bool) -> Result<()> {
+    let manifest_path = dir.join(MANIFEST_JSON);
+    let samples_path = dir.join(SAMPLES_JSONL);
+    if dir.exists() && fresh && (manifest_path.exists() || samples_path.exists()) {
+        let aside = PathBuf::from(format!(
+            "{}.old-{}",
+            dir.display(),
+            chrono::Utc::now().format("%Y%m%dT%H%M%S")
+        ));
+        std::fs::rename(dir, &aside)
+            .with_context(|| format!("cannot move {} aside", dir.display()))?;
+        eprintln!("declab: moved the previous results to {}", aside.display());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create results folder {}", dir.display()))?;
+    Ok(())
+}
+
+/// Under the lock: refuse a folder written by another configuration (`hash`, see
+/// [`config_hash`]) or another shard of experiment `experiment`, and return its records, a torn
+/// last line dropped from the file.
+pub fn load_existing(
+    dir: &Path,
+    shard: Option<Shard>,
+    hash: &str,
+    experiment: &str,
+) -> Result<Vec<SampleRecord>> {
+    let manifest_path = dir.join(MANIFEST_JSON);
+    let samples_path = dir.join(SAMPLES_JSONL);
+    if manifest_path.exists() {
+        let m: Manifest =
+            serde_json::from_slice(&std::fs::read(&manifest_path)?).with_context(|| {
+                format!(
+                    "{} is not a declab manifest; use --fresh to start over",
+                    manifest_path.display()
+                )
+            })?;
+        if m.shard != shard {
+            let show = |s: Option<Shard>| {
+                s.map(|s| format!("shard {}/{}", s.index, s.count))
+                    .unwrap_or_else(|| "a whole run".into())
+            };
+            bail!(
+                "{} holds {}, not {}; use the folder of that shard or another --out",
+                dir.display(),
+                show(m.shard),
+                show(shard)
+            );
+        }
+        if m.config_sha256 != hash {
+            bail!(
+                "{} was written by a different configuration of {:?} (config hash {} != {}).\n\
+                 Re-run with --fresh to move the old results aside and start over, or choose another --out.",
+                dir.display(),
+                experiment,
+                &m.config_sha256[..12.min(m.config_sha256.len())],
+                &hash[..12]
+            );
+        }
+    }
+    if samples_path.exists() {
+        let read = read_samples(&samples_path)?;
+        if read.dropped_torn_line {
+            eprintln!(
+                "declab: dropped a torn last line in {} (an interrupted write)",
+                samples_path.display()
+            );
+            write_atomic(&samples_path, &jsonl_bytes(&read.records)?)?;
+        }
+        return Ok(read.records);
+    }
+    Ok(Vec::new())
+}
