@@ -99,7 +99,10 @@ const CASES: &[Case] = &[
     (
         "top_k zero",
         |b| rep(b, "- kind: greedy", "- {kind: top_k, top_k: 0}"),
-        &["strategies[0].top_k", "0 is out of range; allowed: an integer >= 1"],
+        &[
+            "strategies[0].top_k",
+            "0 is out of range; allowed: an integer >= 1",
+        ],
     ),
     (
         "typical above one",
