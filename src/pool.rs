@@ -4,9 +4,8 @@
 //! candle's quantised matmuls run on that pool, and its workers spin for a while after each
 //! call before they park. A second pool (rayon's) woken right after a forward pass found a core
 //! taken by the spinning worker: on a 2-core machine the sampler's two-half pass ran at one
-//! core's speed in real runs (greedy at vocab 262,144: 405 µs per token; 211 µs once its halves
-//! ran here, `bench/perf-notes.md`). So declab's own kernels, the sampler's halves and a batch's
-//! per-row sampling all run on this pool.
+//! core's speed in real runs (the figures are in `bench/perf-notes.md`). So declab's own
+//! kernels, the sampler's halves and a batch's per-row sampling all run on this pool.
 //!
 //! Work is split into fixed pieces (two halves, or one item per index), so no result depends on
 //! the number of threads.
