@@ -178,6 +178,7 @@ mod tests {
                     1.0,
                     0.05,
                     5.0,
+                    0.5,
                 )),
                 high: Box::new(Mirostat::new(2, tau, eta, 1.0)),
             }))
