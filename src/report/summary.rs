@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use crate::analysis::catalog::{GROUP_METRICS, SAMPLE_METRICS};
+use crate::analysis::catalog::{self, Level};
 use crate::analysis::compare::ComparisonRow;
 use crate::analysis::foreign::{self, InputGroupRow, InputSampleRow};
 use crate::analysis::latency::LatencyRow;
@@ -142,7 +142,7 @@ pub fn metrics_samples_csv(rows: &[SampleRow]) -> Result<Vec<u8>> {
         "sample_index",
         "stop_reason",
     ];
-    header.extend(SAMPLE_METRICS.iter().map(|m| m.name));
+    header.extend(catalog::of_level(Level::Sample).map(|m| m.name));
     write_rows(
         &header,
         rows.iter().map(|r| {
@@ -153,7 +153,7 @@ pub fn metrics_samples_csv(rows: &[SampleRow]) -> Result<Vec<u8>> {
                 r.sample_index.to_string(),
                 r.stop_reason.clone(),
             ];
-            v.extend(r.values.iter().map(|x| opt(*x)));
+            v.extend(catalog::of_level(Level::Sample).map(|m| opt(r.values.of(m))));
             v
         }),
     )
@@ -161,7 +161,7 @@ pub fn metrics_samples_csv(rows: &[SampleRow]) -> Result<Vec<u8>> {
 
 pub fn metrics_groups_csv(rows: &[GroupRow]) -> Result<Vec<u8>> {
     let mut header = vec!["model", "prompt_id", "strategy", "n_samples"];
-    header.extend(GROUP_METRICS.iter().map(|m| m.name));
+    header.extend(catalog::of_level(Level::Group).map(|m| m.name));
     write_rows(
         &header,
         rows.iter().map(|r| {
@@ -171,7 +171,7 @@ pub fn metrics_groups_csv(rows: &[GroupRow]) -> Result<Vec<u8>> {
                 r.strategy.clone(),
                 r.n_samples.to_string(),
             ];
-            v.extend(r.values.iter().map(|x| opt(*x)));
+            v.extend(catalog::of_level(Level::Group).map(|m| opt(r.values.of(m))));
             v
         }),
     )
@@ -179,13 +179,14 @@ pub fn metrics_groups_csv(rows: &[GroupRow]) -> Result<Vec<u8>> {
 
 /// `declab metrics`: one row per input line (group, index, text metrics).
 pub fn input_samples_csv(rows: &[InputSampleRow]) -> Result<Vec<u8>> {
+    let columns = foreign::sample_columns();
     let mut header = vec!["group", "index"];
-    header.extend(foreign::sample_columns().iter().map(|m| m.name));
+    header.extend(columns.iter().map(|m| m.name));
     write_rows(
         &header,
         rows.iter().map(|r| {
             let mut v = vec![r.group.clone(), r.index.to_string()];
-            v.extend(r.values.iter().map(|x| opt(*x)));
+            v.extend(columns.iter().map(|m| opt(r.values.of(m))));
             v
         }),
     )
@@ -193,13 +194,14 @@ pub fn input_samples_csv(rows: &[InputSampleRow]) -> Result<Vec<u8>> {
 
 /// `declab metrics`: one row per group.
 pub fn input_groups_csv(rows: &[InputGroupRow]) -> Result<Vec<u8>> {
+    let columns = foreign::group_columns();
     let mut header = vec!["group", "n_samples"];
-    header.extend(GROUP_METRICS.iter().map(|m| m.name));
+    header.extend(columns.iter().map(|m| m.name));
     write_rows(
         &header,
         rows.iter().map(|r| {
             let mut v = vec![r.group.clone(), r.n_samples.to_string()];
-            v.extend(r.values.iter().map(|x| opt(*x)));
+            v.extend(columns.iter().map(|m| opt(r.values.of(m))));
             v
         }),
     )
@@ -256,10 +258,21 @@ mod tests {
 
     #[test]
     fn input_csv_snapshot() {
+        let mut values = crate::metrics::MetricValues::default();
+        for (name, v) in [
+            ("distinct_1", 1.0),
+            ("distinct_2", 0.5),
+            ("repetition_4", 0.0),
+            ("compression_ratio", 2.0),
+            // not a column of `declab metrics`: needs a trace
+            ("tokens", 3.0),
+        ] {
+            values.set(catalog::find(name).unwrap(), Some(v));
+        }
         let rows = vec![InputSampleRow {
             group: "g".into(),
             index: 1,
-            values: vec![Some(1.0), Some(0.5), None, Some(0.0), Some(2.0), None],
+            values,
         }];
         let got = String::from_utf8(input_samples_csv(&rows).unwrap()).unwrap();
         assert_eq!(
