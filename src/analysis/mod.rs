@@ -188,7 +188,7 @@ pub fn analyze(
     let table = table::PromptTable::build(&samples, &groups);
     let summary = summary::summarize(&design, &table, resamples);
     let comparisons = compare::vs_baseline(&design, &table, resamples);
-    let latency = latency::latency(&design, &ok, resamples);
+    let latency = latency::latency(&design, &ok, &samples, resamples);
     let curves = traces::entropy_curves(&design, &ok);
     let targets = traces::target_points(&design, &summary);
     let solve = traces::solve_counts(&design, &ok);
