@@ -13,12 +13,17 @@
 //! ratio ([`compression_ratio`], [`compression_ratio_pooled`]) and Self-BLEU ([`self_bleu()`],
 //! [`sentence_bleu`]). Each submodule documents the exact definition and the reference
 //! implementation it matches.
+//!
+//! Adding a metric (README, "Adding a metric"): write its file with a `pub const` [`Metric`],
+//! declare the module below and add one line to [`REGISTRY`].
 
 pub mod coherence;
 pub mod compression;
 pub mod distinct;
 pub mod diversity_embed;
 pub mod entropy_mean;
+#[cfg(test)]
+mod example_kept_mean;
 pub mod latency;
 pub mod metric;
 pub mod nll;
@@ -62,6 +67,9 @@ pub static REGISTRY: &[Metric] = &[
     distinct::DISTINCT_3_POOLED,
     compression::COMPRESSION_RATIO_POOLED,
     diversity_embed::DIVERSITY_EMBED,
+    // a metric added as the README says, for tests only
+    #[cfg(test)]
+    example_kept_mean::EXAMPLE_KEPT_MEAN,
 ];
 
 /// The registered metrics of one level, in registry order.
