@@ -79,7 +79,7 @@ fn run_writes_documented_outputs_and_is_reproducible() {
     // CSV columns, in the documented order
     let csv = std::fs::read_to_string(out1.join("samples.csv")).unwrap();
     let header = csv.lines().next().unwrap();
-    assert_eq!(header, declab::report::csv_out::SAMPLE_COLUMNS.join(","));
+    assert_eq!(header, declab::report::csv_out::sample_columns().join(","));
     assert_eq!(
         csv::Reader::from_reader(csv.as_bytes()).records().count(),
         24

@@ -440,3 +440,57 @@ fn run_writes_the_report_at_the_end() {
     common::declab().arg("report").arg(&out).assert().success();
     assert_eq!(before, std::fs::read(out.join("summary.csv")).unwrap());
 }
+
+/// The columns of every CSV a results folder holds (and of `declab metrics`' two files): a
+/// metric's column is named by the metric, in registry order, and a renamed or reordered column
+/// shows here.
+#[test]
+fn every_csv_keeps_its_columns() {
+    let header = |path: &Path| {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines().next().unwrap().to_string()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let strategies = "  - kind: greedy\n  - {kind: temperature, temperature: 1.0}\n";
+    let exp = common::tiny_experiment(tmp.path(), "columns", strategies, 2, 4);
+    let out = tmp.path().join("out");
+    common::declab()
+        .arg("run")
+        .arg(&exp)
+        .arg("--out")
+        .arg(&out)
+        .arg("--no-progress")
+        .assert()
+        .success();
+    insta::assert_snapshot!("samples_csv", header(&out.join("samples.csv")));
+    insta::assert_snapshot!("summary_csv", header(&out.join("summary.csv")));
+    insta::assert_snapshot!("comparisons_csv", header(&out.join("comparisons.csv")));
+    insta::assert_snapshot!("latency_csv", header(&out.join("latency.csv")));
+    insta::assert_snapshot!(
+        "metrics_samples_csv",
+        header(&out.join("metrics_samples.csv"))
+    );
+    insta::assert_snapshot!(
+        "metrics_groups_csv",
+        header(&out.join("metrics_groups.csv"))
+    );
+
+    let input = tmp.path().join("gen.jsonl");
+    std::fs::write(&input, "{\"group\": \"a\", \"text\": \"x y\"}\n").unwrap();
+    let scored = tmp.path().join("scored");
+    common::declab()
+        .args(["metrics", "--no-embed", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&scored)
+        .assert()
+        .success();
+    insta::assert_snapshot!(
+        "declab_metrics_samples_csv",
+        header(&scored.join("metrics_samples.csv"))
+    );
+    insta::assert_snapshot!(
+        "declab_metrics_groups_csv",
+        header(&scored.join("metrics_groups.csv"))
+    );
+}

@@ -7,9 +7,9 @@
 use anyhow::{anyhow, bail, Result};
 use serde_json::Value;
 
-use super::catalog::{MetricInfo, GROUP_METRICS, SAMPLE_METRICS};
-use super::{per_group, per_sample, TextEmbedder};
-use crate::embed;
+use super::catalog::{self, Level, Metric};
+use super::TextEmbedder;
+use crate::metrics::{self, GroupInput, MetricValues, SampleInput};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputLine {
@@ -58,26 +58,33 @@ pub fn parse_input(text: &str, name: &str) -> Result<Vec<InputLine>> {
     Ok(out)
 }
 
-/// The per-sample columns `declab metrics` writes.
-pub fn sample_columns() -> Vec<&'static MetricInfo> {
-    SAMPLE_METRICS.iter().filter(|m| !m.needs_trace).collect()
+/// The per-sample metrics `declab metrics` writes: those that need no trace.
+pub fn sample_columns() -> Vec<&'static Metric> {
+    catalog::of_level(Level::Sample)
+        .filter(|m| !m.needs.trace)
+        .collect()
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// The per-group metrics `declab metrics` writes: all of them (a group needs no trace).
+pub fn group_columns() -> Vec<&'static Metric> {
+    catalog::of_level(Level::Group).collect()
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InputSampleRow {
     pub group: String,
     /// 0-based position within its group, in input order.
     pub index: usize,
-    /// In [`sample_columns`] order.
-    pub values: Vec<Option<f64>>,
+    /// Per-sample metric values, by metric name.
+    pub values: MetricValues,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InputGroupRow {
     pub group: String,
     pub n_samples: usize,
-    /// In [`GROUP_METRICS`] order.
-    pub values: Vec<Option<f64>>,
+    /// Per-group metric values, by metric name.
+    pub values: MetricValues,
 }
 
 /// Score the lines: sample rows in input order, group rows in order of first appearance.
@@ -89,28 +96,22 @@ pub fn score(
     let text_emb = embedder.map(|e| e.embed_texts(&texts)).transpose()?;
     let prompts: Vec<&str> = lines.iter().filter_map(|l| l.prompt.as_deref()).collect();
     let prompt_emb = embedder.map(|e| e.embed_texts(&prompts)).transpose()?;
-    let keep: Vec<usize> = SAMPLE_METRICS
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| !m.needs_trace)
-        .map(|(i, _)| i)
-        .collect();
     let mut group_order: Vec<String> = Vec::new();
     let mut members: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
     let mut samples = Vec::with_capacity(lines.len());
     let mut prompt_i = 0;
     for (i, l) in lines.iter().enumerate() {
-        let coherence = match (&l.prompt, &prompt_emb, &text_emb) {
-            (Some(_), Some(pe), Some(te)) => {
-                let c = embed::cosine(&pe[prompt_i], &te[i]);
-                Some(c)
-            }
+        let prompt_embedding = match (&l.prompt, &prompt_emb) {
+            (Some(_), Some(pe)) => Some(pe[prompt_i].as_slice()),
             _ => None,
         };
         if l.prompt.is_some() {
             prompt_i += 1;
         }
-        let all = per_sample::sample_values(&l.text, None, coherence);
+        let input = SampleInput::new(&l.text).with_embeddings(
+            prompt_embedding,
+            text_emb.as_ref().map(|te| te[i].as_slice()),
+        );
         let m = members.entry(l.group.as_str()).or_default();
         if m.is_empty() {
             group_order.push(l.group.clone());
@@ -118,7 +119,7 @@ pub fn score(
         samples.push(InputSampleRow {
             group: l.group.clone(),
             index: m.len(),
-            values: keep.iter().map(|&k| all[k]).collect(),
+            values: metrics::sample_values(&input),
         });
         m.push(i);
     }
@@ -132,12 +133,13 @@ pub fn score(
                 .map(|te| idx.iter().map(|&i| te[i].clone()).collect());
             InputGroupRow {
                 n_samples: idx.len(),
-                values: per_group::group_values(&texts, embs.as_deref()),
+                values: metrics::group_values(
+                    &GroupInput::new(&texts).with_embeddings(embs.as_deref()),
+                ),
                 group: g,
             }
         })
         .collect();
-    debug_assert!(GROUP_METRICS.len() == per_group::group_values(&[], None).len());
     Ok((samples, groups))
 }
 
@@ -191,6 +193,6 @@ mod tests {
             vec![("b", 2), ("a", 1)]
         );
         // distinct_1 of "x x" is 0.5
-        assert_eq!(s[1].values[0], Some(0.5));
+        assert_eq!(s[1].values.get("distinct_1"), Some(0.5));
     }
 }

@@ -2,7 +2,8 @@
 //! and forward time (ms), pooled over every token of the successful samples, and the overhead
 //! relative to a reference strategy (greedy when the experiment has one, else the baseline).
 //!
-//! Overhead: each sample's per-token time is `median(forward_ms) + median(sampler_us) / 1000`;
+//! Overhead: each sample's per-token time is `forward_ms_per_token + sampler_us_per_token / 1000`
+//! (the per-sample medians of [`crate::metrics::latency`], as analysed);
 //! a prompt's time is the mean over its samples; the overhead of a prompt is
 //! `(t_strategy - t_reference) / t_reference * 100`; the reported overhead is the mean over the
 //! prompts present on both sides with a seeded percentile bootstrap 95% CI
@@ -11,12 +12,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::record::{self, SampleRecord};
+use crate::metrics::latency::{FORWARD_MS_PER_TOKEN, SAMPLER_US_PER_TOKEN};
+use crate::record::SampleRecord;
 use crate::seed::stats_seed;
 use crate::stats::{bootstrap_mean, percentile, Estimate};
 
 use super::design::Design;
 use super::summary::CONFIDENCE;
+use super::SampleRow;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyRow {
@@ -40,15 +43,15 @@ fn quantiles(v: &mut [f64]) -> (Option<f64>, Option<f64>) {
 }
 
 /// Per-token time (ms) per prompt for one (model, strategy).
-fn prompt_times(records: &[&SampleRecord], model: &str, strategy: &str) -> BTreeMap<String, f64> {
+fn prompt_times(samples: &[SampleRow], model: &str, strategy: &str) -> BTreeMap<String, f64> {
     let mut acc: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    for r in records
+    for r in samples
         .iter()
         .filter(|r| r.model == model && r.strategy == strategy)
     {
         if let (Some(f), Some(s)) = (
-            record::median(&r.trace.forward_ms),
-            record::median(&r.trace.sampler_us),
+            r.values.of(&FORWARD_MS_PER_TOKEN),
+            r.values.of(&SAMPLER_US_PER_TOKEN),
         ) {
             let e = acc.entry(r.prompt_id.clone()).or_insert((0.0, 0));
             e.0 += f + s / 1000.0;
@@ -60,12 +63,18 @@ fn prompt_times(records: &[&SampleRecord], model: &str, strategy: &str) -> BTree
         .collect()
 }
 
-/// Latency rows in design order; `records` are the successful samples.
-pub fn latency(design: &Design, records: &[&SampleRecord], resamples: usize) -> Vec<LatencyRow> {
+/// Latency rows in design order; `records` are the successful samples and `samples` their
+/// analysed metrics.
+pub fn latency(
+    design: &Design,
+    records: &[&SampleRecord],
+    samples: &[SampleRow],
+    resamples: usize,
+) -> Vec<LatencyRow> {
     let reference = design.latency_reference().to_string();
     let mut rows = Vec::new();
     for model in &design.models {
-        let ref_times = prompt_times(records, model, &reference);
+        let ref_times = prompt_times(samples, model, &reference);
         for s in &design.strategies {
             let mine: Vec<&&SampleRecord> = records
                 .iter()
@@ -90,7 +99,7 @@ pub fn latency(design: &Design, records: &[&SampleRecord], resamples: usize) -> 
             let (overhead_pct, overhead_n_prompts) = if s.id == reference {
                 (None, 0)
             } else {
-                let times = prompt_times(records, model, &s.id);
+                let times = prompt_times(samples, model, &s.id);
                 let d: Vec<f64> = times
                     .iter()
                     .filter_map(|(p, t)| {

@@ -15,8 +15,6 @@ pub mod compare;
 pub mod design;
 pub mod foreign;
 pub mod latency;
-pub mod per_group;
-pub mod per_sample;
 pub mod summary;
 pub mod table;
 pub mod traces;
@@ -27,6 +25,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::embed::{self, Embedder};
+use crate::metrics::{self, GroupInput, MetricValues, SampleInput};
 use crate::record::SampleRecord;
 
 pub use design::Design;
@@ -56,26 +55,26 @@ impl TextEmbedder for Embedder {
 }
 
 /// Metrics of one successful sample.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SampleRow {
     pub model: String,
     pub prompt_id: String,
     pub strategy: String,
     pub sample_index: usize,
     pub stop_reason: String,
-    /// In [`catalog::SAMPLE_METRICS`] order.
-    pub values: Vec<Option<f64>>,
+    /// Per-sample metric values, by metric name.
+    pub values: MetricValues,
 }
 
 /// Metrics of one group (model x prompt x strategy).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupRow {
     pub model: String,
     pub prompt_id: String,
     pub strategy: String,
     pub n_samples: usize,
-    /// In [`catalog::GROUP_METRICS`] order.
-    pub values: Vec<Option<f64>>,
+    /// Per-group metric values, by metric name.
+    pub values: MetricValues,
 }
 
 /// Everything the report is made of.
@@ -141,24 +140,22 @@ pub fn analyze(
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let coherence = match (&prompt_emb, &text_emb) {
-                (Some(p), Some(t)) => p.get(r.prompt.as_str()).map(|pe| embed::cosine(pe, &t[i])),
-                _ => None,
-            };
+            let input = SampleInput::new(&r.text)
+                .with_trace(&r.trace, r.token_ids.len())
+                .with_embeddings(
+                    prompt_emb
+                        .as_ref()
+                        .and_then(|p| p.get(r.prompt.as_str()))
+                        .map(Vec::as_slice),
+                    text_emb.as_ref().map(|t| t[i].as_slice()),
+                );
             SampleRow {
                 model: r.model.clone(),
                 prompt_id: r.prompt_id.clone(),
                 strategy: r.strategy.clone(),
                 sample_index: r.sample_index,
                 stop_reason: r.stop_reason.clone(),
-                values: per_sample::sample_values(
-                    &r.text,
-                    Some(per_sample::TraceInput {
-                        trace: &r.trace,
-                        tokens: r.token_ids.len(),
-                    }),
-                    coherence,
-                ),
+                values: metrics::sample_values(&input),
             }
         })
         .collect();
@@ -180,7 +177,7 @@ pub fn analyze(
             prompt_id: k.1,
             strategy: k.2,
             n_samples: end - start,
-            values: per_group::group_values(&texts, embs),
+            values: metrics::group_values(&GroupInput::new(&texts).with_embeddings(embs)),
         });
         start = end;
     }
@@ -188,7 +185,7 @@ pub fn analyze(
     let table = table::PromptTable::build(&samples, &groups);
     let summary = summary::summarize(&design, &table, resamples);
     let comparisons = compare::vs_baseline(&design, &table, resamples);
-    let latency = latency::latency(&design, &ok, resamples);
+    let latency = latency::latency(&design, &ok, &samples, resamples);
     let curves = traces::entropy_curves(&design, &ok);
     let targets = traces::target_points(&design, &summary);
     let solve = traces::solve_counts(&design, &ok);

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use super::catalog::{GROUP_METRICS, SAMPLE_METRICS};
 use super::{GroupRow, SampleRow};
 
 /// (model, strategy, metric).
@@ -21,16 +20,14 @@ impl PromptTable {
     pub fn build(samples: &[SampleRow], groups: &[GroupRow]) -> PromptTable {
         let mut acc: BTreeMap<CellKey, BTreeMap<String, (f64, usize)>> = BTreeMap::new();
         for s in samples {
-            for (m, v) in SAMPLE_METRICS.iter().zip(&s.values) {
-                if let Some(v) = v.filter(|v| v.is_finite()) {
-                    let e = acc
-                        .entry((s.model.clone(), s.strategy.clone(), m.name))
-                        .or_default()
-                        .entry(s.prompt_id.clone())
-                        .or_insert((0.0, 0));
-                    e.0 += v;
-                    e.1 += 1;
-                }
+            for (name, v) in s.values.iter().filter(|(_, v)| v.is_finite()) {
+                let e = acc
+                    .entry((s.model.clone(), s.strategy.clone(), name))
+                    .or_default()
+                    .entry(s.prompt_id.clone())
+                    .or_insert((0.0, 0));
+                e.0 += v;
+                e.1 += 1;
             }
         }
         let mut cells: BTreeMap<CellKey, BTreeMap<String, f64>> = acc
@@ -45,13 +42,11 @@ impl PromptTable {
             })
             .collect();
         for g in groups {
-            for (m, v) in GROUP_METRICS.iter().zip(&g.values) {
-                if let Some(v) = v.filter(|v| v.is_finite()) {
-                    cells
-                        .entry((g.model.clone(), g.strategy.clone(), m.name))
-                        .or_default()
-                        .insert(g.prompt_id.clone(), v);
-                }
+            for (name, v) in g.values.iter().filter(|(_, v)| v.is_finite()) {
+                cells
+                    .entry((g.model.clone(), g.strategy.clone(), name))
+                    .or_default()
+                    .insert(g.prompt_id.clone(), v);
             }
         }
         PromptTable { cells }

@@ -21,6 +21,31 @@ use std::io::Write;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
+use super::metric::{Compute, Family, Metric, Needs};
+
+/// `compression_ratio` of one sample.
+pub const COMPRESSION_RATIO: Metric = Metric {
+    name: "compression_ratio",
+    family: Family::Diversity,
+    higher_is_better: Some(false),
+    unit: "ratio",
+    needs: Needs::TEXT,
+    description: "UTF-8 bytes / gzip-9 bytes (higher = more redundant)",
+    compute: Compute::Sample(|s| Some(compression_ratio(s.text))),
+};
+
+/// `compression_ratio_pooled`: of a group's samples joined by newlines (Shaib et al. 2024's
+/// homogeneity proxy).
+pub const COMPRESSION_RATIO_POOLED: Metric = Metric {
+    name: "compression_ratio_pooled",
+    family: Family::Diversity,
+    higher_is_better: Some(false),
+    unit: "ratio",
+    needs: Needs::TEXT,
+    description: "compression ratio of the samples joined by newlines",
+    compute: Compute::Group(|g| Some(compression_ratio_pooled(g.texts))),
+};
+
 /// Length in bytes of the gzip (level 9) compression of `bytes`, header and
 /// trailer included: equals Python's `len(gzip.compress(bytes, 9))`.
 ///

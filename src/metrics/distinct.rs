@@ -14,8 +14,65 @@
 //! than `n` words, or `n == 0`). Reference: the common Python
 //! implementation `len(set(ngrams)) / len(ngrams)` with `ngrams` built by
 //! `zip(*[words[i:] for i in range(n)])` per sample.
+//!
+//! Metrics: `distinct_{1,2,3}` per sample ([`DISTINCT_1`]...) and
+//! `distinct_{1,2,3}_pooled` per group ([`DISTINCT_1_POOLED`]...), one name
+//! per n.
 
 use std::collections::HashSet;
+
+use super::metric::{Compute, Family, GroupInput, Metric, Needs, SampleInput};
+
+pub const DISTINCT_1: Metric = per_sample::<1>();
+pub const DISTINCT_2: Metric = per_sample::<2>();
+pub const DISTINCT_3: Metric = per_sample::<3>();
+pub const DISTINCT_1_POOLED: Metric = pooled::<1>();
+pub const DISTINCT_2_POOLED: Metric = pooled::<2>();
+pub const DISTINCT_3_POOLED: Metric = pooled::<3>();
+
+const fn per_sample<const N: usize>() -> Metric {
+    Metric {
+        name: ["distinct_1", "distinct_2", "distinct_3"][N - 1],
+        family: Family::Diversity,
+        higher_is_better: Some(true),
+        unit: "fraction",
+        needs: Needs::TEXT,
+        description: [
+            "unique words / words",
+            "unique word bigrams / bigrams",
+            "unique word trigrams / trigrams",
+        ][N - 1],
+        compute: Compute::Sample(of_sample::<N>),
+    }
+}
+
+fn of_sample<const N: usize>(s: &SampleInput<'_>) -> Option<f64> {
+    Some(distinct_n(&s.words, N))
+}
+
+const fn pooled<const N: usize>() -> Metric {
+    Metric {
+        name: [
+            "distinct_1_pooled",
+            "distinct_2_pooled",
+            "distinct_3_pooled",
+        ][N - 1],
+        family: Family::Diversity,
+        higher_is_better: Some(true),
+        unit: "fraction",
+        needs: Needs::TEXT,
+        description: [
+            "distinct_1 over the group's samples together",
+            "distinct_2 over the group's samples together",
+            "distinct_3 over the group's samples together",
+        ][N - 1],
+        compute: Compute::Group(of_group::<N>),
+    }
+}
+
+fn of_group<const N: usize>(g: &GroupInput<'_>) -> Option<f64> {
+    Some(distinct_n_pooled(&g.words, N))
+}
 
 /// Unique word n-grams / total word n-grams of one sample; `0.0` when the
 /// sample has no n-gram (fewer than `n` words, or `n == 0`).
@@ -59,6 +116,24 @@ mod tests {
 
     fn w(s: &str) -> Vec<&str> {
         s.split_whitespace().collect()
+    }
+
+    #[test]
+    fn each_n_has_its_name_and_computes_with_its_n() {
+        for (m, n) in [(DISTINCT_1, 1), (DISTINCT_2, 2), (DISTINCT_3, 3)] {
+            assert_eq!(m.name, format!("distinct_{n}"));
+            let s = SampleInput::new("a b a b c");
+            assert_eq!(m.of_sample(&s), Some(distinct_n(&s.words, n)));
+        }
+        for (m, n) in [
+            (DISTINCT_1_POOLED, 1),
+            (DISTINCT_2_POOLED, 2),
+            (DISTINCT_3_POOLED, 3),
+        ] {
+            assert_eq!(m.name, format!("distinct_{n}_pooled"));
+            let g = GroupInput::new(&["a b c", "a b d"]);
+            assert_eq!(m.of_group(&g), Some(distinct_n_pooled(&g.words, n)));
+        }
     }
 
     #[test]

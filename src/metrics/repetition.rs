@@ -9,6 +9,18 @@
 //! continuation; here over whitespace words rather than model tokens.
 
 use super::distinct::distinct_n;
+use super::metric::{Compute, Family, Metric, Needs};
+
+/// `repetition_4`: seq-rep-4 of one sample.
+pub const REPETITION_4: Metric = Metric {
+    name: "repetition_4",
+    family: Family::Diversity,
+    higher_is_better: Some(false),
+    unit: "fraction",
+    needs: Needs::TEXT,
+    description: "1 - distinct_4 (seq-rep-4, Welleck et al. 2020)",
+    compute: Compute::Sample(|s| Some(repetition_4(&s.words))),
+};
 
 /// seq-rep-4: `1 - distinct_n(words, 4)`, or `0.0` when there is no 4-gram.
 pub fn repetition_4(words: &[&str]) -> f64 {

@@ -26,6 +26,19 @@
 
 use std::collections::HashMap;
 
+use super::metric::{Compute, Family, Metric, Needs};
+
+/// `self_bleu_4`: [`self_bleu()`] with `max_n = 4` over a group; needs at least 2 samples.
+pub const SELF_BLEU_4: Metric = Metric {
+    name: "self_bleu_4",
+    family: Family::Diversity,
+    higher_is_better: Some(false),
+    unit: "BLEU (0-1)",
+    needs: Needs::TEXT,
+    description: "mean BLEU-4 of each sample against the others (NLTK method1)",
+    compute: Compute::Group(|g| self_bleu(&g.words, 4)),
+};
+
 type Counts<'a> = HashMap<&'a [&'a str], usize>;
 
 fn ngram_counts<'a>(words: &'a [&'a str], n: usize) -> Counts<'a> {

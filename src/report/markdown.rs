@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use crate::analysis::catalog::{self, Family, Level, MetricInfo};
+use crate::analysis::catalog::{self, Family, Level, Metric};
 use crate::analysis::compare::{self, ComparisonRow};
 use crate::analysis::summary::{self, SummaryRow};
 use crate::analysis::{Analysis, DEFAULT_RESAMPLES};
@@ -38,7 +38,7 @@ pub fn mark(p_holm: f64) -> &'static str {
     }
 }
 
-fn arrow(m: &MetricInfo) -> &'static str {
+fn arrow(m: &Metric) -> &'static str {
     match m.higher_is_better {
         Some(true) => " ↑",
         Some(false) => " ↓",
@@ -79,10 +79,10 @@ pub fn family_table(
     rows: &[SummaryRow],
     comparisons: &[ComparisonRow],
 ) -> Option<String> {
-    let metrics: Vec<&MetricInfo> = catalog::all()
+    let metrics: Vec<&Metric> = catalog::all()
         .filter(|m| {
             m.family == family
-                && level.is_none_or(|l| m.level == l)
+                && level.is_none_or(|l| m.level() == l)
                 && rows.iter().any(|r| r.model == model && r.metric == m.name)
         })
         .collect();

@@ -1,16 +1,22 @@
 //! CSV exporters for the analysis: `summary.csv`, `comparisons.csv`, `latency.csv`,
 //! `metrics_samples.csv`, `metrics_groups.csv` (and the `declab metrics` variants). Pure
-//! functions returning bytes. Numbers are written in Rust's shortest round-trip form; an
-//! undefined value is an empty field.
+//! functions returning bytes. A file's columns are its row type's serde fields; the metrics
+//! files have one column per metric, in registry order ([`crate::metrics::REGISTRY`]), each
+//! value looked up by the metric's name. Numbers are written in Rust's shortest round-trip form;
+//! an undefined value is an empty field.
 
 use anyhow::Result;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
-use crate::analysis::catalog::{GROUP_METRICS, SAMPLE_METRICS};
+use super::csv_out::{columns, write_csv};
+use crate::analysis::catalog::{self, Level, Metric};
 use crate::analysis::compare::ComparisonRow;
 use crate::analysis::foreign::{self, InputGroupRow, InputSampleRow};
 use crate::analysis::latency::LatencyRow;
 use crate::analysis::summary::SummaryRow;
 use crate::analysis::{GroupRow, SampleRow};
+use crate::metrics::MetricValues;
 
 /// A number as written in every CSV: shortest round-trip, empty when undefined.
 pub fn num(x: f64) -> String {
@@ -25,72 +31,95 @@ fn opt(x: Option<f64>) -> String {
     x.map(num).unwrap_or_default()
 }
 
-fn write_rows(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(header)?;
-    for r in rows {
-        w.write_record(&r)?;
-    }
-    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))
+fn number<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&num(*x))
+}
+
+fn optional_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&opt(*x))
+}
+
+#[derive(Default, Serialize)]
+struct SummaryCsvRow<'a> {
+    model: &'a str,
+    strategy: &'a str,
+    metric: &'a str,
+    n_prompts: usize,
+    #[serde(serialize_with = "number")]
+    mean: f64,
+    #[serde(serialize_with = "number")]
+    ci_low: f64,
+    #[serde(serialize_with = "number")]
+    ci_high: f64,
 }
 
 pub fn summary_csv(rows: &[SummaryRow]) -> Result<Vec<u8>> {
-    write_rows(
-        &[
-            "model",
-            "strategy",
-            "metric",
-            "n_prompts",
-            "mean",
-            "ci_low",
-            "ci_high",
-        ],
-        rows.iter().map(|r| {
-            vec![
-                r.model.clone(),
-                r.strategy.clone(),
-                r.metric.to_string(),
-                r.n_prompts.to_string(),
-                num(r.estimate.point),
-                num(r.estimate.ci_low),
-                num(r.estimate.ci_high),
-            ]
+    write_csv(
+        &columns(&SummaryCsvRow::default())?,
+        rows.iter().map(|r| SummaryCsvRow {
+            model: &r.model,
+            strategy: &r.strategy,
+            metric: r.metric,
+            n_prompts: r.n_prompts,
+            mean: r.estimate.point,
+            ci_low: r.estimate.ci_low,
+            ci_high: r.estimate.ci_high,
         }),
     )
 }
 
-/// `baseline` names the reference column (`baseline` for a run, `reference` between runs).
+/// One line of `comparisons.csv`; the `reference` column is relabelled per file.
+#[derive(Default, Serialize)]
+struct ComparisonCsvRow<'a> {
+    model: &'a str,
+    strategy: &'a str,
+    reference: &'a str,
+    metric: &'a str,
+    n_prompts: usize,
+    #[serde(serialize_with = "number")]
+    diff: f64,
+    #[serde(serialize_with = "number")]
+    ci_low: f64,
+    #[serde(serialize_with = "number")]
+    ci_high: f64,
+    #[serde(serialize_with = "number")]
+    p_value: f64,
+    #[serde(serialize_with = "number")]
+    p_holm: f64,
+    #[serde(serialize_with = "number")]
+    effect_size: f64,
+    #[serde(serialize_with = "number")]
+    min_p: f64,
+}
+
+/// `reference_column` names the reference column (`baseline` for a run, `reference` between
+/// runs).
 pub fn comparisons_csv_with(rows: &[ComparisonRow], reference_column: &str) -> Result<Vec<u8>> {
-    write_rows(
-        &[
-            "model",
-            "strategy",
-            reference_column,
-            "metric",
-            "n_prompts",
-            "diff",
-            "ci_low",
-            "ci_high",
-            "p_value",
-            "p_holm",
-            "effect_size",
-            "min_p",
-        ],
-        rows.iter().map(|r| {
-            vec![
-                r.model.clone(),
-                r.strategy.clone(),
-                r.reference.clone(),
-                r.metric.to_string(),
-                r.n_prompts.to_string(),
-                num(r.diff.point),
-                num(r.diff.ci_low),
-                num(r.diff.ci_high),
-                num(r.p_value),
-                num(r.p_holm),
-                num(r.effect_size),
-                num(r.min_p),
-            ]
+    let header: csv::StringRecord = columns(&ComparisonCsvRow::default())?
+        .iter()
+        .map(|c| {
+            if c == "reference" {
+                reference_column
+            } else {
+                c
+            }
+        })
+        .collect();
+    write_csv(
+        &header,
+        rows.iter().map(|r| ComparisonCsvRow {
+            model: &r.model,
+            strategy: &r.strategy,
+            reference: &r.reference,
+            metric: r.metric,
+            n_prompts: r.n_prompts,
+            diff: r.diff.point,
+            ci_low: r.diff.ci_low,
+            ci_high: r.diff.ci_high,
+            p_value: r.p_value,
+            p_holm: r.p_holm,
+            effect_size: r.effect_size,
+            min_p: r.min_p,
         }),
     )
 }
@@ -99,110 +128,162 @@ pub fn comparisons_csv(rows: &[ComparisonRow]) -> Result<Vec<u8>> {
     comparisons_csv_with(rows, "baseline")
 }
 
+#[derive(Default, Serialize)]
+struct LatencyCsvRow<'a> {
+    model: &'a str,
+    strategy: &'a str,
+    reference: &'a str,
+    n_tokens: usize,
+    #[serde(serialize_with = "optional_number")]
+    sampler_us_median: Option<f64>,
+    #[serde(serialize_with = "optional_number")]
+    sampler_us_p95: Option<f64>,
+    #[serde(serialize_with = "optional_number")]
+    forward_ms_median: Option<f64>,
+    #[serde(serialize_with = "optional_number")]
+    forward_ms_p95: Option<f64>,
+    #[serde(serialize_with = "optional_number")]
+    overhead_pct: Option<f64>,
+    #[serde(serialize_with = "optional_number")]
+    overhead_ci_low: Option<f64>,
+    #[serde(serialize_with = "optional_number")]
+    overhead_ci_high: Option<f64>,
+    overhead_n_prompts: usize,
+}
+
 pub fn latency_csv(rows: &[LatencyRow]) -> Result<Vec<u8>> {
-    write_rows(
-        &[
-            "model",
-            "strategy",
-            "reference",
-            "n_tokens",
-            "sampler_us_median",
-            "sampler_us_p95",
-            "forward_ms_median",
-            "forward_ms_p95",
-            "overhead_pct",
-            "overhead_ci_low",
-            "overhead_ci_high",
-            "overhead_n_prompts",
-        ],
-        rows.iter().map(|r| {
-            vec![
-                r.model.clone(),
-                r.strategy.clone(),
-                r.reference.clone(),
-                r.n_tokens.to_string(),
-                opt(r.sampler_us_median),
-                opt(r.sampler_us_p95),
-                opt(r.forward_ms_median),
-                opt(r.forward_ms_p95),
-                opt(r.overhead_pct.map(|e| e.point)),
-                opt(r.overhead_pct.map(|e| e.ci_low)),
-                opt(r.overhead_pct.map(|e| e.ci_high)),
-                r.overhead_n_prompts.to_string(),
-            ]
+    write_csv(
+        &columns(&LatencyCsvRow::default())?,
+        rows.iter().map(|r| LatencyCsvRow {
+            model: &r.model,
+            strategy: &r.strategy,
+            reference: &r.reference,
+            n_tokens: r.n_tokens,
+            sampler_us_median: r.sampler_us_median,
+            sampler_us_p95: r.sampler_us_p95,
+            forward_ms_median: r.forward_ms_median,
+            forward_ms_p95: r.forward_ms_p95,
+            overhead_pct: r.overhead_pct.map(|e| e.point),
+            overhead_ci_low: r.overhead_pct.map(|e| e.ci_low),
+            overhead_ci_high: r.overhead_pct.map(|e| e.ci_high),
+            overhead_n_prompts: r.overhead_n_prompts,
         }),
     )
 }
 
+/// A CSV value of one metric: [`num`] form, empty when undefined.
+struct MetricCell(Option<f64>);
+
+impl Serialize for MetricCell {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&opt(self.0))
+    }
+}
+
+/// One column per metric of `metrics` (in their order), each value looked up by the metric's
+/// name in `values`.
+fn metric_fields<S: SerializeStruct>(
+    row: &mut S,
+    metrics: &[&'static Metric],
+    values: &MetricValues,
+) -> Result<(), S::Error> {
+    for m in metrics {
+        row.serialize_field(m.name, &MetricCell(values.of(m)))?;
+    }
+    Ok(())
+}
+
+/// A line of a metrics CSV: the row's key columns, then its metric columns in registry order.
+struct MetricsCsvRow<'a, R> {
+    row: &'a R,
+    metrics: &'a [&'static Metric],
+}
+
+impl Serialize for MetricsCsvRow<'_, SampleRow> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.row;
+        let mut row = s.serialize_struct("SampleRow", 5 + self.metrics.len())?;
+        row.serialize_field("model", &r.model)?;
+        row.serialize_field("prompt_id", &r.prompt_id)?;
+        row.serialize_field("strategy", &r.strategy)?;
+        row.serialize_field("sample_index", &r.sample_index)?;
+        row.serialize_field("stop_reason", &r.stop_reason)?;
+        metric_fields(&mut row, self.metrics, &r.values)?;
+        row.end()
+    }
+}
+
+impl Serialize for MetricsCsvRow<'_, GroupRow> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.row;
+        let mut row = s.serialize_struct("GroupRow", 4 + self.metrics.len())?;
+        row.serialize_field("model", &r.model)?;
+        row.serialize_field("prompt_id", &r.prompt_id)?;
+        row.serialize_field("strategy", &r.strategy)?;
+        row.serialize_field("n_samples", &r.n_samples)?;
+        metric_fields(&mut row, self.metrics, &r.values)?;
+        row.end()
+    }
+}
+
+impl Serialize for MetricsCsvRow<'_, InputSampleRow> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.row;
+        let mut row = s.serialize_struct("InputSampleRow", 2 + self.metrics.len())?;
+        row.serialize_field("group", &r.group)?;
+        row.serialize_field("index", &r.index)?;
+        metric_fields(&mut row, self.metrics, &r.values)?;
+        row.end()
+    }
+}
+
+impl Serialize for MetricsCsvRow<'_, InputGroupRow> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.row;
+        let mut row = s.serialize_struct("InputGroupRow", 2 + self.metrics.len())?;
+        row.serialize_field("group", &r.group)?;
+        row.serialize_field("n_samples", &r.n_samples)?;
+        metric_fields(&mut row, self.metrics, &r.values)?;
+        row.end()
+    }
+}
+
+/// A metrics CSV of `rows` with one column per metric of `metrics`.
+fn metrics_csv<R: Default>(rows: &[R], metrics: &[&'static Metric]) -> Result<Vec<u8>>
+where
+    for<'a> MetricsCsvRow<'a, R>: Serialize,
+{
+    let empty = R::default();
+    let header = columns(&MetricsCsvRow {
+        row: &empty,
+        metrics,
+    })?;
+    write_csv(
+        &header,
+        rows.iter().map(|row| MetricsCsvRow { row, metrics }),
+    )
+}
+
+/// `metrics_samples.csv`: one row per successful sample, one column per per-sample metric.
 pub fn metrics_samples_csv(rows: &[SampleRow]) -> Result<Vec<u8>> {
-    let mut header = vec![
-        "model",
-        "prompt_id",
-        "strategy",
-        "sample_index",
-        "stop_reason",
-    ];
-    header.extend(SAMPLE_METRICS.iter().map(|m| m.name));
-    write_rows(
-        &header,
-        rows.iter().map(|r| {
-            let mut v = vec![
-                r.model.clone(),
-                r.prompt_id.clone(),
-                r.strategy.clone(),
-                r.sample_index.to_string(),
-                r.stop_reason.clone(),
-            ];
-            v.extend(r.values.iter().map(|x| opt(*x)));
-            v
-        }),
-    )
+    let metrics: Vec<&Metric> = catalog::of_level(Level::Sample).collect();
+    metrics_csv(rows, &metrics)
 }
 
+/// `metrics_groups.csv`: one row per group, one column per per-group metric.
 pub fn metrics_groups_csv(rows: &[GroupRow]) -> Result<Vec<u8>> {
-    let mut header = vec!["model", "prompt_id", "strategy", "n_samples"];
-    header.extend(GROUP_METRICS.iter().map(|m| m.name));
-    write_rows(
-        &header,
-        rows.iter().map(|r| {
-            let mut v = vec![
-                r.model.clone(),
-                r.prompt_id.clone(),
-                r.strategy.clone(),
-                r.n_samples.to_string(),
-            ];
-            v.extend(r.values.iter().map(|x| opt(*x)));
-            v
-        }),
-    )
+    let metrics: Vec<&Metric> = catalog::of_level(Level::Group).collect();
+    metrics_csv(rows, &metrics)
 }
 
-/// `declab metrics`: one row per input line (group, index, text metrics).
+/// `declab metrics`: one row per input line (group, index, the metrics that need no trace).
 pub fn input_samples_csv(rows: &[InputSampleRow]) -> Result<Vec<u8>> {
-    let mut header = vec!["group", "index"];
-    header.extend(foreign::sample_columns().iter().map(|m| m.name));
-    write_rows(
-        &header,
-        rows.iter().map(|r| {
-            let mut v = vec![r.group.clone(), r.index.to_string()];
-            v.extend(r.values.iter().map(|x| opt(*x)));
-            v
-        }),
-    )
+    metrics_csv(rows, &foreign::sample_columns())
 }
 
 /// `declab metrics`: one row per group.
 pub fn input_groups_csv(rows: &[InputGroupRow]) -> Result<Vec<u8>> {
-    let mut header = vec!["group", "n_samples"];
-    header.extend(GROUP_METRICS.iter().map(|m| m.name));
-    write_rows(
-        &header,
-        rows.iter().map(|r| {
-            let mut v = vec![r.group.clone(), r.n_samples.to_string()];
-            v.extend(r.values.iter().map(|x| opt(*x)));
-            v
-        }),
-    )
+    metrics_csv(rows, &foreign::group_columns())
 }
 
 #[cfg(test)]
@@ -256,10 +337,21 @@ mod tests {
 
     #[test]
     fn input_csv_snapshot() {
+        let mut values = crate::metrics::MetricValues::default();
+        for (name, v) in [
+            ("distinct_1", 1.0),
+            ("distinct_2", 0.5),
+            ("repetition_4", 0.0),
+            ("compression_ratio", 2.0),
+            // not a column of `declab metrics`: needs a trace
+            ("tokens", 3.0),
+        ] {
+            values.set(catalog::find(name).unwrap(), Some(v));
+        }
         let rows = vec![InputSampleRow {
             group: "g".into(),
             index: 1,
-            values: vec![Some(1.0), Some(0.5), None, Some(0.0), Some(2.0), None],
+            values,
         }];
         let got = String::from_utf8(input_samples_csv(&rows).unwrap()).unwrap();
         assert_eq!(
