@@ -4,6 +4,13 @@
 use clap::Parser;
 
 fn main() {
+    // A closed pipe (`declab validate x.yaml | head`) ends the process quietly, as it does for
+    // other Unix tools, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = declab::cli::Cli::parse();
     let code = match declab::commands::dispatch(cli) {
         Ok(code) => code,

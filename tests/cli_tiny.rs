@@ -319,6 +319,24 @@ fn dist_prints_the_final_distribution() {
         .stderr(predicate::str::contains("logit 1"));
 }
 
+/// `declab validate x.yaml | head`: a closed pipe ends the process quietly (it panicked in
+/// `println!` before, since Rust ignores SIGPIPE).
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_experiment(dir.path(), "pipe", "  - kind: greedy\n", 1, 2);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_declab"))
+        .args(["validate", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // closed before declab writes
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// `dist --seed N` adds the token that seed's first draw picks: only kept tokens, the same token
 /// for the same seed, and over many seeds the frequencies of the printed distribution.
 #[test]
