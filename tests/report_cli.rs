@@ -474,6 +474,21 @@ fn every_csv_keeps_its_columns() {
         "metrics_groups_csv",
         header(&out.join("metrics_groups.csv"))
     );
+    // report.md's shape: its headings and the header row of every table
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    let shape: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| {
+            l.starts_with('#')
+                || lines.get(i + 1).is_some_and(|n| {
+                    n.starts_with("|--") || n.starts_with("|:-") || n.starts_with("| --")
+                })
+        })
+        .map(|(_, l)| *l)
+        .collect();
+    insta::assert_snapshot!("report_md_shape", shape.join("\n"));
 
     let input = tmp.path().join("gen.jsonl");
     std::fs::write(&input, "{\"group\": \"a\", \"text\": \"x y\"}\n").unwrap();
