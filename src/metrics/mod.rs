@@ -30,6 +30,7 @@ pub mod nll;
 pub mod repetition;
 pub mod self_bleu;
 pub mod tokens;
+pub mod vendi;
 pub mod words;
 
 pub use compression::{compression_ratio, compression_ratio_pooled, gzip_len};
@@ -67,6 +68,7 @@ pub static REGISTRY: &[Metric] = &[
     distinct::DISTINCT_3_POOLED,
     compression::COMPRESSION_RATIO_POOLED,
     diversity_embed::DIVERSITY_EMBED,
+    vendi::DIVERSITY_VENDI,
     // a metric added as the README says, for tests only
     #[cfg(test)]
     example_kept_mean::EXAMPLE_KEPT_MEAN,
