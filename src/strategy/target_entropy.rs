@@ -609,7 +609,7 @@ impl Processor for Solve {
 /// target and offset ← offset − ki·e, except while the goal was out of reach in the direction
 /// the error pushes (anti-windup), with |offset| bounded by max(target, 1).
 ///
-/// Why this law (measured on Gemma 3 270M, `bench/perf-notes.md`): H(T) on a 262,144-token row
+/// Why this law (measured on Gemma 3 and SmolLM2, README "Strategies on real models"): H(T) on a 262,144-token row
 /// rises from ~2 to ~12 nats between T = 1 and 2, so a controller acting on ln T with fixed
 /// gains is either sluggish on flat rows or violent on peaked ones (the previous PI law on ln T
 /// alternated between t_min and t_max). The solve inverts H(T) exactly each step, so the loop
