@@ -336,6 +336,22 @@ pub struct Baseline {
 }
 
 /// Compare with a baseline; returns the list of regressions (empty = pass).
+/// Measured (strategy, vocab) rows the baseline has no row for: a strategy registered after the
+/// baseline was written.
+pub fn ungated(report: &BenchReport, baseline: &Baseline) -> Vec<(String, usize)> {
+    report
+        .sampler
+        .iter()
+        .filter(|r| {
+            !baseline
+                .rows
+                .iter()
+                .any(|b| b.strategy == r.strategy && b.vocab == r.vocab)
+        })
+        .map(|r| (r.strategy.clone(), r.vocab))
+        .collect()
+}
+
 pub fn check(report: &BenchReport, baseline: &Baseline) -> Vec<String> {
     let mut bad = Vec::new();
     for b in &baseline.rows {
@@ -451,6 +467,12 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
                 .with_context(|| format!("cannot read baseline {}", path.display()))?,
         )
         .with_context(|| format!("{} is not a bench baseline", path.display()))?;
+        for (strategy, vocab) in ungated(&report, &b) {
+            eprintln!(
+                "declab: note: {strategy} at vocab {vocab} is measured but not in {}, so not gated; `make bench-baseline` (or adding its row) gates it",
+                path.display()
+            );
+        }
         let bad = check(&report, &b);
         if !bad.is_empty() {
             eprintln!(
@@ -535,5 +557,12 @@ mod tests {
         assert_eq!(bad.len(), 2, "{bad:?}");
         assert!(bad[0].starts_with("top_p at vocab 262144: ratio 51.0"));
         assert!(bad[1].contains("gone") && bad[1].contains("not measured"));
+        // a strategy registered after the baseline is named, not silently skipped
+        let mut report = report;
+        report.sampler.push(row("top_a", 9.0));
+        assert_eq!(
+            ungated(&report, &baseline),
+            vec![("top_a".to_string(), 262144)]
+        );
     }
 }
