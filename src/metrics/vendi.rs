@@ -79,15 +79,17 @@ pub fn symmetric_eigenvalues(m: &[Vec<f64>]) -> Vec<f64> {
                 let t = if theta == 0.0 { 1.0 } else { t };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
-                for r in 0..n {
-                    let (arp, arq) = (a[r][p], a[r][q]);
-                    a[r][p] = c * arp - s * arq;
-                    a[r][q] = s * arp + c * arq;
+                // columns p and q, then rows p and q: A <- J^T A J
+                for row in a.iter_mut() {
+                    let (arp, arq) = (row[p], row[q]);
+                    row[p] = c * arp - s * arq;
+                    row[q] = s * arp + c * arq;
                 }
-                for r in 0..n {
-                    let (apr, aqr) = (a[p][r], a[q][r]);
-                    a[p][r] = c * apr - s * aqr;
-                    a[q][r] = s * apr + c * aqr;
+                let (upper, lower) = a.split_at_mut(q);
+                for (apr, aqr) in upper[p].iter_mut().zip(lower[0].iter_mut()) {
+                    let (x, y) = (*apr, *aqr);
+                    *apr = c * x - s * y;
+                    *aqr = s * x + c * y;
                 }
             }
         }

@@ -8,7 +8,7 @@
 
 use super::kernels::Candidates;
 use super::temperature::apply_temperature;
-use super::unit::{self, Checks, Facts, Kind, PathError, Proc, ProcSpec, Range};
+use super::unit::{self, Checks, Facts, Kind, PathError, ProcSpec, Range, Stateless};
 use super::{min_p, top_k, top_p, Effect, Processor, Scratch, StepCtx};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Mapping;
@@ -77,16 +77,8 @@ pub struct DynaTemp {
     pub dynatemp_exponent: f64,
 }
 
-impl Proc for DynaTemp {
-    fn op(&self) -> &'static str {
-        "dynatemp"
-    }
-    fn params(&self) -> serde_json::Value {
-        unit::params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for DynaTemp {
+    const OP: &'static str = "dynatemp";
     fn facts(&self) -> Facts {
         Facts {
             controller: true,

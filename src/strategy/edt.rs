@@ -6,7 +6,7 @@
 
 use super::kernels::Candidates;
 use super::temperature::apply_temperature;
-use super::unit::{self, Checks, Facts, Kind, PathError, Proc, ProcSpec, Range};
+use super::unit::{self, Checks, Facts, Kind, PathError, ProcSpec, Range, Stateless};
 use super::{min_p, top_p, Effect, Processor, Scratch, StepCtx};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Mapping;
@@ -65,16 +65,8 @@ pub struct Edt {
     pub edt_n: f64,
 }
 
-impl Proc for Edt {
-    fn op(&self) -> &'static str {
-        "edt"
-    }
-    fn params(&self) -> serde_json::Value {
-        unit::params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for Edt {
+    const OP: &'static str = "edt";
     fn facts(&self) -> Facts {
         Facts {
             controller: true,

@@ -6,7 +6,7 @@
 //! use √ε·e^-H, which is what declab implements.)
 
 use super::kernels::{self, Candidates};
-use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
+use super::unit::{Param, ProcSpec, Range, Simple, Stateless};
 use super::{Effect, Processor, Scratch, StepCtx};
 use serde::Serialize;
 
@@ -48,28 +48,12 @@ pub const ETA_SIMPLE: Simple = Simple {
     make: |eta_cutoff| ProcSpec::new(Eta { eta_cutoff }),
 };
 
-impl Proc for Epsilon {
-    fn op(&self) -> &'static str {
-        "epsilon_cutoff"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for Epsilon {
+    const OP: &'static str = "epsilon_cutoff";
 }
 
-impl Proc for Eta {
-    fn op(&self) -> &'static str {
-        "eta_cutoff"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for Eta {
+    const OP: &'static str = "eta_cutoff";
 }
 
 /// Remove p < threshold (in log space: l - log Z < ln threshold), keeping ties with the top.

@@ -2,9 +2,9 @@
 //! with strict `>`, so its first maximum is also the lowest id on a full vocabulary).
 
 use super::kernels::Candidates;
-use super::unit::{self, Checks, Facts, Kind, PathError, Proc, ProcSpec};
+use super::unit::{self, Checks, Facts, Kind, PathError, ProcSpec, Stateless};
 use super::{repetition, Effect, Processor, Scratch, StepCtx};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_yaml::Mapping;
 
 pub const KIND: Kind = Kind {
@@ -30,19 +30,11 @@ fn parse(map: &Mapping, path: &str) -> Result<Vec<ProcSpec>, Vec<PathError>> {
     c.done(v)
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Greedy;
 
-impl Proc for Greedy {
-    fn op(&self) -> &'static str {
-        "greedy"
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(Greedy)
-    }
+impl Stateless for Greedy {
+    const OP: &'static str = "greedy";
     fn facts(&self) -> Facts {
         Facts {
             greedy: true,

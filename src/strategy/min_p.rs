@@ -3,7 +3,7 @@
 //! One pass, no sort.
 
 use super::kernels::Candidates;
-use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
+use super::unit::{Param, ProcSpec, Range, Simple, Stateless};
 use super::{Effect, Processor, Scratch, StepCtx};
 use serde::Serialize;
 
@@ -26,16 +26,8 @@ pub const SIMPLE: Simple = Simple {
     make: |min_p| ProcSpec::new(MinP { min_p }),
 };
 
-impl Proc for MinP {
-    fn op(&self) -> &'static str {
-        "min_p"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for MinP {
+    const OP: &'static str = "min_p";
 }
 
 impl Processor for MinP {

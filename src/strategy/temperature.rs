@@ -4,7 +4,7 @@
 
 use super::greedy::keep_argmax;
 use super::kernels::Candidates;
-use super::unit::{params_of, Facts, Param, Proc, ProcSpec, Range, Simple};
+use super::unit::{Facts, Param, ProcSpec, Range, Simple, Stateless};
 use super::{Effect, Processor, Scratch, StepCtx};
 use serde::Serialize;
 
@@ -50,16 +50,8 @@ pub fn apply_temperature(cands: &mut Candidates, t: f64) -> Effect {
     Effect::temperature(t)
 }
 
-impl Proc for Temperature {
-    fn op(&self) -> &'static str {
-        "temperature"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for Temperature {
+    const OP: &'static str = "temperature";
     fn facts(&self) -> Facts {
         Facts {
             greedy: self.temperature == 0.0,

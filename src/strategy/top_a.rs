@@ -8,7 +8,7 @@
 //! unit, its registry line, its tests (including its promise on real Gemma 3 rows).
 
 use super::kernels::Candidates;
-use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
+use super::unit::{Param, ProcSpec, Range, Simple, Stateless};
 use super::{Effect, Processor, Scratch, StepCtx};
 use serde::Serialize;
 
@@ -31,16 +31,8 @@ pub const SIMPLE: Simple = Simple {
     make: |top_a| ProcSpec::new(TopA { top_a }),
 };
 
-impl Proc for TopA {
-    fn op(&self) -> &'static str {
-        "top_a"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for TopA {
+    const OP: &'static str = "top_a";
 }
 
 impl Processor for TopA {

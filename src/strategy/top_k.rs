@@ -4,7 +4,7 @@
 //! O(n) with `select_nth_unstable`, no sort.
 
 use super::kernels::Candidates;
-use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
+use super::unit::{Param, ProcSpec, Range, Simple, Stateless};
 use super::{Effect, Processor, Scratch, StepCtx};
 use serde::Serialize;
 
@@ -27,16 +27,8 @@ pub const SIMPLE: Simple = Simple {
     make: |v| ProcSpec::new(TopK { top_k: v as usize }),
 };
 
-impl Proc for TopK {
-    fn op(&self) -> &'static str {
-        "top_k"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for TopK {
+    const OP: &'static str = "top_k";
 }
 
 impl Processor for TopK {

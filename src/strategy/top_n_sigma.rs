@@ -4,7 +4,7 @@
 //! a no-op. The mask is invariant to temperature applied before it.
 
 use super::kernels::{self, Candidates};
-use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
+use super::unit::{Param, ProcSpec, Range, Simple, Stateless};
 use super::{Effect, Processor, Scratch, StepCtx};
 use serde::Serialize;
 
@@ -27,16 +27,8 @@ pub const SIMPLE: Simple = Simple {
     make: |top_n_sigma| ProcSpec::new(TopNSigma { top_n_sigma }),
 };
 
-impl Proc for TopNSigma {
-    fn op(&self) -> &'static str {
-        "top_n_sigma"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for TopNSigma {
+    const OP: &'static str = "top_n_sigma";
 }
 
 impl Processor for TopNSigma {

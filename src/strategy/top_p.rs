@@ -6,7 +6,7 @@
 //! `select_nth_unstable`, grown 8x only when the nucleus is larger.
 
 use super::kernels::{self, visit_in_key_order, Candidates};
-use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
+use super::unit::{Param, ProcSpec, Range, Simple, Stateless};
 use super::{Effect, Processor, Scratch, StepCtx};
 use serde::Serialize;
 
@@ -70,16 +70,8 @@ pub const SIMPLE: Simple = Simple {
     make: |top_p| ProcSpec::new(TopP { top_p }),
 };
 
-impl Proc for TopP {
-    fn op(&self) -> &'static str {
-        "top_p"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for TopP {
+    const OP: &'static str = "top_p";
 }
 
 impl Processor for TopP {

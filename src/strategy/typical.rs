@@ -5,7 +5,7 @@
 //! score are therefore all kept. Ordered by score with a windowed selection, not a full sort.
 
 use super::kernels::{self, visit_in_key_order, Candidates};
-use super::unit::{params_of, Param, Proc, ProcSpec, Range, Simple};
+use super::unit::{Param, ProcSpec, Range, Simple, Stateless};
 use super::{Effect, Processor, Scratch, StepCtx};
 use serde::Serialize;
 
@@ -28,16 +28,8 @@ pub const SIMPLE: Simple = Simple {
     make: |typical_p| ProcSpec::new(Typical { typical_p }),
 };
 
-impl Proc for Typical {
-    fn op(&self) -> &'static str {
-        "typical_p"
-    }
-    fn params(&self) -> serde_json::Value {
-        params_of(self)
-    }
-    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
-        Box::new(self.clone())
-    }
+impl Stateless for Typical {
+    const OP: &'static str = "typical_p";
 }
 
 impl Processor for Typical {

@@ -229,6 +229,31 @@ pub trait Proc: fmt::Debug + Send + Sync {
     }
 }
 
+/// A processor that is its own spec: no per-sample state, so `build` clones it and its
+/// `params` are its serialised fields (named as in YAML). Most one-parameter processors are.
+pub trait Stateless: Processor + Clone + Serialize + fmt::Debug + Sync + 'static {
+    /// Its name in records.
+    const OP: &'static str;
+    fn facts(&self) -> Facts {
+        Facts::default()
+    }
+}
+
+impl<T: Stateless> Proc for T {
+    fn op(&self) -> &'static str {
+        T::OP
+    }
+    fn params(&self) -> serde_json::Value {
+        params_of(self)
+    }
+    fn build(&self, _vocab: usize) -> Box<dyn Processor> {
+        Box::new(self.clone())
+    }
+    fn facts(&self) -> Facts {
+        Stateless::facts(self)
+    }
+}
+
 /// Serialise a processor's own fields as its `params`.
 pub fn params_of<T: Serialize>(spec: &T) -> serde_json::Value {
     match serde_json::to_value(spec) {
