@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A real single-node Slurm (munge + slurmctld + slurmd on localhost): submit a sharded grid as a
 # job array and the merge as a dependent job, wait, and compare with a single-process run.
-# Exit 77 (skip) when the daemons cannot be installed or started here; 0 pass; 1 fail.
+# Exit 77 (skip) when the daemons are missing or cannot start here; 0 pass; 1 fail. It installs
+# slurm-wlm and munge with apt-get only when asked (DECLAB_TEST_INSTALL=1, as .ci/run does).
 # Usage: tests/slurm/slurm-test.sh DECLAB_BIN EXPERIMENT.yaml WORKDIR
 set -uo pipefail
 bin="$(readlink -f "$1")"; cfg="$(readlink -f "$2")"; work="$(readlink -f "$3")"
@@ -9,6 +10,8 @@ skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*"; for f in "$work"/slurm/*.log; do echo "== $f"; tail -20 "$f"; done; exit 1; }
 [ "$(id -u)" = 0 ] || skip "needs root to install and start munge and slurm"
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  [ "${DECLAB_TEST_INSTALL:-0}" = 1 ] \
+    || skip "slurm-wlm and munge are not installed; DECLAB_TEST_INSTALL=1 make test (as .ci/run does) lets the test install them with apt-get"
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 \
     || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q slurm-wlm munge >/dev/null 2>&1; } \
