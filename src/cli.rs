@@ -41,6 +41,9 @@ pub enum Command {
         /// does not change any sample, only the speed.
         #[arg(long, default_value_t = crate::runner::DEFAULT_BATCH, value_parser = clap::value_parser!(u16).range(1..=256))]
         batch: u16,
+        /// Resuming, run again the samples that failed before (they count as done otherwise).
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Join the shards of a run (results/<name>/shards/K-of-N) into results/<name>/: checks
     /// they are complete and from the same config, models and declab version, then writes the

@@ -22,12 +22,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             no_progress,
             shard,
             batch,
+            retry_failed,
         } => run(
             file,
             out,
             fresh,
             cuda,
             no_progress,
+            retry_failed,
             shard.as_deref(),
             batch as usize,
         ),
@@ -188,6 +190,7 @@ fn run(
     fresh: bool,
     cuda: bool,
     no_progress: bool,
+    retry_failed: bool,
     shard: Option<&str>,
     batch: usize,
 ) -> Result<i32> {
@@ -217,6 +220,7 @@ fn run(
         progress: if no_progress { Some(false) } else { None },
         shard,
         batch,
+        retry_failed,
     };
     let runner::RunOutcome {
         summary: s,
@@ -259,8 +263,10 @@ fn run(
     );
     if s.samples_failed > 0 {
         eprintln!(
-            "declab: {} samples failed; see the `status` and `error` fields in samples.jsonl",
-            s.samples_failed
+            "declab: {} samples failed; see the `status` and `error` fields in samples.jsonl; `declab run {} --out {} --retry-failed` runs them again",
+            s.samples_failed,
+            file.display(),
+            s.out_dir.display()
         );
         return Ok(1);
     }
@@ -378,6 +384,14 @@ fn report_cmd(dir: &std::path::Path, embedder: Option<&std::path::Path>) -> Resu
         emb.as_ref().map(|e| e as &dyn TextEmbedder),
     )?;
     eprintln!("declab: wrote report.md, summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv and plots to {}", dir.display());
+    let failed = records.iter().filter(|r| !r.ok()).count();
+    if failed > 0 {
+        eprintln!(
+            "declab: {failed} of {} samples failed (their `status` and `error` in samples.jsonl); the report covers the others; `declab run ... --retry-failed` runs them again",
+            records.len()
+        );
+        return Ok(1);
+    }
     Ok(0)
 }
 

@@ -40,6 +40,8 @@ pub struct RunOptions {
     /// Most samples of one prompt decoded together (see `generate_batch`); 1 decodes one
     /// sample at a time. Does not change any sample.
     pub batch: usize,
+    /// Run again the samples recorded as failed (otherwise they count as done).
+    pub retry_failed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -433,7 +435,17 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
     preflight(exp)?;
     store::prepare_out_dir(&opts.out_dir, opts.fresh)?;
     let _lock = store::DirLock::acquire(&opts.out_dir)?;
-    let existing = store::load_existing(&opts.out_dir, opts.shard, &hash, &exp.name)?;
+    let mut existing = store::load_existing(&opts.out_dir, opts.shard, &hash, &exp.name)?;
+    let failed_before = existing.iter().filter(|r| !r.ok()).count();
+    if failed_before > 0 && opts.retry_failed {
+        existing.retain(|r| r.ok());
+        store::write_samples(&opts.out_dir, &existing)?;
+        eprintln!("declab: running {failed_before} failed samples again (--retry-failed)");
+    } else if failed_before > 0 {
+        eprintln!(
+            "declab: {failed_before} samples failed before and count as done; --retry-failed runs them again"
+        );
+    }
     let samples_path = opts.out_dir.join(store::SAMPLES_JSONL);
     let grid = GridIds::from_experiment(exp);
     let expected = grid.expected_keys(opts.shard);

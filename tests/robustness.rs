@@ -124,6 +124,70 @@ fn nan_logits_fail_the_sample_and_the_run_reports_it() {
     assert_eq!(m["samples_failed"], 4);
 }
 
+/// Failed samples are kept and count as done until `--retry-failed` runs them again; `report`
+/// (and so `merge`) exits 1 while any failed. The failure is made real by a model whose logits
+/// are NaN, then replaced at the same path by a sound one (resume trusts the path today).
+#[test]
+fn retry_failed_runs_failed_samples_again_and_report_exits_1_on_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("m");
+    let m = declab::engine::tiny::write_with(&model_dir, 3, true).unwrap();
+    let yaml = format!(
+        "name: retry\nseed: 1\nmodels:\n  - {{id: m, gguf: {}, tokenizer: {}}}\nprompts:\n  - {{id: a, text: \"the cat\"}}\nsamples: 2\nmax_new_tokens: 4\nstrategies:\n  - kind: greedy\n  - {{kind: top_p, top_p: 0.9}}\n",
+        m.gguf.display(),
+        m.tokenizer.display()
+    );
+    let cfg = dir.path().join("retry.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        declab()
+            .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(extra)
+            .assert()
+    };
+    run(&[])
+        .code(1)
+        .stderr(predicate::str::contains("--retry-failed"));
+    declab()
+        .args(["report", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("4 of 4 samples failed"));
+    // the same path now holds a sound model
+    declab::engine::tiny::write_with(&model_dir, 3, false).unwrap();
+    run(&[]).code(1).stderr(predicate::str::contains(
+        "4 samples failed before and count as done",
+    ));
+    assert!(read_records(&out.join("samples.jsonl"))
+        .iter()
+        .all(|r| r.status == "failed"));
+    run(&["--retry-failed"])
+        .success()
+        .stderr(predicate::str::contains("running 4 failed samples again"));
+    let retried = without_timing(&read_records(&out.join("samples.jsonl")));
+    assert!(retried.iter().all(|r| r.status == "ok"), "{retried:?}");
+    // exactly what a fresh run of the sound model gives
+    let fresh = dir.path().join("fresh");
+    declab()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            fresh.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    assert_eq!(
+        retried,
+        without_timing(&read_records(&fresh.join("samples.jsonl")))
+    );
+    declab()
+        .args(["report", out.to_str().unwrap()])
+        .assert()
+        .success();
+}
+
 #[test]
 fn unwritable_results_folder_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
