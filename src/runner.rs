@@ -133,19 +133,64 @@ impl Progress {
     }
 }
 
-/// Everything that can be checked from the GGUF headers, before any folder exists or any
-/// weights are read: file format, architecture, metadata, size, entropy targets vs ln V, and
-/// for a model without `tokenizer:`, that the GGUF describes a tokenizer declab builds.
+/// Every configuration error that needs a model's files, found before any folder exists or any
+/// weights are read (exit 2, the experiment file and YAML path named): a `gguf:` that is not a
+/// GGUF file, its architecture and metadata, entropy targets vs ln V, a tokenizer declab cannot
+/// build, `eos_tokens` missing from the vocabulary, and prompts that do not fit the context with
+/// `max_new_tokens`. A file that starts as a GGUF but cannot be read through (truncated, corrupt)
+/// stays a runtime failure (exit 1).
 pub fn preflight(exp: &Experiment) -> Result<()> {
-    for m in &exp.models {
-        let info = engine::inspect(&m.gguf).with_context(|| format!("model {:?}", m.id))?;
-        if m.tokenizer.is_none() {
-            engine::gguf_tokenizer::check_file(&m.gguf)
-                .with_context(|| format!("model {:?}", m.id))?;
+    let mut errors = Vec::new();
+    for (i, m) in exp.models.iter().enumerate() {
+        if let Some(problem) = engine::not_gguf(&m.gguf) {
+            errors.push(format!(
+                "models[{i}].gguf: {problem}; give the path of a .gguf model file"
+            ));
+            continue;
         }
-        check_against_vocab(exp, info.vocab_size)?;
+        let info = engine::inspect(&m.gguf).with_context(|| format!("model {:?}", m.id))?;
+        let tokenizer = match &m.tokenizer {
+            Some(json) => {
+                engine::tokenizer::load(json).map_err(|e| format!("models[{i}].tokenizer: {e:#}"))
+            }
+            None => engine::gguf_tokenizer::from_gguf_file(&m.gguf).map_err(|e| {
+                format!("models[{i}]: the GGUF's own tokenizer cannot be built: {e:#}")
+            }),
+        };
+        match tokenizer {
+            Err(e) => errors.push(e),
+            Ok(tok) => {
+                for (j, t) in m.eos_tokens.iter().enumerate() {
+                    if tok.token_to_id(t).is_none() {
+                        errors.push(format!(
+                            "models[{i}].eos_tokens[{j}]: {t:?} is not a token of {}; give a token of its vocabulary (e.g. \"<eos>\") or remove it",
+                            m.tokenizer_source()
+                        ));
+                    }
+                }
+                for (k, p) in exp.prompts.iter().enumerate() {
+                    let n = tok
+                        .encode(p.text.as_str(), true)
+                        .map(|e| e.get_ids().len())
+                        .map_err(|e| anyhow::anyhow!("tokenizing prompt {:?}: {e}", p.id))?;
+                    if n + exp.max_new_tokens > info.context_length {
+                        errors.push(format!(
+                            "prompts[{k}]: {:?} is {n} tokens for model {:?}; with max_new_tokens {} it exceeds its context length {}; shorten the prompt or lower max_new_tokens",
+                            p.id, m.id, exp.max_new_tokens, info.context_length
+                        ));
+                    }
+                }
+            }
+        }
+        if let Err(e) = check_against_vocab(exp, info.vocab_size) {
+            return Err(e);
+        }
     }
-    Ok(())
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::error::ConfigError::new(&exp.source, errors).into())
+    }
 }
 
 /// Check constraints that need the model's vocabulary size (entropy targets within [0, ln V]).

@@ -99,7 +99,7 @@ fn valid_file_validates() {
 }
 
 #[test]
-fn not_a_gguf_is_a_clear_runtime_error() {
+fn not_a_gguf_is_a_configuration_error_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let body = valid_body(dir.path());
     let fake = dir.path().join("fake.gguf");
@@ -111,8 +111,14 @@ fn not_a_gguf_is_a_clear_runtime_error() {
     declab()
         .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .assert()
-        .code(1)
-        .stderr(predicate::str::contains("is not a readable GGUF file"));
+        .code(2)
+        .stderr(predicate::str::contains("fake.yaml"))
+        .stderr(predicate::str::contains("models[0].gguf"))
+        .stderr(predicate::str::contains("is not a GGUF file"));
+    assert!(
+        !out.exists(),
+        "nothing is created for a configuration error"
+    );
 }
 
 #[test]
@@ -172,8 +178,9 @@ fn gguf_alone_without_tokenizer_metadata_asks_for_a_tokenizer_json() {
         vec!["validate", cfg.to_str().unwrap()],
         vec!["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()],
     ] {
-        declab().args(&args).assert().code(1).stderr(
-            predicate::str::contains("model \"tiny\"")
+        declab().args(&args).assert().code(2).stderr(
+            predicate::str::contains("gguf-only.yaml")
+                .and(predicate::str::contains("models[0]"))
                 .and(predicate::str::contains("no `tokenizer.ggml.model`"))
                 .and(predicate::str::contains("give `tokenizer:`")),
         );

@@ -320,6 +320,50 @@ const CASES: &[Case] = &[
         &["DECLAB_SURELY_UNSET_VAR is not set"],
     ),
     (
+        "eos token not in the vocabulary",
+        |b| {
+            rep(
+                b,
+                "  - id: tiny\n",
+                "  - id: tiny\n    eos_tokens: [\"<no_such_token>\"]\n",
+            )
+        },
+        &[
+            "models[0].eos_tokens[0]",
+            "<no_such_token>",
+            "is not a token of",
+        ],
+    ),
+    (
+        "prompt longer than the context with max_new_tokens",
+        |b| {
+            let long = "the cat sat on the mat ".repeat(60);
+            rep(b, "text: \"the cat\"", &format!("text: \"{long}\""))
+        },
+        &["prompts[0]", "exceeds its context length 256"],
+    ),
+    (
+        "gguf path that is not a GGUF file",
+        |b| {
+            // point gguf: at the tokenizer.json next to it
+            let line = b
+                .lines()
+                .find(|l| l.trim_start().starts_with("tokenizer: "))
+                .unwrap();
+            let tok = line
+                .trim_start()
+                .trim_start_matches("tokenizer: ")
+                .to_string();
+            let gguf_line = b
+                .lines()
+                .find(|l| l.trim_start().starts_with("gguf: "))
+                .unwrap()
+                .to_string();
+            b.replacen(&gguf_line, &format!("    gguf: {tok}"), 1)
+        },
+        &["models[0].gguf", "is not a GGUF file"],
+    ),
+    (
         "wrong type",
         |b| rep(b, "max_new_tokens: 4", "max_new_tokens: lots"),
         &["max_new_tokens", "invalid type"],

@@ -392,6 +392,22 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     })
 }
 
+/// Why `path` is not a GGUF file (missing, unreadable, or without the `GGUF` magic), or `None`
+/// when it starts as one. Only the first four bytes are read.
+pub fn not_gguf(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)) {
+        Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+        Ok(()) if &magic != b"GGUF" => Some(format!(
+            "{} is not a GGUF file (it starts with {:?}, not \"GGUF\")",
+            path.display(),
+            String::from_utf8_lossy(&magic)
+        )),
+        Ok(()) => None,
+    }
+}
+
 /// The model in a GGUF file, without its tokenizer (what a logit check needs).
 pub fn load_weights(path: &Path, device: &Device) -> Result<(Box<dyn LanguageModel>, GgufInfo)> {
     let (mut file, ct, info) = read_header(path)?;
