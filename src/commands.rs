@@ -184,6 +184,7 @@ fn validate(file: PathBuf) -> Result<i32> {
     Ok(0)
 }
 
+#[allow(clippy::too_many_arguments)] // the `run` command's flags, passed through once
 fn run(
     file: PathBuf,
     out: Option<PathBuf>,

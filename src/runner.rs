@@ -182,9 +182,7 @@ pub fn preflight(exp: &Experiment) -> Result<()> {
                 }
             }
         }
-        if let Err(e) = check_against_vocab(exp, info.vocab_size) {
-            return Err(e);
-        }
+        check_against_vocab(exp, info.vocab_size)?;
     }
     if errors.is_empty() {
         Ok(())
