@@ -364,6 +364,41 @@ const CASES: &[Case] = &[
         &["models[0].gguf", "is not a GGUF file"],
     ),
     (
+        "samples at the top of u64",
+        |b| format!("{b}samples: 18446744073709551615\n"),
+        &[
+            "samples: the grid expands to 18446744073709551615 samples",
+            "limit of 10000000",
+        ],
+    ),
+    (
+        "a strategy block whose grid lists explode",
+        |b| {
+            let axis = |x: f64| {
+                (1..=20)
+                    .map(|i| format!("{}", x * i as f64))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            rep(
+                b,
+                "- kind: greedy",
+                &format!(
+                    "- {{kind: top_p, top_p: [{}], temperature: [{}], min_p: [{}], top_k: [{}]}}",
+                    axis(0.04),
+                    axis(0.1),
+                    axis(0.01),
+                    axis(1.0)
+                ),
+            )
+        },
+        &[
+            "strategies[0]",
+            "expand to 160000 strategies",
+            "limit of 10000 per block",
+        ],
+    ),
+    (
         "wrong type",
         |b| rep(b, "max_new_tokens: 4", "max_new_tokens: lots"),
         &["max_new_tokens", "invalid type"],

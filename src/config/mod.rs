@@ -19,6 +19,10 @@ use raw::{RawExperiment, RawPromptLine};
 /// Grids above this many samples get a warning (at ~20 tokens/s they take hours).
 pub const LARGE_GRID_SAMPLES: usize = 5_000;
 
+/// Most samples one experiment file may ask for (models x prompts x strategies x samples),
+/// counted without overflow before anything is allocated.
+pub const MAX_TOTAL_SAMPLES: u64 = 10_000_000;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelSpec {
     pub id: String,
@@ -297,6 +301,19 @@ pub fn parse(
         None => strategies.first().map(|s| s.id.clone()).unwrap_or_default(),
     };
 
+    let total = [models.len(), prompts.len(), strategies.len(), raw.samples]
+        .iter()
+        .try_fold(1u64, |acc, &n| acc.checked_mul(n as u64));
+    if total.is_none_or(|t| t > MAX_TOTAL_SAMPLES) {
+        errors.push(format!(
+            "samples: the grid expands to {} samples ({} models x {} prompts x {} strategies x {} samples), above declab's limit of {MAX_TOTAL_SAMPLES} per experiment file; lower `samples` or split the experiment into several files",
+            total.map_or_else(|| "more than 2^64".to_string(), |t| t.to_string()),
+            models.len(),
+            prompts.len(),
+            strategies.len(),
+            raw.samples
+        ));
+    }
     if !errors.is_empty() {
         return Err(ConfigError::new(file, errors));
     }

@@ -56,6 +56,10 @@ pub fn examples() -> Vec<String> {
         .collect()
 }
 
+/// Most strategies one block may expand to (its grid lists multiplied); checked before
+/// expanding, so a block with huge lists fails at once instead of filling memory.
+pub const MAX_BLOCK_GRID: u64 = 10_000;
+
 /// Keys whose values are structures, never grid axes.
 const NESTED_KEYS: &[&str] = &["chain", "low", "mid", "high"];
 
@@ -72,6 +76,21 @@ pub fn expand_block(block: &Value, path: &str) -> Result<Vec<StrategySpec>, Vec<
         )]
     })?;
     kind_of(map, path).map_err(|e| vec![e])?;
+    let points = map
+        .iter()
+        .filter(|(k, _)| !NESTED_KEYS.contains(&k.as_str().unwrap_or_default()))
+        .filter_map(|(_, v)| v.as_sequence().map(|items| items.len() as u64))
+        .try_fold(1u64, |acc, n| acc.checked_mul(n));
+    match points {
+        Some(n) if n <= MAX_BLOCK_GRID => {}
+        _ => {
+            let shown = points.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
+            return Err(vec![err(
+                path,
+                format!("its grid lists expand to {shown} strategies, above declab's limit of {MAX_BLOCK_GRID} per block; give fewer values or split the block"),
+            )]);
+        }
+    }
     let mut combos: Vec<Mapping> = vec![Mapping::new()];
     for (k, v) in map {
         let key = k.as_str().unwrap_or_default();
