@@ -149,14 +149,10 @@ pub fn preflight(exp: &Experiment) -> Result<()> {
             continue;
         }
         let info = engine::inspect(&m.gguf).with_context(|| format!("model {:?}", m.id))?;
-        let tokenizer = match &m.tokenizer {
-            Some(json) => {
-                engine::tokenizer::load(json).map_err(|e| format!("models[{i}].tokenizer: {e:#}"))
-            }
-            None => engine::gguf_tokenizer::from_gguf_file(&m.gguf).map_err(|e| {
-                format!("models[{i}]: the GGUF's own tokenizer cannot be built: {e:#}")
-            }),
-        };
+        let tokenizer = engine::load_tokenizer(m).map_err(|e| match m.tokenizer {
+            Some(_) => format!("models[{i}].tokenizer: {e:#}"),
+            None => format!("models[{i}]: the GGUF's own tokenizer cannot be built: {e:#}"),
+        });
         match tokenizer {
             Err(e) => errors.push(e),
             Ok(tok) => {
@@ -567,17 +563,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
             if !pending_for_prompt(&expected, &done, &mspec.id, prompt) {
                 continue;
             }
+            // (that it fits the context with max_new_tokens was checked by `preflight`)
             let prompt_ids = model.encode(&prompt.text)?;
-            if prompt_ids.len() + exp.max_new_tokens > model.context_length {
-                bail!(
-                    "prompt {:?} has {} tokens; with max_new_tokens {} it exceeds the context length {} of model {:?}",
-                    prompt.id,
-                    prompt_ids.len(),
-                    exp.max_new_tokens,
-                    model.context_length,
-                    mspec.id
-                );
-            }
             let mut prefilled = model.model.fork();
             let t0 = Instant::now();
             let first_logits = prefilled

@@ -361,18 +361,13 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     // version, also in the manifest) determine it.
     std::thread::scope(|scope| {
         let side = scope.spawn(|| -> Result<(Tokenizer, String, String)> {
-            match &spec.tokenizer {
-                Some(json) => {
-                    let tokenizer = tokenizer::load(json)?;
-                    let tokenizer_sha256 = sha256_cached(json)?;
-                    Ok((tokenizer, tokenizer_sha256, sha256_cached(path)?))
-                }
-                None => {
-                    let tokenizer = gguf_tokenizer::from_gguf_file(path)?;
-                    let gguf_sha256 = sha256_cached(path)?;
-                    Ok((tokenizer, gguf_sha256.clone(), gguf_sha256))
-                }
-            }
+            let tokenizer = load_tokenizer(spec)?;
+            let gguf_sha256 = sha256_cached(path)?;
+            let tokenizer_sha256 = match &spec.tokenizer {
+                Some(json) => sha256_cached(json)?,
+                None => gguf_sha256.clone(),
+            };
+            Ok((tokenizer, tokenizer_sha256, gguf_sha256))
         });
         let loaded = load_weights(&spec.gguf, device);
         let (tokenizer, tokenizer_sha256, gguf_sha256) = side
@@ -390,6 +385,14 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
             start,
         )
     })
+}
+
+/// A model's tokenizer: its `tokenizer.json`, or the one its GGUF describes when none is given.
+pub fn load_tokenizer(spec: &ModelSpec) -> Result<Tokenizer> {
+    match &spec.tokenizer {
+        Some(json) => tokenizer::load(json),
+        None => gguf_tokenizer::from_gguf_file(&spec.gguf),
+    }
 }
 
 /// Why `path` is not a GGUF file (missing, unreadable, or without the `GGUF` magic), or `None`
