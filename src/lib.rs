@@ -24,6 +24,7 @@ pub mod reference;
 pub mod report;
 pub mod runner;
 pub mod seed;
+pub mod select;
 pub mod stats;
 pub mod store;
 pub mod strategy;

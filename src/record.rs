@@ -44,6 +44,14 @@ pub struct Trace {
     pub logprob: Vec<f32>,
     /// p of the chosen token under the final distribution.
     pub p_final: Vec<f32>,
+    /// Self-certainty of the unmodified distribution, KL(U ‖ p) (nats; see
+    /// [`crate::strategy::Confidence`]). Empty in records written before it existed.
+    #[serde(default)]
+    pub self_certainty: Vec<f32>,
+    /// DeepConf token confidence of the unmodified distribution, −mean ln p of its 20 most
+    /// likely tokens (nats). Empty in records written before it existed.
+    #[serde(default)]
+    pub confidence: Vec<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

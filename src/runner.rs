@@ -292,6 +292,8 @@ impl SampleState {
         tr.kept.push(step.kept);
         tr.logprob.push(step.logprob as f32);
         tr.p_final.push(step.p_final as f32);
+        tr.self_certainty.push(step.self_certainty as f32);
+        tr.confidence.push(step.confidence as f32);
         if self.tracks_branch {
             tr.branch
                 .get_or_insert_with(Vec::new)

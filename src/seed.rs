@@ -44,6 +44,25 @@ pub fn stats_seed(experiment_seed: u64, label: &str) -> u64 {
     derive(&["stats", &experiment_seed.to_string(), label])
 }
 
+/// Seed of one selector's random draws in one cell (model, prompt, strategy); the `random`
+/// selector derives each sample's draw from it and the sample index.
+pub fn selection_seed(
+    experiment_seed: u64,
+    model: &str,
+    prompt: &str,
+    strategy: &str,
+    selector: &str,
+) -> u64 {
+    derive(&[
+        "select",
+        &experiment_seed.to_string(),
+        model,
+        prompt,
+        strategy,
+        selector,
+    ])
+}
+
 pub fn rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
 }

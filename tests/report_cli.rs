@@ -56,6 +56,8 @@ fn record(
             kept: vec![10; n],
             logprob: vec![-1.5; n],
             p_final: vec![0.3; n],
+            self_certainty: vec![9.0 + sample as f32; n],
+            confidence: vec![4.0 - sample as f32 * 0.5; n],
             branch: None,
             controller: None,
             solve: None,

@@ -75,35 +75,10 @@ pub fn paired_rows(
     label: &str,
     resamples: usize,
 ) -> Vec<ComparisonRow> {
-    let mut rows: Vec<ComparisonRow> = Vec::new();
-    for inp in inputs {
-        if inp.a.is_empty() {
-            continue;
-        }
-        let s = stats_seed(
-            seed,
-            &format!("{label}/{}/{}/{}", inp.model, inp.strategy, inp.metric),
-        );
-        let Ok(diff) = paired_bootstrap_diff(&inp.a, &inp.b, resamples, s, CONFIDENCE) else {
-            continue;
-        };
-        let diffs: Vec<f64> = inp.a.iter().zip(&inp.b).map(|(x, y)| x - y).collect();
-        let (p_value, min_p) = wilcoxon_signed_rank(&diffs)
-            .map(|w| (w.p_value, w.min_attainable_p))
-            .unwrap_or((f64::NAN, f64::NAN));
-        rows.push(ComparisonRow {
-            model: inp.model,
-            strategy: inp.strategy,
-            reference: inp.reference,
-            metric: inp.metric,
-            n_prompts: diffs.len(),
-            diff,
-            p_value,
-            p_holm: f64::NAN,
-            effect_size: rank_biserial(&diffs),
-            min_p,
-        });
-    }
+    let mut rows: Vec<ComparisonRow> = inputs
+        .into_iter()
+        .filter_map(|inp| paired_one(inp, seed, label, resamples))
+        .collect();
     let mut families: BTreeMap<(String, &'static str), Vec<usize>> = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
         families
@@ -118,6 +93,40 @@ pub fn paired_rows(
         }
     }
     rows
+}
+
+/// One paired comparison without its Holm adjustment (`p_holm` is NaN): `None` without pairs.
+/// The bootstrap seed is `stats_seed(seed, "<label>/<model>/<strategy>/<metric>")`.
+pub fn paired_one(
+    inp: PairInput,
+    seed: u64,
+    label: &str,
+    resamples: usize,
+) -> Option<ComparisonRow> {
+    if inp.a.is_empty() {
+        return None;
+    }
+    let s = stats_seed(
+        seed,
+        &format!("{label}/{}/{}/{}", inp.model, inp.strategy, inp.metric),
+    );
+    let diff = paired_bootstrap_diff(&inp.a, &inp.b, resamples, s, CONFIDENCE).ok()?;
+    let diffs: Vec<f64> = inp.a.iter().zip(&inp.b).map(|(x, y)| x - y).collect();
+    let (p_value, min_p) = wilcoxon_signed_rank(&diffs)
+        .map(|w| (w.p_value, w.min_attainable_p))
+        .unwrap_or((f64::NAN, f64::NAN));
+    Some(ComparisonRow {
+        model: inp.model,
+        strategy: inp.strategy,
+        reference: inp.reference,
+        metric: inp.metric,
+        n_prompts: diffs.len(),
+        diff,
+        p_value,
+        p_holm: f64::NAN,
+        effect_size: rank_biserial(&diffs),
+        min_p,
+    })
 }
 
 /// Every non-baseline strategy against the baseline, per model and metric (design order).

@@ -48,6 +48,8 @@ pub struct Design {
     pub baseline: String,
     pub samples: usize,
     pub max_new_tokens: usize,
+    /// Best-of-N selectors applied to every cell (`select:`).
+    pub selectors: Vec<crate::select::SelectorSpec>,
 }
 
 impl Design {
@@ -70,6 +72,7 @@ impl Design {
             baseline: exp.baseline.clone(),
             samples: exp.samples,
             max_new_tokens: exp.max_new_tokens,
+            selectors: exp.select.clone(),
         }
     }
 
@@ -126,6 +129,7 @@ impl Design {
             strategies,
             samples: v.get("samples").and_then(Value::as_u64).unwrap_or(0) as usize,
             max_new_tokens: v.get("max_new_tokens").and_then(Value::as_u64).unwrap_or(0) as usize,
+            selectors: selectors_of(v)?,
         })
     }
 
@@ -165,6 +169,32 @@ impl Design {
             ));
         }
     }
+}
+
+/// The `select` list of a resolved config (each item as [`crate::select::SelectorSpec`]
+/// serialises it), parsed again; absent is empty.
+fn selectors_of(v: &Value) -> Result<Vec<crate::select::SelectorSpec>> {
+    let Some(list) = v.get("select").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    let limits = crate::select::Limits {
+        max_new_tokens: usize::MAX,
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let y = serde_yaml::to_value(item)?;
+            crate::select::parse_block(&y, &format!("select[{i}]"), &limits).map_err(|es| {
+                anyhow!(
+                    "resolved_config.select[{i}]: {}",
+                    es.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// The entropy target of a strategy in nats (`target_entropy`'s `target` in its `unit`).

@@ -15,6 +15,7 @@ pub mod compare;
 pub mod design;
 pub mod foreign;
 pub mod latency;
+pub mod selection;
 pub mod summary;
 pub mod table;
 pub mod traces;
@@ -91,6 +92,11 @@ pub struct Analysis {
     pub targets: Vec<traces::TargetPoint>,
     /// How target_entropy's solve steps ended (clamped, missed), per strategy that ran one.
     pub solve: Vec<traces::SolveCounts>,
+    /// What each selector chose in each cell (`select:`), its comparisons with the random pick
+    /// and the mean of N, and the cost of a selected output.
+    pub selections: Vec<selection::SelectionRow>,
+    pub selection_comparisons: Vec<selection::SelectionComparison>,
+    pub selection_costs: Vec<selection::SelectionCost>,
     /// Samples with status != "ok", left out of every metric.
     pub failed: usize,
     /// The embedder used, if any (embedding metrics are absent without one).
@@ -189,6 +195,10 @@ pub fn analyze(
     let curves = traces::entropy_curves(&design, &ok);
     let targets = traces::target_points(&design, &summary);
     let solve = traces::solve_counts(&design, &ok);
+    let selections = selection::select_cells(&design, &ok);
+    let selection_comparisons =
+        selection::compare(&design, &selections, &samples, &table, resamples);
+    let selection_costs = selection::costs(&design, &ok, resamples);
     Ok(Analysis {
         design,
         samples,
@@ -200,6 +210,9 @@ pub fn analyze(
         curves,
         targets,
         solve,
+        selections,
+        selection_comparisons,
+        selection_costs,
         failed,
         embedder: embedder.map(|e| e.describe()),
     })

@@ -62,6 +62,10 @@ pub struct Experiment {
     pub stop: Vec<String>,
     pub strategies: Vec<StrategySpec>,
     pub baseline: String,
+    /// Best-of-N selectors applied to every cell's samples; they do not change the samples,
+    /// so they are left out of the config hash (adding one to a finished run needs no sample).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub select: Vec<crate::select::SelectorSpec>,
     /// The experiment file and the sha256 of its bytes.
     pub source: PathBuf,
     pub source_sha256: String,
@@ -301,6 +305,20 @@ pub fn parse(
         None => strategies.first().map(|s| s.id.clone()).unwrap_or_default(),
     };
 
+    let select = match crate::select::parse_list(
+        &raw.select,
+        &crate::select::Limits {
+            max_new_tokens: raw.max_new_tokens,
+        },
+        raw.samples,
+    ) {
+        Ok(s) => s,
+        Err(es) => {
+            errors.extend(es.into_iter().map(|e| e.to_string()));
+            Vec::new()
+        }
+    };
+
     let total = [models.len(), prompts.len(), strategies.len(), raw.samples]
         .iter()
         .try_fold(1u64, |acc, &n| acc.checked_mul(n as u64));
@@ -328,6 +346,7 @@ pub fn parse(
         stop: raw.stop,
         strategies,
         baseline,
+        select,
         source: file.to_path_buf(),
         source_sha256,
         warnings: vec![],

@@ -27,6 +27,9 @@ pub struct RawExperiment {
     #[serde(default)]
     pub baseline: Option<String>,
     pub strategies: Vec<serde_yaml::Value>,
+    /// Best-of-N selectors applied to the samples of every cell (`crate::select`).
+    #[serde(default)]
+    pub select: Vec<serde_yaml::Value>,
 }
 
 fn default_version() -> u32 {

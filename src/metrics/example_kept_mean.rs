@@ -75,6 +75,7 @@ mod tests {
             baseline: "greedy".into(),
             samples: 1,
             max_new_tokens: 2,
+            selectors: vec![],
         };
         let a = analysis::analyze(&design, &records, None, 200).unwrap();
 

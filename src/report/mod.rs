@@ -27,7 +27,8 @@ pub fn write_samples_csv(out_dir: &Path, records: &[SampleRecord]) -> Result<()>
 }
 
 /// Write summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv,
-/// the SVG plots and report.md of analysis `a` into `out_dir`.
+/// with selectors selections.csv, selection_comparisons.csv and selection_costs.csv, the SVG
+/// plots and report.md of analysis `a` into `out_dir`.
 pub fn write_folder(out_dir: &Path, a: &Analysis, manifest: &Manifest) -> Result<()> {
     use summary as s;
     store::write_atomic(&out_dir.join("summary.csv"), &s::summary_csv(&a.summary)?)?;
@@ -44,6 +45,20 @@ pub fn write_folder(out_dir: &Path, a: &Analysis, manifest: &Manifest) -> Result
         &out_dir.join("metrics_groups.csv"),
         &s::metrics_groups_csv(&a.groups)?,
     )?;
+    if !a.design.selectors.is_empty() {
+        store::write_atomic(
+            &out_dir.join("selections.csv"),
+            &s::selections_csv(&a.selections)?,
+        )?;
+        store::write_atomic(
+            &out_dir.join("selection_comparisons.csv"),
+            &s::selection_comparisons_csv(&a.selection_comparisons)?,
+        )?;
+        store::write_atomic(
+            &out_dir.join("selection_costs.csv"),
+            &s::selection_costs_csv(&a.selection_costs)?,
+        )?;
+    }
     let plots = plots::all_plots(a)?;
     for (name, svg) in &plots {
         store::write_atomic(&out_dir.join(name), svg.as_bytes())?;

@@ -14,6 +14,7 @@ use crate::analysis::catalog::{self, Level, Metric};
 use crate::analysis::compare::ComparisonRow;
 use crate::analysis::foreign::{self, InputGroupRow, InputSampleRow};
 use crate::analysis::latency::LatencyRow;
+use crate::analysis::selection::{SelectionComparison, SelectionCost, SelectionRow};
 use crate::analysis::summary::SummaryRow;
 use crate::analysis::{GroupRow, SampleRow};
 use crate::metrics::MetricValues;
@@ -126,6 +127,122 @@ pub fn comparisons_csv_with(rows: &[ComparisonRow], reference_column: &str) -> R
 
 pub fn comparisons_csv(rows: &[ComparisonRow]) -> Result<Vec<u8>> {
     comparisons_csv_with(rows, "baseline")
+}
+
+#[derive(Default, Serialize)]
+struct SelectionCsvRow<'a> {
+    model: &'a str,
+    prompt_id: &'a str,
+    strategy: &'a str,
+    selector: &'a str,
+    n: usize,
+    chosen_index: usize,
+    /// Full precision (shortest round-trip form): `declab select` is checked against it.
+    score: f64,
+}
+
+/// `selections.csv`: what each selector chose in each cell.
+pub fn selections_csv(rows: &[SelectionRow]) -> Result<Vec<u8>> {
+    write_csv(
+        &columns(&SelectionCsvRow::default())?,
+        rows.iter().map(|r| SelectionCsvRow {
+            model: &r.model,
+            prompt_id: &r.prompt_id,
+            strategy: &r.strategy,
+            selector: &r.selector,
+            n: r.n,
+            chosen_index: r.chosen_index,
+            score: r.score,
+        }),
+    )
+}
+
+#[derive(Default, Serialize)]
+struct SelectionComparisonCsvRow<'a> {
+    model: &'a str,
+    strategy: &'a str,
+    selector: &'a str,
+    reference: &'a str,
+    metric: &'a str,
+    n_prompts: usize,
+    #[serde(serialize_with = "number")]
+    diff: f64,
+    #[serde(serialize_with = "number")]
+    ci_low: f64,
+    #[serde(serialize_with = "number")]
+    ci_high: f64,
+    #[serde(serialize_with = "number")]
+    p_value: f64,
+    #[serde(serialize_with = "number")]
+    p_holm: f64,
+    #[serde(serialize_with = "number")]
+    effect_size: f64,
+    #[serde(serialize_with = "number")]
+    min_p: f64,
+}
+
+/// `selection_comparisons.csv`: each selector's picks against the random pick and the mean of
+/// the N samples (`reference`: `random` or `mean_of_n`), as `picked - reference`.
+pub fn selection_comparisons_csv(rows: &[SelectionComparison]) -> Result<Vec<u8>> {
+    write_csv(
+        &columns(&SelectionComparisonCsvRow::default())?,
+        rows.iter().map(|r| SelectionComparisonCsvRow {
+            model: &r.cmp.model,
+            strategy: &r.cmp.strategy,
+            selector: &r.selector,
+            reference: &r.cmp.reference,
+            metric: r.cmp.metric,
+            n_prompts: r.cmp.n_prompts,
+            diff: r.cmp.diff.point,
+            ci_low: r.cmp.diff.ci_low,
+            ci_high: r.cmp.diff.ci_high,
+            p_value: r.cmp.p_value,
+            p_holm: r.cmp.p_holm,
+            effect_size: r.cmp.effect_size,
+            min_p: r.cmp.min_p,
+        }),
+    )
+}
+
+#[derive(Default, Serialize)]
+struct SelectionCostCsvRow<'a> {
+    model: &'a str,
+    strategy: &'a str,
+    #[serde(serialize_with = "number")]
+    n: f64,
+    #[serde(serialize_with = "number")]
+    tokens_per_sample: f64,
+    #[serde(serialize_with = "number")]
+    tokens_per_selection: f64,
+    #[serde(serialize_with = "number")]
+    ms_per_sample: f64,
+    #[serde(serialize_with = "number")]
+    ms_per_selection: f64,
+    #[serde(serialize_with = "number")]
+    ms_per_selection_ci_low: f64,
+    #[serde(serialize_with = "number")]
+    ms_per_selection_ci_high: f64,
+    #[serde(serialize_with = "number")]
+    sampler_pct: f64,
+}
+
+/// `selection_costs.csv`: what one selected output costs against one sample.
+pub fn selection_costs_csv(rows: &[SelectionCost]) -> Result<Vec<u8>> {
+    write_csv(
+        &columns(&SelectionCostCsvRow::default())?,
+        rows.iter().map(|r| SelectionCostCsvRow {
+            model: &r.model,
+            strategy: &r.strategy,
+            n: r.n,
+            tokens_per_sample: r.tokens_per_sample,
+            tokens_per_selection: r.tokens_per_selection,
+            ms_per_sample: r.ms_per_sample,
+            ms_per_selection: r.ms_per_selection.point,
+            ms_per_selection_ci_low: r.ms_per_selection.ci_low,
+            ms_per_selection_ci_high: r.ms_per_selection.ci_high,
+            sampler_pct: r.sampler_pct,
+        }),
+    )
 }
 
 #[derive(Default, Serialize)]

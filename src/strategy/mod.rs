@@ -133,10 +133,51 @@ pub struct StepInfo {
     pub logprob: f64,
     /// p of the chosen token under the final distribution.
     pub p_final: f64,
+    /// Self-certainty of the unmodified distribution: KL(U ‖ p) (nats), see [`Confidence`].
+    pub self_certainty: f64,
+    /// DeepConf's token confidence of the unmodified distribution (nats), see [`Confidence`].
+    pub confidence: f64,
     pub branch: Option<&'static str>,
     pub controller: Option<f64>,
     /// How target_entropy's solve ended, on steps where one ran.
     pub solve: Option<SolveFlag>,
+}
+
+/// How many of the most likely tokens DeepConf's token confidence averages over (its reference
+/// implementation asks vLLM for 20 logprobs).
+pub const CONFIDENCE_TOP_K: usize = 20;
+
+/// Confidence statistics of the model's unmodified next-token distribution p, for the
+/// best-of-N selectors ([`crate::select`]), taken in the step's one read of the logits (the
+/// finite logits' sum is summed there; the top 20 come from the blocks' maxima it records).
+///
+/// * `self_certainty` = KL(U ‖ p) = −ln V − (1/V) Σ_j ln p_j over the V finite (unmasked) logits:
+///   Kang et al. 2025, "Scalable Best-of-N Selection for Large Language Models via
+///   Self-Certainty", eq. 3 (a masked token would make it infinite, so masks are left out of U).
+///   0 for a uniform p, large for a peaked one.
+/// * `confidence` = −(1/k) Σ_{j ≤ k} ln p_(j) over the k = min(20, V) most likely tokens: Fu et
+///   al. 2025, "Deep Think with Confidence" (DeepConf), token confidence C_i. Large when the
+///   head is peaked (one likely token, the rest of the top 20 far below).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Confidence {
+    pub self_certainty: f64,
+    pub confidence: f64,
+}
+
+impl Confidence {
+    /// From a filled candidate set (the full row, right after [`Candidates::check_and_fill`])
+    /// and its statistics; `top` is scratch.
+    pub fn of_row(cands: &Candidates, base: &DistStats, top: &mut Vec<f32>) -> Confidence {
+        let (mean_logit, v) = cands.row_mean_logit();
+        let k = CONFIDENCE_TOP_K.min(v).max(1);
+        cands.largest_values(k, top);
+        // descending order: the sum does not depend on how the selection left them
+        let top_sum: f64 = top.iter().map(|&l| l as f64).sum();
+        Confidence {
+            self_certainty: base.log_z - mean_logit - (v.max(1) as f64).ln(),
+            confidence: base.log_z - top_sum / k as f64,
+        }
+    }
 }
 
 impl StepInfo {
@@ -156,6 +197,8 @@ pub enum SampleError {
     NoCandidate,
     #[error("the logits are empty")]
     Empty,
+    #[error("token {0} is outside the vocabulary of {1}")]
+    TokenOutOfRange(u32, usize),
 }
 
 /// Check logits at the boundary: NaN and +inf are rejected, -inf means "masked".
@@ -209,8 +252,9 @@ impl Sampler {
         &mut self,
         w: &mut Workspace,
         logits: &[f32],
-    ) -> Result<(DistStats, Effect, kernels::FinalStats), SampleError> {
+    ) -> Result<(DistStats, Confidence, Effect, kernels::FinalStats), SampleError> {
         let base = w.cands.check_and_fill(logits)?;
+        let conf = Confidence::of_row(&w.cands, &base, &mut w.scratch.logits);
         let ctx = StepCtx {
             logits,
             base,
@@ -224,7 +268,7 @@ impl Sampler {
         if fin.kept == 0 {
             return Err(SampleError::NoCandidate);
         }
-        Ok((base, effect, fin))
+        Ok((base, conf, effect, fin))
     }
 
     /// One decoding step: apply, draw with `rng`, accept. The draw walks the final
@@ -235,11 +279,11 @@ impl Sampler {
         logits: &[f32],
         rng: &mut ChaCha20Rng,
     ) -> Result<StepInfo, SampleError> {
-        let (base, effect, fin, token, weight) = WORKSPACE.with_borrow_mut(|w| {
-            let (base, effect, fin) = self.apply(w, logits)?;
+        let (base, conf, effect, fin, token, weight) = WORKSPACE.with_borrow_mut(|w| {
+            let (base, conf, effect, fin) = self.apply(w, logits)?;
             let u: f64 = rng.random();
             let (pos, weight) = w.cands.draw(u);
-            Ok::<_, SampleError>((base, effect, fin, w.cands.ids[pos], weight))
+            Ok::<_, SampleError>((base, conf, effect, fin, w.cands.ids[pos], weight))
         })?;
         let p_final = weight / fin.sum;
         let logprob = base.log_prob(logits[token as usize]);
@@ -259,6 +303,8 @@ impl Sampler {
             kept: fin.kept as u32,
             logprob,
             p_final,
+            self_certainty: conf.self_certainty,
+            confidence: conf.confidence,
             branch: effect.branch,
             controller: effect.controller,
             solve: effect.solve,
@@ -269,7 +315,7 @@ impl Sampler {
     pub fn final_distribution(&mut self, logits: &[f32]) -> Result<FinalDist, SampleError> {
         let mut probs = vec![0.0; logits.len()];
         let (effect, fin) = WORKSPACE.with_borrow_mut(|w| {
-            let (_, effect, fin) = self.apply(w, logits)?;
+            let (_, _, effect, fin) = self.apply(w, logits)?;
             let m = fin.stats.max_logit;
             w.cands.settle(); // the values the final pass used, so `fin` still holds
             for (&id, &l) in w.cands.ids.iter().zip(w.cands.logits()) {
@@ -285,6 +331,36 @@ impl Sampler {
             effect,
         })
     }
+}
+
+/// What a teacher-forced step records: the trace fields of the model's unmodified distribution
+/// for a token that was given, not drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ForcedStep {
+    pub entropy_nats: f64,
+    pub varentropy_nats2: f64,
+    /// ln p of the given token.
+    pub logprob: f64,
+    pub conf: Confidence,
+}
+
+/// The trace fields of `logits` for the given `token`, with the kernels a sampling step uses
+/// (the same one read, on the same thread-local buffers), so a teacher-forced text gets the
+/// very values its generation recorded when the logits are the same.
+pub fn forced_step(logits: &[f32], token: u32) -> Result<ForcedStep, SampleError> {
+    let l = *logits
+        .get(token as usize)
+        .ok_or(SampleError::TokenOutOfRange(token, logits.len()))?;
+    WORKSPACE.with_borrow_mut(|w| {
+        let base = w.cands.check_and_fill(logits)?;
+        let conf = Confidence::of_row(&w.cands, &base, &mut w.scratch.logits);
+        Ok(ForcedStep {
+            entropy_nats: base.entropy_nats,
+            varentropy_nats2: base.varentropy_nats2,
+            logprob: base.log_prob(l),
+            conf,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -406,5 +482,79 @@ mod tests {
         let both = run(&[0, 1]);
         assert_eq!(both[0], run(&[0])[0]);
         assert_eq!(both[1], run(&[1])[1]);
+    }
+
+    /// f64 reference of the confidence fields: KL(U ‖ p) over the finite logits and −mean ln p
+    /// of the 20 most likely tokens.
+    fn confidence_reference(row: &[f32]) -> (f64, f64) {
+        let fin: Vec<f64> = row
+            .iter()
+            .filter(|l| l.is_finite())
+            .map(|&l| l as f64)
+            .collect();
+        let m = fin.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let log_z = m + fin.iter().map(|l| (l - m).exp()).sum::<f64>().ln();
+        let v = fin.len() as f64;
+        let kl = -v.ln() - fin.iter().map(|l| l - log_z).sum::<f64>() / v;
+        let mut sorted = fin.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let k = 20.min(sorted.len());
+        let conf = -sorted[..k].iter().map(|l| l - log_z).sum::<f64>() / k as f64;
+        (kl, conf)
+    }
+
+    /// The selectors' per-step fields on real Gemma 3 rows (262,144 logits, low to high
+    /// entropy) and on masked and short rows, against the f64 reference; sampling and teacher
+    /// forcing record the same bits.
+    #[test]
+    fn confidence_fields_match_an_f64_reference_on_real_rows() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("benches/fixtures/gemma3-270m-logits.f16");
+        let mut rows = crate::bench::read_logit_fixture(&path).unwrap();
+        let mut masked = rows[0].clone();
+        for (i, l) in masked.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        rows.push(masked);
+        rows.push(vec![1.0, 2.0, 0.5, f32::NEG_INFINITY, 3.0]);
+        rows.push(vec![0.25; 40]); // uniform: KL 0, confidence ln 40
+        for row in &rows {
+            let (kl, conf) = confidence_reference(row);
+            let token = row.iter().position(|l| l.is_finite()).unwrap() as u32;
+            let step = Sampler::new(Box::new(greedy::Greedy))
+                .sample(row, &mut ChaCha20Rng::seed_from_u64(1))
+                .unwrap();
+            let tol = 2e-5 * kl.abs().max(1.0);
+            assert!(
+                (step.self_certainty - kl).abs() < tol,
+                "{} vs {kl}",
+                step.self_certainty
+            );
+            assert!(
+                (step.confidence - conf).abs() < 2e-5 * conf.max(1.0),
+                "{} vs {conf}",
+                step.confidence
+            );
+            let forced = forced_step(row, step.token).unwrap();
+            assert_eq!(
+                forced.conf,
+                Confidence {
+                    self_certainty: step.self_certainty,
+                    confidence: step.confidence
+                }
+            );
+            assert_eq!(forced.logprob, step.logprob);
+            assert_eq!(forced.entropy_nats, step.entropy_nats);
+            assert!(forced_step(row, token).is_ok());
+        }
+        let uniform = forced_step(&[0.25; 40], 3).unwrap();
+        assert!(uniform.conf.self_certainty.abs() < 1e-6);
+        assert!((uniform.conf.confidence - 40f64.ln()).abs() < 1e-6);
+        assert_eq!(
+            forced_step(&[0.0; 4], 4),
+            Err(SampleError::TokenOutOfRange(4, 4))
+        );
     }
 }

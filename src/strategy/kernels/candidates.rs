@@ -51,6 +51,8 @@ pub struct Candidates {
     /// (recorded by the check pass; scaled along with the logits): filters skip whole blocks.
     block_max: Vec<f32>,
     block_max_valid: bool,
+    /// Σ and count of the finite logits of the row [`Self::check_and_fill`] last read.
+    row_sum: (f64, usize),
 }
 
 impl Candidates {
@@ -84,10 +86,18 @@ impl Candidates {
         let ln2 = std::f64::consts::LN_2;
         let (s, s1, s2) = o.totals();
         let stats = stats_from_moments(max, s, s1 * ln2, s2 * ln2 * ln2);
+        self.row_sum = (o.lsum, o.finite);
         self.sorted_by_id = true;
         self.stats = Some(stats);
         self.block_max_valid = true;
         Ok(stats)
+    }
+
+    /// Mean of the finite logits of the row [`Self::check_and_fill`] last read, and how many
+    /// there were (summed in the same read).
+    pub fn row_mean_logit(&self) -> (f64, usize) {
+        let (s, n) = self.row_sum;
+        (s / n.max(1) as f64, n)
     }
 
     // Reading the set. Readers of the values need a settled set (see `settle`); `stats` and

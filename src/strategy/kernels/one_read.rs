@@ -27,6 +27,10 @@ pub(super) struct Online {
     s2: [f64; LANES],
     r1: f64,
     r2: f64,
+    /// Σ of the finite logits (block sums in fixed f32 lanes, flushed to f64 per block) and
+    /// their count: the row's mean logit, behind the mean of ln p (self-certainty).
+    pub(super) lsum: f64,
+    pub(super) finite: usize,
     /// A NaN or +inf logit was seen.
     pub(super) bad: bool,
 }
@@ -39,6 +43,8 @@ impl Online {
         s2: [0.0; LANES],
         r1: 0.0,
         r2: 0.0,
+        lsum: 0.0,
+        finite: 0,
         bad: false,
     };
 
@@ -78,6 +84,8 @@ impl Online {
             s: self.s + other.s,
             r1: self.r1 + other.r1,
             r2: self.r2 + other.r2,
+            lsum: self.lsum + other.lsum,
+            finite: self.finite + other.finite,
             bad: self.bad | other.bad,
             ..self
         }
@@ -119,6 +127,9 @@ fn fused_outer(
         if o.m == f32::NEG_INFINITY {
             continue; // nothing live yet
         }
+        let (bs, bn) = finite_sum(block);
+        o.lsum += bs;
+        o.finite += bn;
         if block.len() == BLOCK {
             let b = block_sums(block, o.m);
             o.s += b.total;
@@ -137,6 +148,36 @@ fn fused_outer(
         }
     }
     o
+}
+
+/// Σ and count of the finite logits of a block: 16 f32 lanes in a fixed order (no
+/// reassociation, so every ISA gives the same bits), folded into f64 once per block.
+#[inline(always)]
+fn finite_sum(block: &[f32]) -> (f64, usize) {
+    const L: usize = 16;
+    let mut acc = [0f32; L];
+    let mut cnt = [0u32; L];
+    let chunks = block.chunks_exact(L);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..L {
+            let live = c[j] > f32::NEG_INFINITY;
+            acc[j] += if live { c[j] } else { 0.0 };
+            cnt[j] += live as u32;
+        }
+    }
+    let (mut s, mut n) = (0f64, 0usize);
+    for j in 0..L {
+        s += acc[j] as f64;
+        n += cnt[j] as usize;
+    }
+    for &l in rest {
+        if l > f32::NEG_INFINITY {
+            s += l as f64;
+            n += 1;
+        }
+    }
+    (s, n)
 }
 
 /// [`fused_outer`] at `isa` (lowered to what the CPU has).
