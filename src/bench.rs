@@ -55,7 +55,74 @@ pub struct BenchReport {
     pub logits_source: String,
     pub host_cpu: String,
     pub sampler: Vec<SamplerRow>,
+    /// What the selectors' per-step trace fields cost, per vocabulary size.
+    #[serde(default)]
+    pub fields: Vec<FieldsRow>,
     pub generation: Vec<GenerationRow>,
+}
+
+/// The cost of the selectors' trace fields (`self_certainty`, `confidence`) in a step, beside the
+/// step's one read of the logits, medians over the same interleaved iterations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FieldsRow {
+    pub vocab: usize,
+    /// The one read (check, copy, block maxima, moments, the finite logits' sum).
+    pub one_read_us: f64,
+    /// The finite logits' sum as a pass of its own (an upper bound of its share of the read).
+    pub sum_pass_us: f64,
+    /// The top-20 from the blocks' maxima and the two fields' arithmetic.
+    pub top20_us: f64,
+    /// A greedy step (the cheapest full step), for scale.
+    pub greedy_step_us: f64,
+}
+
+/// Time the selectors' fields against the one read and a greedy step, on the same rows.
+pub fn bench_fields(rows: &[Vec<f32>], vocabs: &[usize], iters: usize) -> Result<Vec<FieldsRow>> {
+    use crate::strategy::{kernels::Candidates, Confidence};
+    let mut out = Vec::new();
+    for &vocab in vocabs {
+        let rows: Vec<&[f32]> = rows.iter().map(|r| &r[..vocab.min(r.len())]).collect();
+        let mut greedy = Sampler::new(Box::new(crate::strategy::greedy::Greedy));
+        let mut rng = crate::seed::rng(0);
+        let (mut cands, mut top) = (Candidates::default(), Vec::new());
+        let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        let mut sink = 0f64;
+        for i in 0..iters + 5 {
+            let row = rows[i % rows.len()];
+            let t0 = Instant::now();
+            let base = cands.check_and_fill(row).map_err(|e| anyhow!("{e}"))?;
+            let t1 = Instant::now();
+            let c = Confidence::of_row(&cands, &base, &mut top);
+            let t2 = Instant::now();
+            sink += c.self_certainty + c.confidence;
+            let t3 = Instant::now();
+            sink += kernels::finite_sum_pass(row).0;
+            let t4 = Instant::now();
+            sink += greedy
+                .sample(row, &mut rng)
+                .map_err(|e| anyhow!("{e}"))?
+                .token as f64;
+            let t5 = Instant::now();
+            if i >= 5 {
+                for (v, (a, b)) in t.iter_mut().zip([(t0, t1), (t3, t4), (t1, t2), (t4, t5)]) {
+                    v.push((b - a).as_secs_f64() * 1e6);
+                }
+            }
+        }
+        std::hint::black_box(sink);
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            percentile(v, 0.5)
+        };
+        out.push(FieldsRow {
+            vocab,
+            one_read_us: med(&mut t[0]),
+            sum_pass_us: med(&mut t[1]),
+            top20_us: med(&mut t[2]),
+            greedy_step_us: med(&mut t[3]),
+        });
+    }
+    Ok(out)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -303,6 +370,29 @@ pub fn table(report: &BenchReport) -> String {
             r.strategy, r.vocab, r.us_median, r.us_p95, r.floor_us, r.ratio
         );
     }
+    if !report.fields.is_empty() {
+        s += "\nselectors' trace fields per step (self_certainty, confidence; medians, same run)\n";
+        s += &format!(
+            "{:>7} {:>12} {:>18} {:>10} {:>15} {:>16}\n",
+            "vocab",
+            "one read us",
+            "sum as a pass us",
+            "top-20 us",
+            "greedy step us",
+            "fields / greedy"
+        );
+        for f in &report.fields {
+            s += &format!(
+                "{:>7} {:>12.1} {:>18.1} {:>10.1} {:>15.1} {:>15.1}%\n",
+                f.vocab,
+                f.one_read_us,
+                f.sum_pass_us,
+                f.top20_us,
+                f.greedy_step_us,
+                (f.sum_pass_us + f.top20_us) / f.greedy_step_us * 100.0
+            );
+        }
+    }
     if !report.generation.is_empty() {
         s += "\nreal-model generation (medians per token)\n";
         s += &format!(
@@ -434,6 +524,7 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
         );
     }
     let sampler = bench_samplers(&strategies, &rows, &opts.vocabs, opts.iters)?;
+    let fields = bench_fields(&rows, &opts.vocabs, opts.iters)?;
     let generation = match (&spec, opts.generation_tokens) {
         (Some(s), n) if n > 0 => bench_generation(s, &strategies, n)?,
         _ => vec![],
@@ -442,6 +533,7 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
         logits_source: source,
         host_cpu: crate::store::host_cpu(),
         sampler,
+        fields,
         generation,
     };
     print!("{}", table(&report));
@@ -551,6 +643,7 @@ mod tests {
             logits_source: String::new(),
             host_cpu: String::new(),
             sampler: vec![row("greedy", 24.0), row("top_p", 51.0)],
+            fields: vec![],
             generation: vec![],
         };
         let bad = check(&report, &baseline);

@@ -51,6 +51,7 @@ pub use moments::{
     dist_stats, entropy_at_temperature, finite_moments, finite_moments_at, scaled_moments,
     softmax_into, DistStats,
 };
+pub use one_read::finite_sum_pass;
 pub use scan::{check_and_max, f32_at_least, max_finite, max_finite_at};
 pub use select::{kth_largest, top_k_positions, visit_in_key_order, widen_head};
 

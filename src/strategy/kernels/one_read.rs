@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 
 use super::exp::exp2_nonpos;
-use super::isa::Isa;
+use super::isa::{multiversion, Isa};
 #[cfg(target_arch = "x86_64")]
 use super::moments::block_sums_avx512;
 use super::moments::{block_sums_portable, lanes_add, lanes_total, BlockSums, LANES};
@@ -151,33 +151,52 @@ fn fused_outer(
 }
 
 /// Σ and count of the finite logits of a block: 16 f32 lanes in a fixed order (no
-/// reassociation, so every ISA gives the same bits), folded into f64 once per block.
+/// reassociation, so every ISA gives the same bits), folded into f64 once per block. A plain
+/// sum first (one vector add per 16 logits); only a block holding a masked (-inf) logit, whose
+/// plain sum is -inf, is summed again leaving the masked ones out.
 #[inline(always)]
 fn finite_sum(block: &[f32]) -> (f64, usize) {
+    let plain = lanes_sum(block, |l| l);
+    if plain.is_finite() {
+        return (plain, block.len());
+    }
+    let live = |l: f32| l > f32::NEG_INFINITY;
+    let n = block.iter().filter(|&&l| live(l)).count();
+    (lanes_sum(block, |l| if live(l) { l } else { 0.0 }), n)
+}
+
+/// Σ f(l) over a block in 16 f32 lanes, folded into f64.
+#[inline(always)]
+fn lanes_sum(block: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     const L: usize = 16;
     let mut acc = [0f32; L];
-    let mut cnt = [0u32; L];
     let chunks = block.chunks_exact(L);
     let rest = chunks.remainder();
     for c in chunks {
         for j in 0..L {
-            let live = c[j] > f32::NEG_INFINITY;
-            acc[j] += if live { c[j] } else { 0.0 };
-            cnt[j] += live as u32;
+            acc[j] += f(c[j]);
         }
     }
-    let (mut s, mut n) = (0f64, 0usize);
-    for j in 0..L {
-        s += acc[j] as f64;
-        n += cnt[j] as usize;
-    }
+    let mut s = acc.iter().map(|&a| a as f64).sum::<f64>();
     for &l in rest {
-        if l > f32::NEG_INFINITY {
-            s += l as f64;
-            n += 1;
-        }
+        s += f(l) as f64;
     }
-    (s, n)
+    s
+}
+
+#[inline(always)]
+fn finite_sum_blocks(logits: &[f32]) -> (f64, usize) {
+    logits
+        .chunks(BLOCK)
+        .map(finite_sum)
+        .fold((0.0, 0), |(s, n), (bs, bn)| (s + bs, n + bn))
+}
+
+multiversion! {
+    /// The finite logits' Σ and count as the one-read pass forms them, block by block, as a
+    /// pass of its own at the detected ISA: `declab bench` times it on a row just read, as an
+    /// upper bound of what the sum adds to the one read (there the block is already in L1).
+    pub fn finite_sum_pass / finite_sum_pass_at(logits: &[f32]) -> (f64, usize) = finite_sum_blocks
 }
 
 /// [`fused_outer`] at `isa` (lowered to what the CPU has).
@@ -298,6 +317,18 @@ mod tests {
                 st.varentropy_nats2
             );
             assert_eq!(c.logits(), l);
+            // the finite logits' mean (masked ones left out) within f32 summation error
+            let fin: Vec<f64> = l
+                .iter()
+                .filter(|x| x.is_finite())
+                .map(|&x| x as f64)
+                .collect();
+            let (mean, n) = c.row_mean_logit();
+            assert_eq!(n, fin.len());
+            assert!(
+                (mean - fin.iter().sum::<f64>() / n as f64).abs() < 1e-5,
+                "{mean}"
+            );
             assert_eq!(c.known_block_max().len(), l.len().div_ceil(BLOCK));
             // every ISA gives the same bits
             for isa in Isa::available() {
@@ -312,6 +343,11 @@ mod tests {
                     "{isa:?}"
                 );
                 assert_eq!(b1, b2);
+                assert_eq!((a.lsum.to_bits(), a.finite), (b.lsum.to_bits(), b.finite));
+                assert_eq!(
+                    finite_sum_pass_at(isa, &l),
+                    finite_sum_pass_at(Isa::Portable, &l)
+                );
                 assert!(c2.iter().zip(&l).all(|(x, y)| x.to_bits() == y.to_bits()));
             }
         }
