@@ -432,6 +432,40 @@ const CASES: &[Case] = &[
         },
         &["only expanded at the top level"],
     ),
+    (
+        "select with one sample per cell",
+        |b| format!("{b}select: [{{kind: self_certainty}}]\n"),
+        &["select: selection chooses among the samples", "samples"],
+    ),
+    (
+        "unknown selector kind",
+        |b| format!("{b}samples: 4\nselect: [{{kind: random}}, {{kind: best_of}}]\n"),
+        &[
+            "select[1].kind",
+            "unknown selector kind \"best_of\"",
+            "self_certainty",
+        ],
+    ),
+    (
+        "selector window longer than the text",
+        |b| format!("{b}samples: 4\nselect: [{{kind: group_confidence, window: 16}}]\n"),
+        &["select[0].window", "max_new_tokens is 4"],
+    ),
+    (
+        "empty entropy band",
+        |b| format!("{b}samples: 4\nselect: [{{kind: entropy_band, low: 3.0, high: 1.0}}]\n"),
+        &["select[0].high", "the band is empty"],
+    ),
+    (
+        "unknown selector field",
+        |b| format!("{b}samples: 4\nselect: [{{kind: mean_entropy, lowest: true}}]\n"),
+        &["select[0]", "unknown field `lowest`"],
+    ),
+    (
+        "duplicate selector id",
+        |b| format!("{b}samples: 4\nselect: [{{kind: random}}, {{kind: random}}]\n"),
+        &["select[1]", "duplicate selector id \"random\""],
+    ),
 ];
 
 fn base(dir: &Path) -> String {

@@ -147,8 +147,20 @@ pub fn block<T: serde::de::DeserializeOwned>(
     let mut own = map.clone();
     own.remove("kind");
     own.remove("name");
-    serde_yaml::from_value(Value::Mapping(own))
-        .map_err(|e| vec![PathError::new(path, e.to_string())])
+    serde_yaml::from_value(Value::Mapping(own)).map_err(|e| {
+        let msg = e.to_string();
+        let kind = map
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("this selector");
+        let msg = match msg.strip_suffix(", there are no fields") {
+            Some(m) => {
+                format!("{m}; {kind} has no parameters (only `kind` and an optional `name`)")
+            }
+            None => msg,
+        };
+        vec![PathError::new(path, msg)]
+    })
 }
 
 /// Parse one `select:` item at `path` (`select[2]`).
