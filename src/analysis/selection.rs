@@ -225,6 +225,9 @@ pub fn compare(
     out
 }
 
+/// One cell's (samples, tokens, ms, sampler ms), summed over its samples.
+type CellTotals = (usize, usize, f64, f64);
+
 /// The cost of one selected output against one sample, per (model, strategy) with samples.
 pub fn costs(design: &Design, ok: &[&SampleRecord], resamples: usize) -> Vec<SelectionCost> {
     if design.selectors.is_empty() {
@@ -233,8 +236,7 @@ pub fn costs(design: &Design, ok: &[&SampleRecord], resamples: usize) -> Vec<Sel
     let mut out = Vec::new();
     for model in &design.models {
         for s in &design.strategies {
-            // prompt -> (samples, tokens, ms, sampler ms)
-            let mut per: BTreeMap<&str, (usize, usize, f64, f64)> = BTreeMap::new();
+            let mut per: BTreeMap<&str, CellTotals> = BTreeMap::new();
             for r in ok
                 .iter()
                 .filter(|r| &r.model == model && r.strategy == s.id)
@@ -251,8 +253,7 @@ pub fn costs(design: &Design, ok: &[&SampleRecord], resamples: usize) -> Vec<Sel
                 continue;
             }
             let k = per.len() as f64;
-            let mean =
-                |f: &dyn Fn(&(usize, usize, f64, f64)) -> f64| per.values().map(f).sum::<f64>() / k;
+            let mean = |f: &dyn Fn(&CellTotals) -> f64| per.values().map(f).sum::<f64>() / k;
             let samples = mean(&|e| e.0 as f64);
             let cell_ms: Vec<f64> = per.values().map(|e| e.2).collect();
             let seed =
