@@ -759,16 +759,27 @@ fn select_cmd(a: &SelectArgs) -> Result<i32> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let seed = match a.seed {
-        Some(s) => s,
-        None if parsed.kind == InputKind::Samples && dir.join(store::MANIFEST_JSON).is_file() => {
-            store::read_manifest(dir)?.seed
-        }
-        None => 0,
+    let manifest = if parsed.kind == InputKind::Samples && dir.join(store::MANIFEST_JSON).is_file()
+    {
+        Some(store::read_manifest(dir)?)
+    } else {
+        None
     };
+    let seed = a.seed.or(manifest.as_ref().map(|m| m.seed)).unwrap_or(0);
     let out_dir = a.out.unwrap_or(dir);
     let model = crate::engine::load(&spec, &candle_core::Device::Cpu)
         .context("loading the --scorer model")?;
+    // another model may rerank a run's samples, but its traces are then not the run's
+    for m in manifest.iter().flat_map(|m| &m.models) {
+        if m.gguf_sha256 != model.gguf_sha256 {
+            eprintln!(
+                "declab: warning: the run's model {:?} ({}) is not the scorer's GGUF {}: the traces and selections will differ from the run's",
+                m.id,
+                m.gguf,
+                spec.gguf.display()
+            );
+        }
+    }
 
     // every candidate's tokens, checked before any forward pass
     let label = |g: &candidates::Group| match &g.model {

@@ -71,6 +71,19 @@ fn select_on_a_runs_samples_reproduces_its_selections_and_traces() {
     };
     assert_eq!(random_rows(&defaults), random_rows(&want));
     assert!(defaults.contains(",group_confidence_w16,"), "{defaults}");
+
+    // another model may rerank the samples, with a warning that they are not its own
+    let other = declab::engine::tiny::write(&dir.path().join("other"), 8).unwrap();
+    declab()
+        .args(["select", "--input"])
+        .arg(run_out.join("samples.jsonl"))
+        .arg("--scorer")
+        .arg(&other.gguf)
+        .arg("--out")
+        .arg(dir.path().join("other_sel"))
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("is not the scorer's GGUF"));
 }
 
 #[test]
