@@ -160,6 +160,47 @@ pub enum Command {
         #[arg(long)]
         scorer: Option<PathBuf>,
     },
+    /// Best-of-N selection without generating: teacher-force candidates made by any system (or
+    /// a declab samples.jsonl) through a scoring model and choose one per group per selector.
+    ///
+    /// Writes selections.csv (model, prompt_id, strategy, selector, n,
+    /// chosen_index, score, as `run` writes it) and select_traces.jsonl (each candidate's
+    /// entropy, varentropy, logprob, self_certainty and confidence per token). On a run's own
+    /// samples.jsonl with the run's model it reproduces the run's selections exactly.
+    ///
+    /// Input lines: {"group": ..., "prompt": ..., "text": ..., "token_ids": [...]?}, one
+    /// candidate per line (candidate index = order within its group, from 0; `token_ids`, when
+    /// given, is used instead of tokenizing `text`, which is otherwise tokenized without special
+    /// tokens after the prompt's ids as `run` encodes the prompt); or a declab samples.jsonl
+    /// (group = model/prompt_id/strategy, index = sample_index, its token_ids; failed samples
+    /// skipped). For generic input, selections.csv's model is the scorer's file stem,
+    /// prompt_id the group and strategy empty. Exit 2 on usage or input errors, before
+    /// anything is written.
+    Select {
+        /// Candidates, one JSON object per line (see above).
+        #[arg(long)]
+        input: PathBuf,
+        /// The scoring model: a GGUF file (or a folder with one .gguf), tokenized by
+        /// --tokenizer, else the tokenizer.json beside it, else the GGUF's own tokenizer.
+        #[arg(long)]
+        scorer: PathBuf,
+        /// A tokenizer.json for the scorer.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// A selector, by kind name or as a block in experiment syntax (repeatable):
+        /// `--selector self_certainty --selector '{kind: group_confidence, window: 8}'`.
+        /// Default: self_certainty, mean_entropy, mean_logprob, group_confidence (window 16)
+        /// and random (entropy_band needs a band, so it is never a default).
+        #[arg(long = "selector", value_name = "KIND|BLOCK")]
+        selectors: Vec<String>,
+        /// Seed of the random selector's draws (default: for a samples.jsonl, the experiment
+        /// seed in the manifest.json beside it, so random picks match the run's; else 0).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output folder (default: the input file's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Compare two runs of the same experiment (before = A, after = B), per strategy and metric:
     /// B - A with a paired bootstrap CI over prompts and a Wilcoxon p-value (Holm across
     /// strategies). As a regression gate: exit 1 when a metric named with --metric got

@@ -10,7 +10,7 @@ use crate::cli::{Cli, Command};
 use crate::error::ConfigError;
 use crate::record::SampleRecord;
 use crate::store::{self, Manifest};
-use crate::{config, report, runner, strategy};
+use crate::{config, report, runner, strategy, teacher};
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
@@ -109,6 +109,21 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             csv,
             embedder,
         } => compare_cmd(&a, &b, &metrics, alpha, csv.as_deref(), embedder.as_deref()),
+        Command::Select {
+            input,
+            scorer,
+            tokenizer,
+            selectors,
+            seed,
+            out,
+        } => select_cmd(&SelectArgs {
+            input: &input,
+            scorer: &scorer,
+            tokenizer: tokenizer.as_deref(),
+            selectors: &selectors,
+            seed,
+            out: out.as_deref(),
+        }),
     }
 }
 
@@ -588,71 +603,290 @@ fn compare_cmd(
     Ok(0)
 }
 
-/// Mean NLL (nats/token) of each text's tokens given its prompt under a scoring model, from a
-/// prefill of the prompt and one forward per text token. The text is tokenized on its own
-/// (no special tokens) and appended to the prompt's ids (with BOS), so both sides of the
+/// Mean NLL (nats/token) of each text's tokens given its prompt under a scoring model,
+/// teacher-forced ([`crate::teacher`]) after one prefill of the prompt. The text is tokenized on
+/// its own (no special tokens) and appended to the prompt's ids (with BOS), so both sides of the
 /// boundary are scored exactly as written.
 fn score_nll(
     scorer: &std::path::Path,
     lines: &[crate::analysis::foreign::InputLine],
 ) -> Result<Vec<Option<f64>>> {
-    let (gguf, tokenizer) = if scorer.is_dir() {
-        let g = std::fs::read_dir(scorer)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|x| x == "gguf"))
-            .ok_or_else(|| anyhow!("no .gguf file in {}", scorer.display()))?;
-        (g, scorer.join("tokenizer.json"))
-    } else {
-        (
-            scorer.to_path_buf(),
-            scorer.with_file_name("tokenizer.json"),
-        )
-    };
-    // the tokenizer.json beside the model when there is one, else the GGUF's own
-    let spec = config::ModelSpec {
-        id: "scorer".into(),
-        gguf,
-        tokenizer: Some(tokenizer).filter(|t| t.is_file()),
-        eos_tokens: vec![],
-    };
+    let spec = scorer_spec(scorer, None)?;
     let model = crate::engine::load(&spec, &candle_core::Device::Cpu)
         .context("loading the --scorer model")?;
     let mut out = Vec::with_capacity(lines.len());
     for l in lines {
-        let mut ids = model.encode(l.prompt.as_deref().unwrap_or(""))?;
-        let text_ids = model
-            .tokenizer
-            .encode(l.text.as_str(), false)
-            .map_err(|e| anyhow!("tokenizing a text failed: {e}"))?
-            .get_ids()
-            .to_vec();
+        let ids = model.encode(l.prompt.as_deref().unwrap_or(""))?;
+        let text_ids = encode_text(&model, &l.text)?;
         if text_ids.is_empty() || ids.is_empty() {
             out.push(None);
             continue;
         }
-        if ids.len() + text_ids.len() > model.context_length {
-            bail!(
-                "a prompt + text of {} tokens exceeds the scorer's context of {}",
-                ids.len() + text_ids.len(),
-                model.context_length
-            );
+        if let Some(problem) = teacher::check_fits(&model, ids.len(), &text_ids) {
+            bail!("{problem}");
         }
-        let mut m = model.model.fork();
-        let mut logits = m.forward(&ids, 0)?;
-        let mut nll = 0.0;
-        for (k, &t) in text_ids.iter().enumerate() {
-            strategy::check_logits(&logits).map_err(|e| anyhow!("scorer logits: {e}"))?;
-            let st = strategy::kernels::dist_stats(&logits);
-            nll -= st.log_prob(logits[t as usize]);
-            if k + 1 < text_ids.len() {
-                logits = m.forward(&[t], ids.len())?;
-                ids.push(t);
-            }
-        }
+        let steps = teacher::force(&model, &ids, &[&text_ids])?;
+        let nll: f64 = -steps[0].iter().map(|s| s.logprob).sum::<f64>();
         out.push(Some(nll / text_ids.len() as f64));
     }
     Ok(out)
 }
+
+/// A text's ids as a continuation: tokenized on its own, without special tokens.
+fn encode_text(model: &crate::engine::LoadedModel, text: &str) -> Result<Vec<u32>> {
+    Ok(model
+        .tokenizer
+        .encode(text, false)
+        .map_err(|e| anyhow!("tokenizing the text failed: {e}"))?
+        .get_ids()
+        .to_vec())
+}
+
+/// The model a `--scorer` names: a GGUF file, or a folder with one; its tokenizer is
+/// `tokenizer` when given, else the tokenizer.json beside the GGUF if there is one, else the
+/// GGUF's own. Its id is the GGUF's file stem. A path that is no GGUF is a usage error.
+fn scorer_spec(
+    scorer: &std::path::Path,
+    tokenizer: Option<&std::path::Path>,
+) -> Result<config::ModelSpec> {
+    let usage = |flag: &str, msg: String| ConfigError::new(std::path::Path::new(flag), vec![msg]);
+    let gguf = if scorer.is_dir() {
+        std::fs::read_dir(scorer)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "gguf"))
+            .ok_or_else(|| usage("--scorer", format!("no .gguf file in {}", scorer.display())))?
+    } else {
+        scorer.to_path_buf()
+    };
+    if let Some(problem) = crate::engine::not_gguf(&gguf) {
+        return Err(usage("--scorer", format!("{problem}; give a .gguf model file")).into());
+    }
+    let tokenizer = match tokenizer {
+        Some(t) if !t.is_file() => {
+            return Err(usage("--tokenizer", format!("cannot read {}", t.display())).into())
+        }
+        Some(t) => Some(t.to_path_buf()),
+        None => Some(gguf.with_file_name("tokenizer.json")).filter(|t| t.is_file()),
+    };
+    Ok(config::ModelSpec {
+        id: gguf
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "scorer".into()),
+        gguf,
+        tokenizer,
+        eos_tokens: vec![],
+    })
+}
+
+struct SelectArgs<'a> {
+    input: &'a std::path::Path,
+    scorer: &'a std::path::Path,
+    tokenizer: Option<&'a std::path::Path>,
+    selectors: &'a [String],
+    seed: Option<u64>,
+    out: Option<&'a std::path::Path>,
+}
+
+/// The selectors `declab select` applies when none is given: every kind with its defaults but
+/// entropy_band, whose band has no default.
+const DEFAULT_SELECTORS: &[&str] = &[
+    "self_certainty",
+    "mean_entropy",
+    "mean_logprob",
+    "group_confidence",
+    "random",
+];
+
+/// `--selector` arguments (a kind name or a block) as checked selectors; errors name the
+/// argument.
+fn parse_selectors(args: &[String]) -> Result<Vec<crate::select::SelectorSpec>> {
+    let flag = std::path::Path::new("--selector");
+    let args: Vec<String> = if args.is_empty() {
+        DEFAULT_SELECTORS.iter().map(|k| k.to_string()).collect()
+    } else {
+        args.to_vec()
+    };
+    let mut blocks = Vec::with_capacity(args.len());
+    let mut errors = Vec::new();
+    for a in &args {
+        match serde_yaml::from_str::<serde_yaml::Value>(a) {
+            Ok(serde_yaml::Value::String(kind)) => {
+                let mut m = serde_yaml::Mapping::new();
+                m.insert("kind".into(), kind.into());
+                blocks.push(serde_yaml::Value::Mapping(m));
+            }
+            Ok(v) => blocks.push(v),
+            Err(e) => errors.push(format!("{a}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigError::new(flag, errors).into());
+    }
+    let limits = crate::select::Limits {
+        max_new_tokens: usize::MAX,
+    };
+    crate::select::parse_list(&blocks, &limits, 2).map_err(|es| {
+        // the paths are `select[i]...`: name the argument instead
+        let named = es.iter().map(|e| {
+            let i = e
+                .path
+                .strip_prefix("select[")
+                .and_then(|r| r.split(']').next())
+                .and_then(|i| i.parse::<usize>().ok());
+            match i.and_then(|i| args.get(i)) {
+                Some(a) => format!("{a}: {}", e.message),
+                None => e.to_string(),
+            }
+        });
+        ConfigError::new(flag, named.collect()).into()
+    })
+}
+
+/// `declab select`: every check on the flags and the input first (exit 2, nothing written),
+/// then the scorer, the candidates' tokens checked against it (exit 2), one teacher-forced
+/// batch per group, the selections, and the two files.
+fn select_cmd(a: &SelectArgs) -> Result<i32> {
+    use crate::analysis::candidates::{self, InputKind, Tokens};
+    use crate::analysis::selection::{select_cell, CellKey};
+    let selectors = parse_selectors(a.selectors)?;
+    let text = std::fs::read_to_string(a.input)
+        .map_err(|e| ConfigError::new(a.input, vec![format!("cannot read it: {e}")]))?;
+    let parsed = candidates::parse(&text).map_err(|es| ConfigError::new(a.input, es))?;
+    let spec = scorer_spec(a.scorer, a.tokenizer)?;
+    let dir = a
+        .input
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let manifest = if parsed.kind == InputKind::Samples && dir.join(store::MANIFEST_JSON).is_file()
+    {
+        Some(store::read_manifest(dir)?)
+    } else {
+        None
+    };
+    let seed = a.seed.or(manifest.as_ref().map(|m| m.seed)).unwrap_or(0);
+    let out_dir = a.out.unwrap_or(dir);
+    let model = crate::engine::load(&spec, &candle_core::Device::Cpu)
+        .context("loading the --scorer model")?;
+    // another model may rerank a run's samples, but its traces are then not the run's
+    for m in manifest.iter().flat_map(|m| &m.models) {
+        if m.gguf_sha256 != model.gguf_sha256 {
+            eprintln!(
+                "declab: warning: the run's model {:?} ({}) is not the scorer's GGUF {}: the traces and selections will differ from the run's",
+                m.id,
+                m.gguf,
+                spec.gguf.display()
+            );
+        }
+    }
+
+    // every candidate's tokens, checked before any forward pass
+    let label = |g: &candidates::Group| match &g.model {
+        Some(m) => format!("{m}/{}/{}", g.prompt_id, g.strategy),
+        None => format!("group {:?}", g.prompt_id),
+    };
+    let mut errors = Vec::new();
+    let mut work: Vec<(Vec<u32>, Vec<Vec<u32>>)> = Vec::with_capacity(parsed.groups.len());
+    for g in &parsed.groups {
+        let prompt_ids = match teacher::prompt_ids(&model, &g.prompt) {
+            Ok(p) => p,
+            Err(e) => {
+                let line = g.candidates.first().map_or(0, |c| c.line);
+                errors.push(format!("line {line}: {}: prompt: {e:#}", label(g)));
+                continue;
+            }
+        };
+        let mut texts = Vec::with_capacity(g.candidates.len());
+        for c in &g.candidates {
+            let at = || format!("line {}: {}, candidate {}", c.line, label(g), c.index);
+            let ids = match &c.tokens {
+                Tokens::Ids(ids) => ids.clone(),
+                Tokens::Text(t) => match encode_text(&model, t) {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        errors.push(format!("{}: {e:#}", at()));
+                        continue;
+                    }
+                },
+            };
+            if let Some(problem) = teacher::check_fits(&model, prompt_ids.len(), &ids) {
+                errors.push(format!("{}: {problem}", at()));
+            }
+            texts.push(ids);
+        }
+        work.push((prompt_ids, texts));
+    }
+    if !errors.is_empty() {
+        return Err(ConfigError::new(a.input, errors).into());
+    }
+
+    let mut rows = Vec::new();
+    let mut traces_jsonl: Vec<u8> = Vec::new();
+    for (g, (prompt_ids, texts)) in parsed.groups.iter().zip(&work) {
+        let slices: Vec<&[u32]> = texts.iter().map(Vec::as_slice).collect();
+        let forced = teacher::force(&model, prompt_ids, &slices)
+            .with_context(|| format!("teacher-forcing {}", label(g)))?;
+        let traces: Vec<crate::record::Trace> =
+            forced.iter().map(|f| teacher::trace_of(f)).collect();
+        let cands: Vec<crate::select::Candidate> = g
+            .candidates
+            .iter()
+            .zip(&traces)
+            .map(|(c, trace)| crate::select::Candidate {
+                index: c.index,
+                trace,
+            })
+            .collect();
+        let key = CellKey {
+            model: g.model.as_deref().unwrap_or(&spec.id),
+            prompt_id: &g.prompt_id,
+            strategy: &g.strategy,
+        };
+        rows.extend(select_cell(seed, &selectors, &key, &cands));
+        for (c, t) in g.candidates.iter().zip(&traces) {
+            let line = serde_json::json!({
+                "model": key.model,
+                "prompt_id": key.prompt_id,
+                "strategy": key.strategy,
+                "index": c.index,
+                "tokens": t.entropy.len(),
+                "entropy": t.entropy,
+                "varentropy": t.varentropy,
+                "logprob": t.logprob,
+                "self_certainty": t.self_certainty,
+                "confidence": t.confidence,
+            });
+            serde_json::to_writer(&mut traces_jsonl, &line)?;
+            traces_jsonl.push(b'\n');
+        }
+    }
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    store::write_atomic(
+        &out_dir.join(SELECTIONS_CSV),
+        &report::summary::selections_csv(&rows)?,
+    )?;
+    store::write_atomic(&out_dir.join(SELECT_TRACES_JSONL), &traces_jsonl)?;
+    let skipped = if parsed.skipped_failed > 0 {
+        format!(" ({} failed samples skipped)", parsed.skipped_failed)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "declab: scored {} candidates in {} groups with {}{skipped}; {} selectors -> {}/{SELECTIONS_CSV}, {SELECT_TRACES_JSONL}",
+        parsed.candidates(),
+        parsed.groups.len(),
+        spec.id,
+        selectors.len(),
+        out_dir.display()
+    );
+    Ok(0)
+}
+
+/// What `declab select` writes (selections.csv has the columns `run` gives it).
+const SELECTIONS_CSV: &str = "selections.csv";
+const SELECT_TRACES_JSONL: &str = "select_traces.jsonl";
 
 /// Add `nll_mean` and `perplexity` columns to a metrics_samples.csv (rows in input order).
 fn append_nll_columns(csv_bytes: &[u8], nll: &[Option<f64>]) -> Result<Vec<u8>> {

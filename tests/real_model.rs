@@ -289,3 +289,58 @@ fn real_models_give_every_batch_row_the_logits_it_gets_alone() {
         .unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
+
+/// `declab select` on a small Gemma 3 run's own samples.jsonl chooses what the run chose and
+/// teacher-forces the very traces the run recorded (same prefill, batched rows equal to single
+/// streams, same kernels).
+#[test]
+fn gemma3_select_on_a_runs_samples_reproduces_its_selections() {
+    let models = real_models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: realsel\nseed: 11\nmodels:\n  - id: gemma3-270m\n    gguf: {m}/gemma-3-270m/gemma-3-270m-q4_k_m.gguf\n    tokenizer: {m}/gemma-3-270m/tokenizer.json\n\
+prompts:\n  - {{id: fox, text: \"The quick brown fox\"}}\n  - {{id: story, text: \"Once upon a time, in a small village by the sea, there lived\"}}\n\
+samples: 3\nmax_new_tokens: 12\nstrategies:\n  - {{kind: temperature, temperature: 1.0}}\n\
+select:\n  - {{kind: self_certainty}}\n  - {{kind: mean_entropy}}\n  - {{kind: mean_logprob}}\n  - {{kind: group_confidence, window: 4}}\n  - {{kind: entropy_band, low: 1.0, high: 4.0}}\n  - {{kind: random}}\n",
+        m = models.display()
+    );
+    let cfg = dir.path().join("realsel.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let run_out = dir.path().join("run");
+    declab()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            run_out.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let sel_out = dir.path().join("sel");
+    let mut cmd = declab();
+    cmd.args(["select", "--input"])
+        .arg(run_out.join("samples.jsonl"))
+        .arg("--scorer")
+        .arg(models.join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf"))
+        .arg("--out")
+        .arg(&sel_out);
+    for s in [
+        "self_certainty",
+        "mean_entropy",
+        "mean_logprob",
+        "{kind: group_confidence, window: 4}",
+        "{kind: entropy_band, low: 1.0, high: 4.0}",
+        "random",
+    ] {
+        cmd.args(["--selector", s]);
+    }
+    cmd.assert().success();
+    let want = std::fs::read_to_string(run_out.join("selections.csv")).unwrap();
+    let got = std::fs::read_to_string(sel_out.join("selections.csv")).unwrap();
+    // a header and 2 prompts x 6 selectors (entropy_band may find no candidate in its band)
+    assert!(want.lines().count() > 2 * 5, "{want}");
+    assert_eq!(got, want, "select must choose what run chose");
+    let records = read_records(&run_out.join("samples.jsonl"));
+    assert_eq!(records.len(), 6);
+    assert_traces_match(&records, &trace_lines(&sel_out.join("select_traces.jsonl")));
+}

@@ -10,6 +10,7 @@
 //!
 //! Failed samples (status != "ok") are excluded from every metric and counted.
 
+pub mod candidates;
 pub mod catalog;
 pub mod compare;
 pub mod design;

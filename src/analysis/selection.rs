@@ -96,19 +96,53 @@ pub fn select_cells(design: &Design, ok: &[&SampleRecord]) -> Vec<SelectionRow> 
                 trace: &r.trace,
             })
             .collect();
-        for sel in &design.selectors {
-            let c = cell(design, &r0.model, &r0.prompt_id, &r0.strategy, &sel.id);
-            if let Some(ch) = choose(sel.selector.as_ref(), &cands, &c) {
-                rows.push(SelectionRow {
-                    model: r0.model.clone(),
-                    prompt_id: r0.prompt_id.clone(),
-                    strategy: r0.strategy.clone(),
-                    selector: sel.id.clone(),
-                    n: ch.scored,
-                    chosen_index: ch.index,
-                    score: ch.score,
-                });
-            }
+        let key = CellKey {
+            model: &r0.model,
+            prompt_id: &r0.prompt_id,
+            strategy: &r0.strategy,
+        };
+        rows.extend(select_cell(design.seed, &design.selectors, &key, &cands));
+    }
+    rows
+}
+
+/// Which cell (model, prompt, strategy) candidates belong to.
+#[derive(Debug, Clone, Copy)]
+pub struct CellKey<'a> {
+    pub model: &'a str,
+    pub prompt_id: &'a str,
+    pub strategy: &'a str,
+}
+
+/// Every selector applied to the candidates of one cell, the random draws seeded as [`cell`]
+/// seeds them from the experiment seed (`declab select` applies it to teacher-forced traces).
+pub fn select_cell(
+    experiment_seed: u64,
+    selectors: &[SelectorSpec],
+    key: &CellKey,
+    cands: &[Candidate],
+) -> Vec<SelectionRow> {
+    let mut rows = Vec::new();
+    for sel in selectors {
+        let c = Cell {
+            seed: crate::seed::selection_seed(
+                experiment_seed,
+                key.model,
+                key.prompt_id,
+                key.strategy,
+                &sel.id,
+            ),
+        };
+        if let Some(ch) = choose(sel.selector.as_ref(), cands, &c) {
+            rows.push(SelectionRow {
+                model: key.model.to_string(),
+                prompt_id: key.prompt_id.to_string(),
+                strategy: key.strategy.to_string(),
+                selector: sel.id.clone(),
+                n: ch.scored,
+                chosen_index: ch.index,
+                score: ch.score,
+            });
         }
     }
     rows
@@ -225,6 +259,9 @@ pub fn compare(
     out
 }
 
+/// One cell's (samples, tokens, ms, sampler ms), summed over its samples.
+type CellTotals = (usize, usize, f64, f64);
+
 /// The cost of one selected output against one sample, per (model, strategy) with samples.
 pub fn costs(design: &Design, ok: &[&SampleRecord], resamples: usize) -> Vec<SelectionCost> {
     if design.selectors.is_empty() {
@@ -233,8 +270,7 @@ pub fn costs(design: &Design, ok: &[&SampleRecord], resamples: usize) -> Vec<Sel
     let mut out = Vec::new();
     for model in &design.models {
         for s in &design.strategies {
-            // prompt -> (samples, tokens, ms, sampler ms)
-            let mut per: BTreeMap<&str, (usize, usize, f64, f64)> = BTreeMap::new();
+            let mut per: BTreeMap<&str, CellTotals> = BTreeMap::new();
             for r in ok
                 .iter()
                 .filter(|r| &r.model == model && r.strategy == s.id)
@@ -251,8 +287,7 @@ pub fn costs(design: &Design, ok: &[&SampleRecord], resamples: usize) -> Vec<Sel
                 continue;
             }
             let k = per.len() as f64;
-            let mean =
-                |f: &dyn Fn(&(usize, usize, f64, f64)) -> f64| per.values().map(f).sum::<f64>() / k;
+            let mean = |f: &dyn Fn(&CellTotals) -> f64| per.values().map(f).sum::<f64>() / k;
             let samples = mean(&|e| e.0 as f64);
             let cell_ms: Vec<f64> = per.values().map(|e| e.2).collect();
             let seed =

@@ -126,8 +126,11 @@ pub struct Kind {
     pub name: &'static str,
     pub example: &'static str,
     /// Parse and check a block (a mapping without `kind`/`name`) at a YAML path.
-    pub parse: fn(&Mapping, &str, &Limits) -> Result<Arc<dyn Selector>, Vec<PathError>>,
+    pub parse: ParseFn,
 }
+
+/// A kind's parser: a block (a mapping without `kind`/`name`) at a YAML path to its selector.
+pub type ParseFn = fn(&Mapping, &str, &Limits) -> Result<Arc<dyn Selector>, Vec<PathError>>;
 
 /// Every selector kind, in the order the report lists them.
 pub static KINDS: &[Kind] = &[

@@ -60,3 +60,61 @@ pub fn real_models_dir() -> PathBuf {
     );
     dir
 }
+
+/// One line of `declab select`'s select_traces.jsonl.
+#[derive(serde::Deserialize)]
+pub struct TraceLine {
+    pub model: String,
+    pub prompt_id: String,
+    pub strategy: String,
+    pub index: usize,
+    pub tokens: usize,
+    pub entropy: Vec<f32>,
+    pub varentropy: Vec<f32>,
+    pub logprob: Vec<f32>,
+    pub self_certainty: Vec<f32>,
+    pub confidence: Vec<f32>,
+}
+
+pub fn trace_lines(path: &Path) -> Vec<TraceLine> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Each forced trace equals the stored one, bit for bit, and every ok record has one.
+pub fn assert_traces_match(records: &[declab::record::SampleRecord], lines: &[TraceLine]) {
+    let ok: Vec<_> = records.iter().filter(|r| r.ok()).collect();
+    assert_eq!(lines.len(), ok.len());
+    for (l, r) in lines.iter().zip(ok) {
+        let at = format!(
+            "{}/{}/{} #{}",
+            r.model, r.prompt_id, r.strategy, r.sample_index
+        );
+        assert_eq!(
+            (&l.model, &l.prompt_id, &l.strategy, l.index),
+            (&r.model, &r.prompt_id, &r.strategy, r.sample_index)
+        );
+        assert_eq!(l.tokens, r.token_ids.len(), "{at}");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&l.entropy), bits(&r.trace.entropy), "entropy {at}");
+        assert_eq!(
+            bits(&l.varentropy),
+            bits(&r.trace.varentropy),
+            "varentropy {at}"
+        );
+        assert_eq!(bits(&l.logprob), bits(&r.trace.logprob), "logprob {at}");
+        assert_eq!(
+            bits(&l.self_certainty),
+            bits(&r.trace.self_certainty),
+            "self_certainty {at}"
+        );
+        assert_eq!(
+            bits(&l.confidence),
+            bits(&r.trace.confidence),
+            "confidence {at}"
+        );
+    }
+}
