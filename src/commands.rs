@@ -399,7 +399,12 @@ fn report_cmd(dir: &std::path::Path, embedder: Option<&std::path::Path>) -> Resu
         &manifest,
         emb.as_ref().map(|e| e as &dyn TextEmbedder),
     )?;
-    eprintln!("declab: wrote report.md, summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv and plots to {}", dir.display());
+    let selection = if design.selectors.is_empty() {
+        ""
+    } else {
+        ", selections.csv, selection_comparisons.csv, selection_costs.csv"
+    };
+    eprintln!("declab: wrote report.md, summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv{selection} and plots to {}", dir.display());
     let failed = records.iter().filter(|r| !r.ok()).count();
     if failed > 0 {
         eprintln!(

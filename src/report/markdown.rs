@@ -1,5 +1,6 @@
 //! `report.md`: what was run (from the manifest), one table per metric family and model with
-//! means, 95% CIs and significance marks against the baseline, the latency table, and links to
+//! means, 95% CIs and significance marks against the baseline, the latency table, the best-of-N
+//! selection section when the experiment has selectors ([`super::selection_md`]), and links to
 //! the plots. A pure function returning the text.
 
 use std::fmt::Write;
@@ -38,7 +39,7 @@ pub fn mark(p_holm: f64) -> &'static str {
     }
 }
 
-fn arrow(m: &Metric) -> &'static str {
+pub(crate) fn arrow(m: &Metric) -> &'static str {
     match m.higher_is_better {
         Some(true) => " ↑",
         Some(false) => " ↓",
@@ -46,7 +47,7 @@ fn arrow(m: &Metric) -> &'static str {
     }
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
@@ -133,6 +134,7 @@ fn plot_title(name: &str) -> &'static str {
         "plot_entropy_by_position.svg" => "Entropy by token position",
         "plot_target_entropy.svg" => "Realised vs target entropy",
         "plot_sampler_overhead.svg" => "Sampler overhead per strategy",
+        "plot_selection_gain.svg" => "Metric gain per selector",
         _ => "Plot",
     }
 }
@@ -239,7 +241,7 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
         d.baseline,
         fmt_num(compare::min_p_value(n_prompts)),
         if compare::min_p_value(n_prompts) >= 0.05 { ", so no difference can reach significance: add prompts to the experiment" } else { "" },
-        blocked_note(&a.comparisons)
+        blocked_note(&a.comparisons, "comparisons.csv")
     );
     let strategies: Vec<String> = d.strategies.iter().map(|s| s.id.clone()).collect();
     for model in &d.models {
@@ -320,6 +322,9 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
         }
         o.push('\n');
     }
+    if let Some(section) = super::selection_md::selection_section(a) {
+        o.push_str(&section);
+    }
     if !plots.is_empty() {
         let _ = writeln!(o, "## Plots\n");
         for p in plots {
@@ -329,7 +334,12 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
     let _ = writeln!(
         o,
         "## Files\n\n`samples.jsonl` (every sample with its per-token trace), `metrics_samples.csv`, `metrics_groups.csv` (raw metric values), \
-         `summary.csv`, `comparisons.csv`, `latency.csv`, `manifest.json`. Regenerate this report with `declab report <this folder>`."
+         `summary.csv`, `comparisons.csv`, `latency.csv`, {}`manifest.json`. Regenerate this report with `declab report <this folder>`.",
+        if d.selectors.is_empty() {
+            ""
+        } else {
+            "`selections.csv`, `selection_comparisons.csv`, `selection_costs.csv`, "
+        }
     );
     o
 }
@@ -337,7 +347,8 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
 /// How many comparisons cannot reach p < 0.05 on their own data although the prompt count
 /// would allow it: prompts where the two values are equal (common for discrete metrics) drop out
 /// of the Wilcoxon test, and the exact test over tied ranks needs every remaining sign alike.
-fn blocked_note(rows: &[ComparisonRow]) -> String {
+/// `file` is the CSV that holds the rows.
+pub(crate) fn blocked_note(rows: &[ComparisonRow], file: &str) -> String {
     let possible: Vec<&ComparisonRow> = rows
         .iter()
         .filter(|r| compare::min_p_value(r.n_prompts) < 0.05)
@@ -350,7 +361,7 @@ fn blocked_note(rows: &[ComparisonRow]) -> String {
         return String::new();
     }
     format!(
-        "; on their own data {blocked} of these {} comparisons cannot (prompts with equal values drop out of the test; each comparison's smallest attainable p is in `comparisons.csv`'s `min_p`)",
+        "; on their own data {blocked} of these {} comparisons cannot (prompts with equal values drop out of the test; each comparison's smallest attainable p is in `{file}`'s `min_p`)",
         possible.len()
     )
 }
@@ -396,8 +407,11 @@ mod tests {
         let tied = row(&[0.0, 2.0, 0.0, 4.0, 5.0, 6.0]);
         assert!((free.min_p - 0.03125).abs() < 1e-12);
         assert!((tied.min_p - 0.125).abs() < 1e-12);
-        assert_eq!(blocked_note(std::slice::from_ref(&free)), "");
-        let note = blocked_note(&[free, tied]);
+        assert_eq!(
+            blocked_note(std::slice::from_ref(&free), "comparisons.csv"),
+            ""
+        );
+        let note = blocked_note(&[free, tied], "comparisons.csv");
         assert!(note.contains("1 of these 2 comparisons cannot"), "{note}");
     }
 

@@ -8,6 +8,7 @@
 pub mod csv_out;
 pub mod markdown;
 pub mod plots;
+pub mod selection_md;
 pub mod summary;
 
 use std::path::Path;

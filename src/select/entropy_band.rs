@@ -71,6 +71,12 @@ impl Selector for EntropyBand {
     fn default_id(&self) -> String {
         format!("entropy_band_{}-{}", self.low, self.high)
     }
+    fn describe(&self) -> String {
+        format!(
+            "distance of the mean entropy from the band [{}, {}] nats, lowest wins (inside the band: the first sample)",
+            self.low, self.high
+        )
+    }
     fn higher_wins(&self) -> bool {
         false
     }

@@ -78,6 +78,12 @@ impl Selector for GroupConfidence {
     fn default_id(&self) -> String {
         format!("group_confidence_w{}", self.window)
     }
+    fn describe(&self) -> String {
+        format!(
+            "lowest mean token confidence (−mean ln p of the 20 likeliest tokens) over windows of {} tokens, highest wins (DeepConf, Fu et al. 2025)",
+            self.window
+        )
+    }
     fn higher_wins(&self) -> bool {
         true
     }

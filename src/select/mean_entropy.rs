@@ -38,6 +38,10 @@ impl Selector for MeanEntropy {
     fn default_id(&self) -> String {
         KIND.name.into()
     }
+    fn describe(&self) -> String {
+        "mean entropy of the model's next-token distribution over the steps (nats), lowest wins"
+            .into()
+    }
     fn higher_wins(&self) -> bool {
         false
     }

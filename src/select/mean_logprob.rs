@@ -40,6 +40,9 @@ impl Selector for MeanLogprob {
     fn default_id(&self) -> String {
         KIND.name.into()
     }
+    fn describe(&self) -> String {
+        "length-normalised log-likelihood of the chosen tokens (nats/token), highest wins (the likelihood best-of that vLLM dropped)".into()
+    }
     fn higher_wins(&self) -> bool {
         true
     }

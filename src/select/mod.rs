@@ -68,6 +68,8 @@ pub trait Selector: fmt::Debug + Send + Sync {
     fn params(&self) -> serde_json::Value;
     /// The id shown in reports (`group_confidence_w16`); a `name:` in the block overrides it.
     fn default_id(&self) -> String;
+    /// One line for the report: the score's formula, its direction and its reference.
+    fn describe(&self) -> String;
     /// Whether the highest score wins (else the lowest).
     fn higher_wins(&self) -> bool;
     /// The score of one candidate; `None` when it cannot be scored.

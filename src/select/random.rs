@@ -38,6 +38,9 @@ impl Selector for Random {
     fn default_id(&self) -> String {
         KIND.name.into()
     }
+    fn describe(&self) -> String {
+        "a seeded uniform pick, the control".into()
+    }
     fn higher_wins(&self) -> bool {
         true
     }

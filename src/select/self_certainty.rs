@@ -46,6 +46,9 @@ impl Selector for SelfCertainty {
     fn default_id(&self) -> String {
         KIND.name.into()
     }
+    fn describe(&self) -> String {
+        "mean over the steps of KL(U ‖ p) = −ln V − mean_j ln p_j, highest wins (self-certainty, Kang et al. 2025)".into()
+    }
     fn higher_wins(&self) -> bool {
         true
     }
