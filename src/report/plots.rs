@@ -7,7 +7,9 @@
 //!    position per strategy, with a 95% band;
 //! 3. `plot_target_entropy.svg`: realised (`final_entropy_mean`) vs target entropy of the
 //!    `target_entropy` strategies, with the identity line;
-//! 4. `plot_sampler_overhead.svg`: the sampler's share of per-token time per strategy, with CIs.
+//! 4. `plot_sampler_overhead.svg`: the sampler's share of per-token time per strategy, with CIs;
+//! 5. `plot_selection_gain.svg` (with `select:`): per selector, the chosen sample's gain on one
+//!    headline metric over the random pick, with CIs, one colour per strategy.
 //!
 //! A plot without data (e.g. no target-entropy strategy) is not produced. Legends sit in a
 //! column right of the plot so they never hide data.
@@ -16,6 +18,7 @@ use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::analysis::selection::{SelectionComparison, VS_MEAN, VS_RANDOM};
 use crate::analysis::summary::{self, SummaryRow};
 use crate::analysis::Analysis;
 
@@ -53,6 +56,7 @@ pub fn all_plots(a: &Analysis) -> Result<Vec<(String, String)>> {
         ("plot_entropy_by_position.svg", entropy_svg(a)?),
         ("plot_target_entropy.svg", target_svg(a)?),
         ("plot_sampler_overhead.svg", overhead_svg(a)?),
+        ("plot_selection_gain.svg", selection_gain_svg(a)?),
     ] {
         if let Some(svg) = svg {
             out.push((name.to_string(), svg));
@@ -494,6 +498,154 @@ pub fn overhead_svg(a: &Analysis) -> Result<Option<String>> {
                 )))
                 .map_err(err)?;
         }
+        root.present().map_err(err)?;
+    }
+    Ok(Some(svg))
+}
+
+/// Plot 5: the gain of each selector on one headline metric (`coherence_embed` when the run
+/// had the embedder, else `nll_mean`): the mean over prompts of the chosen sample's value minus
+/// the random pick's (minus the mean of N when there is no `random` selector), with its 95% CI,
+/// one colour per strategy; absent without selection comparisons.
+pub fn selection_gain_svg(a: &Analysis) -> Result<Option<String>> {
+    let rows = &a.selection_comparisons;
+    let Some(metric) = ["coherence_embed", "nll_mean", "distinct_2"]
+        .into_iter()
+        .find(|m| rows.iter().any(|r| r.cmp.metric == *m))
+    else {
+        return Ok(None);
+    };
+    let reference = if rows
+        .iter()
+        .any(|r| r.cmp.metric == metric && r.cmp.reference == VS_RANDOM)
+    {
+        VS_RANDOM
+    } else {
+        VS_MEAN
+    };
+    let pts: Vec<&SelectionComparison> = rows
+        .iter()
+        .filter(|r| r.cmp.metric == metric && r.cmp.reference == reference)
+        .collect();
+    let selectors: Vec<&str> = a
+        .design
+        .selectors
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|id| pts.iter().any(|p| p.selector == *id))
+        .collect();
+    let mut series: Vec<(&str, &str)> = Vec::new();
+    for model in &a.design.models {
+        for s in &a.design.strategies {
+            if pts
+                .iter()
+                .any(|p| &p.cmp.model == model && p.cmp.strategy == s.id)
+            {
+                series.push((model, &s.id));
+            }
+        }
+    }
+    if selectors.is_empty() || series.is_empty() {
+        return Ok(None);
+    }
+    let (y0, y1) = padded(
+        pts.iter().map(|p| p.cmp.diff.ci_low).fold(0.0, f64::min),
+        pts.iter().map(|p| p.cmp.diff.ci_high).fold(0.0, f64::max),
+    );
+    let labels: Vec<String> = series.iter().map(|(m, s)| series_label(a, m, s)).collect();
+    let against = if reference == VS_RANDOM {
+        "the random pick"
+    } else {
+        "the mean of N"
+    };
+    let direction = match crate::metrics::find(metric).and_then(|m| m.higher_is_better) {
+        Some(true) => "  (higher = better)",
+        Some(false) => "  (lower = better)",
+        None => "",
+    };
+    let n = selectors.len();
+    let k = series.len();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (plot, legend) = root.split_horizontally(W - legend_width(&labels).max(200));
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(
+                // short: the legend column narrows the plot; the metric is on the y axis
+                format!("Gain per selector over {against} (mean over prompts, 95% CI)"),
+                (FONT, 16),
+            )
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..n - 1).into_segmented(), y0..y1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc("selector")
+            .y_desc(format!("Δ {metric}, chosen − {against}{direction}"))
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .x_labels(n)
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => {
+                    selectors.get(*i).map(|s| s.to_string()).unwrap_or_default()
+                }
+                _ => String::new(),
+            })
+            // no "-0.000" at the zero line
+            .y_label_formatter(&|v| format!("{:.3}", if v.abs() < 1e-12 { 0.0 } else { *v }))
+            .draw()
+            .map_err(err)?;
+        // zero: no gain
+        let (zl, zy) = chart.backend_coord(&(SegmentValue::Exact(0), 0.0));
+        let (zr, _) = chart.backend_coord(&(SegmentValue::Exact(n), 0.0));
+        root.draw(&PathElement::new(
+            vec![(zl, zy), (zr, zy)],
+            BLACK.mix(0.5).stroke_width(1),
+        ))
+        .map_err(err)?;
+        // within a selector's segment, one slot per series, side by side
+        for (i, sel) in selectors.iter().enumerate() {
+            let (left, _) = chart.backend_coord(&(SegmentValue::Exact(i), 0.0));
+            let (right, _) = chart.backend_coord(&(SegmentValue::Exact(i + 1), 0.0));
+            let slot = (right - left) as f64 * 0.7 / k as f64;
+            let first = (left + right) as f64 / 2.0 - slot * (k as f64 - 1.0) / 2.0;
+            for (j, (model, strategy)) in series.iter().enumerate() {
+                let Some(p) = pts.iter().find(|p| {
+                    p.selector == *sel && p.cmp.model == *model && p.cmp.strategy == *strategy
+                }) else {
+                    continue;
+                };
+                let x = (first + slot * j as f64).round() as i32;
+                let y = |v: f64| chart.backend_coord(&(SegmentValue::Exact(i), v)).1;
+                let e = &p.cmp.diff;
+                let c = color(j);
+                root.draw(&PathElement::new(
+                    vec![(x, y(e.ci_low)), (x, y(e.ci_high))],
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?;
+                for v in [e.ci_low, e.ci_high] {
+                    root.draw(&PathElement::new(
+                        vec![(x - 5, y(v)), (x + 5, y(v))],
+                        c.stroke_width(2),
+                    ))
+                    .map_err(err)?;
+                }
+                root.draw(&Circle::new((x, y(e.point)), 6, c.filled()))
+                    .map_err(err)?;
+            }
+        }
+        let mut entries: Vec<(String, RGBColor, Marker)> = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), color(i), Marker::Dot))
+            .collect();
+        entries.push(("no gain".into(), RGBColor(110, 110, 110), Marker::Line));
+        draw_legend(&legend, "strategy", &entries)?;
         root.present().map_err(err)?;
     }
     Ok(Some(svg))
