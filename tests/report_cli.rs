@@ -159,6 +159,15 @@ fn report_regenerates_every_output() {
     }
     // no target_entropy strategy, no target plot
     assert!(!dir.join("plot_target_entropy.svg").exists());
+    // no `select:`, no selection outputs
+    for f in [
+        "selections.csv",
+        "selection_comparisons.csv",
+        "selection_costs.csv",
+        "plot_selection_gain.svg",
+    ] {
+        assert!(!dir.join(f).exists(), "{f} without selectors");
+    }
 
     // summary: the mean over prompts of each prompt's mean distinct_1, recomputed here
     let (h, rows) = read_csv(&dir.join("summary.csv"));
@@ -212,6 +221,7 @@ fn report_regenerates_every_output() {
 
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("1 failed sample(s) excluded"), "{md}");
+    assert!(!md.contains("Best-of-N") && !md.contains("selections.csv"));
     assert!(md.contains("| temp | ") && md.contains("greedy (baseline)"));
     assert!(md.contains("](plot_tradeoff.svg)"));
     let svg = std::fs::read_to_string(dir.join("plot_sampler_overhead.svg")).unwrap();
@@ -449,6 +459,24 @@ fn run_writes_the_report_at_the_end() {
     assert_eq!(before, std::fs::read(out.join("summary.csv")).unwrap());
 }
 
+/// report.md's shape: its headings and the header row of every table.
+fn report_shape(path: &Path) -> String {
+    let report = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    let shape: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| {
+            l.starts_with('#')
+                || lines.get(i + 1).is_some_and(|n| {
+                    n.starts_with("|--") || n.starts_with("|:-") || n.starts_with("| --")
+                })
+        })
+        .map(|(_, l)| *l)
+        .collect();
+    shape.join("\n")
+}
+
 /// The columns of every CSV a results folder holds (and of `declab metrics`' two files): a
 /// metric's column is named by the metric, in registry order, and a renamed or reordered column
 /// shows here.
@@ -485,21 +513,7 @@ fn every_csv_keeps_its_columns() {
         "metrics_groups_csv",
         header(&out.join("metrics_groups.csv"))
     );
-    // report.md's shape: its headings and the header row of every table
-    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    let lines: Vec<&str> = report.lines().collect();
-    let shape: Vec<&str> = lines
-        .iter()
-        .enumerate()
-        .filter(|(i, l)| {
-            l.starts_with('#')
-                || lines.get(i + 1).is_some_and(|n| {
-                    n.starts_with("|--") || n.starts_with("|:-") || n.starts_with("| --")
-                })
-        })
-        .map(|(_, l)| *l)
-        .collect();
-    insta::assert_snapshot!("report_md_shape", shape.join("\n"));
+    insta::assert_snapshot!("report_md_shape", report_shape(&out.join("report.md")));
 
     let input = tmp.path().join("gen.jsonl");
     std::fs::write(&input, "{\"group\": \"a\", \"text\": \"x y\"}\n").unwrap();
@@ -518,5 +532,121 @@ fn every_csv_keeps_its_columns() {
     insta::assert_snapshot!(
         "declab_metrics_groups_csv",
         header(&scored.join("metrics_groups.csv"))
+    );
+}
+
+/// `select:` added to a finished experiment (the manifest's resolved config): `declab report`
+/// writes the three selection CSVs, the report's "Best-of-N selection" section and the gain
+/// plot. The traces are edited so the selectors' picks are known: self-certainty (9 + sample)
+/// picks sample 1, DeepConf's group confidence (4 − sample / 2) and the log-likelihood
+/// (−1 − sample / 2 − prompt / 20) pick sample 0, whose NLL is 0.5 lower.
+#[test]
+fn report_with_selectors_writes_the_selection_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("res");
+    write_results(&dir, false);
+    let mut records = common::read_records(&dir.join("samples.jsonl"));
+    for r in &mut records {
+        let p: f32 = r.prompt_id[1..].parse().unwrap();
+        let lp = -1.0 - 0.5 * r.sample_index as f32 - 0.05 * p;
+        r.trace.logprob = vec![lp; r.trace.logprob.len()];
+    }
+    std::fs::write(
+        dir.join("samples.jsonl"),
+        declab::store::jsonl_bytes(&records).unwrap(),
+    )
+    .unwrap();
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest["resolved_config"]["select"] = serde_json::json!([
+        {"kind": "self_certainty"},
+        {"kind": "mean_logprob"},
+        {"kind": "group_confidence", "window": 2},
+        {"kind": "random"}
+    ]);
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    common::declab()
+        // no sentence embedder: the tables' columns must not depend on this checkout's models
+        .env("DECLAB_MODELS", tmp.path().join("no-models"))
+        .arg("report")
+        .arg(&dir)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("selections.csv"));
+
+    // selections: one row per cell and selector, the picks the traces dictate
+    let (h, rows) = read_csv(&dir.join("selections.csv"));
+    assert_eq!(rows.len(), PROMPTS * 2 * 4);
+    for r in &rows {
+        let want = match r[col(&h, "selector")].as_str() {
+            "self_certainty" => "1",
+            "mean_logprob" | "group_confidence_w2" => "0",
+            "random" => continue,
+            other => panic!("unexpected selector {other}"),
+        };
+        assert_eq!(r[col(&h, "chosen_index")], want, "{r:?}");
+        assert_eq!(r[col(&h, "n")], "2", "the failed sample is not a candidate");
+    }
+
+    // comparisons: against the mean of the two samples the NLL moves by exactly ±0.25
+    let (h, rows) = read_csv(&dir.join("selection_comparisons.csv"));
+    let diff = |selector: &str, reference: &str| -> f64 {
+        rows.iter()
+            .find(|r| {
+                r[col(&h, "strategy")] == "temp"
+                    && r[col(&h, "selector")] == selector
+                    && r[col(&h, "reference")] == reference
+                    && r[col(&h, "metric")] == "nll_mean"
+            })
+            .unwrap_or_else(|| panic!("no {selector} vs {reference} row"))[col(&h, "diff")]
+        .parse()
+        .unwrap()
+    };
+    assert!((diff("self_certainty", "mean_of_n") - 0.25).abs() < 1e-6);
+    assert!((diff("mean_logprob", "mean_of_n") + 0.25).abs() < 1e-6);
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r[col(&h, "selector")] == "random" && r[col(&h, "reference")] == "random"),
+        "the control is not compared with itself"
+    );
+
+    // cost: two samples of five tokens per selected output
+    let (h, rows) = read_csv(&dir.join("selection_costs.csv"));
+    let temp = rows
+        .iter()
+        .find(|r| r[col(&h, "strategy")] == "temp")
+        .expect("temp cost row");
+    assert_eq!(temp[col(&h, "n")], "2");
+    assert_eq!(temp[col(&h, "tokens_per_sample")], "5");
+    assert_eq!(temp[col(&h, "tokens_per_selection")], "10");
+
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for want in [
+        "## Best-of-N selection",
+        "N = 2 samples",
+        "- `self_certainty`: mean over the steps of KL(U ‖ p)",
+        "- `group_confidence_w2`: lowest mean token confidence",
+        "| temp | self_certainty | 0.250 [0.250, 0.250] * |",
+        "| temp | mean_logprob | -0.250 [-0.250, -0.250] * |",
+        "A selected output costs N samples",
+        "| m | temp | 2 | 5.00 | 10.00 |",
+        "![Metric gain per selector](plot_selection_gain.svg)",
+        "`selections.csv`, `selection_comparisons.csv`, `selection_costs.csv`",
+    ] {
+        assert!(md.contains(want), "no {want:?} in\n{md}");
+    }
+    let svg = std::fs::read_to_string(dir.join("plot_selection_gain.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("group_confidence_w2")
+            && svg.contains("greedy")
+            && svg.contains("nll_mean")
+            && svg.trim_end().ends_with("</svg>")
+    );
+    insta::assert_snapshot!(
+        "report_md_shape_select",
+        report_shape(&dir.join("report.md"))
     );
 }
