@@ -86,7 +86,7 @@ impl Candidates {
         let ln2 = std::f64::consts::LN_2;
         let (s, s1, s2) = o.totals();
         let stats = stats_from_moments(max, s, s1 * ln2, s2 * ln2 * ln2);
-        self.row_sum = (o.lsum, o.finite);
+        self.row_sum = o.fsum.total();
         self.sorted_by_id = true;
         self.stats = Some(stats);
         self.block_max_valid = true;

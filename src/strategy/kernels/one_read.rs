@@ -27,10 +27,9 @@ pub(super) struct Online {
     s2: [f64; LANES],
     r1: f64,
     r2: f64,
-    /// Σ of the finite logits (block sums in fixed f32 lanes, flushed to f64 per block) and
-    /// their count: the row's mean logit, behind the mean of ln p (self-certainty).
-    pub(super) lsum: f64,
-    pub(super) finite: usize,
+    /// Σ and count of the finite logits: the row's mean logit, behind the mean of ln p
+    /// (self-certainty).
+    pub(super) fsum: FiniteSum,
     /// A NaN or +inf logit was seen.
     pub(super) bad: bool,
 }
@@ -43,8 +42,7 @@ impl Online {
         s2: [0.0; LANES],
         r1: 0.0,
         r2: 0.0,
-        lsum: 0.0,
-        finite: 0,
+        fsum: FiniteSum::EMPTY,
         bad: false,
     };
 
@@ -84,8 +82,7 @@ impl Online {
             s: self.s + other.s,
             r1: self.r1 + other.r1,
             r2: self.r2 + other.r2,
-            lsum: self.lsum + other.lsum,
-            finite: self.finite + other.finite,
+            fsum: self.fsum.merge(&other.fsum),
             bad: self.bad | other.bad,
             ..self
         }
@@ -127,9 +124,7 @@ fn fused_outer(
         if o.m == f32::NEG_INFINITY {
             continue; // nothing live yet
         }
-        let (bs, bn) = finite_sum(block);
-        o.lsum += bs;
-        o.finite += bn;
+        o.fsum.add_block(block);
         if block.len() == BLOCK {
             let b = block_sums(block, o.m);
             o.s += b.total;
@@ -150,46 +145,83 @@ fn fused_outer(
     o
 }
 
-/// Σ and count of the finite logits of a block: 16 f32 lanes in a fixed order (no
-/// reassociation, so every ISA gives the same bits), folded into f64 once per block. A plain
-/// sum first (one vector add per 16 logits); only a block holding a masked (-inf) logit, whose
-/// plain sum is -inf, is summed again leaving the masked ones out.
-#[inline(always)]
-fn finite_sum(block: &[f32]) -> (f64, usize) {
-    let plain = lanes_sum(block, |l| l);
-    if plain.is_finite() {
-        return (plain, block.len());
-    }
-    let live = |l: f32| l > f32::NEG_INFINITY;
-    let n = block.iter().filter(|&&l| live(l)).count();
-    (lanes_sum(block, |l| if live(l) { l } else { 0.0 }), n)
+const SUM_LANES: usize = 16;
+
+/// Σ and count of the finite logits, block by block: a full block without a masked (-inf) logit
+/// is summed in 4 × 16 f32 lanes (four independent chains, not one latency-bound one), the four
+/// combined and added lane-wise into 16 f64 lanes; a short block or one holding a masked logit
+/// goes to a scalar f64 part, leaving the masked ones out. The lanes are folded once, at the
+/// end. A fixed order throughout, so every ISA gives the same bits.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FiniteSum {
+    lanes: [f64; SUM_LANES],
+    scalar: f64,
+    n: usize,
 }
 
-/// Σ f(l) over a block in 16 f32 lanes, folded into f64.
-#[inline(always)]
-fn lanes_sum(block: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    const L: usize = 16;
-    let mut acc = [0f32; L];
-    let chunks = block.chunks_exact(L);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for j in 0..L {
-            acc[j] += f(c[j]);
+impl FiniteSum {
+    const EMPTY: FiniteSum = FiniteSum {
+        lanes: [0.0; SUM_LANES],
+        scalar: 0.0,
+        n: 0,
+    };
+
+    #[inline(always)]
+    fn add_block(&mut self, block: &[f32]) {
+        const W: usize = 4 * SUM_LANES;
+        if block.len() == BLOCK {
+            let mut acc = [[0f32; SUM_LANES]; 4];
+            for c in block.chunks_exact(W) {
+                for (q, a) in acc.iter_mut().enumerate() {
+                    for j in 0..SUM_LANES {
+                        a[j] += c[q * SUM_LANES + j];
+                    }
+                }
+            }
+            let mut part = [0f32; SUM_LANES];
+            for j in 0..SUM_LANES {
+                part[j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
+            }
+            // a masked logit makes its lane -inf (+inf and NaN rows are errors anyway)
+            if part.iter().all(|x| x.is_finite()) {
+                for j in 0..SUM_LANES {
+                    self.lanes[j] += part[j] as f64;
+                }
+                self.n += BLOCK;
+                return;
+            }
+        }
+        for &l in block {
+            if l > f32::NEG_INFINITY {
+                self.scalar += l as f64;
+                self.n += 1;
+            }
         }
     }
-    let mut s = acc.iter().map(|&a| a as f64).sum::<f64>();
-    for &l in rest {
-        s += f(l) as f64;
+
+    fn merge(&self, other: &FiniteSum) -> FiniteSum {
+        let mut out = *self;
+        for j in 0..SUM_LANES {
+            out.lanes[j] += other.lanes[j];
+        }
+        out.scalar += other.scalar;
+        out.n += other.n;
+        out
     }
-    s
+
+    /// Σ and count.
+    pub(super) fn total(&self) -> (f64, usize) {
+        (self.lanes.iter().sum::<f64>() + self.scalar, self.n)
+    }
 }
 
 #[inline(always)]
 fn finite_sum_blocks(logits: &[f32]) -> (f64, usize) {
-    logits
-        .chunks(BLOCK)
-        .map(finite_sum)
-        .fold((0.0, 0), |(s, n), (bs, bn)| (s + bs, n + bn))
+    let mut f = FiniteSum::EMPTY;
+    for block in logits.chunks(BLOCK) {
+        f.add_block(block);
+    }
+    f.total()
 }
 
 multiversion! {
@@ -343,7 +375,9 @@ mod tests {
                     "{isa:?}"
                 );
                 assert_eq!(b1, b2);
-                assert_eq!((a.lsum.to_bits(), a.finite), (b.lsum.to_bits(), b.finite));
+                let (sa, na) = a.fsum.total();
+                let (sb, nb) = b.fsum.total();
+                assert_eq!((sa.to_bits(), na), (sb.to_bits(), nb));
                 assert_eq!(
                     finite_sum_pass_at(isa, &l),
                     finite_sum_pass_at(Isa::Portable, &l)
