@@ -184,8 +184,8 @@ impl FiniteSum {
             }
             // a masked logit makes its lane -inf (+inf and NaN rows are errors anyway)
             if part.iter().all(|x| x.is_finite()) {
-                for j in 0..SUM_LANES {
-                    self.lanes[j] += part[j] as f64;
+                for (l, &p) in self.lanes.iter_mut().zip(&part) {
+                    *l += p as f64;
                 }
                 self.n += BLOCK;
                 return;
