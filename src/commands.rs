@@ -693,22 +693,29 @@ struct SelectArgs<'a> {
     out: Option<&'a std::path::Path>,
 }
 
-/// The selectors `declab select` applies when none is given: every kind with its defaults but
-/// entropy_band, whose band has no default.
-const DEFAULT_SELECTORS: &[&str] = &[
-    "self_certainty",
-    "mean_entropy",
-    "mean_logprob",
-    "group_confidence",
-    "random",
-];
+/// The selectors `declab select` applies when none is given: every registered kind whose bare
+/// block `{kind: K}` is complete (so not entropy_band, whose band has no default).
+fn default_selectors() -> Vec<String> {
+    let limits = crate::select::Limits {
+        max_new_tokens: usize::MAX,
+    };
+    crate::select::KINDS
+        .iter()
+        .filter(|k| {
+            let mut m = serde_yaml::Mapping::new();
+            m.insert("kind".into(), k.name.into());
+            crate::select::parse_block(&serde_yaml::Value::Mapping(m), "", &limits).is_ok()
+        })
+        .map(|k| k.name.to_string())
+        .collect()
+}
 
 /// `--selector` arguments (a kind name or a block) as checked selectors; errors name the
 /// argument.
 fn parse_selectors(args: &[String]) -> Result<Vec<crate::select::SelectorSpec>> {
     let flag = std::path::Path::new("--selector");
     let args: Vec<String> = if args.is_empty() {
-        DEFAULT_SELECTORS.iter().map(|k| k.to_string()).collect()
+        default_selectors()
     } else {
         args.to_vec()
     };

@@ -6,13 +6,7 @@
 //! The entropy baseline of Kang et al. (2025) and of Fu et al. (2025, DeepConf); read from
 //! `trace.entropy`.
 
-use std::sync::Arc;
-
-use serde_yaml::Mapping;
-
-use super::self_certainty::Empty;
-use super::{Candidate, Cell, Kind, Limits, Selector};
-use crate::strategy::PathError;
+use super::{Candidate, Cell, Kind, Plain};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MeanEntropy;
@@ -20,31 +14,14 @@ pub struct MeanEntropy;
 pub const KIND: Kind = Kind {
     name: "mean_entropy",
     example: "{kind: mean_entropy}",
-    parse,
+    parse: super::parse_plain::<MeanEntropy>,
 };
 
-fn parse(map: &Mapping, path: &str, _: &Limits) -> Result<Arc<dyn Selector>, Vec<PathError>> {
-    super::block::<Empty>(map, path)?;
-    Ok(Arc::new(MeanEntropy))
-}
-
-impl Selector for MeanEntropy {
-    fn kind(&self) -> &'static str {
-        KIND.name
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-    fn default_id(&self) -> String {
-        KIND.name.into()
-    }
-    fn describe(&self) -> String {
-        "mean entropy of the model's next-token distribution over the steps (nats), lowest wins"
-            .into()
-    }
-    fn higher_wins(&self) -> bool {
-        false
-    }
+impl Plain for MeanEntropy {
+    const KIND: &'static str = KIND.name;
+    const DESCRIBE: &'static str =
+        "mean entropy of the model's next-token distribution over the steps (nats), lowest wins";
+    const HIGHER_WINS: bool = false;
     fn score(&self, c: &Candidate, _: &Cell) -> Option<f64> {
         c.mean_of(&c.trace.entropy)
     }

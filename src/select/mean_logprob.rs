@@ -8,13 +8,7 @@
 //! because likelihood correlated poorly with quality, which is why every selection is
 //! compared with the `random` control. Read from `trace.logprob`.
 
-use std::sync::Arc;
-
-use serde_yaml::Mapping;
-
-use super::self_certainty::Empty;
-use super::{Candidate, Cell, Kind, Limits, Selector};
-use crate::strategy::PathError;
+use super::{Candidate, Cell, Kind, Plain};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MeanLogprob;
@@ -22,30 +16,13 @@ pub struct MeanLogprob;
 pub const KIND: Kind = Kind {
     name: "mean_logprob",
     example: "{kind: mean_logprob}",
-    parse,
+    parse: super::parse_plain::<MeanLogprob>,
 };
 
-fn parse(map: &Mapping, path: &str, _: &Limits) -> Result<Arc<dyn Selector>, Vec<PathError>> {
-    super::block::<Empty>(map, path)?;
-    Ok(Arc::new(MeanLogprob))
-}
-
-impl Selector for MeanLogprob {
-    fn kind(&self) -> &'static str {
-        KIND.name
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-    fn default_id(&self) -> String {
-        KIND.name.into()
-    }
-    fn describe(&self) -> String {
-        "length-normalised log-likelihood of the chosen tokens (nats/token), highest wins (the likelihood best-of that vLLM dropped)".into()
-    }
-    fn higher_wins(&self) -> bool {
-        true
-    }
+impl Plain for MeanLogprob {
+    const KIND: &'static str = KIND.name;
+    const DESCRIBE: &'static str = "length-normalised log-likelihood of the chosen tokens (nats/token), highest wins (the likelihood best-of that vLLM dropped)";
+    const HIGHER_WINS: bool = true;
     fn score(&self, c: &Candidate, _: &Cell) -> Option<f64> {
         c.mean_of(&c.trace.logprob)
     }

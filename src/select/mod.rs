@@ -2,7 +2,9 @@
 //! a confidence score read from the samples' traces, with a seeded random pick as the control.
 //!
 //! One unit per selector, each in its own file with its formula and reference, registered with
-//! one line in [`KINDS`]. A selector reads [`Candidate`]s (a sample's index and trace) and scores
+//! one line in [`KINDS`]: a selector without parameters implements [`Plain`] (kind, description,
+//! direction, score) and uses [`parse_plain`]; one with parameters implements [`Selector`] and
+//! parses its own block (`group_confidence`, `entropy_band`). A selector reads [`Candidate`]s (a sample's index and trace) and scores
 //! each one; [`choose`] takes the best score (its direction is the selector's), ties to the
 //! lowest sample index, and a candidate without a score (no generated token, or a record from
 //! before the trace field existed) is never chosen. Everything here is deterministic given the
@@ -74,6 +76,52 @@ pub trait Selector: fmt::Debug + Send + Sync {
     fn higher_wins(&self) -> bool;
     /// The score of one candidate; `None` when it cannot be scored.
     fn score(&self, c: &Candidate, cell: &Cell) -> Option<f64>;
+}
+
+/// A selector without parameters (`{kind: mean_entropy}`): its kind, one-line description,
+/// direction and score. [`Selector`] follows from one blanket impl and [`parse_plain`] is its
+/// parser, so such a unit's file holds only what is its own.
+pub trait Plain: Default + fmt::Debug + Send + Sync + 'static {
+    const KIND: &'static str;
+    const DESCRIBE: &'static str;
+    const HIGHER_WINS: bool;
+    fn score(&self, c: &Candidate, cell: &Cell) -> Option<f64>;
+}
+
+impl<T: Plain> Selector for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn default_id(&self) -> String {
+        T::KIND.into()
+    }
+    fn describe(&self) -> String {
+        T::DESCRIBE.into()
+    }
+    fn higher_wins(&self) -> bool {
+        T::HIGHER_WINS
+    }
+    fn score(&self, c: &Candidate, cell: &Cell) -> Option<f64> {
+        Plain::score(self, c, cell)
+    }
+}
+
+/// A block with no fields of its own.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+/// The parser of a [`Plain`] selector: its block has no fields besides `kind` and `name`.
+pub fn parse_plain<T: Plain>(
+    map: &Mapping,
+    path: &str,
+    _: &Limits,
+) -> Result<Arc<dyn Selector>, Vec<PathError>> {
+    block::<Empty>(map, path)?;
+    Ok(Arc::new(T::default()))
 }
 
 /// A validated selector with its id.

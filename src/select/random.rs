@@ -5,14 +5,9 @@
 //! identity only, so the pick is uniform over the samples present and is the same whatever
 //! order they are read in.
 
-use std::sync::Arc;
-
 use rand::Rng;
-use serde_yaml::Mapping;
 
-use super::self_certainty::Empty;
-use super::{Candidate, Cell, Kind, Limits, Selector};
-use crate::strategy::PathError;
+use super::{Candidate, Cell, Kind, Plain};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Random;
@@ -20,30 +15,13 @@ pub struct Random;
 pub const KIND: Kind = Kind {
     name: "random",
     example: "{kind: random}",
-    parse,
+    parse: super::parse_plain::<Random>,
 };
 
-fn parse(map: &Mapping, path: &str, _: &Limits) -> Result<Arc<dyn Selector>, Vec<PathError>> {
-    super::block::<Empty>(map, path)?;
-    Ok(Arc::new(Random))
-}
-
-impl Selector for Random {
-    fn kind(&self) -> &'static str {
-        KIND.name
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-    fn default_id(&self) -> String {
-        KIND.name.into()
-    }
-    fn describe(&self) -> String {
-        "a seeded uniform pick, the control".into()
-    }
-    fn higher_wins(&self) -> bool {
-        true
-    }
+impl Plain for Random {
+    const KIND: &'static str = KIND.name;
+    const DESCRIBE: &'static str = "a seeded uniform pick, the control";
+    const HIGHER_WINS: bool = true;
     fn score(&self, c: &Candidate, cell: &Cell) -> Option<f64> {
         let seed =
             crate::seed::derive(&["select-index", &cell.seed.to_string(), &c.index.to_string()]);

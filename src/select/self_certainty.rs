@@ -8,50 +8,21 @@
 //! Borda voting variant needs answers to vote on and is not here). Read from
 //! `trace.self_certainty`, which the sampler takes over the unmodified distribution.
 
-use std::sync::Arc;
+use super::{Candidate, Cell, Kind, Plain};
 
-use serde::Deserialize;
-use serde_yaml::Mapping;
-
-use super::{Candidate, Cell, Kind, Limits, Selector};
-use crate::strategy::PathError;
-
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SelfCertainty;
 
 pub const KIND: Kind = Kind {
     name: "self_certainty",
     example: "{kind: self_certainty}",
-    parse,
+    parse: super::parse_plain::<SelfCertainty>,
 };
 
-fn parse(map: &Mapping, path: &str, _: &Limits) -> Result<Arc<dyn Selector>, Vec<PathError>> {
-    super::block::<Empty>(map, path)?;
-    Ok(Arc::new(SelfCertainty))
-}
-
-/// A block with no fields of its own.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Empty {}
-
-impl Selector for SelfCertainty {
-    fn kind(&self) -> &'static str {
-        KIND.name
-    }
-    fn params(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-    fn default_id(&self) -> String {
-        KIND.name.into()
-    }
-    fn describe(&self) -> String {
-        "mean over the steps of KL(U ‖ p) = −ln V − mean_j ln p_j, highest wins (self-certainty, Kang et al. 2025)".into()
-    }
-    fn higher_wins(&self) -> bool {
-        true
-    }
+impl Plain for SelfCertainty {
+    const KIND: &'static str = KIND.name;
+    const DESCRIBE: &'static str = "mean over the steps of KL(U ‖ p) = −ln V − mean_j ln p_j, highest wins (self-certainty, Kang et al. 2025)";
+    const HIGHER_WINS: bool = true;
     fn score(&self, c: &Candidate, _: &Cell) -> Option<f64> {
         c.mean_of(&c.trace.self_certainty)
     }
