@@ -28,6 +28,16 @@ pub fn fmt_num(x: f64) -> String {
     }
 }
 
+/// A p-value: as [`fmt_num`], and in scientific notation below 0.001 (where `fmt_num` would
+/// print 0.000).
+pub fn fmt_p(p: f64) -> String {
+    if p.is_finite() && p > 0.0 && p < 0.001 {
+        format!("{p:.1e}")
+    } else {
+        fmt_num(p)
+    }
+}
+
 /// Significance mark of a Holm-adjusted p-value.
 pub fn mark(p_holm: f64) -> &'static str {
     if p_holm < 0.01 {
@@ -239,7 +249,7 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
          ↑ = higher is better, ↓ = lower is better. \
          With {n_prompts} prompts the smallest attainable Wilcoxon p-value is {}{}{}.\n",
         d.baseline,
-        fmt_num(compare::min_p_value(n_prompts)),
+        fmt_p(compare::min_p_value(n_prompts)),
         if compare::min_p_value(n_prompts) >= 0.05 { ", so no difference can reach significance: add prompts to the experiment" } else { "" },
         blocked_note(&a.comparisons, "comparisons.csv")
     );

@@ -11,7 +11,7 @@ use crate::analysis::compare::{self, ComparisonRow};
 use crate::analysis::selection::{SelectionComparison, VS_MEAN, VS_RANDOM};
 use crate::analysis::Analysis;
 
-use super::markdown::{arrow, blocked_note, esc, fmt_num, mark};
+use super::markdown::{arrow, blocked_note, esc, fmt_num, fmt_p, mark};
 
 /// The metrics the tables show when present, in this order: fluency under the model, staying
 /// on topic, diversity within the sample, how sure the model was, length. Every per-sample
@@ -74,8 +74,11 @@ pub fn selection_section(a: &Analysis) -> Option<String> {
          ↑ = higher is better, so a positive difference is a gain; ↓ = lower is better, so a negative one is. \
          Every per-sample metric is in `selection_comparisons.csv` (latency metrics are left out: they are the cost, below). \
          With {n_prompts} prompts the smallest attainable Wilcoxon p-value is {}{}{}. \
-         {} of the {} comparisons in `selection_comparisons.csv` survive Holm at 0.05 ({} against the random pick, {} against the mean of N).\n",
-        fmt_num(compare::min_p_value(n_prompts)),
+         {} of the {} comparisons in `selection_comparisons.csv` survive Holm at 0.05 ({} against the random pick, {} against the mean of N). \
+         The Wilcoxon test assumes differences symmetric about 0: against the random pick they are (the two picks are exchangeable when a selector reads nothing useful), \
+         against the mean of N they need not be (a skewed metric, such as distinct_2 near its ceiling, can reject while the CI of the mean difference holds 0), \
+         so the comparisons with the random pick are the test and those with the mean of N describe.\n",
+        fmt_p(compare::min_p_value(n_prompts)),
         if compare::min_p_value(n_prompts) >= 0.05 {
             ", so no difference can reach significance: add prompts to the experiment"
         } else {
