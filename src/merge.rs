@@ -130,6 +130,17 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
                 m0.declab_version
             ));
         }
+        if let (Some(a), Some(b)) = (&m.git_commit, &m0.git_commit) {
+            if a != b && m.declab_version == m0.declab_version {
+                problems.push(format!(
+                    "shard {} was run by declab built from commit {} but shard {} from {}",
+                    s.dir_name(),
+                    short(a),
+                    s0.dir_name(),
+                    short(b)
+                ));
+            }
+        }
         let hashes = |m: &Manifest| {
             m.models
                 .iter()

@@ -477,6 +477,38 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
     store::prepare_out_dir(&opts.out_dir, opts.fresh)?;
     let _lock = store::DirLock::acquire(&opts.out_dir)?;
     let mut existing = store::load_existing(&opts.out_dir, opts.shard, &hash, &exp.name)?;
+    // before the manifest is rewritten: samples made by another engine are never added to
+    let prev = store::read_manifest(&opts.out_dir).ok();
+    // the models that have samples keep their recorded files until this run loads them again,
+    // so a run stopped before that still leaves their hashes for the next check
+    let kept_models: Vec<ModelInfo> = prev
+        .iter()
+        .flat_map(|p| p.models.iter())
+        .filter(|m| existing.iter().any(|r| r.model == m.id))
+        .cloned()
+        .collect();
+    if let (false, Some(prev)) = (existing.is_empty(), prev.as_ref()) {
+        let mut models = Vec::new();
+        for m in exp
+            .models
+            .iter()
+            .filter(|m| existing.iter().any(|r| r.model == m.id))
+        {
+            let (gguf, tok) = engine::file_hashes(m)
+                .with_context(|| format!("hashing the files of model {:?}", m.id))?;
+            models.push((m.id.clone(), gguf, tok));
+        }
+        let commit = store::git_commit();
+        store::check_same_engine(
+            &opts.out_dir,
+            prev,
+            &store::Engine {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: commit.as_deref(),
+                models,
+            },
+        )?;
+    }
     let failed_before = existing.iter().filter(|r| !r.ok()).count();
     if failed_before > 0 && opts.retry_failed {
         existing.retain(|r| r.ok());
@@ -509,7 +541,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
         config_sha256: hash.clone(),
         resolved_config: serde_json::to_value(exp)?,
         seed: exp.seed,
-        models: vec![],
+        models: kept_models,
         threads: candle_core::utils::get_num_threads(),
         host_cpu: store::host_cpu(),
         started_at,
@@ -547,6 +579,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
             .any(|p| pending_for_prompt(&expected, &done, &mspec.id, p));
         let model = engine::load(mspec, &device)
             .with_context(|| format!("loading model {:?}", mspec.id))?;
+        manifest.models.retain(|m| m.id != mspec.id);
         manifest.models.push(ModelInfo {
             id: mspec.id.clone(),
             gguf: mspec.gguf.display().to_string(),

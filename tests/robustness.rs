@@ -267,3 +267,73 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// Resume adds samples only with the engine that wrote the folder's: a GGUF replaced behind the
+/// same path, or a manifest from another declab version, stops the run before anything is
+/// written, naming what changed; `--fresh` starts over.
+#[test]
+fn resume_refuses_samples_from_another_model_file_or_declab_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_experiment(
+        dir.path(),
+        "guard",
+        "  - {kind: temperature, temperature: 1.0}\n",
+        2,
+        4,
+    );
+    let out = dir.path().join("out");
+    let run = || {
+        declab()
+            .args([
+                "run",
+                cfg.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--no-progress",
+            ])
+            .assert()
+    };
+    run().success();
+    let samples = std::fs::read(out.join("samples.jsonl")).unwrap();
+    let manifest = std::fs::read(out.join("manifest.json")).unwrap();
+    // the same path now holds another model (another seed, the same size)
+    let gguf = dir.path().join("tiny/tiny.gguf");
+    let before = std::fs::read(&gguf).unwrap();
+    let other = declab::engine::tiny::write(&dir.path().join("tiny8"), 8).unwrap();
+    let replacement = std::fs::read(&other.gguf).unwrap();
+    assert_ne!(before, replacement);
+    std::fs::write(&gguf, &replacement).unwrap();
+    run().failure().stderr(
+        predicate::str::contains("model \"tiny\"")
+            .and(predicate::str::contains("has changed"))
+            .and(predicate::str::contains("--fresh")),
+    );
+    assert_eq!(std::fs::read(out.join("samples.jsonl")).unwrap(), samples);
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), manifest);
+    // back to the original file: resumes (nothing to do)
+    std::fs::write(&gguf, &before).unwrap();
+    run().success();
+    // a folder written by another declab version
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    m["declab_version"] = "0.0.1".into();
+    std::fs::write(
+        out.join("manifest.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    run()
+        .failure()
+        .stderr(predicate::str::contains("written by declab 0.0.1"));
+    declab()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+            "--fresh",
+        ])
+        .assert()
+        .success();
+}

@@ -130,6 +130,28 @@ fn merge_refuses_missing_incomplete_and_mismatched_shards() {
         .assert()
         .success();
 
+    // a shard whose manifest names another commit of the same version, then another version
+    let mpath = base.join("shards/1-of-2/manifest.json");
+    let original = std::fs::read(&mpath).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    if m["git_commit"].is_string() {
+        m["git_commit"] = "0123456789abcdef".into();
+        std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+        declab()
+            .args(["merge", base.to_str().unwrap()])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("built from commit 0123456789ab"));
+    }
+    m["declab_version"] = "0.0.1".into();
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    declab()
+        .args(["merge", base.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("was run by declab 0.0.1"));
+    std::fs::write(&mpath, &original).unwrap();
+
     // a shard run with another configuration
     let cfg2 = tiny_experiment(dir.path(), "bad", STRATEGIES, 2, 5);
     std::fs::remove_dir_all(base.join("shards/1-of-2")).unwrap();

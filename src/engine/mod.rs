@@ -211,9 +211,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 }
 
 /// [`sha256_file`], remembered in a `<file>.sha256` stamp beside the file together with the
-/// file's size and modification time, and recomputed whenever either differs (a 253 MB model
-/// takes 0.25 s to hash, a quarter of a load). Where the stamp cannot be written (a read-only
-/// folder) the hash is simply computed each time.
+/// file's size, modification time, inode and status-change time, and recomputed whenever one of
+/// them differs (a 253 MB model takes 0.25 s to hash, a quarter of a load). A file replaced by
+/// another (a new inode) or rewritten with its modification time set back (the status-change
+/// time, which no user can set, moves) is hashed again. Where the stamp cannot be written (a
+/// read-only folder) the hash is simply computed each time.
 pub fn sha256_cached(path: &Path) -> Result<String> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -225,7 +227,7 @@ pub fn sha256_cached(path: &Path) -> Result<String> {
     let Some(modified) = modified else {
         return sha256_file(path);
     };
-    let key = format!("{} {modified}", meta.len());
+    let key = stamp_key(&meta, modified);
     let mut stamp = path.as_os_str().to_owned();
     stamp.push(".sha256");
     let stamp = std::path::PathBuf::from(stamp);
@@ -247,6 +249,37 @@ pub fn sha256_cached(path: &Path) -> Result<String> {
         let _ = std::fs::remove_file(&tmp);
     }
     Ok(hash)
+}
+
+/// What a hash stamp is keyed on: size and modification time, and on Unix the inode and the
+/// status-change time.
+fn stamp_key(meta: &std::fs::Metadata, modified: u128) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        format!(
+            "{} {modified} ino {} ctime {}.{:09}",
+            meta.len(),
+            meta.ino(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        format!("{} {modified}", meta.len())
+    }
+}
+
+/// The sha256 of a model's GGUF and of its tokenizer (its tokenizer.json, or the GGUF's when the
+/// tokenizer is the GGUF's own), as the manifest records them.
+pub fn file_hashes(spec: &ModelSpec) -> Result<(String, String)> {
+    let gguf_sha256 = sha256_cached(&spec.gguf)?;
+    let tokenizer_sha256 = match &spec.tokenizer {
+        Some(json) => sha256_cached(json)?,
+        None => gguf_sha256.clone(),
+    };
+    Ok((gguf_sha256, tokenizer_sha256))
 }
 
 fn md_u32(ct: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
@@ -354,7 +387,6 @@ pub fn inspect(path: &Path) -> Result<GgufInfo> {
 /// Load a model and its tokenizer.
 pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     let start = Instant::now();
-    let path = &spec.gguf;
     // The tokenizer (a 33 MB JSON for Gemma 3, or the GGUF's own metadata read a second time)
     // is built and the files hashed on a second thread while the weights load. A tokenizer
     // built from the GGUF is recorded with the GGUF's hash: those bytes (and the declab
@@ -362,11 +394,7 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     std::thread::scope(|scope| {
         let side = scope.spawn(|| -> Result<(Tokenizer, String, String)> {
             let tokenizer = load_tokenizer(spec)?;
-            let gguf_sha256 = sha256_cached(path)?;
-            let tokenizer_sha256 = match &spec.tokenizer {
-                Some(json) => sha256_cached(json)?,
-                None => gguf_sha256.clone(),
-            };
+            let (gguf_sha256, tokenizer_sha256) = file_hashes(spec)?;
             Ok((tokenizer, tokenizer_sha256, gguf_sha256))
         });
         let loaded = load_weights(&spec.gguf, device);
@@ -584,6 +612,33 @@ mod tests {
         assert_eq!(sha256_cached(&f).unwrap(), h2);
         std::fs::write(&stamp, "garbage").unwrap();
         assert_eq!(sha256_cached(&f).unwrap(), h2);
+        // the same size rewritten in place with its modification time set back: the
+        // status-change time moves, so the stamp no longer matches
+        let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+        assert_eq!(sha256_cached(&f).unwrap(), h2);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&f, b"SECOND").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().modified().unwrap(), mtime);
+        let h3 = sha256_cached(&f).unwrap();
+        assert_eq!(h3, sha256_file(&f).unwrap());
+        assert_ne!(h3, h2);
+        // another file moved over it, same size and time: a new inode
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"Second").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&other)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::rename(&other, &f).unwrap();
+        assert_eq!(sha256_cached(&f).unwrap(), sha256_file(&f).unwrap());
     }
 
     fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -97,6 +97,66 @@ pub fn prepare_out_dir(dir: &Path, fresh: bool) -> Result<()> {
     Ok(())
 }
 
+/// What a resumed run must share with the run that wrote the folder's samples: the declab
+/// version and commit, and per model the sha256 of its GGUF and tokenizer.
+pub struct Engine<'a> {
+    pub version: &'a str,
+    pub commit: Option<&'a str>,
+    /// (model id, GGUF sha256, tokenizer sha256) of the models that have samples in the folder.
+    pub models: Vec<(String, String, String)>,
+}
+
+/// Refuse to add samples to `records` (the folder's, written under manifest `prev`) with an
+/// engine that could make different ones: another declab version or commit, or a model whose
+/// GGUF or tokenizer bytes changed (a replaced file behind the same path).
+pub fn check_same_engine(dir: &Path, prev: &Manifest, now: &Engine) -> Result<()> {
+    let mut problems = Vec::new();
+    if prev.declab_version != now.version {
+        problems.push(format!(
+            "they were written by declab {}, this is declab {}",
+            prev.declab_version, now.version
+        ));
+    } else if let (Some(a), Some(b)) = (prev.git_commit.as_deref(), now.commit) {
+        if a != b {
+            problems.push(format!(
+                "they were written by declab built from commit {}, this one is built from {}",
+                &a[..a.len().min(12)],
+                &b[..b.len().min(12)]
+            ));
+        }
+    }
+    let short = |h: &str| h[..h.len().min(12)].to_string();
+    for (id, gguf, tok) in &now.models {
+        let Some(old) = prev.models.iter().find(|m| &m.id == id) else {
+            continue;
+        };
+        if &old.gguf_sha256 != gguf {
+            problems.push(format!(
+                "model {id:?}: {} has changed (sha256 {} when the samples were written, {} now)",
+                old.gguf,
+                short(&old.gguf_sha256),
+                short(gguf)
+            ));
+        } else if &old.tokenizer_sha256 != tok {
+            problems.push(format!(
+                "model {id:?}: its tokenizer {} has changed (sha256 {} when the samples were written, {} now)",
+                old.tokenizer,
+                short(&old.tokenizer_sha256),
+                short(tok)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} holds samples that this run could not reproduce, so it will not add to them:\n  {}\n\
+         Re-run with --fresh to move the old results aside and start over, or choose another --out.",
+        dir.display(),
+        problems.join("\n  ")
+    )
+}
+
 /// Under the lock: refuse a folder written by another configuration (`hash`, see
 /// [`config_hash`]) or another shard of experiment `experiment`, and return its records, a torn
 /// last line dropped from the file.
