@@ -487,12 +487,14 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
         .filter(|m| existing.iter().any(|r| r.model == m.id))
         .cloned()
         .collect();
-    if let (false, Some(prev)) = (existing.is_empty(), prev.as_ref()) {
+    // (failed samples hold no model output and are left out of every statistic, so only
+    // successful ones are checked: a broken model file replaced by a sound one may retry them)
+    if let (true, Some(prev)) = (existing.iter().any(|r| r.ok()), prev.as_ref()) {
         let mut models = Vec::new();
         for m in exp
             .models
             .iter()
-            .filter(|m| existing.iter().any(|r| r.model == m.id))
+            .filter(|m| existing.iter().any(|r| r.ok() && r.model == m.id))
         {
             let (gguf, tok) = engine::file_hashes(m)
                 .with_context(|| format!("hashing the files of model {:?}", m.id))?;
