@@ -136,21 +136,8 @@ fn group_mut<'a>(
 
 fn generic_line(p: &mut Parsed, no: usize, line: &str) -> Result<(), String> {
     let v: Value = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let group =
-        match v.get("group") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(_) => return Err("`group` must be a string or a number".into()),
-            None => return Err(
-                "missing `group` (each line is {\"group\": ..., \"prompt\": ..., \"text\": ...})"
-                    .into(),
-            ),
-        };
-    let prompt = match v.get("prompt") {
-        None | Some(Value::Null) => "",
-        Some(Value::String(s)) => s.as_str(),
-        Some(_) => return Err("`prompt` must be a string".into()),
-    };
+    let group = super::foreign::line_group(&v)?;
+    let prompt = super::foreign::line_prompt(&v)?.unwrap_or("");
     let tokens = match v.get("token_ids") {
         None | Some(Value::Null) => Tokens::Text(
             v.get("text")

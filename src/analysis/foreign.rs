@@ -28,22 +28,15 @@ pub fn parse_input(text: &str, name: &str) -> Result<Vec<InputLine>> {
         let at = || format!("{name}:{}", i + 1);
         let v: Value =
             serde_json::from_str(line).map_err(|e| anyhow!("{}: not a JSON object: {e}", at()))?;
-        let group = match v.get("group") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(_) => bail!("{}: `group` must be a string or a number", at()),
-            None => bail!("{}: missing `group` (each line is {{\"group\": ..., \"text\": ..., \"prompt\": ...}})", at()),
-        };
+        let group = line_group(&v).map_err(|e| anyhow!("{}: {e}", at()))?;
         let text = v
             .get("text")
             .and_then(Value::as_str)
             .ok_or_else(|| anyhow!("{}: missing or non-string `text`", at()))?
             .to_string();
-        let prompt = match v.get("prompt") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => bail!("{}: `prompt` must be a string", at()),
-        };
+        let prompt = line_prompt(&v)
+            .map_err(|e| anyhow!("{}: {e}", at()))?
+            .map(str::to_string);
         out.push(InputLine {
             group,
             text,
@@ -56,6 +49,29 @@ pub fn parse_input(text: &str, name: &str) -> Result<Vec<InputLine>> {
         );
     }
     Ok(out)
+}
+
+/// A foreign line's `group` (a string, or a number written as one); shared with `declab
+/// select`'s input ([`super::candidates`]).
+pub(crate) fn line_group(v: &Value) -> Result<String, String> {
+    match v.get("group") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(_) => Err("`group` must be a string or a number".into()),
+        None => Err(
+            "missing `group` (each line is {\"group\": ..., \"text\": ..., \"prompt\": ...})"
+                .into(),
+        ),
+    }
+}
+
+/// A foreign line's optional `prompt` (absent or null: none).
+pub(crate) fn line_prompt(v: &Value) -> Result<Option<&str>, String> {
+    match v.get("prompt") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err("`prompt` must be a string".into()),
+    }
 }
 
 /// The per-sample metrics `declab metrics` writes: those that need no trace.
