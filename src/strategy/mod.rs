@@ -233,6 +233,17 @@ struct Workspace {
     scratch: Scratch,
 }
 
+impl Workspace {
+    /// The step's one read of the model's row: the full candidate set, the unmodified
+    /// distribution's statistics and the selectors' confidence fields. Sampling and teacher
+    /// forcing both start here, so they record the same values for the same logits.
+    fn read_row(&mut self, logits: &[f32]) -> Result<(DistStats, Confidence), SampleError> {
+        let base = self.cands.check_and_fill(logits)?;
+        let conf = Confidence::of_row(&self.cands, &base, &mut self.scratch.logits);
+        Ok((base, conf))
+    }
+}
+
 thread_local! {
     static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
 }
@@ -253,8 +264,7 @@ impl Sampler {
         w: &mut Workspace,
         logits: &[f32],
     ) -> Result<(DistStats, Confidence, Effect, kernels::FinalStats), SampleError> {
-        let base = w.cands.check_and_fill(logits)?;
-        let conf = Confidence::of_row(&w.cands, &base, &mut w.scratch.logits);
+        let (base, conf) = w.read_row(logits)?;
         let ctx = StepCtx {
             logits,
             base,
@@ -352,8 +362,7 @@ pub fn forced_step(logits: &[f32], token: u32) -> Result<ForcedStep, SampleError
         .get(token as usize)
         .ok_or(SampleError::TokenOutOfRange(token, logits.len()))?;
     WORKSPACE.with_borrow_mut(|w| {
-        let base = w.cands.check_and_fill(logits)?;
-        let conf = Confidence::of_row(&w.cands, &base, &mut w.scratch.logits);
+        let (base, conf) = w.read_row(logits)?;
         Ok(ForcedStep {
             entropy_nats: base.entropy_nats,
             varentropy_nats2: base.varentropy_nats2,
