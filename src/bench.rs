@@ -382,7 +382,7 @@ pub fn table(report: &BenchReport) -> String {
             "{:>7} {:>12} {:>15} {:>10} {:>15} {:>16}\n",
             "vocab",
             "one read us",
-            "sum as a pass us",
+            "sum (in L1) us",
             "top-20 us",
             "greedy step us",
             "fields / greedy"
