@@ -6,12 +6,13 @@ DECLAB_MODELS ?= models
 export DECLAB_MODELS := $(abspath $(DECLAB_MODELS))
 BIN := target/release/declab
 
-.PHONY: all models build experiment test lint fmt help bench bench-check bench-baseline bench-peer bench-criterion bench-fixture logit-reference
+.PHONY: all models build native experiment test lint fmt help bench bench-check bench-baseline bench-peer bench-criterion bench-fixture logit-reference
 
 help:
 	@echo "make experiment NAME=grid1   fetch the model if needed, build, run experiments/\$$NAME.yaml (FLAGS=--fresh to start over)"
 	@echo "make test                    the whole test suite (real model included)"
 	@echo "make models                  fetch and verify the models into \$$DECLAB_MODELS (default models/)"
+	@echo "make native                  a binary for this CPU only (target/native/release/declab; the default one runs on any x86-64)"
 	@echo "make lint                    cargo fmt --check and clippy -D warnings"
 	@echo "make bench / bench-check     sampler latency table / regression gate against bench/baseline.json"
 	@echo "make bench-criterion         criterion benches of every strategy at vocab 32k/128k/262k (stored real logits)"
@@ -24,6 +25,11 @@ models:
 
 build:
 	$(CARGO) build --release
+
+# A binary for this CPU only (target-cpu=native) in target/native/release/declab. The default
+# build runs on every x86-64 CPU and picks its kernels at run time; this one may SIGILL elsewhere.
+native:
+	CARGO_TARGET_DIR=target/native RUSTFLAGS="-C target-cpu=native" $(CARGO) build --release
 
 experiment: models build
 	@test -f experiments/$(NAME).yaml || { echo "no experiments/$(NAME).yaml; available: $$(ls experiments | sed 's/\.yaml//' | tr '\n' ' ')"; exit 2; }

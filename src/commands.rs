@@ -34,8 +34,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             batch as usize,
         ),
         Command::Merge { dir } => {
-            let s = crate::merge::merge(&dir)?;
-            report::write_samples_csv(&dir, &s.records)?;
+            let s = {
+                let _lock = store::DirLock::acquire(&dir)?;
+                let s = crate::merge::merge(&dir)?;
+                report::write_samples_csv(&dir, &s.records)?;
+                s
+            };
             eprintln!(
                 "declab: merged {} shards ({} samples) into {}",
                 s.shards,
@@ -159,11 +163,13 @@ fn check_model(
     let misses = report.misses(&thresholds);
     if misses.is_empty() {
         println!(
-            "\npass: top-1 >= {:.4}, mean KL <= {:.5}, mean |ΔH| <= {:.4} (decode; prefill: top-1 >= {:.4})",
+            "\npass: top-1 >= {:.4}, mean KL <= {:.5}, mean |ΔH| <= {:.4} (decode; prefill, on ~80 positions: {:.4}, {:.5}, {:.4})",
             thresholds.min_top1,
             thresholds.max_mean_kl,
             thresholds.max_mean_abs_dh,
-            thresholds.prefill().min_top1
+            thresholds.prefill().min_top1,
+            thresholds.prefill().max_mean_kl,
+            thresholds.prefill().max_mean_abs_dh
         );
         Ok(0)
     } else {
@@ -390,6 +396,8 @@ fn write_report(
 }
 
 fn report_cmd(dir: &std::path::Path, embedder: Option<&std::path::Path>) -> Result<i32> {
+    // not while a run (or another report) writes the folder
+    let _lock = store::DirLock::acquire(dir)?;
     let (records, manifest, design) = load_results(dir)?;
     let emb = analysis::load_embedder(embedder)?;
     write_report(

@@ -11,6 +11,15 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // `DECLAB_SIMD=avx2|portable` lowers candle's quantised kernels to their AVX2 tier too (they
+    // read this variable once, at first use), so one AVX-512 host can run what an AVX2 host
+    // runs. Set here, before any thread exists.
+    if matches!(
+        std::env::var("DECLAB_SIMD").as_deref(),
+        Ok("avx2") | Ok("portable")
+    ) {
+        std::env::set_var("MISTRALRS_FORCE_AVX2", "1");
+    }
     let cli = declab::cli::Cli::parse();
     let code = match declab::commands::dispatch(cli) {
         Ok(code) => code,

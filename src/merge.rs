@@ -64,6 +64,14 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
     let mut all: Vec<SampleRecord> = Vec::new();
     let mut problems = Vec::new();
     let mut grid: Option<GridIds> = None;
+    // a shard still being written is not read: hold each shard's lock while merging
+    let mut locks = Vec::with_capacity(shards.len());
+    for (s, path) in shards.values() {
+        locks.push(
+            store::DirLock::acquire(path)
+                .with_context(|| format!("shard {} is still running", s.dir_name()))?,
+        );
+    }
     for (s, path) in shards.values() {
         let mpath = path.join(store::MANIFEST_JSON);
         let m: Manifest = serde_json::from_slice(
@@ -140,6 +148,19 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
                     short(b)
                 ));
             }
+        }
+        if !m.numerics.is_empty() && !m0.numerics.is_empty() && m.numerics != m0.numerics {
+            problems.push(format!(
+                "shard {} was computed on {} ({}) with {} arithmetic but shard {} on {} ({}) with {}: their samples can differ",
+                s.dir_name(),
+                m.host,
+                m.host_cpu,
+                m.numerics,
+                s0.dir_name(),
+                m0.host,
+                m0.host_cpu,
+                m0.numerics
+            ));
         }
         let hashes = |m: &Manifest| {
             m.models

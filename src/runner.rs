@@ -137,8 +137,9 @@ impl Progress {
 /// weights are read (exit 2, the experiment file and YAML path named): a `gguf:` that is not a
 /// GGUF file, its architecture and metadata, entropy targets vs ln V, a tokenizer declab cannot
 /// build, `eos_tokens` missing from the vocabulary, and prompts that do not fit the context with
-/// `max_new_tokens`. A file that starts as a GGUF but cannot be read through (truncated, corrupt)
-/// stays a runtime failure (exit 1).
+/// `max_new_tokens` (no count can overflow there), and a GGUF whose header cannot be read
+/// (truncated, corrupt). A file whose header reads but whose tensor data is cut short is found
+/// when the weights load (exit 1).
 pub fn preflight(exp: &Experiment) -> Result<()> {
     let mut errors = Vec::new();
     for (i, m) in exp.models.iter().enumerate() {
@@ -148,7 +149,13 @@ pub fn preflight(exp: &Experiment) -> Result<()> {
             ));
             continue;
         }
-        let info = engine::inspect(&m.gguf).with_context(|| format!("model {:?}", m.id))?;
+        let info = match engine::inspect(&m.gguf) {
+            Ok(info) => info,
+            Err(e) => {
+                errors.push(format!("models[{i}].gguf: {e:#}"));
+                continue;
+            }
+        };
         let tokenizer = engine::load_tokenizer(m).map_err(|e| match m.tokenizer {
             Some(_) => format!("models[{i}].tokenizer: {e:#}"),
             None => format!("models[{i}]: the GGUF's own tokenizer cannot be built: {e:#}"),
@@ -169,7 +176,7 @@ pub fn preflight(exp: &Experiment) -> Result<()> {
                         .encode(p.text.as_str(), true)
                         .map(|e| e.get_ids().len())
                         .map_err(|e| anyhow::anyhow!("tokenizing prompt {:?}: {e}", p.id))?;
-                    if n + exp.max_new_tokens > info.context_length {
+                    if n.saturating_add(exp.max_new_tokens) > info.context_length {
                         errors.push(format!(
                             "prompts[{k}]: {:?} is {n} tokens for model {:?}; with max_new_tokens {} it exceeds its context length {}; shorten the prompt or lower max_new_tokens",
                             p.id, m.id, exp.max_new_tokens, info.context_length
@@ -508,6 +515,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                 version: env!("CARGO_PKG_VERSION"),
                 commit: commit.as_deref(),
                 models,
+                numerics: engine::Numerics::of(opts.cuda).name(),
+                host: &store::host_name(),
+                host_cpu: &store::host_cpu(),
             },
         )?;
     }
@@ -546,6 +556,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
         models: kept_models,
         threads: candle_core::utils::get_num_threads(),
         host_cpu: store::host_cpu(),
+        host: store::host_name(),
+        numerics: engine::Numerics::of(opts.cuda).name().to_string(),
+        kernels: engine::kernels(opts.cuda),
         started_at,
         finished_at: None,
         status: "running".into(),

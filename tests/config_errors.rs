@@ -122,7 +122,7 @@ fn not_a_gguf_is_a_configuration_error_before_anything_is_created() {
 }
 
 #[test]
-fn truncated_gguf_is_detected() {
+fn truncated_gguf_is_a_configuration_error_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let body = valid_body(dir.path());
     let m = tiny_model(dir.path());
@@ -133,8 +133,13 @@ fn truncated_gguf_is_detected() {
     declab()
         .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .assert()
-        .code(1)
-        .stderr(predicate::str::contains("truncated"));
+        .code(2)
+        .stderr(
+            predicate::str::contains("models[0].gguf").and(predicate::str::contains(
+                "the file is truncated (re-run `make models`)",
+            )),
+        );
+    assert!(!out.exists(), "nothing is created");
 }
 
 #[test]

@@ -466,10 +466,113 @@ const CASES: &[Case] = &[
         |b| format!("{b}samples: 4\nselect: [{{kind: random}}, {{kind: random}}]\n"),
         &["select[1]", "duplicate selector id \"random\""],
     ),
+    (
+        "NaN temperature",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: temperature, temperature: .nan}",
+            )
+        },
+        &["strategies[0].temperature: NaN is out of range"],
+    ),
+    (
+        "infinite temperature",
+        |b| {
+            rep(
+                b,
+                "- kind: greedy",
+                "- {kind: temperature, temperature: .inf}",
+            )
+        },
+        &["strategies[0].temperature: inf is out of range"],
+    ),
+    (
+        "fractional top_k",
+        |b| rep(b, "- kind: greedy", "- {kind: top_k, top_k: 2.5}"),
+        &["strategies[0].top_k: 2.5", "an integer >= 1"],
+    ),
+    (
+        "duplicate key",
+        |b| rep(b, "seed: 1\n", "seed: 1\nseed: 2\n"),
+        &["duplicate field `seed`"],
+    ),
+    (
+        "seed as text",
+        |b| rep(b, "seed: 1\n", "seed: abc\n"),
+        &["line 2", "seed: invalid type"],
+    ),
+    (
+        "max_new_tokens beyond 64 bits",
+        |b| {
+            rep(
+                b,
+                "max_new_tokens: 4",
+                "max_new_tokens: 99999999999999999999999",
+            )
+        },
+        &["line ", "max_new_tokens"],
+    ),
+    (
+        "max_new_tokens at the top of usize",
+        |b| {
+            rep(
+                b,
+                "max_new_tokens: 4",
+                "max_new_tokens: 18446744073709551615",
+            )
+        },
+        &["prompts[0]", "exceeds its context length"],
+    ),
+    (
+        "tokenizer that is not JSON",
+        |b| model_file(b, "tokenizer: ", "notjson.json"),
+        &["models[0].tokenizer", "not a valid tokenizer.json"],
+    ),
+    (
+        "gguf that is a folder",
+        |b| model_file(b, "gguf: ", "a-folder"),
+        &["models[0].gguf", "is a folder"],
+    ),
+    (
+        "gguf cut inside its header",
+        |b| model_file(b, "gguf: ", "cut.gguf"),
+        &["models[0].gguf", "not a readable GGUF file"],
+    ),
+    (
+        "empty prompt text",
+        |b| rep(b, "text: \"the cat\"", "text: \"\""),
+        &["prompt \"a\" has empty text"],
+    ),
+    (
+        "a list instead of a mapping",
+        |_| "- a\n- b\n".into(),
+        &["line 1", "expected struct"],
+    ),
+    (
+        "an empty file",
+        |_| String::new(),
+        &["missing field `name`"],
+    ),
 ];
+
+/// The valid file with the model's `gguf:` (or `tokenizer:`) line pointing at `to`.
+fn model_file(body: &str, key: &str, to: &str) -> String {
+    let line = body
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .unwrap();
+    body.replacen(line, &format!("    {key}{to}"), 1)
+}
 
 fn base(dir: &Path) -> String {
     let m = tiny_model(dir);
+    // a GGUF cut inside its header, a tokenizer that is not JSON, a folder where a file belongs
+    let gguf = std::fs::read(&m.gguf).unwrap();
+    std::fs::write(dir.join("cut.gguf"), &gguf[..100]).unwrap();
+    std::fs::write(dir.join("notjson.json"), "not json").unwrap();
+    std::fs::create_dir_all(dir.join("a-folder")).unwrap();
     std::fs::write(dir.join("empty.jsonl"), "\n").unwrap();
     std::fs::write(dir.join("notjson.jsonl"), "id: a, text: b\n").unwrap();
     format!(
@@ -480,8 +583,8 @@ fn base(dir: &Path) -> String {
 }
 
 #[test]
-fn corpus_has_at_least_thirty_cases() {
-    assert!(CASES.len() >= 30, "{}", CASES.len());
+fn corpus_has_at_least_seventy_cases() {
+    assert!(CASES.len() >= 70, "{}", CASES.len());
 }
 
 #[test]

@@ -211,26 +211,113 @@ fn unwritable_results_folder_is_a_clear_error() {
         .stderr(predicate::str::contains("samples.jsonl"));
 }
 
+/// A lock record as another declab process writes it (`src/store/lock.rs`).
+fn lock_record(host: &str, pid: u32, token: &str) -> String {
+    format!("declab lock\nhost={host}\npid={pid}\npid_start=1\npid_ns=pid:[1]\nboot_id=elsewhere\ntoken={token}\nstarted=2026-11-30T00:00:00Z\n")
+}
+
 #[test]
 fn a_live_lock_blocks_a_second_run_and_a_stale_one_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_experiment(dir.path(), "lock", "  - kind: greedy\n", 1, 4);
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    // pid 1 is always alive
-    std::fs::write(out.join(".lock"), "1\n").unwrap();
+    let lock = out.join(".lock");
+    // a run on another host whose heartbeat is fresh: refused, with who holds it and the fix
+    std::fs::write(&lock, lock_record("node17", 4242, "abc")).unwrap();
     declab()
         .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("in use by another declab run"));
-    // a pid that does not exist: stale
-    std::fs::write(out.join(".lock"), "4194300\n").unwrap();
+        .stderr(predicate::str::contains(
+            "in use by another declab process: a process on node17 (pid 4242)",
+        ))
+        .stderr(predicate::str::contains(format!("rm {}", lock.display())));
+    assert!(!out.join("manifest.json").exists(), "nothing written");
+    // its heartbeat stopped more than the lease ago: taken over, and released at the end
+    let f = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(90))
+        .unwrap();
     declab()
         .args(["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .assert()
-        .success();
+        .success()
+        .stderr(predicate::str::contains("taking over"));
+    assert!(!lock.exists());
+    // --fresh does not move a folder another process holds
+    std::fs::write(&lock, lock_record("node17", 4242, "def")).unwrap();
+    declab()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--fresh",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("in use by another declab process"));
+    assert!(out.join("samples.jsonl").is_file(), "not moved aside");
+    // nor does report or merge write into it
+    declab()
+        .args(["report", out.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("in use by another declab process"));
+}
+
+/// Eight runs started at once on one folder: exactly one runs, the others are refused before
+/// writing anything, and the folder ends as a single run leaves it.
+#[test]
+fn eight_concurrent_runs_on_one_folder_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    // long enough (a few seconds) that every contender starts while the winner runs
+    let cfg = tiny_experiment(dir.path(), "race", STRATEGIES, 12, 32);
+    let out = dir.path().join("out");
+    let bin = assert_cmd::cargo::cargo_bin("declab");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(&bin)
+                .args(["run", "--no-progress", cfg.to_str().unwrap(), "--out"])
+                .arg(&out)
+                .env_remove("DECLAB_MODELS")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let winners = results.iter().filter(|r| r.status.success()).count();
+    let refused = results
+        .iter()
+        .filter(|r| {
+            r.status.code() == Some(1)
+                && String::from_utf8_lossy(&r.stderr).contains("in use by another declab process")
+        })
+        .count();
+    assert_eq!((winners, refused), (1, 7), "{:#?}", results);
     assert!(!out.join(".lock").exists());
+    let leftovers: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".lock"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // the samples are a single run's
+    let single = dir.path().join("single");
+    declab()
+        .args(["run", "--no-progress", cfg.to_str().unwrap(), "--out"])
+        .arg(&single)
+        .assert()
+        .success();
+    assert_eq!(
+        without_timing(&read_records(&out.join("samples.jsonl"))),
+        without_timing(&read_records(&single.join("samples.jsonl")))
+    );
 }
 
 #[test]

@@ -226,7 +226,12 @@ pub fn parse(
             }
         };
         if let (Some(g), Some(t)) = (gguf, tok) {
-            if !g.is_file() {
+            if g.is_dir() {
+                errors.push(format!(
+                    "{p}.gguf: {} is a folder; give the path of the .gguf file in it",
+                    g.display()
+                ));
+            } else if !g.is_file() {
                 errors.push(format!(
                     "{p}.gguf: {} does not exist (run `make models` to fetch the default model)",
                     g.display()

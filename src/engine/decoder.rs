@@ -15,14 +15,16 @@
 //! `bench/perf-notes.md`):
 //! * RoPE sin/cos rows are computed per forward pass for the positions it covers (candle: one
 //!   131,072-position table per layer, 2.25 GiB).
-//! * On CPUs with AVX-512 VNNI, the Q8_0 and Q5_0 projections from the residual stream (q|k|v,
-//!   gate|up, the tied output projection) run on declab's own kernels (`qrows.rs`): each matrix
-//!   held once at the file's size and width, the token embedding matrix shared by the lookup and
-//!   the output projection (candle: a 640 MiB f32 copy).
-//! * Elsewhere (and for other types) candle's kernels run, with Q5_0 re-blocked as Q8_0 at
-//!   load, exactly (same f16 scale, quants shifted by -16), and Q8_0 weights whose width is not
-//!   a multiple of 256 zero-padded to one, the widths candle's fast x86 kernels take; the q/k/v
-//!   and gate/up projections of a step then run as one fused call on one quantised input.
+//! * On CPU, the Q8_0, Q5_0 and Q4_1 projections (q|k|v, gate|up, attention output, down, the
+//!   tied output projection) run on declab's own kernels (`qrows.rs`), which give the same bits
+//!   with AVX-512 VNNI, AVX2 or neither: each matrix held once at the file's size and width,
+//!   the token embedding matrix shared by the lookup and the output projection (candle: a 640
+//!   MiB f32 copy).
+//! * Other types (Gemma's Q4_K and Q6_K) run on candle's kernels, whose AVX-512 VNNI and AVX2
+//!   tiers also agree bit for bit (`tests/portability.rs`). A group of projections that mixes
+//!   in such a type runs on candle whole, with Q5_0 re-blocked as Q8_0 at load, exactly (same
+//!   f16 scale, quants shifted by -16), and Q8_0 weights whose width is not a multiple of 256
+//!   zero-padded to one, the widths candle's fast x86 kernels take.
 //! * A preallocated KV cache per layer (written in place, grown by doubling) instead of a
 //!   concatenation per step, and a batch dimension: `B` sequences at the same position decode
 //!   in one pass, so each weight is read once per step for all of them.
@@ -285,7 +287,7 @@ fn apply_rope(x: &Tensor, (cos, sin): &(Tensor, Tensor), interleaved: bool) -> R
 struct Layer {
     /// q, k, v
     qkv: Proj,
-    wo: Linear,
+    wo: Proj,
     /// Gemma 3 only (as are the post-norms).
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -295,7 +297,7 @@ struct Layer {
     post_ffn_norm: Option<RmsNorm>,
     /// gate, up
     gate_up: Proj,
-    down: Linear,
+    down: Proj,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
@@ -362,8 +364,9 @@ impl Output {
     }
 }
 
-/// Projections of one input (q|k|v, gate|up): declab's kernels when every weight is Q8_0 or
-/// Q5_0 (consecutive weights of the same type stacked into one matrix), candle otherwise.
+/// Projections of one input (q|k|v, gate|up; or a single one): declab's kernels when every
+/// weight is Q8_0, Q5_0 or Q4_1 (consecutive weights of the same type stacked into one matrix),
+/// candle otherwise.
 #[derive(Debug)]
 enum Proj {
     Own(Vec<QRows>),
@@ -371,6 +374,15 @@ enum Proj {
 }
 
 impl Proj {
+    /// The output of a single projection.
+    fn forward_one(&self, x: &Tensor) -> Result<Tensor> {
+        let mut outs = self.forward(x)?;
+        if outs.len() != 1 {
+            candle_core::bail!("{} outputs where one was expected", outs.len());
+        }
+        Ok(outs.swap_remove(0))
+    }
+
     /// One output per weight, `x`'s shape with the last dimension replaced.
     fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match self {
@@ -403,15 +415,15 @@ fn quantise(x: &Tensor, k: usize) -> Result<QuantInput> {
 }
 
 /// Weights read from the GGUF straight into [`QRows`] (CPU only), consecutive ones of the same
-/// type stacked; `None` unless every one is a 2-D Q8_0 or Q5_0 matrix of the same width and the
-/// CPU has AVX-512 VNNI (elsewhere candle's kernels are faster than the portable path).
+/// type stacked; `None` unless every one is a 2-D Q8_0, Q5_0 or Q4_1 matrix of the same width.
+/// On every CPU: the kernels give the same bits with AVX-512 VNNI, AVX2 or none.
 fn own_rows<R: std::io::Seek + std::io::Read>(
     ct: &gguf_file::Content,
     reader: &mut R,
     names: &[&str],
     device: &Device,
 ) -> Result<Option<Vec<QRows>>> {
-    if !super::qrows::available() || !device.is_cpu() {
+    if !device.is_cpu() {
         return Ok(None);
     }
     let mut infos = Vec::with_capacity(names.len());
@@ -422,6 +434,7 @@ fn own_rows<R: std::io::Seek + std::io::Read>(
         let kind = match info.ggml_dtype {
             GgmlDType::Q8_0 => QKind::Q8_0,
             GgmlDType::Q5_0 => QKind::Q5_0,
+            GgmlDType::Q4_1 => QKind::Q4_1,
             _ => return Ok(None),
         };
         let dims = info.shape.dims();
@@ -688,6 +701,8 @@ impl ModelWeights {
             };
             let qkv = proj(&["attn_q", "attn_k", "attn_v"])?;
             let gate_up = proj(&["ffn_gate", "ffn_up"])?;
+            let wo = proj(&["attn_output"])?;
+            let down = proj(&["ffn_down"])?;
             let mut t = |n: &str| tensor(reader, &format!("{p}.{n}.weight"));
             // Gemma 3: every `sliding_window_type`-th layer is global (llama.cpp's
             // `set_swa_pattern`); the others attend within the window.
@@ -707,14 +722,14 @@ impl ModelWeights {
             layers.push(Layer {
                 qkv,
                 gate_up,
-                wo: Linear::new(t("attn_output")?)?,
+                wo,
                 q_norm,
                 k_norm,
                 attention_norm: norm(t("attn_norm")?)?,
                 post_attention_norm,
                 ffn_norm: norm(t("ffn_norm")?)?,
                 post_ffn_norm,
-                down: Linear::new(t("ffn_down")?)?,
+                down,
                 n_head: head_count,
                 n_kv_head: head_count_kv,
                 head_dim: key_length,
@@ -829,7 +844,7 @@ impl ModelWeights {
                 Family::Gemma3 => geglu(&gu[0], &gu[1])?,
                 Family::Llama => (candle_nn::ops::silu(&gu[0])? * &gu[1])?,
             };
-            let y = layer.down.forward(&y)?;
+            let y = layer.down.forward_one(&y)?;
             let y = maybe_norm(&layer.post_ffn_norm, y)?;
             h = (y + residual)?;
         }
@@ -962,7 +977,7 @@ fn attention(
             .transpose(1, 2)?
             .reshape((b, seq, l.n_head * l.head_dim))?
     };
-    l.wo.forward(&out)
+    l.wo.forward_one(&out)
 }
 
 /// Additive mask for `seq` new positions after `pos` cached ones: 0 where query i (at

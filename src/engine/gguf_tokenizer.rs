@@ -207,8 +207,9 @@ fn read_header(path: &Path) -> Result<Content> {
     let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
     Content::read(&mut reader).map_err(|e| {
         anyhow!(
-            "{} is not a readable GGUF file ({e}); re-run `make models` or check the path",
-            path.display()
+            "{} is not a readable GGUF file ({}); re-run `make models` or check the path",
+            path.display(),
+            super::first_line(&e)
         )
     })
 }

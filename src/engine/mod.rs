@@ -173,6 +173,85 @@ pub fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
         .map_err(|e| anyhow!("decoding tokens failed: {e}"))
 }
 
+/// The class of arithmetic a run's samples come from. Within a class every host computes the
+/// same bits (`tests/portability.rs` runs the real models under emulated CPUs and compares);
+/// across classes they may differ, so resume and merge refuse to mix them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numerics {
+    /// An x86-64 CPU with AVX2, FMA and F16C (Haswell, 2013, and later; every AVX-512 CPU):
+    /// declab's kernels at AVX2 or AVX-512 VNNI, candle's quantised kernels at their AVX2,
+    /// AVX-VNNI or AVX-512 VNNI tier, gemm with FMA. All give the same bits.
+    CpuAvx2,
+    /// Any other CPU: the binary runs, but candle's and gemm's fallbacks (no FMA) round
+    /// differently (on the tiny test model, 1 sample in 30 differed from the AVX2 class).
+    CpuBaseline,
+    /// A CUDA GPU.
+    Cuda,
+}
+
+impl Numerics {
+    /// This host's class (`DECLAB_SIMD` lowers the kernels, not the class: the lowered kernels
+    /// give the same bits).
+    pub fn of(cuda: bool) -> Numerics {
+        use crate::strategy::kernels::Isa;
+        if cuda {
+            Numerics::Cuda
+        } else if qrows::Level::at(Isa::cpu()) != qrows::Level::Portable {
+            Numerics::CpuAvx2
+        } else {
+            Numerics::CpuBaseline
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Numerics::CpuAvx2 => "cpu-avx2",
+            Numerics::CpuBaseline => "cpu-baseline",
+            Numerics::Cuda => "cuda",
+        }
+    }
+}
+
+/// The kernel tiers this process runs with, in words, for the manifest: declab's projections
+/// and samplers ([`qrows::Level`], [`crate::strategy::kernels::Isa`], both lowered by
+/// `DECLAB_SIMD`) and candle's quantised matmuls (its `repack_x86::level`, which is private:
+/// the same rule, read from the same variables, is repeated here).
+pub fn kernels(cuda: bool) -> String {
+    use crate::strategy::kernels::Isa;
+    if cuda {
+        return "cuda".into();
+    }
+    #[cfg(target_arch = "x86_64")]
+    let candle = {
+        let force = |v: &str| std::env::var(v).as_deref() == Ok("1");
+        if !force("MISTRALRS_FORCE_AVX2")
+            && !force("MISTRALRS_FORCE_AVXVNNI")
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            "avx512-vnni"
+        } else if !force("MISTRALRS_FORCE_AVX2")
+            && (force("MISTRALRS_FORCE_AVXVNNI") || std::arch::is_x86_feature_detected!("avxvnni"))
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            "avx-vnni"
+        } else if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            "avx2"
+        } else {
+            "generic"
+        }
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let candle = "generic";
+    format!(
+        "projections {}, samplers {}, candle {candle}",
+        qrows::Level::detected().name(),
+        Isa::detected().name()
+    )
+}
+
 pub fn device(cuda: bool) -> Result<Device> {
     if cuda {
         Device::new_cuda(0)
@@ -304,6 +383,12 @@ pub struct GgufInfo {
     pub eos_token_id: Option<u32>,
 }
 
+/// The first line of an error's message: candle appends a backtrace to its errors when
+/// RUST_BACKTRACE is set, which a user's message should not carry.
+pub(crate) fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
 /// The reader is buffered: the header holds ~800k small values (Gemma 3's tokenizer arrays),
 /// which an unbuffered `File` reads with one system call each (0.6 s).
 fn read_header(
@@ -319,8 +404,9 @@ fn read_header(
     let mut file = std::io::BufReader::with_capacity(1 << 16, file);
     let ct = gguf_file::Content::read(&mut file).map_err(|e| {
         anyhow!(
-            "{} is not a readable GGUF file ({e}); re-run `make models` or check the path",
-            path.display()
+            "{} is not a readable GGUF file ({}); re-run `make models` or check the path",
+            path.display(),
+            first_line(&e)
         )
     })?;
     let arch = match ct.metadata.get("general.architecture") {

@@ -1,4 +1,4 @@
-//! Projections from the residual stream with declab's own quantised kernels: Q8_0 and Q5_0
+//! Projections from the residual stream with declab's own quantised kernels: Q8_0, Q5_0 and Q4_1
 //! matrices read from the GGUF straight into a layout for AVX-512 VNNI, held once. The token
 //! embedding matrix (Q8_0 in Gemma 3 270M) serves both the lookup (rows dequantised) and the
 //! tied output projection; q|k|v and gate|up run as one call per quantisation type.
@@ -11,18 +11,21 @@
 //! weights), which is what a memory-bound single-stream step streams.
 //!
 //! Layout: rows in groups of 16. For each (group, 32-wide block), the weights as unsigned bytes
-//! `u = w + offset` (Q8_0: +128; Q5_0: its stored 5-bit value, offset 16), arranged as the
-//! operand of `vpdpbusd`: chunk `j` (64 bytes) holds bytes `4j..4j+4` of the block for each of
-//! the 16 rows. Q8_0 stores the 8 chunks as they are; Q5_0 packs chunks `j` and `j + 4` as the
-//! low and high nibbles of 4 lines, plus one line of fifth bits (one 64-bit mask per chunk).
-//! The 16 f16 scales of the (group, block) sit in a separate array. The input row is quantised
-//! to Q8_0 (per 32-block `d = max|x| / 127`, round to nearest, as ggml's `quantize_row_q8_0`),
+//! `u = w + offset` (Q8_0: +128; Q5_0: its stored 5-bit value, offset 16; Q4_1: its stored 4-bit
+//! value, offset 0, the block's minimum `m` added as a float term), arranged as the operand of
+//! `vpdpbusd`: chunk `j` (64 bytes) holds bytes `4j..4j+4` of the block for each of the 16 rows.
+//! Q8_0 stores the 8 chunks as they are; Q5_0 and Q4_1 pack chunks `j` and `j + 4` as the low
+//! and high nibbles of 4 lines, Q5_0 plus one line of fifth bits (one 64-bit mask per chunk).
+//! The 16 f16 scales (and Q4_1's 16 f16 minima) of the (group, block) sit in separate arrays.
+//! The input row is quantised to Q8_0 (per 32-block `d = max|x| / 127`, round to nearest, as
+//! ggml's `quantize_row_q8_0`; for Q4_1 also `s = d * sum(q)` in f16, as `quantize_row_q8_1`),
 //! and `sum(u x) - offset * sum(x)` is each block's exact integer dot product.
 //!
 //! Every output is computed the same way whatever the number of input rows, the thread count or
-//! the instruction set: exact integer block sums, then `acc = fma(dot, d_w * d_x, acc)` over the
-//! blocks in order. So batching never changes a row's logits, and the portable path is
-//! bit-identical to the AVX-512 one (tested).
+//! the instruction set: exact integer block sums, then `acc = fma(dot, d_w * d_x, acc)` (Q4_1:
+//! then `acc = fma(m_w, s_x, acc)`) over the blocks in order. So batching never changes a row's
+//! logits, and the AVX-512 VNNI, AVX2 and portable paths give the same bits (tested): a CPU
+//! without AVX-512 computes the samples an AVX-512 server computes.
 
 use half::f16;
 
@@ -40,6 +43,7 @@ struct Line([u8; 64]);
 pub enum QKind {
     Q8_0,
     Q5_0,
+    Q4_1,
 }
 
 impl QKind {
@@ -48,6 +52,7 @@ impl QKind {
         match self {
             QKind::Q8_0 => 34,
             QKind::Q5_0 => 22,
+            QKind::Q4_1 => 20,
         }
     }
 
@@ -56,6 +61,7 @@ impl QKind {
         match self {
             QKind::Q8_0 => 8,
             QKind::Q5_0 => 5,
+            QKind::Q4_1 => 4,
         }
     }
 
@@ -64,12 +70,20 @@ impl QKind {
         match self {
             QKind::Q8_0 => 128,
             QKind::Q5_0 => 16,
+            QKind::Q4_1 => 0,
         }
     }
 
-    /// The 32 unsigned values `w + offset` and the scale of one GGUF block.
-    fn unpack(self, blk: &[u8], u: &mut [u8; 32]) -> f16 {
+    /// Whether blocks carry a minimum (`w = d q + m`).
+    fn has_min(self) -> bool {
+        self == QKind::Q4_1
+    }
+
+    /// The 32 unsigned values `w + offset`, the scale and the minimum (zero where the format has
+    /// none) of one GGUF block.
+    fn unpack(self, blk: &[u8], u: &mut [u8; 32]) -> (f16, f16) {
         let d = f16::from_le_bytes([blk[0], blk[1]]);
+        let mut m = f16::ZERO;
         match self {
             QKind::Q8_0 => {
                 for (o, &q) in u.iter_mut().zip(&blk[2..34]) {
@@ -84,8 +98,15 @@ impl QKind {
                     u[j + 16] = (q >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
                 }
             }
+            QKind::Q4_1 => {
+                m = f16::from_le_bytes([blk[2], blk[3]]);
+                for j in 0..16 {
+                    u[j] = blk[4 + j] & 0x0f;
+                    u[j + 16] = blk[4 + j] >> 4;
+                }
+            }
         }
-        d
+        (d, m)
     }
 }
 
@@ -100,6 +121,8 @@ pub struct QRows {
     quants: Vec<Line>,
     /// `groups * blocks * 16` scales (zero for padding rows).
     scales: Vec<f16>,
+    /// Q4_1's minima, laid out as `scales`; empty for the other kinds.
+    mins: Vec<f16>,
 }
 
 impl std::fmt::Debug for QRows {
@@ -119,6 +142,8 @@ struct QuantRow {
     d: Vec<f32>,
     /// Per block: the sum of the quants (for the stored offset).
     sum: Vec<i32>,
+    /// Per block: `d * sum` rounded to f16 (ggml's `block_q8_1.s`, for Q4_1's minima).
+    s: Vec<f32>,
 }
 
 impl QuantInput {
@@ -161,7 +186,7 @@ impl QRows {
         // padding rows: u = offset, scale 0, so they contribute exact zeros
         let pad = match kind {
             QKind::Q8_0 => 0x80,
-            QKind::Q5_0 => 0,
+            QKind::Q5_0 | QKind::Q4_1 => 0,
         };
         let mut quants = vec![Line([pad; 64]); groups * blocks * lines];
         if kind == QKind::Q5_0 {
@@ -170,6 +195,11 @@ impl QRows {
             }
         }
         let mut scales = vec![f16::ZERO; groups * blocks * G];
+        let mut mins = if kind.has_min() {
+            vec![f16::ZERO; groups * blocks * G]
+        } else {
+            Vec::new()
+        };
         let row_bytes = blocks * kind.block_bytes();
         let mut buf = vec![0u8; G * row_bytes];
         let mut u = [0u8; 32];
@@ -182,7 +212,11 @@ impl QRows {
                 for (lane, row) in buf.chunks_exact(row_bytes).enumerate() {
                     for (b, blk) in row.chunks_exact(kind.block_bytes()).enumerate() {
                         let t = g * blocks + b;
-                        scales[t * G + lane] = kind.unpack(blk, &mut u);
+                        let (d, m) = kind.unpack(blk, &mut u);
+                        scales[t * G + lane] = d;
+                        if kind.has_min() {
+                            mins[t * G + lane] = m;
+                        }
                         let tile = &mut quants[t * lines..(t + 1) * lines];
                         let at = lane * 4;
                         match kind {
@@ -191,12 +225,15 @@ impl QRows {
                                     tile[j].0[at..at + 4].copy_from_slice(v);
                                 }
                             }
-                            QKind::Q5_0 => {
+                            QKind::Q5_0 | QKind::Q4_1 => {
                                 for j in 0..4 {
                                     for i in 0..4 {
                                         let (lo, hi) = (u[j * 4 + i], u[(j + 4) * 4 + i]);
                                         tile[j].0[at + i] = (lo & 0x0f) | (hi << 4);
                                     }
+                                }
+                                if kind == QKind::Q4_1 {
+                                    continue;
                                 }
                                 // fifth bits: 4 per chunk for this lane, at bits j * 64 + at..
                                 for j in 0..8 {
@@ -222,6 +259,7 @@ impl QRows {
             starts,
             quants,
             scales,
+            mins,
         })
     }
 
@@ -243,7 +281,8 @@ impl QRows {
         self.scales.len() / (self.k / 32 * G)
     }
 
-    /// Row `r` of the first part dequantised (`d * w`, as ggml's `dequantize_row_*`).
+    /// Row `r` of the first part dequantised (`d * w`, Q4_1 `d * w + m`, as ggml's
+    /// `dequantize_row_*`).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         assert!(r < self.parts[0] && out.len() == self.k);
         let blocks = self.k / 32;
@@ -252,10 +291,15 @@ impl QRows {
         for b in 0..blocks {
             let t = g * blocks + b;
             let d = self.scales[t * G + lane].to_f32();
+            let m = self.mins.get(t * G + lane).map_or(0.0, |m| m.to_f32());
             let tile = &self.quants[t * lines..(t + 1) * lines];
             for i in 0..32 {
                 let w = stored(self.kind, tile, i / 4, lane * 4 + i % 4) as i32 - off;
-                out[b * 32 + i] = d * w as f32;
+                out[b * 32 + i] = if self.kind.has_min() {
+                    d * w as f32 + m
+                } else {
+                    d * w as f32
+                };
             }
         }
     }
@@ -269,7 +313,7 @@ impl QRows {
         let blocks = self.k / 32;
         let lines = self.kind.lines();
         let groups = self.groups();
-        let vnni = available();
+        let level = Level::detected();
         let run = |range: std::ops::Range<usize>| {
             let mut acc = [[0f32; G]; R];
             let mut p = 0;
@@ -282,8 +326,12 @@ impl QRows {
                 let lanes = G.min(n - col);
                 let q = &self.quants[g * blocks * lines..(g + 1) * blocks * lines];
                 let s = &self.scales[g * blocks * G..(g + 1) * blocks * G];
+                let mn = self
+                    .mins
+                    .get(g * blocks * G..(g + 1) * blocks * G)
+                    .unwrap_or(&[]);
                 for (a0, xr) in x.rows.chunks(R).enumerate() {
-                    group_dot(self.kind, vnni, q, s, xr, &mut acc[..xr.len()]);
+                    group_dot(self.kind, level, q, s, mn, xr, &mut acc[..xr.len()]);
                     for (i, acc) in acc[..xr.len()].iter().enumerate() {
                         let a = a0 * R + i;
                         // SAFETY: each (part, row a, group) output range is written by one
@@ -325,6 +373,7 @@ fn quantize_row(x: &[f32]) -> QuantRow {
     let mut q = vec![0i8; x.len()];
     let mut d = vec![0f32; blocks];
     let mut sum = vec![0i32; blocks];
+    let mut sums = vec![0f32; blocks];
     for b in 0..blocks {
         let xb = &x[b * 32..(b + 1) * 32];
         let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -337,71 +386,138 @@ fn quantize_row(x: &[f32]) -> QuantRow {
             s += *o as i32;
         }
         sum[b] = s;
+        sums[b] = f16::from_f32(db * s as f32).to_f32();
     }
-    QuantRow { q, d, sum }
+    QuantRow { q, d, sum, s: sums }
 }
 
-/// Whether this CPU runs the VNNI kernels (and `DECLAB_SIMD` is not `portable`). Elsewhere the
-/// engine keeps candle's kernels for these weights: the portable path here is exact but scalar,
-/// slower than candle's AVX2 code.
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static V: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *V.get_or_init(|| {
-            std::env::var("DECLAB_SIMD").ok().as_deref() != Some("portable")
+/// The instruction set the projections run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Portable,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Level {
+    /// The widest this CPU has, lowered by `DECLAB_SIMD` like the samplers' kernels
+    /// ([`crate::strategy::kernels::Isa::detected`]).
+    pub fn detected() -> Level {
+        static L: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+        *L.get_or_init(|| Level::at(crate::strategy::kernels::Isa::detected()))
+    }
+
+    /// The widest level at or below `isa` that this CPU runs.
+    pub fn at(isa: crate::strategy::kernels::Isa) -> Level {
+        use crate::strategy::kernels::Isa;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f16c = std::arch::is_x86_feature_detected!("f16c");
+            if isa >= Isa::Avx512
+                && f16c
                 && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512vnni")
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-        })
+            {
+                return Level::Avx512Vnni;
+            }
+            if isa >= Isa::Avx2
+                && f16c
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Level::Avx2;
+            }
+        }
+        let _ = isa;
+        Level::Portable
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Portable => "portable",
+            Level::Avx2 => "avx2",
+            Level::Avx512Vnni => "avx512-vnni",
+        }
+    }
 }
 
 /// The 16 outputs of one row group for each of up to `R` input rows.
 #[inline]
 fn group_dot(
     kind: QKind,
-    vnni: bool,
+    level: Level,
     q: &[Line],
     s: &[f16],
+    mn: &[f16],
     xs: &[QuantRow],
     acc: &mut [[f32; G]],
 ) {
     debug_assert!(xs.len() == acc.len() && xs.len() <= R);
     #[cfg(target_arch = "x86_64")]
-    if vnni {
-        macro_rules! by_rows {
-            ($k:literal) => {
-                // SAFETY: `available()` checked the CPU features.
-                unsafe {
-                    match xs.len() {
-                        8 => group_dot_vnni::<8, $k>(q, s, xs, acc),
-                        7 => group_dot_vnni::<7, $k>(q, s, xs, acc),
-                        6 => group_dot_vnni::<6, $k>(q, s, xs, acc),
-                        5 => group_dot_vnni::<5, $k>(q, s, xs, acc),
-                        4 => group_dot_vnni::<4, $k>(q, s, xs, acc),
-                        3 => group_dot_vnni::<3, $k>(q, s, xs, acc),
-                        2 => group_dot_vnni::<2, $k>(q, s, xs, acc),
-                        _ => group_dot_vnni::<1, $k>(q, s, xs, acc),
+    match level {
+        Level::Avx512Vnni => {
+            macro_rules! by_rows {
+                ($k:expr) => {
+                    // SAFETY: `Level::at` checked the CPU features.
+                    unsafe {
+                        match xs.len() {
+                            8 => group_dot_vnni::<8, { $k }>(q, s, mn, xs, acc),
+                            7 => group_dot_vnni::<7, { $k }>(q, s, mn, xs, acc),
+                            6 => group_dot_vnni::<6, { $k }>(q, s, mn, xs, acc),
+                            5 => group_dot_vnni::<5, { $k }>(q, s, mn, xs, acc),
+                            4 => group_dot_vnni::<4, { $k }>(q, s, mn, xs, acc),
+                            3 => group_dot_vnni::<3, { $k }>(q, s, mn, xs, acc),
+                            2 => group_dot_vnni::<2, { $k }>(q, s, mn, xs, acc),
+                            _ => group_dot_vnni::<1, { $k }>(q, s, mn, xs, acc),
+                        }
                     }
+                };
+            }
+            match kind {
+                QKind::Q8_0 => by_rows!(K_Q8_0),
+                QKind::Q5_0 => by_rows!(K_Q5_0),
+                QKind::Q4_1 => by_rows!(K_Q4_1),
+            }
+            return;
+        }
+        Level::Avx2 => {
+            // 4 rows at a time: their accumulators and dot sums fill the 16 ymm registers
+            for (xr, ar) in xs.chunks(4).zip(acc.chunks_mut(4)) {
+                macro_rules! by_rows {
+                    ($k:expr) => {
+                        // SAFETY: `Level::at` checked the CPU features.
+                        unsafe {
+                            match xr.len() {
+                                4 => group_dot_avx2::<4, { $k }>(q, s, mn, xr, ar),
+                                3 => group_dot_avx2::<3, { $k }>(q, s, mn, xr, ar),
+                                2 => group_dot_avx2::<2, { $k }>(q, s, mn, xr, ar),
+                                _ => group_dot_avx2::<1, { $k }>(q, s, mn, xr, ar),
+                            }
+                        }
+                    };
                 }
-            };
+                match kind {
+                    QKind::Q8_0 => by_rows!(K_Q8_0),
+                    QKind::Q5_0 => by_rows!(K_Q5_0),
+                    QKind::Q4_1 => by_rows!(K_Q4_1),
+                }
+            }
+            return;
         }
-        match kind {
-            QKind::Q8_0 => by_rows!(true),
-            QKind::Q5_0 => by_rows!(false),
-        }
-        return;
+        Level::Portable => {}
     }
-    let _ = vnni;
+    let _ = level;
     for (x, acc) in xs.iter().zip(acc) {
-        group_dot_portable(kind, q, s, x, acc)
+        group_dot_portable(kind, q, s, mn, x, acc)
     }
 }
+
+/// [`QKind`] as a const generic parameter of the SIMD kernels.
+const K_Q8_0: u8 = 0;
+const K_Q5_0: u8 = 1;
+const K_Q4_1: u8 = 2;
 
 /// The stored unsigned value `w + offset` at chunk `j`, byte `at` (= lane * 4 + i) of one
 /// (group, block) tile: the layout `from_gguf` writes, read back one value at a time.
@@ -409,15 +525,26 @@ fn group_dot(
 fn stored(kind: QKind, tile: &[Line], j: usize, at: usize) -> u8 {
     match kind {
         QKind::Q8_0 => tile[j].0[at],
-        QKind::Q5_0 => {
+        QKind::Q5_0 | QKind::Q4_1 => {
             let nib = (tile[j % 4].0[at] >> (4 * (j / 4))) & 0x0f;
+            if kind == QKind::Q4_1 {
+                return nib;
+            }
             let bit = j * 64 + at;
             nib | (((tile[4].0[bit / 8] >> (bit % 8)) & 1) << 4)
         }
     }
 }
 
-fn group_dot_portable(kind: QKind, q: &[Line], s: &[f16], x: &QuantRow, acc: &mut [f32; G]) {
+/// The reference form of every kernel: one value at a time, in the order they all keep.
+fn group_dot_portable(
+    kind: QKind,
+    q: &[Line],
+    s: &[f16],
+    mn: &[f16],
+    x: &QuantRow,
+    acc: &mut [f32; G],
+) {
     *acc = [0.0; G];
     let lines = kind.lines();
     let off = kind.offset();
@@ -436,23 +563,26 @@ fn group_dot_portable(kind: QKind, q: &[Line], s: &[f16], x: &QuantRow, acc: &mu
         for lane in 0..G {
             let scale = sc[lane].to_f32() * x.d[b];
             acc[lane] = ((dot[lane] - corr) as f32).mul_add(scale, acc[lane]);
+            if kind.has_min() {
+                acc[lane] = mn[b * G + lane].to_f32().mul_add(x.s[b], acc[lane]);
+            }
         }
     }
 }
 
-/// `Q8`: Q8_0 tiles (8 plain lines) when true, Q5_0 tiles (4 nibble lines + fifth bits) when
-/// false.
+/// AVX-512 VNNI: one `vpdpbusd` per chunk gives the 16 lanes' 4-product sums.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma,f16c")]
-unsafe fn group_dot_vnni<const N: usize, const Q8: bool>(
+unsafe fn group_dot_vnni<const N: usize, const K: u8>(
     q: &[Line],
     s: &[f16],
+    mn: &[f16],
     xs: &[QuantRow],
     acc: &mut [[f32; G]],
 ) {
     use std::arch::x86_64::*;
     let blocks = xs[0].d.len();
-    let kind = if Q8 { QKind::Q8_0 } else { QKind::Q5_0 };
+    let kind = [QKind::Q8_0, QKind::Q5_0, QKind::Q4_1][K as usize];
     let (lines, off) = (kind.lines(), kind.offset());
     debug_assert!(q.len() == blocks * lines && s.len() == blocks * G && xs.len() == N);
     let mut a = [_mm512_setzero_ps(); N];
@@ -469,7 +599,7 @@ unsafe fn group_dot_vnni<const N: usize, const Q8: bool>(
                 dot[i] = _mm512_dpbusd_epi32(dot[i], w, xv);
             }
         };
-        if Q8 {
+        if K == K_Q8_0 {
             for j in 0..8 {
                 chunk(&mut dot, _mm512_load_si512(tile.add(j)), j);
             }
@@ -477,23 +607,33 @@ unsafe fn group_dot_vnni<const N: usize, const Q8: bool>(
             let bits = tile.add(4) as *const u64;
             for j in 0..4 {
                 let v = _mm512_load_si512(tile.add(j));
-                let lo = _mm512_and_si512(v, low);
-                let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
-                let klo: __mmask64 = std::ptr::read_unaligned(bits.add(j));
-                let khi: __mmask64 = std::ptr::read_unaligned(bits.add(j + 4));
-                let lo = _mm512_mask_blend_epi8(klo, lo, _mm512_or_si512(lo, fifth));
-                let hi = _mm512_mask_blend_epi8(khi, hi, _mm512_or_si512(hi, fifth));
+                let mut lo = _mm512_and_si512(v, low);
+                let mut hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                if K == K_Q5_0 {
+                    let klo: __mmask64 = std::ptr::read_unaligned(bits.add(j));
+                    let khi: __mmask64 = std::ptr::read_unaligned(bits.add(j + 4));
+                    lo = _mm512_mask_blend_epi8(klo, lo, _mm512_or_si512(lo, fifth));
+                    hi = _mm512_mask_blend_epi8(khi, hi, _mm512_or_si512(hi, fifth));
+                }
                 chunk(&mut dot, lo, j);
                 chunk(&mut dot, hi, j + 4);
             }
         }
         let ws = _mm512_cvtph_ps(_mm256_loadu_si256(s.as_ptr().add(b * G) as *const __m256i));
+        let ms = if K == K_Q4_1 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(mn.as_ptr().add(b * G) as *const __m256i))
+        } else {
+            _mm512_setzero_ps()
+        };
         for i in 0..N {
             let x = &xs[i];
             let corr = _mm512_set1_epi32(off * *x.sum.get_unchecked(b));
             let d = _mm512_sub_epi32(dot[i], corr);
             let scale = _mm512_mul_ps(ws, _mm512_set1_ps(*x.d.get_unchecked(b)));
             a[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, a[i]);
+            if K == K_Q4_1 {
+                a[i] = _mm512_fmadd_ps(ms, _mm512_set1_ps(*x.s.get_unchecked(b)), a[i]);
+            }
         }
     }
     for i in 0..N {
@@ -501,48 +641,178 @@ unsafe fn group_dot_vnni<const N: usize, const Q8: bool>(
     }
 }
 
+/// AVX2 (Haswell and later): each 64-byte chunk as two 32-byte halves of 8 lanes; `vpmaddubsw`
+/// then `vpmaddwd` against ones gives each lane's 4-product sum, as `vpdpbusd` does. `vpmaddubsw`
+/// saturates at 16 bits, so Q8_0 (u up to 255) multiplies `|w|` by `x` carrying `w`'s sign
+/// (ggml's `mul_sum_i8_pairs`): at most 2 * 128 * 127, and the sum is then `sum(w x)` itself,
+/// the same integer as `sum(u x) - 128 sum(x)`. Q5_0 and Q4_1 (u < 32) multiply directly.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_dot_avx2<const N: usize, const K: u8>(
+    q: &[Line],
+    s: &[f16],
+    mn: &[f16],
+    xs: &[QuantRow],
+    acc: &mut [[f32; G]],
+) {
+    use std::arch::x86_64::*;
+    let blocks = xs[0].d.len();
+    let kind = [QKind::Q8_0, QKind::Q5_0, QKind::Q4_1][K as usize];
+    let lines = kind.lines();
+    debug_assert!(q.len() == blocks * lines && s.len() == blocks * G && xs.len() == N);
+    // Q8_0's sum is already signed; the others subtract `offset * sum(x)`
+    let off = if K == K_Q8_0 { 0 } else { kind.offset() };
+    let qp = q.as_ptr() as *const u8;
+    let xp: [*const i32; N] = std::array::from_fn(|i| xs[i].q.as_ptr() as *const i32);
+    let low = _mm256_set1_epi8(0x0f);
+    let fifth = _mm256_set1_epi8(0x10);
+    let flip = _mm256_set1_epi8(-128);
+    let ones = _mm256_set1_epi16(1);
+    // fifth bits: byte b of the result is 0xff where bit b of the 32-bit mask is set
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    for h in 0..2 {
+        let mut a = [_mm256_setzero_ps(); N];
+        for b in 0..blocks {
+            let tile = qp.add(b * lines * 64 + h * 32);
+            let mut dot = [_mm256_setzero_si256(); N];
+            for j in 0..8 {
+                let w = if K == K_Q8_0 {
+                    _mm256_load_si256(tile.add(j * 64) as *const __m256i)
+                } else {
+                    let v = _mm256_load_si256(tile.add((j % 4) * 64) as *const __m256i);
+                    let mut nib = if j < 4 {
+                        _mm256_and_si256(v, low)
+                    } else {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(v), low)
+                    };
+                    if K == K_Q5_0 {
+                        let m = std::ptr::read_unaligned(
+                            tile.add(4 * 64 - h * 32 + j * 8 + h * 4) as *const i32
+                        );
+                        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(m), spread);
+                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, select), select);
+                        nib = _mm256_or_si256(nib, _mm256_and_si256(set, fifth));
+                    }
+                    nib
+                };
+                if K == K_Q8_0 {
+                    let ws = _mm256_xor_si256(w, flip);
+                    let aw = _mm256_abs_epi8(ws);
+                    for i in 0..N {
+                        let xv = _mm256_set1_epi32(std::ptr::read_unaligned(xp[i].add(b * 8 + j)));
+                        let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, ws));
+                        dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(p, ones));
+                    }
+                } else {
+                    for i in 0..N {
+                        let xv = _mm256_set1_epi32(std::ptr::read_unaligned(xp[i].add(b * 8 + j)));
+                        let p = _mm256_maddubs_epi16(w, xv);
+                        dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(p, ones));
+                    }
+                }
+            }
+            let at = b * G + h * 8;
+            let ws = _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().add(at) as *const __m128i));
+            let ms = if K == K_Q4_1 {
+                _mm256_cvtph_ps(_mm_loadu_si128(mn.as_ptr().add(at) as *const __m128i))
+            } else {
+                _mm256_setzero_ps()
+            };
+            for i in 0..N {
+                let x = &xs[i];
+                let corr = _mm256_set1_epi32(off * *x.sum.get_unchecked(b));
+                let d = _mm256_sub_epi32(dot[i], corr);
+                let scale = _mm256_mul_ps(ws, _mm256_set1_ps(*x.d.get_unchecked(b)));
+                a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, a[i]);
+                if K == K_Q4_1 {
+                    a[i] = _mm256_fmadd_ps(ms, _mm256_set1_ps(*x.s.get_unchecked(b)), a[i]);
+                }
+            }
+        }
+        for i in 0..N {
+            _mm256_storeu_ps(acc[i].as_mut_ptr().add(h * 8), a[i]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::kernels::Isa;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// Random GGUF blocks of `kind` for `n x k` weights.
+    const KINDS: [QKind; 3] = [QKind::Q8_0, QKind::Q5_0, QKind::Q4_1];
+
+    /// Random GGUF blocks of `kind` for `n x k` weights (Q8_0 includes -128, the value that
+    /// would overflow a plain `vpmaddubsw`).
     fn random_blocks(kind: QKind, n: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
         let mut out = Vec::with_capacity(n * k / 32 * kind.block_bytes());
         for _ in 0..n * k / 32 {
             let d = f16::from_f32(rng.random_range(0.001f32..0.05));
             out.extend_from_slice(&d.to_le_bytes());
-            for _ in 0..kind.block_bytes() - 2 {
+            if kind == QKind::Q4_1 {
+                let m = f16::from_f32(rng.random_range(-0.4f32..0.1));
+                out.extend_from_slice(&m.to_le_bytes());
+            }
+            while out.len() % kind.block_bytes() != 0 {
                 out.push(match kind {
-                    QKind::Q8_0 => rng.random_range(-127i32..=127) as i8 as u8,
-                    QKind::Q5_0 => rng.random(),
+                    QKind::Q8_0 => rng.random_range(-128i32..=127) as i8 as u8,
+                    QKind::Q5_0 | QKind::Q4_1 => rng.random(),
                 });
             }
         }
         out
     }
 
-    /// ggml's dequantisation of GGUF blocks, written from the format (not from `unpack`).
+    /// One GGUF block as ggml's `dequantize_row_*` reads it, written from the format (not from
+    /// `unpack`): `(d, m, q)` with `w = d * q + m`.
+    fn gguf_block(kind: QKind, b: &[u8]) -> (f32, f32, [i32; 32]) {
+        let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let mut q = [0i32; 32];
+        match kind {
+            QKind::Q8_0 => {
+                for (o, &v) in q.iter_mut().zip(&b[2..34]) {
+                    *o = v as i8 as i32;
+                }
+                (d, 0.0, q)
+            }
+            QKind::Q5_0 => {
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                for j in 0..16 {
+                    let xh0 = ((qh >> j) << 4) & 0x10;
+                    let xh1 = (qh >> (j + 12)) & 0x10;
+                    q[j] = ((b[6 + j] as u32 & 0x0f) | xh0) as i32 - 16;
+                    q[j + 16] = ((b[6 + j] as u32 >> 4) | xh1) as i32 - 16;
+                }
+                (d, 0.0, q)
+            }
+            QKind::Q4_1 => {
+                let m = f16::from_le_bytes([b[2], b[3]]).to_f32();
+                for j in 0..16 {
+                    q[j] = (b[4 + j] & 0x0f) as i32;
+                    q[j + 16] = (b[4 + j] >> 4) as i32;
+                }
+                (d, m, q)
+            }
+        }
+    }
+
     fn dequantize_gguf(kind: QKind, data: &[u8]) -> Vec<f32> {
         data.chunks_exact(kind.block_bytes())
             .flat_map(|b| {
-                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-                let w: Vec<f32> = match kind {
-                    QKind::Q8_0 => b[2..].iter().map(|&q| d * q as i8 as f32).collect(),
-                    QKind::Q5_0 => {
-                        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                        let mut w = vec![0f32; 32];
-                        for j in 0..16 {
-                            let xh0 = ((qh >> j) << 4) & 0x10;
-                            let xh1 = (qh >> (j + 12)) & 0x10;
-                            w[j] = d * (((b[6 + j] as u32 & 0x0f) | xh0) as i32 - 16) as f32;
-                            w[j + 16] = d * (((b[6 + j] as u32 >> 4) | xh1) as i32 - 16) as f32;
-                        }
-                        w
+                let (d, m, q) = gguf_block(kind, b);
+                q.map(|q| {
+                    if kind.has_min() {
+                        d * q as f32 + m
+                    } else {
+                        d * q as f32
                     }
-                };
-                w
+                })
             })
             .collect()
     }
@@ -559,7 +829,7 @@ mod tests {
     #[test]
     fn rows_dequantise_like_ggml() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        for kind in [QKind::Q8_0, QKind::Q5_0] {
+        for kind in KINDS {
             let (n, k) = (37, 96);
             let data = random_blocks(kind, n, k, &mut rng);
             let m = build(kind, &[n], k, std::slice::from_ref(&data));
@@ -577,7 +847,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         // parts not multiples of 16: padding groups inside and at the end
         let (parts, k, m) = ([100usize, 37, 64], 640, 11);
-        for kind in [QKind::Q8_0, QKind::Q5_0] {
+        for kind in KINDS {
             let data: Vec<Vec<u8>> = parts
                 .iter()
                 .map(|&n| random_blocks(kind, n, k, &mut rng))
@@ -586,27 +856,34 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-3f32..3.0)).collect();
             let xq = QuantInput::new(&x, k);
             let outs = w.matmul(&xq);
+            let row_bytes = k / 32 * kind.block_bytes();
             for (p, (&n, out)) in parts.iter().zip(&outs).enumerate() {
                 assert_eq!(out.len(), m * n);
                 let wf = dequantize_gguf(kind, &data[p]);
                 for a in 0..m {
-                    // reference: the same Q8_0 input quantisation, dot products in f64
+                    // reference: ggml's block dot products (Q8_0 input, Q4_1's minimum times
+                    // the input block's f16 `s`), summed in f64
                     let xr = &xq.rows[a];
-                    let xd: Vec<f64> = (0..k)
-                        .map(|i| xr.d[i / 32] as f64 * xr.q[i] as f64)
-                        .collect();
                     for r in 0..n {
-                        let terms = (0..k).map(|i| wf[r * k + i] as f64 * xd[i]);
-                        let want: f64 = terms.clone().sum();
+                        let (mut want, mut size) = (0f64, 0f64);
+                        let row = &data[p][r * row_bytes..(r + 1) * row_bytes];
+                        for (b, blk) in row.chunks_exact(kind.block_bytes()).enumerate() {
+                            let (d, mw, q) = gguf_block(kind, blk);
+                            let isum: i64 =
+                                (0..32).map(|i| q[i] as i64 * xr.q[b * 32 + i] as i64).sum();
+                            let t = d as f64 * xr.d[b] as f64 * isum as f64;
+                            let u = mw as f64 * xr.s[b] as f64;
+                            want += t + u;
+                            size += t.abs() + u.abs();
+                        }
                         // f32 scales and accumulation: relative to the size of the terms
-                        let size: f64 = terms.map(f64::abs).sum();
                         let got = out[a * n + r] as f64;
                         assert!(
-                            (got - want).abs() <= 1e-6 * size,
+                            (got - want).abs() <= 1e-6 * size.max(1e-6),
                             "{kind:?} part {p} row {a} out {r}: {got} vs {want}"
                         );
                     }
-                    // and close to the unquantised input (Q8_0's error)
+                    // and close to the unquantised input (Q8_0's error, and Q4_1's f16 `s`)
                     let exact: f64 = (0..k).map(|i| wf[i] as f64 * x[a * k + i] as f64).sum();
                     let size: f64 = (0..k).map(|i| (wf[i] * x[a * k + i]).abs() as f64).sum();
                     assert!((out[a * n] as f64 - exact).abs() < 0.02 * size);
@@ -622,32 +899,48 @@ mod tests {
         }
     }
 
+    /// Every level this CPU runs gives the portable path's bits, for every kind and every
+    /// number of rows per call (the SIMD kernels are specialised on it).
     #[test]
-    fn vnni_and_portable_agree_bit_for_bit() {
-        if !available() {
-            return; // nothing to compare on this CPU
-        }
+    fn every_instruction_set_agrees_bit_for_bit() {
+        let levels: Vec<Level> = Isa::available().into_iter().map(Level::at).collect();
+        eprintln!("levels compared with the portable path: {levels:?}");
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let (n, k) = (64, 640);
-        for kind in [QKind::Q8_0, QKind::Q5_0] {
+        for kind in KINDS {
             let data = random_blocks(kind, n, k, &mut rng);
             let w = build(kind, &[n], k, std::slice::from_ref(&data));
-            let x: Vec<f32> = (0..3 * k).map(|_| rng.random_range(-10f32..10.0)).collect();
+            let x: Vec<f32> = (0..R * k).map(|_| rng.random_range(-10f32..10.0)).collect();
             let xq = QuantInput::new(&x, k);
             let (blocks, lines) = (k / 32, kind.lines());
             for g in 0..n / G {
                 let q = &w.quants[g * blocks * lines..(g + 1) * blocks * lines];
                 let s = &w.scales[g * blocks * G..(g + 1) * blocks * G];
-                let mut a = [[0f32; G]; 3];
-                group_dot(kind, true, q, s, &xq.rows, &mut a);
-                for (i, x) in xq.rows.iter().enumerate() {
-                    let mut b = [0f32; G];
-                    group_dot_portable(kind, q, s, x, &mut b);
-                    assert_eq!(
-                        a[i].map(f32::to_bits),
-                        b.map(f32::to_bits),
-                        "{kind:?} {g} {i}"
-                    );
+                let mn = w
+                    .mins
+                    .get(g * blocks * G..(g + 1) * blocks * G)
+                    .unwrap_or(&[]);
+                let want: Vec<[f32; G]> = xq
+                    .rows
+                    .iter()
+                    .map(|x| {
+                        let mut b = [0f32; G];
+                        group_dot_portable(kind, q, s, mn, x, &mut b);
+                        b
+                    })
+                    .collect();
+                for &level in &levels {
+                    for rows in 1..=R {
+                        let mut a = vec![[0f32; G]; rows];
+                        group_dot(kind, level, q, s, mn, &xq.rows[..rows], &mut a);
+                        for i in 0..rows {
+                            assert_eq!(
+                                a[i].map(f32::to_bits),
+                                want[i].map(f32::to_bits),
+                                "{kind:?} {level:?} group {g}, {rows} rows, row {i}"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -18,6 +18,18 @@ pub struct Manifest {
     pub models: Vec<ModelInfo>,
     pub threads: usize,
     pub host_cpu: String,
+    /// The host's name (for messages that say where samples were made).
+    #[serde(default)]
+    pub host: String,
+    /// The class of arithmetic the samples were computed with ([`crate::engine::Numerics`]):
+    /// hosts of one class give the same bits, so resume and merge refuse to mix classes.
+    /// Empty in manifests written before it was recorded.
+    #[serde(default)]
+    pub numerics: String,
+    /// The kernel tiers the run used on this host, for the record (they do not change the
+    /// samples within one class).
+    #[serde(default)]
+    pub kernels: String,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub status: String,
@@ -52,6 +64,19 @@ pub fn host_cpu() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// This host's name (`gethostname`), or "unknown".
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // truncates, and we stop at the first NUL or the end.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(s) if ok && !s.is_empty() => s.to_string(),
+        _ => "unknown".into(),
+    }
 }
 
 /// A hash of what determines the samples (the resolved config), used to refuse resuming a folder

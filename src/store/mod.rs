@@ -25,7 +25,7 @@ use crate::record::SampleRecord;
 
 pub use jsonl::{jsonl_bytes, read_samples, JsonlAppender, ReadRecords};
 pub use lock::DirLock;
-pub use manifest::{config_hash, git_commit, host_cpu, now, Manifest, ModelInfo};
+pub use manifest::{config_hash, git_commit, host_cpu, host_name, now, Manifest, ModelInfo};
 
 /// The sample records, one JSON object a line.
 pub const SAMPLES_JSONL: &str = "samples.jsonl";
@@ -83,6 +83,8 @@ pub fn prepare_out_dir(dir: &Path, fresh: bool) -> Result<()> {
     let manifest_path = dir.join(MANIFEST_JSON);
     let samples_path = dir.join(SAMPLES_JSONL);
     if dir.exists() && fresh && (manifest_path.exists() || samples_path.exists()) {
+        // never move a folder another process is writing: take its lock first
+        let mut lock = DirLock::acquire(dir)?;
         let aside = PathBuf::from(format!(
             "{}.old-{}",
             dir.display(),
@@ -90,6 +92,8 @@ pub fn prepare_out_dir(dir: &Path, fresh: bool) -> Result<()> {
         ));
         std::fs::rename(dir, &aside)
             .with_context(|| format!("cannot move {} aside", dir.display()))?;
+        lock.moved_to(&aside);
+        drop(lock);
         eprintln!("declab: moved the previous results to {}", aside.display());
     }
     std::fs::create_dir_all(dir)
@@ -104,11 +108,16 @@ pub struct Engine<'a> {
     pub commit: Option<&'a str>,
     /// (model id, GGUF sha256, tokenizer sha256) of the models that have samples in the folder.
     pub models: Vec<(String, String, String)>,
+    /// This run's class of arithmetic ([`crate::engine::Numerics`]), host name and CPU.
+    pub numerics: &'a str,
+    pub host: &'a str,
+    pub host_cpu: &'a str,
 }
 
 /// Refuse to add samples to `records` (the folder's, written under manifest `prev`) with an
-/// engine that could make different ones: another declab version or commit, or a model whose
-/// GGUF or tokenizer bytes changed (a replaced file behind the same path).
+/// engine that could make different ones: another declab version or commit, another class of
+/// arithmetic (a host whose CPU or device computes other bits), or a model whose GGUF or
+/// tokenizer bytes changed (a replaced file behind the same path).
 pub fn check_same_engine(dir: &Path, prev: &Manifest, now: &Engine) -> Result<()> {
     let mut problems = Vec::new();
     if prev.declab_version != now.version {
@@ -124,6 +133,17 @@ pub fn check_same_engine(dir: &Path, prev: &Manifest, now: &Engine) -> Result<()
                 &b[..b.len().min(12)]
             ));
         }
+    }
+    if !prev.numerics.is_empty() && prev.numerics != now.numerics {
+        problems.push(format!(
+            "they were computed on {} ({}) with {} arithmetic; this host, {} ({}), computes with {} arithmetic, which can give other samples",
+            prev.host,
+            prev.host_cpu,
+            prev.numerics,
+            now.host,
+            now.host_cpu,
+            now.numerics
+        ));
     }
     let short = |h: &str| h[..h.len().min(12)].to_string();
     for (id, gguf, tok) in &now.models {
