@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         gguf: dir.join("gemma-3-270m-q4_k_m.gguf"),
         tokenizer: Some(dir.join("tokenizer.json")),
         eos_tokens: vec![],
+        chat: false,
     };
     let t = Instant::now();
     let m = engine::load(&spec, &candle_core::Device::Cpu)?;

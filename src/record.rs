@@ -18,6 +18,9 @@ pub struct SampleRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub prompt: String,
+    /// What a chat model was given: the prompt rendered by its chat template (`chat: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_prompt: Option<String>,
     pub text: String,
     pub prompt_tokens: usize,
     pub token_ids: Vec<u32>,

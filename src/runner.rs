@@ -136,7 +136,8 @@ impl Progress {
 /// Every configuration error that needs a model's files, found before any folder exists or any
 /// weights are read (exit 2, the experiment file and YAML path named): a `gguf:` that is not a
 /// GGUF file, its architecture and metadata, entropy targets vs ln V, a tokenizer declab cannot
-/// build, `eos_tokens` missing from the vocabulary, and prompts that do not fit the context with
+/// build, `eos_tokens` missing from the vocabulary, a chat model without a template or whose
+/// template fails to render a prompt, and prompts that do not fit the context with
 /// `max_new_tokens` (no count can overflow there), and a GGUF whose header cannot be read
 /// (truncated, corrupt). A file whose header reads but whose tensor data is cut short is found
 /// when the weights load (exit 1).
@@ -171,9 +172,38 @@ pub fn preflight(exp: &Experiment) -> Result<()> {
                         ));
                     }
                 }
+                // a chat model: its template exists, ends a reply with a token, and renders
+                // every prompt
+                let template = match m.chat.then(|| engine::chat::ChatTemplate::for_model(m)) {
+                    None => None,
+                    Some(Ok(t)) => {
+                        if let Err(e) = engine::end_of_turn_id(&t, &tok) {
+                            // (a template that does not parse: said once, here)
+                            errors.push(format!("models[{i}].chat: {e:#}"));
+                            continue;
+                        }
+                        Some(t)
+                    }
+                    Some(Err(e)) => {
+                        errors.push(format!("models[{i}].chat: {e:#}"));
+                        continue;
+                    }
+                };
                 for (k, p) in exp.prompts.iter().enumerate() {
+                    let (text, special) = match engine::chat::model_input(template.as_ref(), p) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            errors.push(format!(
+                                "prompts[{k}]: the chat template of model {:?} ({}) cannot render {:?}: {e:#}; change the conversation, or the template",
+                                m.id,
+                                template.as_ref().map_or("", |t| t.source.as_str()),
+                                p.id
+                            ));
+                            continue;
+                        }
+                    };
                     let n = tok
-                        .encode(p.text.as_str(), true)
+                        .encode(text.as_str(), special)
                         .map(|e| e.get_ids().len())
                         .map_err(|e| anyhow::anyhow!("tokenizing prompt {:?}: {e}", p.id))?;
                     if n.saturating_add(exp.max_new_tokens) > info.context_length {
@@ -614,7 +644,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                 continue;
             }
             // (that it fits the context with max_new_tokens was checked by `preflight`)
-            let prompt_ids = model.encode(&prompt.text)?;
+            let (prompt_ids, chat_prompt) = model.encode_prompt(prompt)?;
             let mut prefilled = model.model.fork();
             let t0 = Instant::now();
             let first_logits = prefilled
@@ -664,6 +694,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                         idx,
                         seed,
                         &prompt_ids,
+                        chat_prompt.as_deref(),
                         g,
                         prefill_ms,
                         total_ms,
@@ -751,6 +782,7 @@ fn record(
     idx: usize,
     seed: u64,
     prompt_ids: &[u32],
+    chat_prompt: Option<&str>,
     g: Generated,
     prefill_ms: f64,
     total_ms: f64,
@@ -770,6 +802,7 @@ fn record(
         },
         error: g.error,
         prompt: prompt.text.clone(),
+        chat_prompt: chat_prompt.map(str::to_string),
         text: g.text,
         prompt_tokens: prompt_ids.len(),
         token_ids: g.token_ids,

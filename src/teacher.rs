@@ -153,6 +153,7 @@ mod tests {
             gguf: tiny.gguf,
             tokenizer: Some(tiny.tokenizer),
             eos_tokens: vec![],
+            chat: false,
         };
         let model = crate::engine::load(&spec, &candle_core::Device::Cpu).unwrap();
         let prompt = prompt_ids(&model, "the cat sat on the").unwrap();

@@ -555,6 +555,82 @@ const CASES: &[Case] = &[
         |_| String::new(),
         &["missing field `name`"],
     ),
+    (
+        "a conversation for a model without chat",
+        |b| {
+            rep(
+                b,
+                "{id: a, text: \"the cat\"}",
+                "{id: a, messages: [{role: user, content: hi}]}",
+            )
+        },
+        &[
+            "prompt \"a\" is a conversation",
+            "set `chat: true` on model \"tiny\"",
+        ],
+    ),
+    (
+        "text and messages together",
+        |b| {
+            rep(
+                b,
+                "{id: a, text: \"the cat\"}",
+                "{id: a, text: x, messages: [{role: user, content: hi}]}",
+            )
+        },
+        &["prompts[0]: give `text` or `messages`, not both"],
+    ),
+    (
+        "an empty conversation",
+        |b| rep(b, "{id: a, text: \"the cat\"}", "{id: a, messages: []}"),
+        &["prompts[0]: `messages` is empty"],
+    ),
+    (
+        "a message with an unknown field",
+        |b| {
+            rep(
+                b,
+                "{id: a, text: \"the cat\"}",
+                "{id: a, messages: [{role: user, content: hi, name: bob}]}",
+            )
+        },
+        &["unknown field `name`"],
+    ),
+    (
+        "chat on a model without a template",
+        |b| rep(b, "  - id: tiny\n", "  - id: tiny\n    chat: true\n"),
+        &["models[0].chat: no chat template", "tokenizer_config.json"],
+    ),
+    (
+        "a chat template that does not parse",
+        |b| {
+            model_file(
+                &rep(b, "  - id: tiny\n", "  - id: tiny\n    chat: true\n"),
+                "tokenizer: ",
+                "badchat/tokenizer.json",
+            )
+        },
+        &["models[0].chat", "does not parse"],
+    ),
+    (
+        "a chat template that refuses the conversation",
+        |b| {
+            let b = model_file(
+                &rep(b, "  - id: tiny\n", "  - id: tiny\n    chat: true\n"),
+                "tokenizer: ",
+                "chat/tokenizer.json",
+            );
+            rep(
+                &b,
+                "{id: a, text: \"the cat\"}",
+                "{id: a, messages: [{role: system, content: be brief}, {role: user, content: hi}]}",
+            )
+        },
+        &[
+            "prompts[0]: the chat template of model \"tiny\"",
+            "this model takes no system message",
+        ],
+    ),
 ];
 
 /// The valid file with the model's `gguf:` (or `tokenizer:`) line pointing at `to`.
@@ -573,6 +649,21 @@ fn base(dir: &Path) -> String {
     std::fs::write(dir.join("cut.gguf"), &gguf[..100]).unwrap();
     std::fs::write(dir.join("notjson.json"), "not json").unwrap();
     std::fs::create_dir_all(dir.join("a-folder")).unwrap();
+    // a tokenizer with a chat template that refuses system messages
+    std::fs::create_dir_all(dir.join("chat")).unwrap();
+    std::fs::copy(&m.tokenizer, dir.join("chat/tokenizer.json")).unwrap();
+    std::fs::write(
+        dir.join("chat/tokenizer_config.json"),
+        r#"{"chat_template": "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('this model takes no system message') }}{% endif %}[{{ m.role }}] {{ m.content }}<eos>{% endfor %}"}"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("badchat")).unwrap();
+    std::fs::copy(&m.tokenizer, dir.join("badchat/tokenizer.json")).unwrap();
+    std::fs::write(
+        dir.join("badchat/tokenizer_config.json"),
+        r#"{"chat_template": "{% for m in messages %}{{ m.content }"}"#,
+    )
+    .unwrap();
     std::fs::write(dir.join("empty.jsonl"), "\n").unwrap();
     std::fs::write(dir.join("notjson.jsonl"), "id: a, text: b\n").unwrap();
     format!(
@@ -584,7 +675,7 @@ fn base(dir: &Path) -> String {
 
 #[test]
 fn corpus_has_at_least_seventy_cases() {
-    assert!(CASES.len() >= 70, "{}", CASES.len());
+    assert!(CASES.len() >= 77, "{}", CASES.len());
 }
 
 #[test]

@@ -151,7 +151,8 @@ fn qemu() -> Option<PathBuf> {
         "qemu-user",
     ];
     // as the Slurm test does: install, else refresh the package lists and install, else skip
-    if !apt(&install) && !(apt(&["update", "-q"]) && apt(&install)) {
+    let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+    if !installed {
         eprintln!("skipped: apt-get cannot install qemu-user");
         return None;
     }

@@ -44,6 +44,7 @@ fn record(
         status: "ok".into(),
         error: None,
         prompt: format!("prompt number {prompt} about the sea"),
+        chat_prompt: None,
         text: text_for(strategy, prompt, sample, repetitive_temp),
         prompt_tokens: 4,
         token_ids: vec![1; n],

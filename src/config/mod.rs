@@ -31,6 +31,9 @@ pub struct ModelSpec {
     /// (`engine::gguf_tokenizer`).
     pub tokenizer: Option<PathBuf>,
     pub eos_tokens: Vec<String>,
+    /// Prompts reach the model through its chat template (`engine::chat`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub chat: bool,
 }
 
 impl ModelSpec {
@@ -46,7 +49,58 @@ impl ModelSpec {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Prompt {
     pub id: String,
+    /// The prompt's text; for a conversation, its last message's content (what the report and
+    /// the prompt-relative metrics read).
     pub text: String,
+    /// A conversation, rendered by each model's chat template (models with `chat: true` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+}
+
+/// One message of a conversation prompt.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Prompt {
+    /// `{id, text}` or `{id, messages}` (exactly one of the two), checked.
+    fn new(
+        id: &str,
+        text: Option<&String>,
+        messages: Option<&Vec<raw::RawMessage>>,
+    ) -> Result<Prompt, String> {
+        match (text, messages) {
+            (Some(t), None) => Ok(Prompt {
+                id: id.to_string(),
+                text: t.clone(),
+                messages: None,
+            }),
+            (None, Some(m)) => {
+                let last = m
+                    .last()
+                    .ok_or("`messages` is empty; give at least one {role, content}")?;
+                if let Some(bad) = m.iter().position(|m| m.role.trim().is_empty()) {
+                    return Err(format!("messages[{bad}].role is empty"));
+                }
+                Ok(Prompt {
+                    id: id.to_string(),
+                    text: last.content.clone(),
+                    messages: Some(
+                        m.iter()
+                            .map(|m| Message {
+                                role: m.role.clone(),
+                                content: m.content.clone(),
+                            })
+                            .collect(),
+                    ),
+                })
+            }
+            (Some(_), Some(_)) => Err("give `text` or `messages`, not both".into()),
+            (None, None) => Err("give `text` or `messages` (a list of {role, content})".into()),
+        }
+    }
 }
 
 /// A validated experiment.
@@ -245,6 +299,7 @@ pub fn parse(
                 gguf: g,
                 tokenizer: t,
                 eos_tokens: m.eos_tokens.clone(),
+                chat: m.chat,
             });
         }
     }
@@ -258,19 +313,34 @@ pub fn parse(
     }
     for (i, rp) in raw.prompts.iter().enumerate() {
         let p = format!("prompts[{i}]");
-        match (&rp.id, &rp.text, &rp.file) {
-            (Some(id), Some(text), None) => prompts.push(Prompt { id: id.clone(), text: text.clone() }),
-            (None, None, Some(f)) => match resolve(base, f).map_err(|e| e.to_string()).and_then(|f| read_prompt_file(&f)) {
+        match (&rp.id, &rp.file) {
+            (Some(id), None) => match Prompt::new(id, rp.text.as_ref(), rp.messages.as_ref()) {
+                Ok(pr) => prompts.push(pr),
+                Err(e) => errors.push(format!("{p}: {e}")),
+            },
+            (None, Some(f)) if rp.text.is_none() && rp.messages.is_none() => match resolve(base, f).map_err(|e| e.to_string()).and_then(|f| read_prompt_file(&f)) {
                 Ok(list) => prompts.extend(list),
                 Err(e) => errors.push(format!("{p}.file: {e}")),
             },
-            _ => errors.push(format!("{p}: give either `id` and `text`, or `file` (a JSONL file with one {{\"id\", \"text\"}} per line)")),
+            _ => errors.push(format!("{p}: give either `id` and `text` (or `messages`), or `file` (a JSONL file with one {{\"id\", \"text\"}} or {{\"id\", \"messages\"}} per line)")),
         }
     }
     let mut seen = BTreeSet::new();
+    let plain: Vec<&str> = models
+        .iter()
+        .filter(|m| !m.chat)
+        .map(|m| m.id.as_str())
+        .collect();
     for pr in &prompts {
-        if pr.text.is_empty() {
+        if pr.text.is_empty() && pr.messages.is_none() {
             errors.push(format!("prompts: prompt {:?} has empty text", pr.id));
+        }
+        if pr.messages.is_some() && !plain.is_empty() {
+            errors.push(format!(
+                "prompts: prompt {:?} is a conversation (`messages`), which only a chat model can take; set `chat: true` on model {} (it then renders every prompt with its chat template) or give the prompt as `text`",
+                pr.id,
+                plain.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ")
+            ));
         }
         if !seen.insert(pr.id.clone()) {
             errors.push(format!("prompts: duplicate prompt id {:?}", pr.id));
@@ -403,15 +473,15 @@ fn read_prompt_file(path: &Path) -> Result<Vec<Prompt>, String> {
         }
         let p: RawPromptLine = serde_json::from_str(line).map_err(|e| {
             format!(
-                "{}:{}: not a JSON object {{\"id\": ..., \"text\": ...}}: {e}",
+                "{}:{}: not a JSON object {{\"id\": ..., \"text\": ...}} or {{\"id\": ..., \"messages\": [...]}}: {e}",
                 path.display(),
                 i + 1
             )
         })?;
-        out.push(Prompt {
-            id: p.id,
-            text: p.text,
-        });
+        out.push(
+            Prompt::new(&p.id, p.text.as_ref(), p.messages.as_ref())
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?,
+        );
     }
     if out.is_empty() {
         return Err(format!(

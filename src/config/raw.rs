@@ -55,6 +55,9 @@ pub struct RawModel {
     /// Extra end-of-generation tokens, as token strings (e.g. "<end_of_turn>").
     #[serde(default)]
     pub eos_tokens: Vec<String>,
+    /// Render every prompt with the model's chat template (`engine::chat`).
+    #[serde(default)]
+    pub chat: bool,
 }
 
 /// Either `{id, text}` or `{file}` (one JSON object `{"id": ..., "text": ...}` per line).
@@ -65,14 +68,28 @@ pub struct RawPrompt {
     pub id: Option<String>,
     #[serde(default)]
     pub text: Option<String>,
+    /// A conversation, for models with `chat: true`.
+    #[serde(default)]
+    pub messages: Option<Vec<RawMessage>>,
     #[serde(default)]
     pub file: Option<String>,
 }
 
-/// One line of a prompt file.
+/// One message of a conversation prompt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// One line of a prompt file: `{"id", "text"}` or `{"id", "messages"}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPromptLine {
     pub id: String,
-    pub text: String,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub messages: Option<Vec<RawMessage>>,
 }

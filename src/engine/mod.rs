@@ -3,6 +3,7 @@
 //! the tokenizer. Untrusted files are checked here: not-a-GGUF, missing metadata, an
 //! unsupported architecture, a tokenizer that does not fit the model's vocabulary.
 
+pub mod chat;
 mod decoder;
 pub mod gguf_tokenizer;
 pub mod qrows;
@@ -139,6 +140,8 @@ pub struct LoadedModel {
     pub context_length: usize,
     /// Token ids that end a generation.
     pub eos_ids: Vec<u32>,
+    /// The chat template every prompt is rendered with (`chat: true`).
+    pub chat: Option<chat::ChatTemplate>,
     pub gguf_sha256: String,
     pub tokenizer_sha256: String,
     pub load_ms: f64,
@@ -146,9 +149,25 @@ pub struct LoadedModel {
 
 impl LoadedModel {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    /// A prompt's token ids, and the rendered conversation for a chat model
+    /// ([`chat::model_input`]).
+    pub fn encode_prompt(
+        &self,
+        prompt: &crate::config::Prompt,
+    ) -> Result<(Vec<u32>, Option<String>)> {
+        let (text, special) = chat::model_input(self.chat.as_ref(), prompt)
+            .with_context(|| format!("rendering prompt {:?}", prompt.id))?;
+        let ids = self.encode_with(&text, special)?;
+        Ok((ids, self.chat.is_some().then_some(text)))
+    }
+
+    fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
-            .encode(text, true)
+            .encode(text, add_special_tokens)
             .map_err(|e| anyhow!("tokenizing the prompt failed: {e}"))?;
         let ids = enc.get_ids().to_vec();
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
@@ -501,6 +520,30 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     })
 }
 
+/// The token a chat template ends an assistant turn with: the first token of what it writes
+/// after a reply, when that is one whole token of the vocabulary (`<end_of_turn>`,
+/// `<|im_end|>`), not text.
+pub fn end_of_turn_id(t: &chat::ChatTemplate, tokenizer: &Tokenizer) -> Result<u32> {
+    let after = t.end_of_turn()?;
+    let ids = tokenizer
+        .encode(after.as_str(), false)
+        .map_err(|e| anyhow!("tokenizing the end of a turn failed: {e}"))?;
+    ids.get_ids()
+        .first()
+        .copied()
+        .filter(|&id| {
+            tokenizer
+                .id_to_token(id)
+                .is_some_and(|tok| tok.chars().count() > 1 && after.starts_with(&tok))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "the chat template of {} ends a reply with {after:?}, which does not start with a token of the vocabulary; add the end-of-turn token to `eos_tokens`",
+                t.source
+            )
+        })
+}
+
 /// A model's tokenizer: its `tokenizer.json`, or the one its GGUF describes when none is given.
 pub fn load_tokenizer(spec: &ModelSpec) -> Result<Tokenizer> {
     match &spec.tokenizer {
@@ -595,9 +638,17 @@ fn finish_load(
         })?;
         eos_ids.push(id);
     }
+    let chat = if spec.chat {
+        let t = chat::ChatTemplate::for_model(spec)?;
+        eos_ids.push(end_of_turn_id(&t, &tokenizer)?);
+        Some(t)
+    } else {
+        None
+    };
     eos_ids.sort_unstable();
     eos_ids.dedup();
     Ok(LoadedModel {
+        chat,
         model,
         tokenizer,
         architecture: arch,
@@ -673,6 +724,7 @@ mod tests {
             gguf: m.gguf,
             tokenizer: Some(m.tokenizer),
             eos_tokens: vec![],
+            chat: false,
         };
         let loaded = load(&spec, &Device::Cpu).unwrap();
         (dir, loaded)

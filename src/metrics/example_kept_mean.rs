@@ -43,6 +43,7 @@ mod tests {
             status: "ok".into(),
             error: None,
             prompt: "a prompt".into(),
+            chat_prompt: None,
             text: format!("w{prompt} x y"),
             prompt_tokens: 2,
             token_ids: vec![1, 2],

@@ -120,6 +120,7 @@ mod tests {
             status: "ok".into(),
             error: None,
             prompt: "x".into(),
+            chat_prompt: None,
             text: "y".into(),
             prompt_tokens: 1,
             token_ids: vec![1],
