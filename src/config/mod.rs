@@ -243,6 +243,56 @@ pub fn parse(
         if !seen.insert(m.id.clone()) {
             errors.push(format!("{p}.id: duplicate model id {:?}", m.id));
         }
+        if let Some(pattern) = &m.checkpoints {
+            if m.path.is_some() || m.gguf.is_some() {
+                errors.push(format!("{p}: give `checkpoints` (a pattern of checkpoint folders) without `path` or `gguf`"));
+                continue;
+            }
+            let tok = match &m.tokenizer {
+                None => None,
+                Some(t) => match resolve(base, t) {
+                    Ok(t) if t.is_file() => Some(t),
+                    Ok(t) => {
+                        errors.push(format!("{p}.tokenizer: {} does not exist", t.display()));
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.push(format!("{p}.tokenizer: {e}"));
+                        continue;
+                    }
+                },
+            };
+            match resolve(base, pattern).and_then(|pat| checkpoint_folders(&pat)) {
+                Err(e) => errors.push(format!("{p}.checkpoints: {e}")),
+                Ok(list) => {
+                    for (step, dir) in list {
+                        match find_gguf(&dir) {
+                            Err(e) => errors.push(format!("{p}.checkpoints: {e}")),
+                            Ok(g) => {
+                                let id = format!("{}@{step}", m.id);
+                                if !seen.insert(id.clone()) {
+                                    errors.push(format!(
+                                        "{p}: checkpoint id {id:?} is also another model's id"
+                                    ));
+                                }
+                                // the shared tokenizer, else the folder's, else the GGUF's own
+                                let t = tok.clone().or_else(|| {
+                                    Some(dir.join("tokenizer.json")).filter(|t| t.is_file())
+                                });
+                                models.push(ModelSpec {
+                                    id,
+                                    gguf: g,
+                                    tokenizer: t,
+                                    eos_tokens: m.eos_tokens.clone(),
+                                    chat: m.chat,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            continue;
+        }
         let (gguf, tok) = match (&m.path, &m.gguf, &m.tokenizer) {
             // the folder's tokenizer.json when it has one, else the GGUF's own tokenizer
             (Some(dir), None, None) => match resolve(base, dir) {
@@ -444,6 +494,48 @@ fn strip_location(msg: &str) -> &str {
         Some(i) => &msg[..i],
         None => msg,
     }
+}
+
+/// The folders `pattern` matches (a glob: `runs/sft/checkpoint-*`), each with the step number
+/// that ends its name (`checkpoint-500` is step 500), in step order.
+fn checkpoint_folders(pattern: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+    let text = pattern.to_string_lossy();
+    let paths = glob::glob(&text).map_err(|e| format!("{text:?} is not a valid pattern: {e}"))?;
+    let mut out: Vec<(u64, PathBuf)> = Vec::new();
+    for p in paths.filter_map(|p| p.ok()).filter(|p| p.is_dir()) {
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let digits: String = name
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let step = digits.parse::<u64>().map_err(|_| {
+            format!(
+                "{} does not end in a step number (as checkpoint-500 does); narrow the pattern to the checkpoint folders",
+                p.display()
+            )
+        })?;
+        if let Some((_, other)) = out.iter().find(|(s, _)| *s == step) {
+            return Err(format!(
+                "{} and {} are both step {step}",
+                other.display(),
+                p.display()
+            ));
+        }
+        out.push((step, p));
+    }
+    if out.is_empty() {
+        return Err(format!("no folder matches {text}"));
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn find_gguf(dir: &Path) -> Result<PathBuf, String> {

@@ -52,6 +52,10 @@ pub struct RawModel {
     /// A tokenizer.json; without it the tokenizer is built from the GGUF's own metadata.
     #[serde(default)]
     pub tokenizer: Option<String>,
+    /// A pattern of checkpoint folders (`runs/sft/checkpoint-*`): one model per folder, ordered
+    /// by the step number that ends its name, with ids `<id>@<step>`.
+    #[serde(default)]
+    pub checkpoints: Option<String>,
     /// Extra end-of-generation tokens, as token strings (e.g. "<end_of_turn>").
     #[serde(default)]
     pub eos_tokens: Vec<String>,
