@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from("models/gemma-3-270m");
     let spec = ModelSpec {
         id: "g".into(),
-        gguf: dir.join("gemma-3-270m-q4_k_m.gguf"),
+        weights: declab::config::Weights::Gguf(dir.join("gemma-3-270m-q4_k_m.gguf")),
         tokenizer: Some(dir.join("tokenizer.json")),
         eos_tokens: vec![],
         chat: false,

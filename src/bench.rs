@@ -478,7 +478,7 @@ pub fn default_model_spec() -> Option<ModelSpec> {
     let tokenizer = dir.join("gemma-3-270m/tokenizer.json");
     (gguf.is_file() && tokenizer.is_file()).then(|| ModelSpec {
         id: "gemma3-270m".into(),
-        gguf,
+        weights: crate::config::Weights::Gguf(gguf),
         tokenizer: Some(tokenizer),
         eos_tokens: vec![],
         chat: false,
@@ -517,7 +517,7 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
     let (rows, source) = match &spec {
         Some(s) => (
             real_logit_rows(s, 9)?,
-            format!("real Gemma 3 270M logits, {}", s.gguf.display()),
+            format!("real Gemma 3 270M logits, {}", s.weights.describe()),
         ),
         None => (
             synthetic_logit_rows(max_vocab, 8, 1),

@@ -663,6 +663,38 @@ fn scorer_spec(
     tokenizer: Option<&std::path::Path>,
 ) -> Result<config::ModelSpec> {
     let usage = |flag: &str, msg: String| ConfigError::new(std::path::Path::new(flag), vec![msg]);
+    if crate::engine::hf::is_hf_folder(scorer) {
+        let tokenizer = match tokenizer {
+            Some(t) if !t.is_file() => {
+                return Err(usage("--tokenizer", format!("cannot read {}", t.display())).into())
+            }
+            Some(t) => Some(t.to_path_buf()),
+            None => Some(scorer.join("tokenizer.json")).filter(|t| t.is_file()),
+        };
+        if tokenizer.is_none() {
+            return Err(usage(
+                "--scorer",
+                format!(
+                    "{} has no tokenizer.json; give one with --tokenizer",
+                    scorer.display()
+                ),
+            )
+            .into());
+        }
+        return Ok(config::ModelSpec {
+            id: scorer
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scorer".into()),
+            weights: config::Weights::Hf {
+                folder: scorer.to_path_buf(),
+                lora: None,
+            },
+            tokenizer,
+            eos_tokens: vec![],
+            chat: false,
+        });
+    }
     let gguf = if scorer.is_dir() {
         std::fs::read_dir(scorer)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -686,7 +718,7 @@ fn scorer_spec(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "scorer".into()),
-        gguf,
+        weights: config::Weights::Gguf(gguf),
         tokenizer,
         eos_tokens: vec![],
         chat: false,
@@ -792,12 +824,12 @@ fn select_cmd(a: &SelectArgs) -> Result<i32> {
         .context("loading the --scorer model")?;
     // another model may rerank a run's samples, but its traces are then not the run's
     for m in manifest.iter().flat_map(|m| &m.models) {
-        if m.gguf_sha256 != model.gguf_sha256 {
+        if m.weights_sha256 != model.weights_sha256 {
             eprintln!(
-                "declab: warning: the run's model {:?} ({}) is not the scorer's GGUF {}: the traces and selections will differ from the run's",
+                "declab: warning: the run's model {:?} ({}) is not the scorer {}: the traces and selections will differ from the run's",
                 m.id,
-                m.gguf,
-                spec.gguf.display()
+                m.weights,
+                spec.weights.describe()
             );
         }
     }

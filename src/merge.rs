@@ -168,7 +168,7 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
                 .map(|x| {
                     (
                         x.id.clone(),
-                        x.gguf_sha256.clone(),
+                        x.weights_sha256.clone(),
                         x.tokenizer_sha256.clone(),
                     )
                 })

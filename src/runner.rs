@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::config::{Experiment, Prompt};
+use crate::config::{Experiment, Prompt, Weights};
 use crate::engine::{self, LanguageModel, LoadedModel};
 use crate::grid::{GridIds, SampleKey, Shard};
 use crate::record::{SampleRecord, Timing, Trace};
@@ -144,16 +144,25 @@ impl Progress {
 pub fn preflight(exp: &Experiment) -> Result<()> {
     let mut errors = Vec::new();
     for (i, m) in exp.models.iter().enumerate() {
-        if let Some(problem) = engine::not_gguf(&m.gguf) {
+        // the key the weights were given under (a series' folders under `checkpoints`)
+        let key = match &m.weights {
+            Weights::Gguf(_) => "gguf",
+            Weights::Hf { lora: Some(_), .. } => "lora",
+            Weights::Hf { .. } => "hf",
+        };
+        if let Some(problem) = m.weights.gguf().and_then(engine::not_gguf) {
             errors.push(format!(
                 "models[{i}].gguf: {problem}; give the path of a .gguf model file"
             ));
             continue;
         }
-        let info = match engine::inspect(&m.gguf) {
+        let info = match engine::inspect_weights(&m.weights) {
             Ok(info) => info,
             Err(e) => {
-                errors.push(format!("models[{i}].gguf: {e:#}"));
+                errors.push(match key {
+                    "gguf" => format!("models[{i}].gguf: {e:#}"),
+                    _ => format!("models[{i}].{key} (model {:?}): {e:#}", m.id),
+                });
                 continue;
             }
         };
@@ -627,8 +636,8 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
         manifest.models.retain(|m| m.id != mspec.id);
         manifest.models.push(ModelInfo {
             id: mspec.id.clone(),
-            gguf: mspec.gguf.display().to_string(),
-            gguf_sha256: model.gguf_sha256.clone(),
+            weights: mspec.weights.describe(),
+            weights_sha256: model.weights_sha256.clone(),
             tokenizer: mspec.tokenizer_source(),
             tokenizer_sha256: model.tokenizer_sha256.clone(),
             architecture: model.architecture.clone(),

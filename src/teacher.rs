@@ -150,7 +150,7 @@ mod tests {
         let tiny = crate::engine::tiny::write(dir.path(), 7).unwrap();
         let spec = crate::config::ModelSpec {
             id: "tiny".into(),
-            gguf: tiny.gguf,
+            weights: crate::config::Weights::Gguf(tiny.gguf),
             tokenizer: Some(tiny.tokenizer),
             eos_tokens: vec![],
             chat: false,

@@ -20,7 +20,7 @@ fn gemma() -> ModelSpec {
     let m = real_models_dir();
     ModelSpec {
         id: "gemma3-270m".into(),
-        gguf: m.join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf"),
+        weights: declab::config::Weights::Gguf(m.join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf")),
         tokenizer: Some(m.join("gemma-3-270m/tokenizer.json")),
         eos_tokens: vec![],
         chat: true,
@@ -30,7 +30,9 @@ fn gemma() -> ModelSpec {
 fn smollm2() -> ModelSpec {
     ModelSpec {
         id: "smollm2-135m".into(),
-        gguf: real_models_dir().join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        weights: declab::config::Weights::Gguf(
+            real_models_dir().join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ),
         tokenizer: None,
         eos_tokens: vec![],
         chat: true,

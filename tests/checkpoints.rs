@@ -63,7 +63,7 @@ fn a_checkpoint_series_runs_as_one_grid_in_step_order() {
         .zip([20, 100, 1000])
     {
         assert!(
-            m["gguf"]
+            m["weights"]
                 .as_str()
                 .unwrap()
                 .contains(&format!("checkpoint-{step}/tiny.gguf")),
@@ -105,7 +105,7 @@ fn bad_checkpoint_patterns_are_configuration_errors() {
         ),
         (
             "  - {id: sft, checkpoints: \"runs/sft/checkpoint-*\", gguf: x.gguf}\n",
-            "give `checkpoints` (a pattern of checkpoint folders) without `path` or `gguf`",
+            "give exactly one of `path`",
         ),
         (
             "  - {id: sft@20, path: runs/sft/checkpoint-20}\n  - {id: sft, checkpoints: \"runs/sft/checkpoint-*\"}\n",

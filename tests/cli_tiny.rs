@@ -91,7 +91,7 @@ fn run_writes_documented_outputs_and_is_reproducible() {
     assert_eq!(m["status"], "complete");
     assert_eq!(m["samples_done"], 24);
     assert_eq!(m["models"][0]["architecture"], "gemma3");
-    assert_eq!(m["models"][0]["gguf_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(m["models"][0]["weights_sha256"].as_str().unwrap().len(), 64);
     assert!(m["config_sha256"].as_str().unwrap().len() == 64);
     assert!(m["resolved_config"]["strategies"].as_array().unwrap().len() == 4);
 }

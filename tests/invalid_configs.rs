@@ -251,7 +251,7 @@ const CASES: &[Case] = &[
     (
         "path and gguf together",
         |b| rep(b, "  - id: tiny\n", "  - id: tiny\n    path: somewhere\n"),
-        &["models[0]", "either `path`"],
+        &["models[0]", "exactly one of `path`"],
     ),
     (
         "zero max_new_tokens",

@@ -110,7 +110,7 @@ samples: 2\nmax_new_tokens: 24\nstrategies:\n  - kind: greedy\n  - {{kind: tempe
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(
-        m["models"][0]["gguf_sha256"],
+        m["models"][0]["weights_sha256"],
         "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
     );
     assert_eq!(m["models"][0]["vocab_size"], 262144);

@@ -263,7 +263,7 @@ samples: 2\nmax_new_tokens: 12\nstrategies:\n  - kind: greedy\n  - {{kind: top_p
             .ends_with("gemma-3-270m-q4_k_m.gguf (its tokenizer.ggml metadata)"),
         "{m}"
     );
-    assert_eq!(m["tokenizer_sha256"], m["gguf_sha256"]);
+    assert_eq!(m["tokenizer_sha256"], m["weights_sha256"]);
 
     declab()
         .args(["run", own.to_str().unwrap(), "--out", b.to_str().unwrap()])

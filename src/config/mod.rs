@@ -26,9 +26,12 @@ pub const MAX_TOTAL_SAMPLES: u64 = 10_000_000;
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelSpec {
     pub id: String,
-    pub gguf: PathBuf,
+    /// Serialised as `"gguf": path` for a GGUF (as before Hugging Face folders existed, so a
+    /// GGUF experiment's config hash did not change) or `"hf": {folder, lora}`.
+    #[serde(flatten)]
+    pub weights: Weights,
     /// A tokenizer.json; `None`: the tokenizer is built from the GGUF's own metadata
-    /// (`engine::gguf_tokenizer`).
+    /// (`engine::gguf_tokenizer`). Always set for a Hugging Face folder.
     pub tokenizer: Option<PathBuf>,
     pub eos_tokens: Vec<String>,
     /// Prompts reach the model through its chat template (`engine::chat`).
@@ -36,12 +39,59 @@ pub struct ModelSpec {
     pub chat: bool,
 }
 
+/// Where a model's weights are.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Weights {
+    /// A GGUF file.
+    Gguf(PathBuf),
+    /// A Hugging Face folder (`engine::hf`), with a PEFT LoRA adapter merged at load.
+    Hf {
+        folder: PathBuf,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lora: Option<PathBuf>,
+    },
+}
+
+impl Weights {
+    /// The GGUF file or the folder.
+    pub fn path(&self) -> &Path {
+        match self {
+            Weights::Gguf(p) => p,
+            Weights::Hf { folder, .. } => folder,
+        }
+    }
+
+    /// The GGUF file, for a GGUF model.
+    pub fn gguf(&self) -> Option<&Path> {
+        match self {
+            Weights::Gguf(p) => Some(p),
+            Weights::Hf { .. } => None,
+        }
+    }
+
+    /// For messages and the manifest: the file, or the folder and its adapter.
+    pub fn describe(&self) -> String {
+        match self {
+            Weights::Gguf(p) => p.display().to_string(),
+            Weights::Hf { folder, lora: None } => folder.display().to_string(),
+            Weights::Hf {
+                folder,
+                lora: Some(l),
+            } => format!("{} + LoRA {}", folder.display(), l.display()),
+        }
+    }
+}
+
 impl ModelSpec {
     /// Where the tokenizer comes from, for messages and the manifest.
     pub fn tokenizer_source(&self) -> String {
         match &self.tokenizer {
             Some(t) => t.display().to_string(),
-            None => format!("{} (its tokenizer.ggml metadata)", self.gguf.display()),
+            None => format!(
+                "{} (its tokenizer.ggml metadata)",
+                self.weights.path().display()
+            ),
         }
     }
 }
@@ -233,127 +283,7 @@ pub fn parse(
     }
 
     // models
-    let mut models = Vec::new();
-    if raw.models.is_empty() {
-        errors.push("models: the list is empty; declare at least one model".into());
-    }
-    let mut seen = BTreeSet::new();
-    for (i, m) in raw.models.iter().enumerate() {
-        let p = format!("models[{i}]");
-        if !seen.insert(m.id.clone()) {
-            errors.push(format!("{p}.id: duplicate model id {:?}", m.id));
-        }
-        if let Some(pattern) = &m.checkpoints {
-            if m.path.is_some() || m.gguf.is_some() {
-                errors.push(format!("{p}: give `checkpoints` (a pattern of checkpoint folders) without `path` or `gguf`"));
-                continue;
-            }
-            let tok = match &m.tokenizer {
-                None => None,
-                Some(t) => match resolve(base, t) {
-                    Ok(t) if t.is_file() => Some(t),
-                    Ok(t) => {
-                        errors.push(format!("{p}.tokenizer: {} does not exist", t.display()));
-                        continue;
-                    }
-                    Err(e) => {
-                        errors.push(format!("{p}.tokenizer: {e}"));
-                        continue;
-                    }
-                },
-            };
-            match resolve(base, pattern).and_then(|pat| checkpoint_folders(&pat)) {
-                Err(e) => errors.push(format!("{p}.checkpoints: {e}")),
-                Ok(list) => {
-                    for (step, dir) in list {
-                        match find_gguf(&dir) {
-                            Err(e) => errors.push(format!("{p}.checkpoints: {e}")),
-                            Ok(g) => {
-                                let id = format!("{}@{step}", m.id);
-                                if !seen.insert(id.clone()) {
-                                    errors.push(format!(
-                                        "{p}: checkpoint id {id:?} is also another model's id"
-                                    ));
-                                }
-                                // the shared tokenizer, else the folder's, else the GGUF's own
-                                let t = tok.clone().or_else(|| {
-                                    Some(dir.join("tokenizer.json")).filter(|t| t.is_file())
-                                });
-                                models.push(ModelSpec {
-                                    id,
-                                    gguf: g,
-                                    tokenizer: t,
-                                    eos_tokens: m.eos_tokens.clone(),
-                                    chat: m.chat,
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-            continue;
-        }
-        let (gguf, tok) = match (&m.path, &m.gguf, &m.tokenizer) {
-            // the folder's tokenizer.json when it has one, else the GGUF's own tokenizer
-            (Some(dir), None, None) => match resolve(base, dir) {
-                Ok(d) => match find_gguf(&d) {
-                    Ok(g) => {
-                        let t = d.join("tokenizer.json");
-                        (Some(g), Some(t.is_file().then_some(t)))
-                    }
-                    Err(e) => {
-                        errors.push(format!("{p}.path: {e}"));
-                        (None, None)
-                    }
-                },
-                Err(e) => {
-                    errors.push(format!("{p}.path: {e}"));
-                    (None, None)
-                }
-            },
-            (None, Some(g), t) => {
-                let g = resolve(base, g)
-                    .map_err(|e| errors.push(format!("{p}.gguf: {e}")))
-                    .ok();
-                let t = match t {
-                    None => Some(None),
-                    Some(t) => resolve(base, t)
-                        .map_err(|e| errors.push(format!("{p}.tokenizer: {e}")))
-                        .ok()
-                        .map(Some),
-                };
-                (g, t)
-            }
-            _ => {
-                errors.push(format!("{p}: give either `path` (a folder with one .gguf, and a tokenizer.json unless the GGUF's own tokenizer is wanted) or `gguf` (and optionally `tokenizer`, a tokenizer.json to use instead of the GGUF's own)"));
-                (None, None)
-            }
-        };
-        if let (Some(g), Some(t)) = (gguf, tok) {
-            if g.is_dir() {
-                errors.push(format!(
-                    "{p}.gguf: {} is a folder; give the path of the .gguf file in it",
-                    g.display()
-                ));
-            } else if !g.is_file() {
-                errors.push(format!(
-                    "{p}.gguf: {} does not exist (run `make models` to fetch the default model)",
-                    g.display()
-                ));
-            }
-            if let Some(t) = t.as_ref().filter(|t| !t.is_file()) {
-                errors.push(format!("{p}.tokenizer: {} does not exist (run `make models` to fetch the default tokenizer, or leave `tokenizer` out to use the GGUF's own)", t.display()));
-            }
-            models.push(ModelSpec {
-                id: m.id.clone(),
-                gguf: g,
-                tokenizer: t,
-                eos_tokens: m.eos_tokens.clone(),
-                chat: m.chat,
-            });
-        }
-    }
-
+    let models = resolve_models(&raw.models, base, &mut errors);
     // prompts
     let mut prompts = Vec::new();
     if raw.prompts.is_empty() {
@@ -536,6 +466,244 @@ fn checkpoint_folders(pattern: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The validated models of the file: `gguf:`/`tokenizer:`, `path:` (a folder with one .gguf, or
+/// a Hugging Face folder), `hf:`, `base:` + `lora:`, and `checkpoints:` series (of GGUF folders,
+/// Hugging Face folders, or, with `base:`, LoRA adapter folders).
+fn resolve_models(raw: &[raw::RawModel], base: &Path, errors: &mut Vec<String>) -> Vec<ModelSpec> {
+    let mut models = Vec::new();
+    if raw.is_empty() {
+        errors.push("models: the list is empty; declare at least one model".into());
+    }
+    let mut seen = BTreeSet::new();
+    for (i, m) in raw.iter().enumerate() {
+        let p = format!("models[{i}]");
+        if !seen.insert(m.id.clone()) {
+            errors.push(format!("{p}.id: duplicate model id {:?}", m.id));
+        }
+        let sources = [
+            m.path.is_some(),
+            m.gguf.is_some(),
+            m.hf.is_some(),
+            m.lora.is_some(),
+            m.checkpoints.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            errors.push(format!("{p}: give exactly one of `path` (a folder with one .gguf, or a Hugging Face folder), `gguf` (a .gguf file), `hf` (a Hugging Face folder: config.json and safetensors), `lora` (a PEFT adapter folder, with `base`) or `checkpoints` (a pattern of checkpoint folders)"));
+            continue;
+        }
+        if m.base.is_some() && m.lora.is_none() && m.checkpoints.is_none() {
+            errors.push(format!("{p}.base: `base` is the model a LoRA adapter applies to; give the adapter as `lora` (or a series of adapter checkpoints as `checkpoints`)"));
+            continue;
+        }
+        if m.lora.is_some() && m.base.is_none() {
+            errors.push(format!("{p}.lora: give `base`, the model the adapter was trained on (a model id of this file with `hf:`, or a Hugging Face folder)"));
+            continue;
+        }
+        // a `tokenizer:` given for the model (or a whole series)
+        let tok = match &m.tokenizer {
+            None => None,
+            Some(t) => match resolve(base, t) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.push(format!("{p}.tokenizer: {e}"));
+                    continue;
+                }
+            },
+        };
+        // the base folder of a LoRA entry, with its tokenizer
+        let lora_base = match &m.base {
+            None => None,
+            Some(b) => match lora_base(raw, base, b) {
+                Ok(x) => Some(x),
+                Err(e) => {
+                    errors.push(format!("{p}.base: {e}"));
+                    continue;
+                }
+            },
+        };
+        let folder_tokenizer =
+            |dir: &Path| Some(dir.join("tokenizer.json")).filter(|t| t.is_file());
+        let make = |id: String, weights: Weights, tokenizer: Option<PathBuf>, at: &str| {
+            if let (Weights::Hf { folder, .. }, None) = (&weights, &tokenizer) {
+                return Err(format!("{p}{at}: {} has no tokenizer.json; give the tokenizer the model was trained with as `tokenizer:`", folder.display()));
+            }
+            if let Some(t) = tokenizer.as_ref().filter(|t| !t.is_file()) {
+                return Err(format!("{p}.tokenizer: {} does not exist (run `make models` to fetch the default tokenizer, or leave `tokenizer` out to use the model's own)", t.display()));
+            }
+            Ok(ModelSpec {
+                id,
+                weights,
+                tokenizer,
+                eos_tokens: m.eos_tokens.clone(),
+                chat: m.chat,
+            })
+        };
+        let mut push = |r: Result<ModelSpec, String>, errors: &mut Vec<String>| match r {
+            Ok(s) => models.push(s),
+            Err(e) => errors.push(e),
+        };
+        if let Some(pattern) = &m.checkpoints {
+            let list = match resolve(base, pattern).and_then(|pat| checkpoint_folders(&pat)) {
+                Ok(l) => l,
+                Err(e) => {
+                    errors.push(format!("{p}.checkpoints: {e}"));
+                    continue;
+                }
+            };
+            for (step, dir) in list {
+                let id = format!("{}@{step}", m.id);
+                if !seen.insert(id.clone()) {
+                    errors.push(format!(
+                        "{p}: checkpoint id {id:?} is also another model's id"
+                    ));
+                }
+                let t = tok.clone().or_else(|| folder_tokenizer(&dir));
+                if crate::engine::hf::is_adapter_folder(&dir) {
+                    match &lora_base {
+                        Some((folder, base_tok)) => push(make(id, Weights::Hf { folder: folder.clone(), lora: Some(dir) }, t.or_else(|| base_tok.clone()), ".checkpoints"), errors),
+                        None => errors.push(format!("{p}.checkpoints: {} holds a LoRA adapter (adapter_config.json); give `base`, the model it was trained on", dir.display())),
+                    }
+                } else if lora_base.is_some() {
+                    errors.push(format!("{p}.checkpoints: {} is not a LoRA adapter folder (no adapter_config.json), but `base` is given; leave `base` out for full checkpoints", dir.display()));
+                } else if crate::engine::hf::is_hf_folder(&dir) {
+                    push(
+                        make(
+                            id,
+                            Weights::Hf {
+                                folder: dir,
+                                lora: None,
+                            },
+                            t,
+                            ".checkpoints",
+                        ),
+                        errors,
+                    );
+                } else {
+                    match find_gguf(&dir) {
+                        Ok(g) => push(make(id, Weights::Gguf(g), t, ".checkpoints"), errors),
+                        Err(e) => errors.push(format!("{p}.checkpoints: {e}, and it is not a Hugging Face folder (config.json and model.safetensors) or a LoRA adapter")),
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(l) = &m.lora {
+            let (folder, base_tok) = lora_base.expect("checked above");
+            match resolve(base, l) {
+                Ok(dir) if crate::engine::hf::is_adapter_folder(&dir) => {
+                    let t = tok.or_else(|| folder_tokenizer(&dir)).or(base_tok);
+                    push(make(m.id.clone(), Weights::Hf { folder, lora: Some(dir) }, t, ".lora"), errors);
+                }
+                Ok(dir) => errors.push(format!("{p}.lora: {} has no adapter_config.json; give a PEFT LoRA adapter folder (adapter_config.json and adapter_model.safetensors)", dir.display())),
+                Err(e) => errors.push(format!("{p}.lora: {e}")),
+            }
+            continue;
+        }
+        if let Some(h) = &m.hf {
+            match resolve(base, h) {
+                Ok(dir) if dir.is_dir() => {
+                    let t = tok.or_else(|| folder_tokenizer(&dir));
+                    push(make(m.id.clone(), Weights::Hf { folder: dir, lora: None }, t, ".hf"), errors);
+                }
+                Ok(dir) => errors.push(format!("{p}.hf: {} is not a folder; give the Hugging Face model folder (config.json and model.safetensors)", dir.display())),
+                Err(e) => errors.push(format!("{p}.hf: {e}")),
+            }
+            continue;
+        }
+        if let Some(dir) = &m.path {
+            if m.tokenizer.is_some() {
+                errors.push(format!("{p}: give either `path` (a folder with one .gguf, and a tokenizer.json unless the GGUF's own tokenizer is wanted) or `gguf` (and optionally `tokenizer`, a tokenizer.json to use instead of the GGUF's own)"));
+                continue;
+            }
+            match resolve(base, dir) {
+                Ok(d) if crate::engine::hf::is_hf_folder(&d) => {
+                    let t = folder_tokenizer(&d);
+                    push(
+                        make(
+                            m.id.clone(),
+                            Weights::Hf {
+                                folder: d,
+                                lora: None,
+                            },
+                            t,
+                            ".path",
+                        ),
+                        errors,
+                    );
+                }
+                Ok(d) => match find_gguf(&d) {
+                    Ok(g) => {
+                        let t = folder_tokenizer(&d);
+                        push(make(m.id.clone(), Weights::Gguf(g), t, ".path"), errors);
+                    }
+                    Err(e) => errors.push(format!("{p}.path: {e}")),
+                },
+                Err(e) => errors.push(format!("{p}.path: {e}")),
+            }
+            continue;
+        }
+        let g = m.gguf.as_ref().expect("one source, checked above");
+        match resolve(base, g) {
+            Ok(g) if g.is_dir() => errors.push(format!(
+                "{p}.gguf: {} is a folder; give the path of the .gguf file in it (or `hf:` for a Hugging Face folder)",
+                g.display()
+            )),
+            Ok(g) if !g.is_file() => {
+                errors.push(format!(
+                    "{p}.gguf: {} does not exist (run `make models` to fetch the default model)",
+                    g.display()
+                ));
+                if let Some(t) = tok.as_ref().filter(|t| !t.is_file()) {
+                    errors.push(format!("{p}.tokenizer: {} does not exist (run `make models` to fetch the default tokenizer, or leave `tokenizer` out to use the GGUF's own)", t.display()));
+                }
+            }
+            Ok(g) => push(make(m.id.clone(), Weights::Gguf(g), tok, ".gguf"), errors),
+            Err(e) => errors.push(format!("{p}.gguf: {e}")),
+        }
+    }
+    models
+}
+
+/// The folder (and its tokenizer) a LoRA entry's `base` names: a model id of this file given
+/// as a Hugging Face folder, or a folder.
+fn lora_base(
+    raw: &[raw::RawModel],
+    base: &Path,
+    b: &str,
+) -> Result<(PathBuf, Option<PathBuf>), String> {
+    let tokenizer_of = |m: &raw::RawModel, dir: &Path| -> Result<Option<PathBuf>, String> {
+        match &m.tokenizer {
+            Some(t) => resolve(base, t).map(Some).map_err(|e| e.to_string()),
+            None => Ok(Some(dir.join("tokenizer.json")).filter(|t| t.is_file())),
+        }
+    };
+    if let Some(m) = raw.iter().find(|m| m.id == b) {
+        let dir = match (&m.hf, &m.path) {
+            (Some(h), _) => resolve(base, h).map_err(|e| e.to_string())?,
+            (None, Some(d)) => {
+                let d = resolve(base, d).map_err(|e| e.to_string())?;
+                if !crate::engine::hf::is_hf_folder(&d) {
+                    return Err(format!("model {b:?} ({}) is not a Hugging Face folder; a LoRA adapter applies to an f32/bf16/f16 Hugging Face checkpoint (`hf:`), not to a GGUF", d.display()));
+                }
+                d
+            }
+            _ => {
+                return Err(format!("model {b:?} is not a Hugging Face folder (`hf:`); a LoRA adapter applies to an f32/bf16/f16 Hugging Face checkpoint, not to a GGUF, a series or another adapter"))
+            }
+        };
+        let t = tokenizer_of(m, &dir)?;
+        return Ok((dir, t));
+    }
+    let dir = resolve(base, b).map_err(|e| e.to_string())?;
+    if !dir.is_dir() {
+        return Err(format!(
+            "{b:?} is neither a model id of this file nor a folder; give the id of an `hf:` model or the base model's Hugging Face folder"
+        ));
+    }
+    let t = Some(dir.join("tokenizer.json")).filter(|t| t.is_file());
+    Ok((dir, t))
 }
 
 fn find_gguf(dir: &Path) -> Result<PathBuf, String> {

@@ -49,6 +49,15 @@ pub struct RawModel {
     pub path: Option<String>,
     #[serde(default)]
     pub gguf: Option<String>,
+    /// A Hugging Face model folder (config.json, model.safetensors or shards).
+    #[serde(default)]
+    pub hf: Option<String>,
+    /// The model a LoRA adapter applies to: a model id of this file, or a Hugging Face folder.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors).
+    #[serde(default)]
+    pub lora: Option<String>,
     /// A tokenizer.json; without it the tokenizer is built from the GGUF's own metadata.
     #[serde(default)]
     pub tokenizer: Option<String>,

@@ -66,7 +66,7 @@ impl ChatTemplate {
                 return Ok(t);
             }
         }
-        if let Some(t) = from_gguf(&spec.gguf)? {
+        if let Some(t) = spec.weights.gguf().map(from_gguf).transpose()?.flatten() {
             return Ok(t);
         }
         let looked = match (&config, &spec.tokenizer) {
@@ -74,10 +74,15 @@ impl ChatTemplate {
             (None, Some(t)) => format!("there is no tokenizer_config.json beside {}", t.display()),
             (None, None) => "the model has no tokenizer.json folder".into(),
         };
-        bail!(
-            "no chat template: {looked}, and {} has no `tokenizer.chat_template`; give the model a tokenizer whose folder holds the tokenizer_config.json it was trained with, or leave out `chat: true`",
-            spec.gguf.display()
-        )
+        match spec.weights.gguf() {
+            Some(g) => bail!(
+                "no chat template: {looked}, and {} has no `tokenizer.chat_template`; give the model a tokenizer whose folder holds the tokenizer_config.json it was trained with, or leave out `chat: true`",
+                g.display()
+            ),
+            None => bail!(
+                "no chat template: {looked}; give the model a tokenizer whose folder holds the tokenizer_config.json (or chat_template.jinja) it was trained with, or leave out `chat: true`"
+            ),
+        }
     }
 
     /// The template rendered for `messages`, with `add_generation_prompt`.
@@ -168,7 +173,11 @@ fn from_tokenizer_config(path: &Path) -> Result<Option<ChatTemplate>> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    // transformers 4.43 and later save the template beside it as chat_template.jinja
+    let jinja = path.with_file_name("chat_template.jinja");
     let template = match v.get("chat_template") {
+        None | Some(serde_json::Value::Null) if jinja.is_file() => std::fs::read_to_string(&jinja)
+            .with_context(|| format!("cannot read {}", jinja.display()))?,
         None | Some(serde_json::Value::Null) => return Ok(None),
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Array(list)) => list

@@ -45,6 +45,8 @@ use candle_core::quantized::{
 };
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 
+use super::dense::DenseRows;
+use super::hf::{HfModel, LayerNames};
 use super::qrows::{QKind, QRows, QuantInput};
 
 const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
@@ -229,6 +231,10 @@ impl RmsNorm {
         Ok(Self { w, eps: eps as f32 })
     }
 
+    fn from_vec(w: Vec<f32>, eps: f64) -> Self {
+        Self { w, eps: eps as f32 }
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let n = self.w.len();
         if x.dim(candle_core::D::Minus1)? != n {
@@ -303,6 +309,9 @@ struct Layer {
     head_dim: usize,
     sliding_window: Option<usize>,
     global_rope: bool,
+    /// The attention logits' scale: `1 / sqrt(head_dim)`, or Gemma's
+    /// `query_pre_attn_scalar^-1/2` where a Hugging Face config gives one.
+    attn_scale: f64,
 }
 
 #[derive(Debug)]
@@ -312,6 +321,8 @@ enum Embeddings {
     Own(Arc<QRows>),
     /// Anything else, through candle (zero-padded Q8_0 included; cut back on lookup).
     Candle(QMatMul),
+    /// f32 rows (a Hugging Face checkpoint), shared with a tied output projection.
+    Dense(Arc<DenseRows>),
 }
 
 impl Embeddings {
@@ -319,6 +330,21 @@ impl Embeddings {
     fn lookup(&self, x: &Tensor, width: usize) -> Result<Tensor> {
         match self {
             Embeddings::Candle(mm) => mm.embedding(x)?.narrow(2, 0, width),
+            Embeddings::Dense(rows) => {
+                let (b, seq) = x.dims2()?;
+                let ids = x.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = Vec::with_capacity(ids.len() * rows.cols());
+                for &id in &ids {
+                    if id as usize >= rows.rows() {
+                        candle_core::bail!(
+                            "token id {id} is outside the vocabulary of {}",
+                            rows.rows()
+                        );
+                    }
+                    out.extend_from_slice(rows.row(id as usize));
+                }
+                Tensor::from_vec(out, (b, seq, rows.cols()), x.device())?.narrow(2, 0, width)
+            }
             Embeddings::Own(rows) => {
                 let (b, seq) = x.dims2()?;
                 let ids = x.flatten_all()?.to_vec1::<u32>()?;
@@ -345,6 +371,7 @@ impl Embeddings {
 enum Output {
     Own(Arc<QRows>),
     Candle(Linear),
+    Dense(Arc<DenseRows>),
 }
 
 impl Output {
@@ -352,6 +379,7 @@ impl Output {
         match self {
             Output::Own(rows) => rows.rows(),
             Output::Candle(l) => l.qt.shape().dims()[0],
+            Output::Dense(rows) => rows.rows(),
         }
     }
 
@@ -360,6 +388,7 @@ impl Output {
         match self {
             Output::Candle(l) => l.forward(x)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1(),
             Output::Own(rows) => Ok(rows.matmul(&quantise(x, rows.cols())?).swap_remove(0)),
+            Output::Dense(rows) => Ok(rows.matmul(&floats(x, rows.cols())?).swap_remove(0)),
         }
     }
 }
@@ -371,6 +400,8 @@ impl Output {
 enum Proj {
     Own(Vec<QRows>),
     Candle(Vec<Linear>),
+    /// f32 weights (a Hugging Face checkpoint), stacked.
+    Dense(DenseRows),
 }
 
 impl Proj {
@@ -387,6 +418,18 @@ impl Proj {
     fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         match self {
             Proj::Candle(ws) => project(&ws.iter().collect::<Vec<_>>(), x),
+            Proj::Dense(m) => {
+                let dims = x.dims().to_vec();
+                m.matmul(&floats(x, m.cols())?)
+                    .into_iter()
+                    .zip(m.parts())
+                    .map(|(out, &n)| {
+                        let mut od = dims.clone();
+                        *od.last_mut().unwrap() = n;
+                        Tensor::from_vec(out, od, x.device())
+                    })
+                    .collect()
+            }
             Proj::Own(mats) => {
                 let dims = x.dims().to_vec();
                 let xq = quantise(x, mats[0].cols())?;
@@ -412,6 +455,15 @@ fn quantise(x: &Tensor, k: usize) -> Result<QuantInput> {
     }
     let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
     Ok(QuantInput::new(&xs, k))
+}
+
+/// `x`'s rows (its last dimension, which must be `k` wide) as f32, row-major.
+fn floats(x: &Tensor, k: usize) -> Result<Vec<f32>> {
+    let width = x.dim(candle_core::D::Minus1)?;
+    if width != k {
+        candle_core::bail!("projection input is {width} wide, the weights {k}");
+    }
+    x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
 /// Weights read from the GGUF straight into [`QRows`] (CPU only), consecutive ones of the same
@@ -480,6 +532,9 @@ struct Weights {
     context_length: usize,
     rope_global: Rope,
     rope_sliding: Rope,
+    /// RoPE on interleaved pairs (a Llama GGUF, whose q/k the converter permuted for it) or on
+    /// halves (Gemma; a Llama Hugging Face checkpoint, `rotate_half`).
+    rope_interleaved: bool,
 }
 
 /// One layer's keys and values for `batch` sequences: `(batch, n_kv_head, capacity, head_dim)`
@@ -739,6 +794,7 @@ impl ModelWeights {
                     None
                 },
                 global_rope: !is_sliding,
+                attn_scale: 1.0 / (key_length as f64).sqrt(),
             });
         }
         let w = Weights {
@@ -751,9 +807,128 @@ impl ModelWeights {
             context_length,
             rope_global: Rope::new(key_length, rope_freq_base),
             rope_sliding: Rope::new(key_length, rope_freq_base_sliding),
+            rope_interleaved: family == Family::Llama,
         };
         Ok(Self {
             caches: (0..block_count).map(|_| None).collect(),
+            w: Arc::new(w),
+            reserve: 0,
+        })
+    }
+
+    /// A Hugging Face checkpoint ([`HfModel`], already checked), its weights held in f32: on
+    /// CPU on declab's dense kernel (batch-invariant, [`DenseRows`]), elsewhere through candle
+    /// row by row. Only the conventions differ from a GGUF (see `hf.rs`): Gemma's norms get
+    /// their `1 +`, Llama's RoPE pairs halves.
+    pub fn from_hf(m: &HfModel, device: &Device) -> Result<Self> {
+        let c = &m.config;
+        let read = |name: &str| -> Result<Vec<f32>> {
+            m.read(name)
+                .map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+        };
+        let gemma = c.family == Family::Gemma3;
+        let norm = |name: &str| -> Result<RmsNorm> {
+            let mut w = read(name)?;
+            if gemma {
+                w.iter_mut().for_each(|v| *v += 1.0);
+            }
+            Ok(RmsNorm::from_vec(w, c.eps))
+        };
+        // (stacked weights, width, rows of each part)
+        let dense = |names: &[&String], k: usize| -> Result<Proj> {
+            let mut all = Vec::new();
+            let mut parts = Vec::new();
+            for n in names {
+                let w = read(n)?;
+                parts.push(w.len() / k);
+                all.extend(w);
+            }
+            if device.is_cpu() {
+                return Ok(Proj::Dense(DenseRows::new(all, k, parts)));
+            }
+            let mut ws = Vec::new();
+            let mut start = 0;
+            for &rows in &parts {
+                let t = Tensor::from_slice(&all[start * k..(start + rows) * k], (rows, k), device)?;
+                ws.push(Linear::new(QTensor::quantize(&t, GgmlDType::F32)?)?);
+                start += rows;
+            }
+            Ok(Proj::Candle(ws))
+        };
+        let matrix = |name: &str| -> Result<Arc<DenseRows>> {
+            let w = read(name)?;
+            let rows = w.len() / c.hidden;
+            Ok(Arc::new(DenseRows::new(w, c.hidden, vec![rows])))
+        };
+        let (tok_embeddings, tied) = {
+            let rows = matrix("model.embed_tokens.weight")?;
+            if device.is_cpu() {
+                (Embeddings::Dense(rows.clone()), Output::Dense(rows))
+            } else {
+                let t = Tensor::from_slice(
+                    &(0..rows.rows())
+                        .flat_map(|r| rows.row(r).to_vec())
+                        .collect::<Vec<_>>(),
+                    (rows.rows(), c.hidden),
+                    device,
+                )?;
+                let qt = Arc::new(QTensor::quantize(&t, GgmlDType::F32)?);
+                (
+                    Embeddings::Candle(QMatMul::from_arc(qt.clone())?),
+                    Output::Candle(Linear::from_arc(qt)?),
+                )
+            }
+        };
+        let output = if c.tied {
+            tied
+        } else if device.is_cpu() {
+            Output::Dense(matrix("lm_head.weight")?)
+        } else {
+            match dense(&[&"lm_head.weight".to_string()], c.hidden)? {
+                Proj::Candle(mut ws) => Output::Candle(ws.swap_remove(0)),
+                _ => unreachable!("non-CPU projections run on candle"),
+            }
+        };
+        let mut layers = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            let n = LayerNames::new(c.family, i);
+            let q_width = c.heads * c.head_dim;
+            let g = n.gemma.as_ref();
+            let opt = |name: Option<&String>| name.map(|n| norm(n)).transpose();
+            let sliding = c.sliding[i];
+            layers.push(Layer {
+                qkv: dense(&[&n.q, &n.k, &n.v], c.hidden)?,
+                wo: dense(&[&n.o], q_width)?,
+                q_norm: opt(g.map(|g| &g.q_norm))?,
+                k_norm: opt(g.map(|g| &g.k_norm))?,
+                attention_norm: norm(&n.attn_norm)?,
+                post_attention_norm: opt(g.map(|g| &g.post_attn_norm))?,
+                ffn_norm: norm(&n.ffn_norm)?,
+                post_ffn_norm: opt(g.map(|g| &g.post_ffn_norm))?,
+                gate_up: dense(&[&n.gate, &n.up], c.hidden)?,
+                down: dense(&[&n.down], c.intermediate)?,
+                n_head: c.heads,
+                n_kv_head: c.kv_heads,
+                head_dim: c.head_dim,
+                sliding_window: if sliding { c.sliding_window } else { None },
+                global_rope: !sliding,
+                attn_scale: c.attn_scale,
+            });
+        }
+        let w = Weights {
+            family: c.family,
+            tok_embeddings,
+            embedding_length: c.hidden,
+            layers,
+            norm: norm("model.norm.weight")?,
+            output,
+            context_length: c.context_length,
+            rope_global: Rope::new(c.head_dim, c.rope_theta),
+            rope_sliding: Rope::new(c.head_dim, c.rope_local),
+            rope_interleaved: false,
+        };
+        Ok(Self {
+            caches: (0..c.layers).map(|_| None).collect(),
             w: Arc::new(w),
             reserve: 0,
         })
@@ -829,7 +1004,7 @@ impl ModelWeights {
         let ropes = Ropes {
             global: &global,
             sliding: &sliding,
-            interleaved: w.family == Family::Llama,
+            interleaved: w.rope_interleaved,
         };
         for (layer, cache) in w.layers.iter().zip(self.caches.iter_mut()) {
             let residual = &h;
@@ -947,7 +1122,7 @@ fn attention(
     }
     c.append(&k, &v, reserve)?;
     let total = c.len;
-    let scale = 1.0 / (l.head_dim as f64).sqrt();
+    let scale = l.attn_scale;
     let n_rep = l.n_head / l.n_kv_head;
 
     let out = if seq == 1 {

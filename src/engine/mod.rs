@@ -5,7 +5,9 @@
 
 pub mod chat;
 mod decoder;
+pub mod dense;
 pub mod gguf_tokenizer;
+pub mod hf;
 pub mod qrows;
 pub mod tiny;
 pub mod tokenizer;
@@ -19,7 +21,7 @@ use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
-use crate::config::ModelSpec;
+use crate::config::{ModelSpec, Weights};
 
 /// A causal language model with a KV cache.
 pub trait LanguageModel: Send {
@@ -142,7 +144,7 @@ pub struct LoadedModel {
     pub eos_ids: Vec<u32>,
     /// The chat template every prompt is rendered with (`chat: true`).
     pub chat: Option<chat::ChatTemplate>,
-    pub gguf_sha256: String,
+    pub weights_sha256: String,
     pub tokenizer_sha256: String,
     pub load_ms: f64,
 }
@@ -372,12 +374,34 @@ fn stamp_key(meta: &std::fs::Metadata, modified: u128) -> String {
 /// The sha256 of a model's GGUF and of its tokenizer (its tokenizer.json, or the GGUF's when the
 /// tokenizer is the GGUF's own), as the manifest records them.
 pub fn file_hashes(spec: &ModelSpec) -> Result<(String, String)> {
-    let gguf_sha256 = sha256_cached(&spec.gguf)?;
+    let weights_sha256 = weights_sha256(&spec.weights)?;
     let tokenizer_sha256 = match &spec.tokenizer {
         Some(json) => sha256_cached(json)?,
-        None => gguf_sha256.clone(),
+        None => weights_sha256.clone(),
     };
-    Ok((gguf_sha256, tokenizer_sha256))
+    Ok((weights_sha256, tokenizer_sha256))
+}
+
+/// The sha256 of a model's weights: the GGUF's, or for a Hugging Face folder the sha256 of a
+/// listing of its files (config.json, the safetensors shards, the adapter's two files) each
+/// with its own sha256, so that a change to any of them changes it.
+pub fn weights_sha256(w: &Weights) -> Result<String> {
+    match w {
+        Weights::Gguf(p) => sha256_cached(p),
+        Weights::Hf { folder, lora } => {
+            let mut files = vec![folder.join("config.json")];
+            files.extend(hf::weight_files(folder)?);
+            if let Some(l) = lora {
+                files.extend(hf::adapter_files(l));
+            }
+            let mut listing = String::new();
+            for f in &files {
+                let name = f.file_name().unwrap_or_default().to_string_lossy();
+                listing.push_str(&format!("{} {name}\n", sha256_cached(f)?));
+            }
+            Ok(crate::config::hex(&Sha256::digest(listing.as_bytes())))
+        }
+    }
 }
 
 fn md_u32(ct: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
@@ -395,11 +419,12 @@ fn md_u32(ct: &gguf_file::Content, key: &str, path: &Path) -> Result<usize> {
 
 /// What the GGUF header says about a model, checked without reading the weights.
 #[derive(Debug, Clone)]
-pub struct GgufInfo {
+pub struct WeightsInfo {
     pub architecture: String,
     pub vocab_size: usize,
     pub context_length: usize,
-    pub eos_token_id: Option<u32>,
+    /// The end-of-generation ids the weights' metadata names.
+    pub eos_token_ids: Vec<u32>,
 }
 
 /// The first line of an error's message: candle appends a backtrace to its errors when
@@ -415,7 +440,7 @@ fn read_header(
 ) -> Result<(
     std::io::BufReader<std::fs::File>,
     gguf_file::Content,
-    GgufInfo,
+    WeightsInfo,
 )> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot open model file {}", path.display()))?;
@@ -475,18 +500,37 @@ fn read_header(
     Ok((
         file,
         ct,
-        GgufInfo {
+        WeightsInfo {
             architecture: arch,
             vocab_size,
             context_length,
-            eos_token_id,
+            eos_token_ids: eos_token_id.into_iter().collect(),
         },
     ))
 }
 
 /// Check a model file's header (format, architecture, metadata, size) without loading weights.
-pub fn inspect(path: &Path) -> Result<GgufInfo> {
+pub fn inspect(path: &Path) -> Result<WeightsInfo> {
     Ok(read_header(path)?.2)
+}
+
+/// What a Hugging Face folder's config says, in the terms of a GGUF's header.
+fn hf_info(m: &hf::HfModel) -> WeightsInfo {
+    WeightsInfo {
+        architecture: m.config.architecture().to_string(),
+        vocab_size: m.config.vocab,
+        context_length: m.config.context_length,
+        eos_token_ids: m.config.eos_ids.clone(),
+    }
+}
+
+/// Check a model's weights without loading them: a GGUF's header, or a Hugging Face folder's
+/// config, tensor headers and adapter ([`hf::HfModel::open`]).
+pub fn inspect_weights(w: &Weights) -> Result<WeightsInfo> {
+    match w {
+        Weights::Gguf(p) => inspect(p),
+        Weights::Hf { folder, lora } => Ok(hf_info(&hf::HfModel::open(folder, lora.as_deref())?)),
+    }
 }
 
 /// Load a model and its tokenizer.
@@ -499,11 +543,11 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
     std::thread::scope(|scope| {
         let side = scope.spawn(|| -> Result<(Tokenizer, String, String)> {
             let tokenizer = load_tokenizer(spec)?;
-            let (gguf_sha256, tokenizer_sha256) = file_hashes(spec)?;
-            Ok((tokenizer, tokenizer_sha256, gguf_sha256))
+            let (weights_sha256, tokenizer_sha256) = file_hashes(spec)?;
+            Ok((tokenizer, tokenizer_sha256, weights_sha256))
         });
-        let loaded = load_weights(&spec.gguf, device);
-        let (tokenizer, tokenizer_sha256, gguf_sha256) = side
+        let loaded = load_model_weights(&spec.weights, device);
+        let (tokenizer, tokenizer_sha256, weights_sha256) = side
             .join()
             .map_err(|_| anyhow!("the tokenizer thread panicked"))??;
         let (model, info) = loaded?;
@@ -513,7 +557,7 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<LoadedModel> {
             model,
             info,
             tokenizer,
-            gguf_sha256,
+            weights_sha256,
             tokenizer_sha256,
             start,
         )
@@ -546,9 +590,13 @@ pub fn end_of_turn_id(t: &chat::ChatTemplate, tokenizer: &Tokenizer) -> Result<u
 
 /// A model's tokenizer: its `tokenizer.json`, or the one its GGUF describes when none is given.
 pub fn load_tokenizer(spec: &ModelSpec) -> Result<Tokenizer> {
-    match &spec.tokenizer {
-        Some(json) => tokenizer::load(json),
-        None => gguf_tokenizer::from_gguf_file(&spec.gguf),
+    match (&spec.tokenizer, &spec.weights) {
+        (Some(json), _) => tokenizer::load(json),
+        (None, Weights::Gguf(gguf)) => gguf_tokenizer::from_gguf_file(gguf),
+        (None, Weights::Hf { folder, .. }) => bail!(
+            "{} has no tokenizer.json; give the tokenizer as `tokenizer:`",
+            folder.display()
+        ),
     }
 }
 
@@ -568,8 +616,35 @@ pub fn not_gguf(path: &Path) -> Option<String> {
     }
 }
 
+/// A model's weights, without its tokenizer: a GGUF, or a Hugging Face folder (with its
+/// adapter merged).
+pub fn load_model_weights(
+    w: &Weights,
+    device: &Device,
+) -> Result<(Box<dyn LanguageModel>, WeightsInfo)> {
+    match w {
+        Weights::Gguf(p) => load_weights(p, device),
+        Weights::Hf { folder, lora } => {
+            let m = hf::HfModel::open(folder, lora.as_deref())?;
+            let inner = decoder::ModelWeights::from_hf(&m, device).map_err(|e| {
+                anyhow!(
+                    "{}: loading the {} weights failed: {}",
+                    w.describe(),
+                    m.config.architecture(),
+                    first_line(&e)
+                )
+            })?;
+            let model: Box<dyn LanguageModel> = Box::new(Decoder {
+                inner,
+                device: device.clone(),
+            });
+            Ok((model, hf_info(&m)))
+        }
+    }
+}
+
 /// The model in a GGUF file, without its tokenizer (what a logit check needs).
-pub fn load_weights(path: &Path, device: &Device) -> Result<(Box<dyn LanguageModel>, GgufInfo)> {
+pub fn load_weights(path: &Path, device: &Device) -> Result<(Box<dyn LanguageModel>, WeightsInfo)> {
     let (mut file, ct, info) = read_header(path)?;
     let arch = info.architecture.clone();
     let model: Box<dyn LanguageModel> = {
@@ -592,18 +667,18 @@ pub fn load_weights(path: &Path, device: &Device) -> Result<(Box<dyn LanguageMod
 fn finish_load(
     spec: &ModelSpec,
     model: Box<dyn LanguageModel>,
-    info: GgufInfo,
+    info: WeightsInfo,
     tokenizer: Tokenizer,
-    gguf_sha256: String,
+    weights_sha256: String,
     tokenizer_sha256: String,
     start: Instant,
 ) -> Result<LoadedModel> {
-    let path = &spec.gguf;
-    let GgufInfo {
+    let path = spec.weights.path();
+    let WeightsInfo {
         architecture: arch,
         vocab_size,
         context_length,
-        eos_token_id: eos_meta,
+        eos_token_ids: eos_meta,
     } = info;
     // Added tokens beyond the model's vocabulary (Gemma 3's `<image_soft_token>`) are harmless
     // unless a prompt produces them (checked in `encode`); the base vocabulary must fit.
@@ -615,7 +690,7 @@ fn finish_load(
             path.display()
         );
     }
-    let mut eos_ids: Vec<u32> = eos_meta.into_iter().collect();
+    let mut eos_ids: Vec<u32> = eos_meta;
     for t in [
         "<eos>",
         "<end_of_turn>",
@@ -655,7 +730,7 @@ fn finish_load(
         vocab_size,
         context_length,
         eos_ids,
-        gguf_sha256,
+        weights_sha256,
         tokenizer_sha256,
         load_ms: start.elapsed().as_secs_f64() * 1e3,
     })
@@ -721,7 +796,7 @@ mod tests {
         let m = tiny::write(&dir.path().join("m"), 3).unwrap();
         let spec = ModelSpec {
             id: "tiny".into(),
-            gguf: m.gguf,
+            weights: Weights::Gguf(m.gguf),
             tokenizer: Some(m.tokenizer),
             eos_tokens: vec![],
             chat: false,

@@ -183,9 +183,9 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
             o,
             "- Model `{}`: {} ({}, sha256 `{}`), vocabulary {}, context {}",
             mi.id,
-            mi.gguf,
+            mi.weights,
             mi.architecture,
-            short(&mi.gguf_sha256),
+            short(&mi.weights_sha256),
             mi.vocab_size,
             mi.context_length
         );

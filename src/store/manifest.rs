@@ -44,8 +44,13 @@ pub struct Manifest {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub id: String,
-    pub gguf: String,
-    pub gguf_sha256: String,
+    /// The GGUF file, or the Hugging Face folder (and its LoRA adapter).
+    #[serde(alias = "gguf")]
+    pub weights: String,
+    /// The GGUF's sha256, or that of a Hugging Face folder's listing
+    /// ([`crate::engine::weights_sha256`]).
+    #[serde(alias = "gguf_sha256")]
+    pub weights_sha256: String,
     pub tokenizer: String,
     pub tokenizer_sha256: String,
     pub architecture: String,

@@ -150,11 +150,11 @@ pub fn check_same_engine(dir: &Path, prev: &Manifest, now: &Engine) -> Result<()
         let Some(old) = prev.models.iter().find(|m| &m.id == id) else {
             continue;
         };
-        if &old.gguf_sha256 != gguf {
+        if &old.weights_sha256 != gguf {
             problems.push(format!(
                 "model {id:?}: {} has changed (sha256 {} when the samples were written, {} now)",
-                old.gguf,
-                short(&old.gguf_sha256),
+                old.weights,
+                short(&old.weights_sha256),
                 short(gguf)
             ));
         } else if &old.tokenizer_sha256 != tok {
