@@ -160,48 +160,46 @@ fn print(name: &str, s: &Summary) {
     );
 }
 
-#[test]
-fn gemma3_hf_folder_agrees_with_llama_cpp_candle_and_the_gguf() {
-    let models = common::real_models_dir();
-    let gguf = models.join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf");
+/// A real GGUF written out as a folder (`opts`), loaded by declab, and compared with llama.cpp's
+/// fixture (every position), with candle-transformers' model on the folder (`candle_rows`) and
+/// with the GGUF path (the prefill of each fixture sequence's first 48 tokens); batching is
+/// checked on the folder's model too.
+struct Comparison {
+    llama_cpp: declab::reference::Report,
+    candle: Agreement,
+    gguf: Agreement,
+}
+
+fn compare(
+    gguf: &Path,
+    opts: WriteOptions,
+    fixture_name: &str,
+    vocab: usize,
+    candle_rows: fn(&Path, &Fixture, usize) -> Vec<Vec<f32>>,
+) -> Comparison {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("gemma-hf");
-    // f32, in two shards with an index, as a trainer saves a large model
-    write_from_gguf(
-        &gguf,
-        &dir,
-        WriteOptions {
-            bf16: false,
-            shards: 2,
-        },
-    )
-    .unwrap();
-    assert!(dir.join("model.safetensors.index.json").is_file());
-    let fx = fixture("gemma3-270m.json.gz");
+    let dir = tmp.path().join("hf");
+    write_from_gguf(gguf, &dir, opts).unwrap();
+    if opts.shards > 1 {
+        assert!(dir.join("model.safetensors.index.json").is_file());
+    }
+    let fx = fixture(fixture_name);
     let model = load(&hf(&dir, None));
-
-    // 1. llama.cpp's logits on the GGUF, every position of the fixture
-    let report = check(model.as_ref(), 262_144, &fx).unwrap();
-    print("gemma hf vs llama.cpp decode", &report.decode);
-    print("gemma hf vs llama.cpp prefill", &report.prefill);
-
-    // 2. candle-transformers' Gemma 3 on the same folder, and 3. the GGUF path
+    let llama_cpp = check(model.as_ref(), vocab, &fx).unwrap();
+    print("vs llama.cpp, decode", &llama_cpp.decode);
+    print("vs llama.cpp, prefill", &llama_cpp.prefill);
     let n = 48;
     let ours = prefill_rows(model.as_ref(), &fx, n);
-    let theirs = candle_gemma_rows(&dir, &fx, n);
-    let a = agreement(&ours, &theirs);
-    eprintln!(
-        "gemma hf vs candle-transformers: KL mean {:.2e} max {:.2e} top-1 {}",
-        a.mean_kl, a.max_kl, a.top1
-    );
-    let g = load(&Weights::Gguf(gguf.clone()));
-    let b = agreement(&ours, &prefill_rows(g.as_ref(), &fx, n));
-    eprintln!(
-        "gemma hf vs gguf path: KL mean {:.2e} max {:.2e} top-1 {}",
-        b.mean_kl, b.max_kl, b.top1
-    );
-
-    // 4. batching never changes a row
+    let candle = agreement(&ours, &candle_rows(&dir, &fx, n));
+    let g = load(&Weights::Gguf(gguf.to_path_buf()));
+    let gguf = agreement(&ours, &prefill_rows(g.as_ref(), &fx, n));
+    for (what, a) in [("candle-transformers", &candle), ("the GGUF path", &gguf)] {
+        eprintln!(
+            "vs {what}: KL mean {:.2e} max {:.2e} top-1 {}",
+            a.mean_kl, a.max_kl, a.top1
+        );
+    }
+    // batching never changes a row
     let streams: Vec<Vec<u32>> = (0..3).map(|r| fx.sequences[r].ids[..6].to_vec()).collect();
     declab::engine::check_batch_against_singles(
         model.as_ref(),
@@ -210,22 +208,11 @@ fn gemma3_hf_folder_agrees_with_llama_cpp_candle_and_the_gguf() {
         &[(3, &[2, 0])],
     )
     .unwrap();
-
-    // Measured when set (2026-12-01): llama.cpp decode top-1 0.954, KL mean 0.0046, |dH| 0.054
-    // (prefill 0.976 / 0.0045 / 0.056) over 1,288 positions; the GGUF path itself is closer
-    // (it rounds activations to 8 bits as llama.cpp does; the folder's f32 forward does not).
-    // candle-transformers: KL mean 9e-7, max 2.4e-6 (its exact GELU against ggml's f16 table).
-    // The GGUF path: KL mean 0.0058, max 0.011, top-1 7 of 7.
-    assert_within(&report.decode, 0.93, 0.01, 0.08, "decode vs llama.cpp");
-    assert_within(&report.prefill, 0.93, 0.01, 0.08, "prefill vs llama.cpp");
-    assert!(
-        a.mean_kl < 1e-5 && a.max_kl < 1e-4 && a.top1 == 1.0,
-        "vs candle-transformers"
-    );
-    assert!(
-        b.mean_kl < 0.015 && b.max_kl < 0.03 && b.top1 == 1.0,
-        "vs the GGUF path"
-    );
+    Comparison {
+        llama_cpp,
+        candle,
+        gguf,
+    }
 }
 
 fn assert_within(s: &Summary, top1: f64, kl: f64, dh: f64, what: &str) {
@@ -238,46 +225,80 @@ fn assert_within(s: &Summary, top1: f64, kl: f64, dh: f64, what: &str) {
     );
 }
 
+/// Gemma 3 270M as an f32 folder in two shards with an index, as a trainer saves a large model.
+#[test]
+fn gemma3_hf_folder_agrees_with_llama_cpp_candle_and_the_gguf() {
+    let gguf = common::real_models_dir().join("gemma-3-270m/gemma-3-270m-q4_k_m.gguf");
+    let opts = WriteOptions {
+        bf16: false,
+        shards: 2,
+    };
+    let c = compare(
+        &gguf,
+        opts,
+        "gemma3-270m.json.gz",
+        262_144,
+        candle_gemma_rows,
+    );
+    // Measured when set (2026-12-01): llama.cpp decode top-1 0.954, KL mean 0.0046, |dH| 0.054
+    // (prefill 0.976 / 0.0045 / 0.056) over 1,288 positions; the GGUF path itself is closer
+    // (it rounds activations to 8 bits as llama.cpp does; the folder's f32 forward does not).
+    // candle-transformers: KL mean 9e-7, max 2.4e-6 (its exact GELU against ggml's f16 table).
+    // The GGUF path: KL mean 0.0058, max 0.011, top-1 7 of 7.
+    assert_within(&c.llama_cpp.decode, 0.93, 0.01, 0.08, "decode vs llama.cpp");
+    assert_within(
+        &c.llama_cpp.prefill,
+        0.93,
+        0.01,
+        0.08,
+        "prefill vs llama.cpp",
+    );
+    let (a, b) = (&c.candle, &c.gguf);
+    assert!(
+        a.mean_kl < 1e-5 && a.max_kl < 1e-4 && a.top1 == 1.0,
+        "vs candle-transformers"
+    );
+    assert!(
+        b.mean_kl < 0.015 && b.max_kl < 0.03 && b.top1 == 1.0,
+        "vs the GGUF path"
+    );
+}
+
+/// SmolLM2 as a bf16 folder: candle-transformers' Llama reads transformers' q/k layout with
+/// RoPE on halves, which checks that the writer undid llama.cpp's permutation and that the
+/// loader pairs halves.
 #[test]
 fn smollm2_hf_folder_in_bf16_agrees_with_llama_cpp_candle_and_the_gguf() {
-    let models = common::real_models_dir();
-    let gguf = models.join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("smol-hf");
-    write_from_gguf(
+    let gguf = common::real_models_dir().join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let opts = WriteOptions {
+        bf16: true,
+        shards: 1,
+    };
+    let c = compare(
         &gguf,
-        &dir,
-        WriteOptions {
-            bf16: true,
-            shards: 1,
-        },
-    )
-    .unwrap();
-    let fx = fixture("smollm2-135m.json.gz");
-    let model = load(&hf(&dir, None));
-    let report = check(model.as_ref(), 49_152, &fx).unwrap();
-    print("smol hf vs llama.cpp decode", &report.decode);
-    print("smol hf vs llama.cpp prefill", &report.prefill);
-    let n = 48;
-    let ours = prefill_rows(model.as_ref(), &fx, n);
-    let a = agreement(&ours, &candle_llama_rows(&dir, &fx, n));
-    eprintln!(
-        "smol hf vs candle-transformers: KL mean {:.2e} max {:.2e} top-1 {}",
-        a.mean_kl, a.max_kl, a.top1
-    );
-    let g = load(&Weights::Gguf(gguf.clone()));
-    let b = agreement(&ours, &prefill_rows(g.as_ref(), &fx, n));
-    eprintln!(
-        "smol hf vs gguf path: KL mean {:.2e} max {:.2e} top-1 {}",
-        b.mean_kl, b.max_kl, b.top1
+        opts,
+        "smollm2-135m.json.gz",
+        49_152,
+        candle_llama_rows,
     );
     // Measured when set: llama.cpp decode top-1 0.965, KL mean 0.0027, |dH| 0.052 (prefill
-    // 0.940 / 0.0028 / 0.053); candle-transformers' Llama (RoPE on halves with transformers'
-    // q/k layout, which checks the un-permuting): KL 5e-12; the GGUF path: KL mean 0.0018.
-    assert_within(&report.decode, 0.93, 0.01, 0.08, "decode vs llama.cpp");
-    assert_within(&report.prefill, 0.90, 0.01, 0.08, "prefill vs llama.cpp");
-    assert!(a.mean_kl < 1e-6 && a.top1 == 1.0, "vs candle-transformers");
-    assert!(b.mean_kl < 0.01 && b.top1 == 1.0, "vs the GGUF path");
+    // 0.940 / 0.0028 / 0.053); candle-transformers: KL 5e-12; the GGUF path: KL mean 0.0018.
+    assert_within(&c.llama_cpp.decode, 0.93, 0.01, 0.08, "decode vs llama.cpp");
+    assert_within(
+        &c.llama_cpp.prefill,
+        0.90,
+        0.01,
+        0.08,
+        "prefill vs llama.cpp",
+    );
+    assert!(
+        c.candle.mean_kl < 1e-6 && c.candle.top1 == 1.0,
+        "vs candle-transformers"
+    );
+    assert!(
+        c.gguf.mean_kl < 0.01 && c.gguf.top1 == 1.0,
+        "vs the GGUF path"
+    );
 }
 
 /// A LoRA adapter made here, on the real SmolLM2 written as an f32 folder, gives the logits of a
