@@ -330,40 +330,36 @@ impl Embeddings {
     fn lookup(&self, x: &Tensor, width: usize) -> Result<Tensor> {
         match self {
             Embeddings::Candle(mm) => mm.embedding(x)?.narrow(2, 0, width),
-            Embeddings::Dense(rows) => {
-                let (b, seq) = x.dims2()?;
-                let ids = x.flatten_all()?.to_vec1::<u32>()?;
-                let mut out = Vec::with_capacity(ids.len() * rows.cols());
-                for &id in &ids {
-                    if id as usize >= rows.rows() {
-                        candle_core::bail!(
-                            "token id {id} is outside the vocabulary of {}",
-                            rows.rows()
-                        );
-                    }
-                    out.extend_from_slice(rows.row(id as usize));
-                }
-                Tensor::from_vec(out, (b, seq, rows.cols()), x.device())?.narrow(2, 0, width)
-            }
-            Embeddings::Own(rows) => {
-                let (b, seq) = x.dims2()?;
-                let ids = x.flatten_all()?.to_vec1::<u32>()?;
-                let k = rows.cols();
-                let mut out = vec![0f32; ids.len() * k];
-                for (id, o) in ids.iter().zip(out.chunks_exact_mut(k)) {
-                    let id = *id as usize;
-                    if id >= rows.rows() {
-                        candle_core::bail!(
-                            "token id {id} is outside the vocabulary of {}",
-                            rows.rows()
-                        );
-                    }
-                    rows.dequantize_row(id, o);
-                }
-                Tensor::from_vec(out, (b, seq, k), x.device())?.narrow(2, 0, width)
-            }
+            Embeddings::Dense(rows) => lookup(x, width, rows.rows(), rows.cols(), |id, o| {
+                o.copy_from_slice(rows.row(id))
+            }),
+            Embeddings::Own(rows) => lookup(x, width, rows.rows(), rows.cols(), |id, o| {
+                rows.dequantize_row(id, o)
+            }),
         }
     }
+}
+
+/// `(batch, seq)` ids to `(batch, seq, width)` rows of a `vocab` x `k` matrix, each row written
+/// by `row(id, out)`; an id outside the vocabulary is an error.
+fn lookup(
+    x: &Tensor,
+    width: usize,
+    vocab: usize,
+    k: usize,
+    row: impl Fn(usize, &mut [f32]),
+) -> Result<Tensor> {
+    let (b, seq) = x.dims2()?;
+    let ids = x.flatten_all()?.to_vec1::<u32>()?;
+    let mut out = vec![0f32; ids.len() * k];
+    for (&id, o) in ids.iter().zip(out.chunks_exact_mut(k)) {
+        let id = id as usize;
+        if id >= vocab {
+            candle_core::bail!("token id {id} is outside the vocabulary of {vocab}");
+        }
+        row(id, o);
+    }
+    Tensor::from_vec(out, (b, seq, k), x.device())?.narrow(2, 0, width)
 }
 
 /// The output projection to the vocabulary.
@@ -861,17 +857,12 @@ impl ModelWeights {
             Ok(Arc::new(DenseRows::new(w, c.hidden, vec![rows])))
         };
         let (tok_embeddings, tied) = {
-            let rows = matrix("model.embed_tokens.weight")?;
             if device.is_cpu() {
+                let rows = matrix("model.embed_tokens.weight")?;
                 (Embeddings::Dense(rows.clone()), Output::Dense(rows))
             } else {
-                let t = Tensor::from_slice(
-                    &(0..rows.rows())
-                        .flat_map(|r| rows.row(r).to_vec())
-                        .collect::<Vec<_>>(),
-                    (rows.rows(), c.hidden),
-                    device,
-                )?;
+                let w = read("model.embed_tokens.weight")?;
+                let t = Tensor::from_vec(w, (c.vocab, c.hidden), device)?;
                 let qt = Arc::new(QTensor::quantize(&t, GgmlDType::F32)?);
                 (
                     Embeddings::Candle(QMatMul::from_arc(qt.clone())?),

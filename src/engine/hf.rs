@@ -512,7 +512,6 @@ impl LayerNames {
 /// A PEFT LoRA adapter, checked against its base.
 #[derive(Debug, Clone)]
 struct Lora {
-    dir: PathBuf,
     tensors: Tensors,
     scale: f32,
     /// Base weight name to (lora_A name, lora_B name).
@@ -520,11 +519,22 @@ struct Lora {
 }
 
 /// The files of an adapter folder.
-pub fn adapter_files(dir: &Path) -> Vec<PathBuf> {
+fn adapter_files(dir: &Path) -> Vec<PathBuf> {
     ["adapter_config.json", "adapter_model.safetensors"]
         .iter()
         .map(|f| dir.join(f))
         .collect()
+}
+
+/// Every file a folder's weights come from, for hashing: config.json, the safetensors files,
+/// and the adapter's two files.
+pub fn source_files(folder: &Path, lora: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut files = vec![folder.join("config.json")];
+    files.extend(weight_files(folder)?);
+    if let Some(l) = lora {
+        files.extend(adapter_files(l));
+    }
+    Ok(files)
 }
 
 impl Lora {
@@ -662,7 +672,6 @@ impl Lora {
             out.insert(weight, (a, b));
         }
         Ok(Lora {
-            dir: dir.to_path_buf(),
             tensors,
             scale,
             pairs: out,
@@ -784,16 +793,6 @@ impl HfModel {
         Ok(m)
     }
 
-    /// Every file the weights come from (config, shards, adapter), for hashing.
-    pub fn files(&self) -> Vec<PathBuf> {
-        let mut v = vec![self.dir.join("config.json")];
-        v.extend(self.tensors.files.iter().cloned());
-        if let Some(l) = &self.lora {
-            v.extend(adapter_files(&l.dir));
-        }
-        v
-    }
-
     /// A tensor as f32, with the adapter's `s B A` added when it changes it.
     pub fn read(&self, name: &str) -> Result<Vec<f32>> {
         let mut w = self
@@ -809,13 +808,6 @@ impl HfModel {
             }
         }
         Ok(w)
-    }
-
-    /// Whether the adapter changes `name`.
-    pub fn adapted(&self, name: &str) -> bool {
-        self.lora
-            .as_ref()
-            .is_some_and(|l| l.pairs.contains_key(name))
     }
 }
 

@@ -389,13 +389,8 @@ pub fn weights_sha256(w: &Weights) -> Result<String> {
     match w {
         Weights::Gguf(p) => sha256_cached(p),
         Weights::Hf { folder, lora } => {
-            let mut files = vec![folder.join("config.json")];
-            files.extend(hf::weight_files(folder)?);
-            if let Some(l) = lora {
-                files.extend(hf::adapter_files(l));
-            }
             let mut listing = String::new();
-            for f in &files {
+            for f in &hf::source_files(folder, lora.as_deref())? {
                 let name = f.file_name().unwrap_or_default().to_string_lossy();
                 listing.push_str(&format!("{} {name}\n", sha256_cached(f)?));
             }
