@@ -630,7 +630,7 @@ fn score_nll(
     let mut out = Vec::with_capacity(lines.len());
     for l in lines {
         let ids = model.encode(l.prompt.as_deref().unwrap_or(""))?;
-        let text_ids = encode_text(&model, &l.text)?;
+        let text_ids = teacher::text_ids(&model, &l.text)?;
         if text_ids.is_empty() || ids.is_empty() {
             out.push(None);
             continue;
@@ -643,16 +643,6 @@ fn score_nll(
         out.push(Some(nll / text_ids.len() as f64));
     }
     Ok(out)
-}
-
-/// A text's ids as a continuation: tokenized on its own, without special tokens.
-fn encode_text(model: &crate::engine::LoadedModel, text: &str) -> Result<Vec<u32>> {
-    Ok(model
-        .tokenizer
-        .encode(text, false)
-        .map_err(|e| anyhow!("tokenizing the text failed: {e}"))?
-        .get_ids()
-        .to_vec())
 }
 
 /// The model a `--scorer` names: a GGUF file, or a folder with one; its tokenizer is
@@ -855,7 +845,7 @@ fn select_cmd(a: &SelectArgs) -> Result<i32> {
             let at = || format!("line {}: {}, candidate {}", c.line, label(g), c.index);
             let ids = match &c.tokens {
                 Tokens::Ids(ids) => ids.clone(),
-                Tokens::Text(t) => match encode_text(&model, t) {
+                Tokens::Text(t) => match teacher::text_ids(&model, t) {
                     Ok(ids) => ids,
                     Err(e) => {
                         errors.push(format!("{}: {e:#}", at()));

@@ -28,6 +28,28 @@ pub struct SampleRecord {
     pub stop_reason: String,
     pub trace: Trace,
     pub timing: Timing,
+    /// The text scored under the experiment's reference model (`scorer:`), filled after
+    /// generation; absent without a scorer, for failed samples, and until the scoring pass ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<RefScore>,
+}
+
+/// A sample's text teacher-forced through the experiment's reference model ([`crate::teacher`]):
+/// the prompt encoded as the scorer encodes it, then the text tokenized by the scorer's own
+/// tokenizer (no special tokens), one entry per scorer token. The same text gets the same
+/// score whichever model wrote it, so these fields compare across models and checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefScore {
+    /// The scorer's model id.
+    pub model: String,
+    /// Entropy of the scorer's next-token distribution before each text token (nats).
+    pub entropy: Vec<f32>,
+    /// ln p of each text token under the scorer.
+    pub logprob: Vec<f32>,
+    /// Why the text could not be scored (longer than the scorer's context...); the arrays are
+    /// then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Per-token trace, one entry per generated token (struct of arrays, compact in JSON).

@@ -22,6 +22,7 @@ use crate::grid::{GridIds, SampleKey, Shard};
 use crate::record::{SampleRecord, Timing, Trace};
 use crate::store::{self, JsonlAppender, Manifest, ModelInfo};
 use crate::strategy::{self, Sampler, StrategySpec};
+use crate::teacher;
 
 /// Default `--batch`: candle's quantised kernels give each row the same result for any row
 /// count; the throughput measured by batch size is in `bench/perf-notes.md` (section 4).
@@ -753,6 +754,10 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
     // canonical order
     let mut records = store::read_samples(&samples_path)?.records;
     grid.sort_canonical(&mut records);
+    if let (Some(scorer), false) = (exp.scorer.as_deref(), summary.interrupted) {
+        score_references(exp, scorer, &device, &mut records, &stop)?;
+        summary.interrupted = stop.load(Ordering::Relaxed);
+    }
     let complete = records.len() == expected.len() && !summary.interrupted;
     store::write_samples(&opts.out_dir, &records)?;
     manifest.samples_done = records.len();
@@ -769,6 +774,63 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
         records,
         manifest,
     })
+}
+
+/// The reference scorer's pass (`scorer:`): every successful sample without a score from
+/// `scorer` gets one ([`teacher::reference_scores`]), a prompt at a time, all the models'
+/// samples of the prompt forced together after one prefill. Between prompts it stops when
+/// asked; the samples left unscored are scored by the next run.
+fn score_references(
+    exp: &Experiment,
+    scorer: &str,
+    device: &candle_core::Device,
+    records: &mut [SampleRecord],
+    stop: &AtomicBool,
+) -> Result<()> {
+    let unscored =
+        |r: &SampleRecord| r.ok() && r.reference.as_ref().is_none_or(|s| s.model != scorer);
+    let todo = records.iter().filter(|r| unscored(r)).count();
+    if todo == 0 {
+        return Ok(());
+    }
+    let spec =
+        exp.models.iter().find(|m| m.id == scorer).ok_or_else(|| {
+            anyhow::anyhow!("the scorer {scorer:?} is not a model of the experiment")
+        })?;
+    let t0 = Instant::now();
+    let model = engine::load(spec, device)
+        .with_context(|| format!("loading the reference scorer {scorer:?}"))?;
+    eprintln!("declab: scoring {todo} samples under the reference scorer {scorer:?}");
+    let mut tokens = 0;
+    for prompt in &exp.prompts {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let idx: Vec<usize> = (0..records.len())
+            .filter(|&i| records[i].prompt_id == prompt.id && unscored(&records[i]))
+            .collect();
+        if idx.is_empty() {
+            continue;
+        }
+        let (prompt_ids, _) = model.encode_prompt(prompt)?;
+        let texts: Vec<&str> = idx.iter().map(|&i| records[i].text.as_str()).collect();
+        let scores =
+            teacher::reference_scores(&model, scorer, &prompt_ids, &texts).with_context(|| {
+                format!(
+                    "scoring the samples of prompt {:?} under {scorer:?}",
+                    prompt.id
+                )
+            })?;
+        for (&i, score) in idx.iter().zip(scores) {
+            tokens += score.logprob.len();
+            records[i].reference = Some(score);
+        }
+    }
+    eprintln!(
+        "declab: scored under {scorer:?}: {tokens} tokens in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn pending_for_prompt(
@@ -821,5 +883,6 @@ fn record(
             prefill_ms,
             total_ms,
         },
+        reference: None,
     }
 }

@@ -12,7 +12,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::engine::{BatchDecoder, LanguageModel, LoadedModel};
-use crate::record::Trace;
+use crate::record::{RefScore, Trace};
 use crate::strategy::{self, ForcedStep};
 
 /// Continuations of one prompt teacher-forced together at most (as `run --batch`'s default).
@@ -25,6 +25,49 @@ pub fn prompt_ids(model: &LoadedModel, prompt: &str) -> Result<Vec<u32>> {
         bail!("the prompt encodes to no token (and the tokenizer adds no BOS): nothing to condition on");
     }
     Ok(ids)
+}
+
+/// A text's ids as a continuation: tokenized on its own, without special tokens.
+pub fn text_ids(model: &LoadedModel, text: &str) -> Result<Vec<u32>> {
+    Ok(model
+        .tokenizer
+        .encode(text, false)
+        .map_err(|e| anyhow!("tokenizing the text failed: {e}"))?
+        .get_ids()
+        .to_vec())
+}
+
+/// The reference scores of `texts` (continuations of one prompt, whichever model wrote them)
+/// under `model`, the experiment's scorer, named `model_id`: each text re-tokenized by
+/// [`text_ids`] and forced after `prompt_ids` (the prompt as the scorer encodes it) in one
+/// [`force`]. A text the scorer cannot take ([`check_fits`]) gets its reason and no values.
+pub fn reference_scores(
+    model: &LoadedModel,
+    model_id: &str,
+    prompt_ids: &[u32],
+    texts: &[&str],
+) -> Result<Vec<RefScore>> {
+    let mut ids = Vec::with_capacity(texts.len());
+    let mut out: Vec<RefScore> = Vec::with_capacity(texts.len());
+    for t in texts {
+        let mut tokens = text_ids(model, t)?;
+        let error = check_fits(model, prompt_ids.len(), &tokens);
+        if error.is_some() {
+            tokens.clear();
+        }
+        ids.push(tokens);
+        out.push(RefScore {
+            model: model_id.to_string(),
+            error,
+            ..RefScore::default()
+        });
+    }
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    for (score, steps) in out.iter_mut().zip(force(model, prompt_ids, &refs)?) {
+        score.entropy = steps.iter().map(|s| s.entropy_nats as f32).collect();
+        score.logprob = steps.iter().map(|s| s.logprob as f32).collect();
+    }
+    Ok(out)
 }
 
 /// Why `tokens` cannot be forced after a prompt of `prompt_len` tokens: an id outside the

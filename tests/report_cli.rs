@@ -69,6 +69,7 @@ fn record(
             prefill_ms: 1.0,
             total_ms: 60.0,
         },
+        reference: None,
     }
 }
 

@@ -21,7 +21,7 @@ pub struct StrategyInfo {
 impl StrategyInfo {
     /// From a stored block (a manifest's or a record's `params`): the typed spec is parsed
     /// again from the block as written, so the analysis never reads parameters itself.
-    fn from_block(id: String, kind: String, params: Value) -> StrategyInfo {
+    pub(crate) fn from_block(id: String, kind: String, params: Value) -> StrategyInfo {
         let target_nats = serde_yaml::to_value(&params)
             .ok()
             .and_then(|v| {
@@ -50,6 +50,8 @@ pub struct Design {
     pub max_new_tokens: usize,
     /// Best-of-N selectors applied to every cell (`select:`).
     pub selectors: Vec<crate::select::SelectorSpec>,
+    /// The reference scorer's model id (`scorer:`).
+    pub scorer: Option<String>,
 }
 
 impl Design {
@@ -73,6 +75,7 @@ impl Design {
             samples: exp.samples,
             max_new_tokens: exp.max_new_tokens,
             selectors: exp.select.clone(),
+            scorer: exp.scorer.clone(),
         }
     }
 
@@ -130,6 +133,7 @@ impl Design {
             samples: v.get("samples").and_then(Value::as_u64).unwrap_or(0) as usize,
             max_new_tokens: v.get("max_new_tokens").and_then(Value::as_u64).unwrap_or(0) as usize,
             selectors: selectors_of(v)?,
+            scorer: v.get("scorer").and_then(Value::as_str).map(str::to_string),
         })
     }
 

@@ -77,7 +77,7 @@ pub(crate) fn line_prompt(v: &Value) -> Result<Option<&str>, String> {
 /// The per-sample metrics `declab metrics` writes: those that need no trace.
 pub fn sample_columns() -> Vec<&'static Metric> {
     catalog::of_level(Level::Sample)
-        .filter(|m| !m.needs.trace)
+        .filter(|m| !m.needs.trace && !m.needs.reference)
         .collect()
 }
 

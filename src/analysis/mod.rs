@@ -16,6 +16,7 @@ pub mod compare;
 pub mod design;
 pub mod foreign;
 pub mod latency;
+pub mod models;
 pub mod selection;
 pub mod summary;
 pub mod table;
@@ -88,6 +89,8 @@ pub struct Analysis {
     pub table: table::PromptTable,
     pub summary: Vec<summary::SummaryRow>,
     pub comparisons: Vec<compare::ComparisonRow>,
+    /// Each model against the first, per strategy, and the model x strategy interaction.
+    pub model_comparisons: Vec<models::ModelComparison>,
     pub latency: Vec<latency::LatencyRow>,
     pub curves: Vec<traces::EntropyCurve>,
     pub targets: Vec<traces::TargetPoint>,
@@ -149,6 +152,7 @@ pub fn analyze(
         .map(|(i, r)| {
             let input = SampleInput::new(&r.text)
                 .with_trace(&r.trace, r.token_ids.len())
+                .with_reference(r.reference.as_ref())
                 .with_embeddings(
                     prompt_emb
                         .as_ref()
@@ -192,6 +196,7 @@ pub fn analyze(
     let table = table::PromptTable::build(&samples, &groups);
     let summary = summary::summarize(&design, &table, resamples);
     let comparisons = compare::vs_baseline(&design, &table, resamples);
+    let model_comparisons = models::compare_models(&design, &table, resamples);
     let latency = latency::latency(&design, &ok, &samples, resamples);
     let curves = traces::entropy_curves(&design, &ok);
     let targets = traces::target_points(&design, &summary);
@@ -207,6 +212,7 @@ pub fn analyze(
         table,
         summary,
         comparisons,
+        model_comparisons,
         latency,
         curves,
         targets,

@@ -166,6 +166,11 @@ pub struct Experiment {
     pub stop: Vec<String>,
     pub strategies: Vec<StrategySpec>,
     pub baseline: String,
+    /// The model (an id of `models`, after a checkpoint series is expanded) under which every
+    /// sample's text is scored after generation (`RefScore`). It does not change the samples,
+    /// so it is left out of the config hash (adding one to a finished run scores its samples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer: Option<String>,
     /// Best-of-N selectors applied to every cell's samples; they do not change the samples,
     /// so they are left out of the config hash (adding one to a finished run needs no sample).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -360,6 +365,19 @@ pub fn parse(
         None => strategies.first().map(|s| s.id.clone()).unwrap_or_default(),
     };
 
+    let scorer = match &raw.scorer {
+        Some(id) if models.iter().any(|m| &m.id == id) => Some(id.clone()),
+        Some(id) => {
+            let known: Vec<String> = models.iter().map(|m| format!("{:?}", m.id)).collect();
+            errors.push(format!(
+                "scorer: {id:?} is not a model id of this file; the scorer is one of `models` (after a checkpoint series is expanded): {}",
+                known.join(", ")
+            ));
+            None
+        }
+        None => None,
+    };
+
     let select = match crate::select::parse_list(
         &raw.select,
         &crate::select::Limits {
@@ -401,6 +419,7 @@ pub fn parse(
         stop: raw.stop,
         strategies,
         baseline,
+        scorer,
         select,
         source: file.to_path_buf(),
         source_sha256,

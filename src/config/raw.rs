@@ -27,6 +27,10 @@ pub struct RawExperiment {
     #[serde(default)]
     pub baseline: Option<String>,
     pub strategies: Vec<serde_yaml::Value>,
+    /// The model id that scores every sample's text (`nll_ref`, `entropy_ref`), the same
+    /// yardstick for every model and checkpoint.
+    #[serde(default)]
+    pub scorer: Option<String>,
     /// Best-of-N selectors applied to the samples of every cell (`crate::select`).
     #[serde(default)]
     pub select: Vec<serde_yaml::Value>,

@@ -54,6 +54,7 @@ mod tests {
                 ..Default::default()
             },
             timing: Default::default(),
+            reference: None,
         }
     }
 
@@ -77,6 +78,7 @@ mod tests {
             samples: 1,
             max_new_tokens: 2,
             selectors: vec![],
+            scorer: None,
         };
         let a = analysis::analyze(&design, &records, None, 200).unwrap();
 

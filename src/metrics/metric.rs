@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::record::Trace;
+use crate::record::{RefScore, Trace};
 
 /// Where a metric is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,21 +57,38 @@ pub struct Needs {
     pub trace: bool,
     /// The sentence embedder.
     pub embedder: bool,
+    /// The text scored under the experiment's reference model (`scorer:`).
+    pub reference: bool,
 }
 
 impl Needs {
     pub const TEXT: Needs = Needs {
         trace: false,
         embedder: false,
+        reference: false,
     };
     pub const TRACE: Needs = Needs {
         trace: true,
         embedder: false,
+        reference: false,
     };
     pub const EMBEDDER: Needs = Needs {
         trace: false,
         embedder: true,
+        reference: false,
     };
+    pub const REFERENCE: Needs = Needs {
+        trace: false,
+        embedder: false,
+        reference: true,
+    };
+
+    /// Whether values of different models measure the same thing: a metric of the text alone,
+    /// its embeddings or the one reference scorer, not of each model's own trace (its own
+    /// likelihood, entropy and token counts differ in scale between models and tokenizers).
+    pub const fn across_models(&self) -> bool {
+        !self.trace
+    }
 }
 
 /// A metric's computation; the variant is its level. `None` where the value is undefined (no
@@ -143,6 +160,8 @@ pub struct SampleInput<'a> {
     pub prompt_embedding: Option<&'a [f32]>,
     /// Sentence embedding of the continuation (absent without an embedder).
     pub text_embedding: Option<&'a [f32]>,
+    /// The text scored under the reference model (absent without `scorer:`).
+    pub reference: Option<&'a RefScore>,
 }
 
 impl<'a> SampleInput<'a> {
@@ -154,7 +173,13 @@ impl<'a> SampleInput<'a> {
             trace: None,
             prompt_embedding: None,
             text_embedding: None,
+            reference: None,
         }
+    }
+
+    pub fn with_reference(mut self, reference: Option<&'a RefScore>) -> Self {
+        self.reference = reference;
+        self
     }
 
     pub fn with_trace(mut self, trace: &'a Trace, tokens: usize) -> Self {

@@ -27,6 +27,7 @@ mod example_kept_mean;
 pub mod latency;
 pub mod metric;
 pub mod nll;
+pub mod reference;
 pub mod repetition;
 pub mod self_bleu;
 pub mod tokens;
@@ -54,9 +55,12 @@ pub static REGISTRY: &[Metric] = &[
     compression::COMPRESSION_RATIO,
     nll::NLL_MEAN,
     nll::PERPLEXITY,
+    reference::NLL_REF,
+    reference::PERPLEXITY_REF,
     coherence::COHERENCE_EMBED,
     entropy_mean::ENTROPY_MEAN,
     entropy_mean::FINAL_ENTROPY_MEAN,
+    reference::ENTROPY_REF,
     tokens::TOKENS,
     latency::FORWARD_MS_PER_TOKEN,
     latency::SAMPLER_US_PER_TOKEN,
@@ -135,13 +139,20 @@ mod tests {
             ..Default::default()
         };
         let (p, t) = (vec![1.0f32, 0.0], vec![0.5f32, 0.5]);
+        let reference = crate::record::RefScore {
+            model: "ref".into(),
+            entropy: vec![2.0],
+            logprob: vec![-1.0],
+            error: None,
+        };
         let full = SampleInput::new("a b c d e")
             .with_trace(&trace, 2)
-            .with_embeddings(Some(&p), Some(&t));
+            .with_embeddings(Some(&p), Some(&t))
+            .with_reference(Some(&reference));
         let text_only = SampleInput::new("a b c d e");
         for m in of_level(Level::Sample) {
             assert!(m.of_sample(&full).is_some(), "{}", m.name);
-            let needs_more = m.needs.trace || m.needs.embedder;
+            let needs_more = m.needs.trace || m.needs.embedder || m.needs.reference;
             assert_eq!(m.of_sample(&text_only).is_none(), needs_more, "{}", m.name);
         }
         let texts = ["a b c d e", "a b c d f"];
@@ -150,6 +161,11 @@ mod tests {
         let text_only = GroupInput::new(&texts);
         for m in of_level(Level::Group) {
             assert!(!m.needs.trace, "{}: a group has no trace", m.name);
+            assert!(
+                !m.needs.reference,
+                "{}: a group has no reference score",
+                m.name
+            );
             assert!(m.of_group(&full).is_some(), "{}", m.name);
             assert_eq!(
                 m.of_group(&text_only).is_none(),

@@ -145,6 +145,7 @@ fn plot_title(name: &str) -> &'static str {
         "plot_target_entropy.svg" => "Realised vs target entropy",
         "plot_sampler_overhead.svg" => "Sampler overhead per strategy",
         "plot_selection_gain.svg" => "Metric gain per selector",
+        "plot_model_effects.svg" => "Each strategy's effect per model",
         _ => "Plot",
     }
 }
@@ -219,6 +220,13 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
             .as_deref()
             .unwrap_or("none (run `make models`; coherence_embed and diversity_embed are absent)")
     );
+    if let Some(s) = &d.scorer {
+        let _ = writeln!(
+            o,
+            "- Reference scorer: `{}` (every sample's text scored under it: `nll_ref`, `perplexity_ref`, `entropy_ref`)",
+            esc(s)
+        );
+    }
     let _ = writeln!(
         o,
         "\n### Strategies\n\n| id | kind | parameters |\n|---|---|---|"
@@ -332,6 +340,9 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
         }
         o.push('\n');
     }
+    if let Some(section) = super::models_md::models_section(a) {
+        o.push_str(&section);
+    }
     if let Some(section) = super::selection_md::selection_section(a) {
         o.push_str(&section);
     }
@@ -344,7 +355,12 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
     let _ = writeln!(
         o,
         "## Files\n\n`samples.jsonl` (every sample with its per-token trace), `metrics_samples.csv`, `metrics_groups.csv` (raw metric values), \
-         `summary.csv`, `comparisons.csv`, `latency.csv`, {}`manifest.json`. Regenerate this report with `declab report <this folder>`.",
+         `summary.csv`, `comparisons.csv`, `latency.csv`, {}{}`manifest.json`. Regenerate this report with `declab report <this folder>`.",
+        if d.models.len() > 1 {
+            "`model_comparisons.csv`, "
+        } else {
+            ""
+        },
         if d.selectors.is_empty() {
             ""
         } else {

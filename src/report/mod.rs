@@ -7,6 +7,7 @@
 
 pub mod csv_out;
 pub mod markdown;
+pub mod models_md;
 pub mod plots;
 pub mod selection_md;
 pub mod summary;
@@ -46,6 +47,12 @@ pub fn write_folder(out_dir: &Path, a: &Analysis, manifest: &Manifest) -> Result
         &out_dir.join("metrics_groups.csv"),
         &s::metrics_groups_csv(&a.groups)?,
     )?;
+    if a.design.models.len() > 1 {
+        store::write_atomic(
+            &out_dir.join("model_comparisons.csv"),
+            &s::model_comparisons_csv(&a.model_comparisons)?,
+        )?;
+    }
     if !a.design.selectors.is_empty() {
         store::write_atomic(
             &out_dir.join("selections.csv"),

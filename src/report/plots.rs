@@ -9,7 +9,11 @@
 //!    `target_entropy` strategies, with the identity line;
 //! 4. `plot_sampler_overhead.svg`: the sampler's share of per-token time per strategy, with CIs;
 //! 5. `plot_selection_gain.svg` (with `select:`): per selector, the chosen sample's gain on one
-//!    headline metric over the random pick, with CIs, one colour per strategy.
+//!    headline metric over the random pick, with CIs, one colour per strategy;
+//! 6. `plot_model_effects.svg` (two models or more): each strategy's effect against the baseline
+//!    on one metric comparable across models, one colour per model, strategies as rows (a
+//!    forest plot, readable with 20 strategies): where the dots of a row part, the strategy
+//!    acts differently on the models (the interaction test is in the report).
 //!
 //! A plot without data (e.g. no target-entropy strategy) is not produced. Legends sit in a
 //! column right of the plot so they never hide data.
@@ -21,6 +25,7 @@ use plotters::prelude::*;
 use crate::analysis::selection::{SelectionComparison, VS_MEAN, VS_RANDOM};
 use crate::analysis::summary::{self, SummaryRow};
 use crate::analysis::Analysis;
+use crate::stats::Estimate;
 
 const W: u32 = 960;
 const H: u32 = 600;
@@ -57,6 +62,7 @@ pub fn all_plots(a: &Analysis) -> Result<Vec<(String, String)>> {
         ("plot_target_entropy.svg", target_svg(a)?),
         ("plot_sampler_overhead.svg", overhead_svg(a)?),
         ("plot_selection_gain.svg", selection_gain_svg(a)?),
+        ("plot_model_effects.svg", model_effects_svg(a)?),
     ] {
         if let Some(svg) = svg {
             out.push((name.to_string(), svg));
@@ -649,4 +655,154 @@ pub fn selection_gain_svg(a: &Analysis) -> Result<Option<String>> {
         root.present().map_err(err)?;
     }
     Ok(Some(svg))
+}
+
+/// Plot 6: each non-baseline strategy's effect against the baseline (mean over prompts of the
+/// paired difference, 95% CI, from `comparisons.csv`) on `nll_ref` when the experiment has a
+/// reference scorer, else `distinct_2`, one colour per model; absent with one model.
+pub fn model_effects_svg(a: &Analysis) -> Result<Option<String>> {
+    let d = &a.design;
+    if d.models.len() < 2 {
+        return Ok(None);
+    }
+    let Some(metric) = ["nll_ref", "distinct_2"]
+        .into_iter()
+        .find(|m| a.comparisons.iter().any(|c| c.metric == *m))
+    else {
+        return Ok(None);
+    };
+    let rows: Vec<String> = d
+        .strategies
+        .iter()
+        .filter(|s| s.id != d.baseline)
+        .map(|s| s.id.clone())
+        .collect();
+    let points: Vec<Vec<Option<Estimate>>> = rows
+        .iter()
+        .map(|s| {
+            d.models
+                .iter()
+                .map(|m| {
+                    a.comparisons
+                        .iter()
+                        .find(|c| &c.model == m && &c.strategy == s && c.metric == metric)
+                        .map(|c| c.diff)
+                })
+                .collect()
+        })
+        .collect();
+    let direction = match crate::metrics::find(metric).and_then(|m| m.higher_is_better) {
+        Some(true) => "  (higher = better)",
+        Some(false) => "  (lower = better)",
+        None => "",
+    };
+    forest_svg(&Forest {
+        caption: format!(
+            "Effect against {} per model (mean over prompts, 95% CI)",
+            d.baseline
+        ),
+        x_desc: format!("Δ {metric}, strategy − {}{direction}", d.baseline),
+        rows,
+        series: d.models.clone(),
+        legend_title: "model",
+        points,
+    })
+    .map(Some)
+}
+
+/// A forest plot: one row per label, one dot with its CI per series in each row, and the zero
+/// line.
+struct Forest {
+    caption: String,
+    x_desc: String,
+    rows: Vec<String>,
+    series: Vec<String>,
+    legend_title: &'static str,
+    /// `points[row][series]`.
+    points: Vec<Vec<Option<Estimate>>>,
+}
+
+fn forest_svg(f: &Forest) -> Result<String> {
+    let all = || f.points.iter().flatten().flatten();
+    let (x0, x1) = padded(
+        all().map(|e| e.ci_low).fold(0.0, f64::min),
+        all().map(|e| e.ci_high).fold(0.0, f64::max),
+    );
+    let n = f.rows.len().max(1);
+    let k = f.series.len().max(1);
+    let height = (120 + 28 * n as u32 * (k as u32).min(3)).max(H / 2);
+    let label_px = (f.rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32 * 7 + 20)
+        .clamp(80, 360);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (plot, legend) = root.split_horizontally(W - legend_width(&f.series).max(160));
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(&f.caption, (FONT, 16))
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(label_px)
+            .build_cartesian_2d(x0..x1, (0..n - 1).into_segmented())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_desc(f.x_desc.as_str())
+            .axis_desc_style((FONT, 14))
+            .label_style((FONT, 12))
+            .y_labels(n)
+            .y_label_formatter(&|v| match v {
+                // the first row on top
+                SegmentValue::CenterOf(i) => f.rows.get(n - 1 - *i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_label_formatter(&|v| format!("{:.3}", if v.abs() < 1e-12 { 0.0 } else { *v }))
+            .draw()
+            .map_err(err)?;
+        let (zx, zt) = chart.backend_coord(&(0.0, SegmentValue::Exact(n)));
+        let (_, zb) = chart.backend_coord(&(0.0, SegmentValue::Exact(0)));
+        root.draw(&PathElement::new(
+            vec![(zx, zt), (zx, zb)],
+            BLACK.mix(0.5).stroke_width(1),
+        ))
+        .map_err(err)?;
+        for (r, row) in f.points.iter().enumerate() {
+            let i = n - 1 - r;
+            let (_, bottom) = chart.backend_coord(&(0.0, SegmentValue::Exact(i)));
+            let (_, top) = chart.backend_coord(&(0.0, SegmentValue::Exact(i + 1)));
+            let slot = (bottom - top) as f64 * 0.7 / k as f64;
+            let first = (top + bottom) as f64 / 2.0 - slot * (k as f64 - 1.0) / 2.0;
+            for (j, e) in row.iter().enumerate() {
+                let Some(e) = e else { continue };
+                let y = (first + slot * j as f64).round() as i32;
+                let x = |v: f64| chart.backend_coord(&(v, SegmentValue::Exact(i))).0;
+                let c = color(j);
+                root.draw(&PathElement::new(
+                    vec![(x(e.ci_low), y), (x(e.ci_high), y)],
+                    c.stroke_width(2),
+                ))
+                .map_err(err)?;
+                for v in [e.ci_low, e.ci_high] {
+                    root.draw(&PathElement::new(
+                        vec![(x(v), y - 4), (x(v), y + 4)],
+                        c.stroke_width(2),
+                    ))
+                    .map_err(err)?;
+                }
+                root.draw(&Circle::new((x(e.point), y), 5, c.filled()))
+                    .map_err(err)?;
+            }
+        }
+        let mut entries: Vec<(String, RGBColor, Marker)> = f
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), color(i), Marker::Dot))
+            .collect();
+        entries.push(("no effect".into(), RGBColor(110, 110, 110), Marker::Line));
+        draw_legend(&legend, f.legend_title, &entries)?;
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
 }

@@ -14,6 +14,7 @@ use crate::analysis::catalog::{self, Level, Metric};
 use crate::analysis::compare::ComparisonRow;
 use crate::analysis::foreign::{self, InputGroupRow, InputSampleRow};
 use crate::analysis::latency::LatencyRow;
+use crate::analysis::models::ModelComparison;
 use crate::analysis::selection::{SelectionComparison, SelectionCost, SelectionRow};
 use crate::analysis::summary::SummaryRow;
 use crate::analysis::{GroupRow, SampleRow};
@@ -127,6 +128,55 @@ pub fn comparisons_csv_with(rows: &[ComparisonRow], reference_column: &str) -> R
 
 pub fn comparisons_csv(rows: &[ComparisonRow]) -> Result<Vec<u8>> {
     comparisons_csv_with(rows, "baseline")
+}
+
+/// One line of `model_comparisons.csv`.
+#[derive(Default, Serialize)]
+struct ModelComparisonCsvRow<'a> {
+    contrast: &'a str,
+    strategy: &'a str,
+    model_a: &'a str,
+    model_b: &'a str,
+    metric: &'a str,
+    n_prompts: usize,
+    #[serde(serialize_with = "number")]
+    diff: f64,
+    #[serde(serialize_with = "number")]
+    ci_low: f64,
+    #[serde(serialize_with = "number")]
+    ci_high: f64,
+    #[serde(serialize_with = "number")]
+    p_value: f64,
+    #[serde(serialize_with = "number")]
+    p_holm: f64,
+    #[serde(serialize_with = "number")]
+    effect_size: f64,
+    #[serde(serialize_with = "number")]
+    min_p: f64,
+}
+
+/// `model_comparisons.csv`: each model against the first per strategy (`contrast = model`,
+/// `diff` = B - A) and the model x strategy interaction (`contrast = interaction`, `diff` =
+/// B's effect of the strategy against the baseline minus A's).
+pub fn model_comparisons_csv(rows: &[ModelComparison]) -> Result<Vec<u8>> {
+    write_csv(
+        &columns(&ModelComparisonCsvRow::default())?,
+        rows.iter().map(|r| ModelComparisonCsvRow {
+            contrast: r.contrast.name(),
+            strategy: &r.strategy,
+            model_a: &r.model_a,
+            model_b: &r.model_b,
+            metric: r.metric,
+            n_prompts: r.n_prompts,
+            diff: r.diff.point,
+            ci_low: r.diff.ci_low,
+            ci_high: r.diff.ci_high,
+            p_value: r.p_value,
+            p_holm: r.p_holm,
+            effect_size: r.effect_size,
+            min_p: r.min_p,
+        }),
+    )
 }
 
 #[derive(Default, Serialize)]

@@ -127,6 +127,7 @@ mod tests {
             stop_reason: "eos".into(),
             trace: Default::default(),
             timing: Default::default(),
+            reference: None,
         };
         let mut bytes = jsonl_bytes(&[rec.clone(), rec.clone()]).unwrap();
         bytes.extend_from_slice(b"{\"model\": \"m\", \"prom");

@@ -94,6 +94,7 @@ pub fn config_hash(exp: &Experiment) -> String {
         o.remove("source_sha256");
         o.remove("description");
         o.remove("select");
+        o.remove("scorer");
     }
     crate::config::hex(&Sha256::digest(serde_json::to_vec(&v).unwrap_or_default()))
 }
