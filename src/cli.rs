@@ -54,6 +54,17 @@ pub enum Command {
     },
     /// Check an experiment file without loading any model; exit code 2 on errors.
     Validate { file: PathBuf },
+    /// Measure each model's own entropy distribution as `run` does for quantile thresholds
+    /// (`entropy_low: {quantile: 0.25}`): one seeded sample per prompt (the file's
+    /// `calibration:` settings), then print the quantiles and the thresholds they resolve to,
+    /// and write calibration.json, calibration.csv and the histograms (calibration.svg).
+    Calibrate {
+        /// The experiment YAML file.
+        file: PathBuf,
+        /// Output folder (default: results/<name>-calibration).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Write a tiny random gemma3 GGUF + tokenizer.json (for trying configs and for tests).
     #[command(hide = true)]
     TinyModel {

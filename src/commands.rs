@@ -49,6 +49,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             report_cmd(&dir, None)
         }
         Command::Validate { file } => validate(file),
+        Command::Calibrate { file, out } => calibrate_cmd(&file, out),
         Command::Dist {
             logits,
             strategy,
@@ -205,6 +206,77 @@ fn validate(file: PathBuf) -> Result<i32> {
     Ok(0)
 }
 
+/// `declab calibrate`: each model's entropy quantiles (stdout), and calibration.json,
+/// calibration.csv and calibration.svg in `out` (default results/<name>-calibration).
+fn calibrate_cmd(file: &std::path::Path, out: Option<PathBuf>) -> Result<i32> {
+    let exp = load_config(file)?;
+    runner::preflight(&exp)?;
+    let out =
+        out.unwrap_or_else(|| PathBuf::from("results").join(format!("{}-calibration", exp.name)));
+    let stop = runner::stop_flag();
+    let measured = crate::calibrate::measure_all(&exp, &candle_core::Device::Cpu, &stop)?;
+    let levels = crate::calibrate::levels(&exp.strategies);
+    let mut table = String::from("model            tokens   mean");
+    for q in &levels {
+        table.push_str(&format!(" {:>7}", format!("q{q}")));
+    }
+    println!("{table}");
+    for m in &measured {
+        let c = &m.calibration;
+        let mut line = format!("{:<16} {:>6} {:>6.3}", c.model, c.n_tokens, c.mean_nats);
+        for q in &levels {
+            line.push_str(&format!(
+                " {:>7.3}",
+                c.quantiles[&crate::calibrate::level_key(*q)]
+            ));
+        }
+        println!("{line}");
+    }
+    for m in &measured {
+        for (strategy, values) in &m.calibration.resolved {
+            let v: Vec<String> = values
+                .iter()
+                .map(|(k, x)| format!("{k} = {x:.3} nats"))
+                .collect();
+            println!("{} on {}: {}", strategy, m.calibration.model, v.join(", "));
+        }
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let cals: Vec<&crate::calibrate::ModelCalibration> =
+        measured.iter().map(|m| &m.calibration).collect();
+    store::write_atomic(
+        &out.join("calibration.json"),
+        &serde_json::to_vec_pretty(&cals)?,
+    )?;
+    let mut csv = String::from("model,level,nats\n");
+    for c in &cals {
+        for q in &levels {
+            let key = crate::calibrate::level_key(*q);
+            csv.push_str(&format!("{},{key},{}\n", c.model, c.quantiles[&key]));
+        }
+    }
+    store::write_atomic(&out.join("calibration.csv"), csv.as_bytes())?;
+    let hist: Vec<(&str, &[f64], &crate::calibrate::ModelCalibration)> = measured
+        .iter()
+        .map(|m| {
+            (
+                m.calibration.model.as_str(),
+                m.entropies.as_slice(),
+                &m.calibration,
+            )
+        })
+        .collect();
+    store::write_atomic(
+        &out.join("calibration.svg"),
+        report::plots::calibration_svg(&hist)?.as_bytes(),
+    )?;
+    eprintln!(
+        "declab: wrote calibration.json, calibration.csv and calibration.svg to {}",
+        out.display()
+    );
+    Ok(0)
+}
+
 #[allow(clippy::too_many_arguments)] // the `run` command's flags, passed through once
 fn run(
     file: PathBuf,
@@ -338,6 +410,13 @@ fn dist(logits_arg: &str, spec: &str, seed: Option<u64>) -> Result<i32> {
             es.into_iter().map(|e| e.to_string()).collect(),
         )
     })?;
+    if let Some(q) = s.quantiles.first() {
+        return Err(ConfigError::new(
+            std::path::Path::new("--strategy"),
+            vec![format!("strategy.{}: a quantile threshold is resolved from a model's entropy distribution by `declab run` (see `declab calibrate`); `dist` has no model: give the value in nats", q.key)],
+        )
+        .into());
+    }
     let mut sampler = strategy::Sampler::new(strategy::build(&s.processors, logits.len()));
     let d = sampler
         .final_distribution(&logits)
@@ -391,7 +470,8 @@ fn write_report(
     manifest: &Manifest,
     embedder: Option<&dyn TextEmbedder>,
 ) -> Result<()> {
-    let a = analysis::analyze(design, records, embedder, analysis::DEFAULT_RESAMPLES)?;
+    let design = design.clone().with_calibration(&manifest.calibration);
+    let a = analysis::analyze(&design, records, embedder, analysis::DEFAULT_RESAMPLES)?;
     report::write_folder(dir, &a, manifest)
 }
 

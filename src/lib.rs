@@ -9,6 +9,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod calibrate;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -212,6 +212,15 @@ pub fn merge(dir: &Path) -> Result<MergeSummary> {
         ..serde_json::from_value(serde_json::to_value(m0)?)?
     };
     merged.models = m0.models.clone();
+    // a shard calibrates only the models it runs; each calibration is deterministic
+    merged.calibration.clear();
+    for (_, m) in &manifests {
+        for c in &m.calibration {
+            if !merged.calibration.iter().any(|x| x.model == c.model) {
+                merged.calibration.push(c.clone());
+            }
+        }
+    }
     store::write_manifest(dir, &merged)?;
     Ok(MergeSummary {
         shards: n,

@@ -413,6 +413,12 @@ pub fn generate_batch(
     if jobs.is_empty() {
         return Ok(());
     }
+    if let Some(j) = jobs.iter().find(|j| j.strategy.needs_calibration()) {
+        bail!(
+            "strategy {:?} still holds quantile placeholders: it must be resolved against the model's calibration first",
+            j.strategy.id
+        );
+    }
     let mut states: Vec<Option<SampleState>> = jobs
         .iter()
         .map(|j| Some(SampleState::new(j, args)))
@@ -606,6 +612,13 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
         samples_done: resumed,
         samples_failed: existing.iter().filter(|r| !r.ok()).count(),
         shard: opts.shard,
+        // a model with nothing left to run keeps its calibration (its samples used it)
+        calibration: prev
+            .iter()
+            .flat_map(|p| p.calibration.iter())
+            .filter(|c| exp.models.iter().any(|m| m.id == c.model))
+            .cloned()
+            .collect(),
     };
     store::write_manifest(&opts.out_dir, &manifest)?;
 
@@ -649,6 +662,52 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
         if !pending_model {
             continue;
         }
+        let strategies = match &exp.calibration {
+            Some(settings) if exp.needs_calibration() => {
+                let kept = prev.as_ref().and_then(|p| {
+                    p.calibration.iter().find(|c| {
+                        c.model == mspec.id
+                            && c.weights_sha256 == model.weights_sha256
+                            && c.tokens_per_prompt == settings.tokens
+                            && c.temperature == settings.temperature
+                    })
+                });
+                let mut cal = match kept {
+                    Some(c) => c.clone(),
+                    None => {
+                        let t0 = Instant::now();
+                        let h =
+                            crate::calibrate::entropies(exp, settings, &model, &mspec.id, &stop)?;
+                        if stop.load(Ordering::Relaxed) {
+                            summary.interrupted = true;
+                            break 'models;
+                        }
+                        let cal = crate::calibrate::summarize(
+                            &mspec.id,
+                            &model.weights_sha256,
+                            settings,
+                            exp.prompts.len(),
+                            &h,
+                            &crate::calibrate::levels(&exp.strategies),
+                        )?;
+                        eprintln!(
+                            "declab: calibrated {:?}: {} tokens, entropy median {:.3} nats, in {:.1} s",
+                            mspec.id,
+                            cal.n_tokens,
+                            cal.quantiles.get("0.5").copied().unwrap_or(f64::NAN),
+                            t0.elapsed().as_secs_f64()
+                        );
+                        cal
+                    }
+                };
+                let resolved = crate::calibrate::resolve(&exp.strategies, &mut cal)?;
+                manifest.calibration.retain(|c| c.model != mspec.id);
+                manifest.calibration.push(cal);
+                store::write_manifest(&opts.out_dir, &manifest)?;
+                resolved
+            }
+            _ => exp.strategies.clone(),
+        };
         for prompt in &exp.prompts {
             if !pending_for_prompt(&expected, &done, &mspec.id, prompt) {
                 continue;
@@ -672,7 +731,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
             };
             // every pending sample of this prompt, in canonical order
             let mut pending: Vec<(&StrategySpec, usize, u64)> = Vec::new();
-            for strat in &exp.strategies {
+            for strat in &strategies {
                 for idx in 0..exp.samples {
                     let key = (mspec.id.clone(), prompt.id.clone(), strat.id.clone(), idx);
                     if done.contains(&key) || !expected.contains(&key) {

@@ -248,3 +248,174 @@ prompts:\n{prompts}samples: 2\nmax_new_tokens: 24\nbaseline: greedy\nstrategies:
         "{report}"
     );
 }
+
+/// Quantile thresholds on the real models (#19 item 3): each model gets its own values from
+/// the calibration pass under one strategy id; the switch branches by those values and the
+/// solve meets that target on every step; `declab calibrate` measures the same values `run`
+/// used; a resumed run does not calibrate again.
+#[test]
+fn real_models_quantile_thresholds_resolve_per_model_and_hold() {
+    let m = real_models_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "name: quantiles\nseed: 13\nmodels:\n  - {{id: gemma, gguf: {m}/gemma-3-270m/gemma-3-270m-q4_k_m.gguf, tokenizer: {m}/gemma-3-270m/tokenizer.json}}\n  - {{id: smol, gguf: {m}/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf}}\n\
+prompts:\n  - {{id: a, text: \"The lighthouse keeper had not seen a ship in eleven years, until\"}}\n  - {{id: b, text: \"Our new coffee blend tastes like\"}}\n  - {{id: c, text: \"My grandmother kept a box of letters that\"}}\n\
+calibration: {{tokens: 48}}\nsamples: 2\nmax_new_tokens: 24\nstrategies:\n  - {{kind: temperature, temperature: 1.0}}\n\
+\x20 - {{kind: entropy_switch, entropy_low: {{quantile: 0.3}}, entropy_high: {{quantile: 0.7}}, low: {{kind: greedy}}, mid: {{kind: temperature, temperature: 0.8}}, high: {{kind: min_p, min_p: 0.1}}}}\n\
+\x20 - {{kind: target_entropy, target: {{quantile: 0.5}}}}\n",
+        m = m.display()
+    );
+    let cfg = dir.path().join("q.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let v = declab().arg("validate").arg(&cfg).assert().success();
+    let listed = String::from_utf8_lossy(&v.get_output().stdout).to_string();
+    assert!(
+        listed.contains("entropy_switch(low=q0.3,high=q0.7,"),
+        "{listed}"
+    );
+    assert!(listed.contains("target_entropy(target=q0.5)"), "{listed}");
+    let out = dir.path().join("out");
+    declab()
+        .args(["run", "--no-progress"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let cals = manifest["calibration"].as_array().unwrap();
+    assert_eq!(cals.len(), 2);
+    let switch_id =
+        "entropy_switch(low=q0.3,high=q0.7,L=greedy,M=temperature(t=0.8),H=min_p(min_p=0.1))";
+    let resolved = |model: &str, strategy: &str, key: &str| -> f64 {
+        let c = cals.iter().find(|c| c["model"] == model).unwrap();
+        c["resolved"][strategy][key].as_f64().unwrap()
+    };
+    let (g_low, s_low) = (
+        resolved("gemma", switch_id, "entropy_low"),
+        resolved("smol", switch_id, "entropy_low"),
+    );
+    eprintln!(
+        "entropy_low = q0.3: gemma {g_low:.3} nats, smol {s_low:.3}; target q0.5: gemma {:.3}, smol {:.3}",
+        resolved("gemma", "target_entropy(target=q0.5)", "target"),
+        resolved("smol", "target_entropy(target=q0.5)", "target")
+    );
+    assert!(
+        (g_low - s_low).abs() > 1e-3,
+        "the two models calibrate apart"
+    );
+    let recs = read_records(&out.join("samples.jsonl"));
+    let (mut steps, mut per_branch) = (0, std::collections::BTreeMap::<String, usize>::new());
+    for r in &recs {
+        if r.strategy == switch_id {
+            let (lo, hi) = (
+                resolved(&r.model, switch_id, "entropy_low"),
+                resolved(&r.model, switch_id, "entropy_high"),
+            );
+            let branches = r.trace.branch.as_ref().unwrap();
+            for (h, b) in r.trace.entropy.iter().zip(branches) {
+                let h = *h as f64;
+                // the trace stores f32: a step within its rounding of a threshold is left out
+                if (h - lo).abs() < 1e-5 || (h - hi).abs() < 1e-5 {
+                    continue;
+                }
+                let want = if h < lo {
+                    "low"
+                } else if h > hi {
+                    "high"
+                } else {
+                    "mid"
+                };
+                assert_eq!(
+                    b, want,
+                    "{}/{}: H = {h}, thresholds {lo} {hi}",
+                    r.model, r.prompt_id
+                );
+                *per_branch.entry(b.clone()).or_default() += 1;
+                steps += 1;
+            }
+        }
+        if r.strategy == "target_entropy(target=q0.5)" {
+            let t = resolved(&r.model, &r.strategy, "target");
+            let flags = r.trace.solve.as_ref().unwrap();
+            for (fe, f) in r.trace.final_entropy.iter().zip(flags) {
+                if f == &Some(declab::strategy::SolveFlag::Met) {
+                    assert!(
+                        (*fe as f64 - t).abs() < 1e-3,
+                        "{}: final entropy {fe} vs target {t}",
+                        r.model
+                    );
+                }
+            }
+            let met = flags
+                .iter()
+                .filter(|f| **f == Some(declab::strategy::SolveFlag::Met))
+                .count();
+            assert!(
+                met * 10 >= flags.len() * 9,
+                "{}: the target is met on {met} of {} steps",
+                r.model,
+                flags.len()
+            );
+        }
+    }
+    eprintln!("switch steps by branch: {per_branch:?}");
+    assert!(steps > 100 && per_branch.len() == 3, "{per_branch:?}");
+
+    // `declab calibrate` measures what `run` used, bit for bit
+    let cal_out = dir.path().join("cal");
+    declab()
+        .arg("calibrate")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&cal_out)
+        .assert()
+        .success();
+    let measured: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cal_out.join("calibration.json")).unwrap()).unwrap();
+    assert_eq!(&measured, &manifest["calibration"]);
+    assert!(cal_out.join("calibration.svg").is_file());
+
+    // resuming reads the calibration back
+    let again = declab()
+        .args(["run", "--no-progress"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let err = String::from_utf8_lossy(&again.get_output().stderr).to_string();
+    assert!(!err.contains("calibrated"), "{err}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("### Quantile thresholds"), "{report}");
+}
+
+/// Quantile thresholds written wrong are configuration errors naming the key and the fix.
+#[test]
+fn bad_quantile_thresholds_are_configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = declab::engine::tiny::write(&dir.path().join("t"), 7).unwrap();
+    let cases = [
+        ("{kind: target_entropy, target: {quantile: 1.5}}", "strategies[0].target.quantile: 1.5 is out of range; allowed: 0 < quantile < 1"),
+        ("{kind: target_entropy, target: {quantile: 0.5, x: 1}}", "strategies[0].target: expected a number (nats, or bits with `unit: bits`) or {quantile: q}"),
+        ("{kind: entropy_switch, entropy_low: {quantile: 0.2}, entropy_high: 3.0, low: {kind: greedy}, mid: {kind: greedy}, high: {kind: greedy}}", "give both entropy thresholds as quantiles"),
+        ("{kind: top_p, top_p: {quantile: 0.9}}", "strategies[0].top_p: a quantile threshold is allowed only for"),
+        ("{kind: entropy_switch, entropy_low: 1.0, entropy_high: 3.0, low: {kind: greedy}, mid: {kind: target_entropy, target: {quantile: 0.5}}, high: {kind: greedy}}", "strategies[0].mid.target: a quantile threshold ({quantile: q}) is allowed only at the top level"),
+    ];
+    for (block, want) in cases {
+        let cfg = dir.path().join("bad.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name: bad\nseed: 1\nmodels:\n  - {{id: t, gguf: {}, tokenizer: {}}}\nprompts:\n  - {{id: p, text: hi}}\nmax_new_tokens: 4\nstrategies:\n  - {block}\n",
+                tiny.gguf.display(),
+                tiny.tokenizer.display()
+            ),
+        )
+        .unwrap();
+        let a = declab().arg("validate").arg(&cfg).assert().code(2);
+        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+        assert!(err.contains(want), "{block}:\n{err}");
+    }
+}

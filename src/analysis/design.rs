@@ -4,6 +4,8 @@
 //! `declab report` on a stored folder, which must not need the model files).
 
 use anyhow::{anyhow, Result};
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::config::Experiment;
@@ -28,6 +30,8 @@ impl StrategyInfo {
                 v.as_mapping()
                     .and_then(|m| crate::config::strategy::parse_single(m, "params").ok())
             })
+            // a quantile target has its value per model ([`Design::target_of`])
+            .filter(|spec| !spec.needs_calibration())
             .and_then(|spec| spec.target_nats());
         StrategyInfo {
             id,
@@ -52,6 +56,9 @@ pub struct Design {
     pub selectors: Vec<crate::select::SelectorSpec>,
     /// The reference scorer's model id (`scorer:`).
     pub scorer: Option<String>,
+    /// Quantile targets resolved per model: (model, strategy id) -> nats (from the manifest's
+    /// calibration, [`Design::with_calibration`]).
+    pub calibrated_targets: BTreeMap<(String, String), f64>,
 }
 
 impl Design {
@@ -68,7 +75,7 @@ impl Design {
                     id: s.id.clone(),
                     kind: s.kind.clone(),
                     params: s.params.clone(),
-                    target_nats: s.target_nats(),
+                    target_nats: s.target_nats().filter(|_| !s.needs_calibration()),
                 })
                 .collect(),
             baseline: exp.baseline.clone(),
@@ -76,6 +83,7 @@ impl Design {
             max_new_tokens: exp.max_new_tokens,
             selectors: exp.select.clone(),
             scorer: exp.scorer.clone(),
+            calibrated_targets: BTreeMap::new(),
         }
     }
 
@@ -134,6 +142,30 @@ impl Design {
             max_new_tokens: v.get("max_new_tokens").and_then(Value::as_u64).unwrap_or(0) as usize,
             selectors: selectors_of(v)?,
             scorer: v.get("scorer").and_then(Value::as_str).map(str::to_string),
+            calibrated_targets: BTreeMap::new(),
+        })
+    }
+
+    /// With the quantile targets a run resolved per model (the manifest's `calibration`).
+    pub fn with_calibration(mut self, cals: &[crate::calibrate::ModelCalibration]) -> Design {
+        for c in cals {
+            for (strategy, values) in &c.resolved {
+                if let Some(&t) = values.get("target") {
+                    self.calibrated_targets
+                        .insert((c.model.clone(), strategy.clone()), t);
+                }
+            }
+        }
+        self
+    }
+
+    /// The entropy target of strategy `s` on `model` in nats: its own, or the model's
+    /// calibrated value of a quantile target.
+    pub fn target_of(&self, model: &str, s: &StrategyInfo) -> Option<f64> {
+        s.target_nats.or_else(|| {
+            self.calibrated_targets
+                .get(&(model.to_string(), s.id.clone()))
+                .copied()
         })
     }
 

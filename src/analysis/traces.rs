@@ -9,7 +9,7 @@
 use crate::record::SampleRecord;
 use crate::stats::Estimate;
 
-use super::design::{target_nats, Design};
+use super::design::Design;
 use super::summary::{self, SummaryRow};
 
 pub const MIN_SAMPLES_PER_POSITION: usize = 2;
@@ -139,7 +139,7 @@ pub fn target_points(design: &Design, rows: &[SummaryRow]) -> Vec<TargetPoint> {
     for model in &design.models {
         for s in &design.strategies {
             let (Some(target), Some(row)) = (
-                target_nats(s),
+                design.target_of(model, s),
                 summary::find(rows, model, &s.id, "final_entropy_mean"),
             ) else {
                 continue;

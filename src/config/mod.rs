@@ -166,6 +166,9 @@ pub struct Experiment {
     pub stop: Vec<String>,
     pub strategies: Vec<StrategySpec>,
     pub baseline: String,
+    /// How quantile thresholds are calibrated; set when a strategy uses one (or when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// The model (an id of `models`, after a checkpoint series is expanded) under which every
     /// sample's text is scored after generation (`RefScore`). It does not change the samples,
     /// so it is left out of the config hash (adding one to a finished run scores its samples).
@@ -183,7 +186,25 @@ pub struct Experiment {
     pub warnings: Vec<String>,
 }
 
+/// The calibration pass of quantile thresholds (see [`crate::calibrate`]): per model, one
+/// sample of up to `tokens` tokens per prompt at `temperature`, seeded from the experiment seed;
+/// the per-token entropies of the unmodified distribution make the model's distribution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Calibration {
+    pub tokens: usize,
+    pub temperature: f64,
+}
+
+impl Calibration {
+    pub const DEFAULT_TOKENS: usize = 64;
+}
+
 impl Experiment {
+    /// Whether any strategy has a quantile threshold to resolve per model.
+    pub fn needs_calibration(&self) -> bool {
+        self.strategies.iter().any(|s| s.needs_calibration())
+    }
+
     pub fn total_samples(&self) -> usize {
         self.models.len() * self.prompts.len() * self.strategies.len() * self.samples
     }
@@ -365,6 +386,27 @@ pub fn parse(
         None => strategies.first().map(|s| s.id.clone()).unwrap_or_default(),
     };
 
+    let calibration = match &raw.calibration {
+        Some(c) => {
+            let tokens = c.tokens.unwrap_or(Calibration::DEFAULT_TOKENS);
+            let temperature = c.temperature.unwrap_or(1.0);
+            if tokens == 0 || tokens > 4096 {
+                errors.push(format!("calibration.tokens: {tokens} is out of range; allowed: 1 to 4096 tokens per prompt (default {})", Calibration::DEFAULT_TOKENS));
+            }
+            if !(temperature > 0.0 && temperature.is_finite()) {
+                errors.push(format!("calibration.temperature: {temperature} is out of range; allowed: a temperature above 0 (default 1.0, the model's own distribution)"));
+            }
+            Some(Calibration {
+                tokens,
+                temperature,
+            })
+        }
+        None if strategies.iter().any(|s| s.needs_calibration()) => Some(Calibration {
+            tokens: Calibration::DEFAULT_TOKENS,
+            temperature: 1.0,
+        }),
+        None => None,
+    };
     let scorer = match &raw.scorer {
         Some(id) if models.iter().any(|m| &m.id == id) => Some(id.clone()),
         Some(id) => {
@@ -419,6 +461,7 @@ pub fn parse(
         stop: raw.stop,
         strategies,
         baseline,
+        calibration,
         scorer,
         select,
         source: file.to_path_buf(),

@@ -27,6 +27,9 @@ pub struct RawExperiment {
     #[serde(default)]
     pub baseline: Option<String>,
     pub strategies: Vec<serde_yaml::Value>,
+    /// How each model's own entropy distribution is measured for quantile thresholds.
+    #[serde(default)]
+    pub calibration: Option<RawCalibration>,
     /// The model id that scores every sample's text (`nll_ref`, `entropy_ref`), the same
     /// yardstick for every model and checkpoint.
     #[serde(default)]
@@ -34,6 +37,20 @@ pub struct RawExperiment {
     /// Best-of-N selectors applied to the samples of every cell (`crate::select`).
     #[serde(default)]
     pub select: Vec<serde_yaml::Value>,
+}
+
+/// `calibration:`: the pass that measures each model's entropy distribution before its
+/// quantile thresholds (`{quantile: q}`) are resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCalibration {
+    /// Tokens generated per prompt (default 64).
+    #[serde(default)]
+    pub tokens: Option<usize>,
+    /// Sampling temperature of the calibration samples (default 1.0: the model's own
+    /// distribution, unmodified).
+    #[serde(default)]
+    pub temperature: Option<f64>,
 }
 
 fn default_version() -> u32 {

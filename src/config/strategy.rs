@@ -14,7 +14,7 @@ use crate::strategy::entropy_switch::SwitchSpec;
 use crate::strategy::greedy::Greedy;
 use crate::strategy::registry::{self, SIMPLE};
 use crate::strategy::unit::{self, Checks, Range, Simple, Unit};
-use crate::strategy::{ProcSpec, StrategySpec};
+use crate::strategy::{ProcSpec, QuantileParam, StrategySpec};
 
 pub use crate::strategy::PathError;
 
@@ -158,7 +158,9 @@ pub fn parse_single(map: &Mapping, path: &str) -> Result<StrategySpec, Vec<PathE
             )])
         }
     };
-    let processors = processors_for(&kind, map, path)?;
+    let (placeheld, quantiles) = quantile_placeholders(&kind, map, path)?;
+    let processors = processors_for(&kind, &placeheld, path)?;
+    // the id and the record keep the quantiles as written: one id across models
     let id = name.unwrap_or_else(|| strategy_id(&kind, map));
     let params = serde_json::to_value(map).unwrap_or(serde_json::Value::Null);
     Ok(StrategySpec {
@@ -166,7 +168,141 @@ pub fn parse_single(map: &Mapping, path: &str) -> Result<StrategySpec, Vec<PathE
         kind,
         processors,
         params,
+        quantiles,
     })
+}
+
+/// The block keys that may be a quantile of the model's own entropy distribution, per kind:
+/// the entropy thresholds of `entropy_switch` and the target of `target_entropy`.
+pub const QUANTILE_KEYS: &[(&str, &[&str])] = &[
+    (SWITCH, &["entropy_low", "entropy_high"]),
+    ("target_entropy", &["target"]),
+];
+
+/// The `{quantile: q}` value of a key, if it is one: `Ok(None)` for any other value.
+fn quantile_of(v: &Value, path: &str) -> Result<Option<f64>, PathError> {
+    let Value::Mapping(m) = v else {
+        return Ok(None);
+    };
+    if m.len() != 1 || !m.contains_key("quantile") {
+        return Err(err(path, "expected a number (nats, or bits with `unit: bits`) or {quantile: q}, a quantile of the model's own entropy distribution with 0 < q < 1"));
+    }
+    match m.get("quantile").and_then(Value::as_f64) {
+        Some(q) if q > 0.0 && q < 1.0 => Ok(Some(q)),
+        _ => Err(err(
+            &format!("{path}.quantile"),
+            format!(
+                "{} is out of range; allowed: 0 < quantile < 1 (e.g. {{quantile: 0.25}})",
+                short(m.get("quantile").unwrap_or(&Value::Null))
+            ),
+        )),
+    }
+}
+
+/// The block with each `{quantile: q}` replaced by `q` for validation (the quantile function is
+/// increasing, so `q` keeps the order checks of the thresholds it stands for), and the
+/// quantile keys. A quantile where the kind takes none, or a switch with one threshold a
+/// quantile and the other a number, is an error.
+fn quantile_placeholders(
+    kind: &str,
+    map: &Mapping,
+    path: &str,
+) -> Result<(Mapping, Vec<QuantileParam>), Vec<PathError>> {
+    let allowed: &[&str] = QUANTILE_KEYS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, keys)| *keys)
+        .unwrap_or(&[]);
+    let mut out = map.clone();
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        if !allowed.contains(&key) {
+            let is_quantile = matches!(v, Value::Mapping(m) if m.contains_key("quantile"));
+            if is_quantile {
+                errors.push(err(
+                    &format!("{path}.{key}"),
+                    format!(
+                        "a quantile threshold is allowed only for {}",
+                        QUANTILE_KEYS
+                            .iter()
+                            .flat_map(|(k, keys)| keys
+                                .iter()
+                                .map(move |x| format!("`{k}`'s `{x}`")))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            continue;
+        }
+        match quantile_of(v, &format!("{path}.{key}")) {
+            Ok(Some(q)) => {
+                out.insert(k.clone(), Value::from(q));
+                found.push(QuantileParam {
+                    key: key.to_string(),
+                    q,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if kind == SWITCH
+        && found.len() == 1
+        && map.contains_key("entropy_low")
+        && map.contains_key("entropy_high")
+    {
+        errors.push(err(
+            path,
+            "give both entropy thresholds as quantiles ({quantile: q}) or both as numbers: a quantile and a fixed value cannot be checked for order before the model is calibrated",
+        ));
+    }
+    if errors.is_empty() {
+        Ok((out, found))
+    } else {
+        Err(errors)
+    }
+}
+
+/// The values a strategy's quantile thresholds resolved to: (block key, nats).
+pub type Resolved = Vec<(String, f64)>;
+
+/// `spec` with its quantile thresholds replaced by one model's values: `nats_at(q)` is the
+/// model's `q`-quantile of entropy in nats, written into the block in the block's `unit` and
+/// parsed again. The id, kind and written block stay; `None` for a strategy without
+/// quantiles. Returns the resolved values in nats by key.
+pub fn resolve_quantiles(
+    spec: &StrategySpec,
+    mut nats_at: impl FnMut(f64) -> f64,
+) -> Result<(StrategySpec, Resolved), Vec<PathError>> {
+    if spec.quantiles.is_empty() {
+        return Ok((spec.clone(), Vec::new()));
+    }
+    let path = format!("strategy {:?}", spec.id);
+    let map: Mapping = serde_yaml::to_value(&spec.params)
+        .ok()
+        .and_then(|v| v.as_mapping().cloned())
+        .ok_or_else(|| vec![err(&path, "the stored block is not a mapping")])?;
+    let bits = map.get("unit").and_then(Value::as_str) == Some("bits");
+    let mut resolved = map.clone();
+    let mut values = Vec::new();
+    for qp in &spec.quantiles {
+        let h = nats_at(qp.q);
+        let written = if bits { h / std::f64::consts::LN_2 } else { h };
+        resolved.insert(Value::from(qp.key.as_str()), Value::from(written));
+        values.push((qp.key.clone(), h));
+    }
+    let processors = processors_for(&spec.kind, &resolved, &path)?;
+    Ok((
+        StrategySpec {
+            processors,
+            quantiles: Vec::new(),
+            ..spec.clone()
+        },
+        values,
+    ))
 }
 
 /// The processor chain for one expanded block.
@@ -358,7 +494,14 @@ fn nested_block(v: &Value, path: &str) -> Result<StrategySpec, Vec<PathError>> {
             )]);
         }
     }
-    parse_single(map, path)
+    let spec = parse_single(map, path)?;
+    if let Some(q) = spec.quantiles.first() {
+        return Err(vec![err(
+            &format!("{path}.{}", q.key),
+            "a quantile threshold ({quantile: q}) is allowed only at the top level of a strategy block, not inside a branch or a chain; give a number here",
+        )]);
+    }
+    Ok(spec)
 }
 
 /// One chain element: `{top_k: 40}`-style one-parameter processor, `greedy`, or a nested block.
@@ -456,6 +599,10 @@ fn fmt_value(kind: &str, key: &str, v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
+        // a quantile threshold: `q0.25`
+        Value::Mapping(m) if m.len() == 1 && m.contains_key("quantile") => {
+            format!("q{}", fmt_value(kind, "quantile", &m["quantile"]))
+        }
         Value::Mapping(m) => match m.get("name").and_then(Value::as_str) {
             Some(name) => name.to_string(),
             None => strategy_id(m.get("kind").and_then(Value::as_str).unwrap_or("?"), m),

@@ -245,6 +245,47 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
             esc(&s.params.to_string())
         );
     }
+    if !m.calibration.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n### Quantile thresholds\n\nA threshold written as `{{quantile: q}}` is the model's own q-quantile of next-token entropy, measured on one seeded sample per prompt before the model's grid (`declab calibrate` draws the distributions), so one strategy id holds a value per model:\n"
+        );
+        for c in &m.calibration {
+            let _ = writeln!(
+                o,
+                "- `{}`: {} tokens ({} per prompt at T = {}), entropy median {} nats, quartiles {} and {}",
+                esc(&c.model),
+                c.n_tokens,
+                c.tokens_per_prompt,
+                c.temperature,
+                c.quantiles.get("0.5").map(|x| fmt_num(*x)).unwrap_or_default(),
+                c.quantiles.get("0.25").map(|x| fmt_num(*x)).unwrap_or_default(),
+                c.quantiles.get("0.75").map(|x| fmt_num(*x)).unwrap_or_default(),
+            );
+        }
+        let _ = write!(o, "\n| strategy |");
+        for c in &m.calibration {
+            let _ = write!(o, " {} (nats) |", esc(&c.model));
+        }
+        let _ = writeln!(o, "\n|---|{}", "---|".repeat(m.calibration.len()));
+        for s in d
+            .strategies
+            .iter()
+            .filter(|s| m.calibration.iter().any(|c| c.resolved.contains_key(&s.id)))
+        {
+            let _ = write!(o, "| {} |", esc(&s.id));
+            for c in &m.calibration {
+                let cell = c.resolved.get(&s.id).map(|v| {
+                    v.iter()
+                        .map(|(k, x)| format!("{k} {}", fmt_num(*x)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+                let _ = write!(o, " {} |", cell.unwrap_or_default());
+            }
+            o.push('\n');
+        }
+    }
     let n_prompts = d.prompts.len();
     let _ = writeln!(
         o,

@@ -806,3 +806,81 @@ fn forest_svg(f: &Forest) -> Result<String> {
     }
     Ok(svg)
 }
+
+/// `declab calibrate`'s histograms: one panel per model (shared entropy axis), the share of
+/// calibration tokens per 0.25-nat bin, with the quartiles as dashed lines.
+pub fn calibration_svg(
+    models: &[(&str, &[f64], &crate::calibrate::ModelCalibration)],
+) -> Result<String> {
+    let hi = models
+        .iter()
+        .flat_map(|(_, h, _)| h.iter().copied())
+        .fold(1.0f64, f64::max);
+    let width = 0.25;
+    let bins = (hi / width).ceil() as usize + 1;
+    let x1 = bins as f64 * width;
+    let panel_h = 220u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, panel_h * models.len().max(1) as u32))
+            .into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let panels = root.split_evenly((models.len().max(1), 1));
+        for (i, ((name, h, cal), area)) in models.iter().zip(panels.iter()).enumerate() {
+            let mut counts = vec![0usize; bins];
+            for &x in h.iter().filter(|x| x.is_finite()) {
+                counts[((x.max(0.0) / width) as usize).min(bins - 1)] += 1;
+            }
+            let n = h.len().max(1) as f64;
+            let top = counts.iter().copied().max().unwrap_or(0) as f64 / n * 1.1 + 1e-9;
+            let mut chart = ChartBuilder::on(area)
+                .caption(
+                    format!(
+                        "{name}: {} tokens, median {:.2} nats",
+                        cal.n_tokens,
+                        cal.quantiles.get("0.5").copied().unwrap_or(f64::NAN)
+                    ),
+                    (FONT, 15),
+                )
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(60)
+                .build_cartesian_2d(0.0..x1, 0.0..top)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_desc("entropy of the next-token distribution (nats)")
+                .y_desc("share of tokens")
+                .axis_desc_style((FONT, 13))
+                .label_style((FONT, 11))
+                .y_label_formatter(&|v| format!("{v:.2}"))
+                .draw()
+                .map_err(err)?;
+            let c = color(i);
+            chart
+                .draw_series(counts.iter().enumerate().map(|(b, &k)| {
+                    let x = b as f64 * width;
+                    Rectangle::new(
+                        [(x, 0.0), (x + width * 0.95, k as f64 / n)],
+                        c.mix(0.7).filled(),
+                    )
+                }))
+                .map_err(err)?;
+            for key in ["0.25", "0.5", "0.75"] {
+                if let Some(&q) = cal.quantiles.get(key) {
+                    chart
+                        .draw_series(DashedLineSeries::new(
+                            vec![(q, 0.0), (q, top)],
+                            5,
+                            4,
+                            BLACK.mix(0.7).stroke_width(1),
+                        ))
+                        .map_err(err)?;
+                }
+            }
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}

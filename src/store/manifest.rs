@@ -39,6 +39,10 @@ pub struct Manifest {
     /// Set on a shard's manifest; absent on single-process and merged runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<Shard>,
+    /// Each model's entropy calibration and the quantile thresholds resolved from it (only when
+    /// a strategy has one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<crate::calibrate::ModelCalibration>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

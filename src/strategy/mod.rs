@@ -32,7 +32,7 @@ pub mod typical;
 pub mod unit;
 
 pub use chain::Chain;
-pub use spec::{build, StrategySpec};
+pub use spec::{build, QuantileParam, StrategySpec};
 pub use target_entropy::{solve_temperature, Signal, SolveFlag, TargetEntropy, TargetMode};
 pub use unit::{Facts, PathError, ProcSpec, Unit};
 

@@ -16,9 +16,27 @@ pub struct StrategySpec {
     pub processors: Vec<ProcSpec>,
     /// The strategy block as written (after grid expansion), for records and reports.
     pub params: serde_json::Value,
+    /// Thresholds and targets written as quantiles of the model's own entropy distribution
+    /// (`entropy_low: {quantile: 0.25}`): until [`crate::config::strategy::resolve_quantiles`]
+    /// replaces them with one model's values, `processors` hold placeholders and must not run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quantiles: Vec<QuantileParam>,
+}
+
+/// A block key whose value is a quantile of the model's entropy distribution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuantileParam {
+    pub key: String,
+    /// The quantile level, in (0, 1).
+    pub q: f64,
 }
 
 impl StrategySpec {
+    /// Whether its thresholds wait for a model's calibration ([`Self::quantiles`]).
+    pub fn needs_calibration(&self) -> bool {
+        !self.quantiles.is_empty()
+    }
+
     /// Facts of every processor in the tree (branches included).
     fn all_facts(&self) -> impl Iterator<Item = Facts> + '_ {
         self.processors.iter().flat_map(ProcSpec::all_facts)
