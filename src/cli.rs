@@ -215,12 +215,17 @@ pub enum Command {
     /// Compare two runs of the same experiment (before = A, after = B), per strategy and metric:
     /// B - A with a paired bootstrap CI over prompts and a Wilcoxon p-value (Holm across
     /// strategies). As a regression gate: exit 1 when a metric named with --metric got
-    /// significantly worse (Holm-adjusted p < --alpha in its worse direction).
+    /// significantly worse (Holm-adjusted p < --alpha in its worse direction). With --models,
+    /// one model of A against another of B (two checkpoints of one run: give its folder twice).
     Compare {
         /// Results folder of the reference run.
         a: PathBuf,
         /// Results folder of the new run.
         b: PathBuf,
+        /// Compare model A_MODEL of run A with model B_MODEL of run B (e.g. two checkpoints:
+        /// `declab compare results/ck results/ck --models sft@500 sft@1000 --metric nll_ref`).
+        #[arg(long, num_args = 2, value_names = ["A_MODEL", "B_MODEL"])]
+        models: Option<Vec<String>>,
         /// Metric to gate on (repeatable); without it every difference is shown and the exit
         /// code is 0.
         #[arg(long = "metric")]

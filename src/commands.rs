@@ -109,11 +109,20 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Command::Compare {
             a,
             b,
+            models,
             metrics,
             alpha,
             csv,
             embedder,
-        } => compare_cmd(&a, &b, &metrics, alpha, csv.as_deref(), embedder.as_deref()),
+        } => compare_cmd(
+            &a,
+            &b,
+            models.as_deref(),
+            &metrics,
+            alpha,
+            csv.as_deref(),
+            embedder.as_deref(),
+        ),
         Command::Select {
             input,
             scorer,
@@ -472,7 +481,19 @@ fn write_report(
 ) -> Result<()> {
     let design = design.clone().with_calibration(&manifest.calibration);
     let a = analysis::analyze(&design, records, embedder, analysis::DEFAULT_RESAMPLES)?;
-    report::write_folder(dir, &a, manifest)
+    report::write_folder(dir, &a, manifest)?;
+    for c in a.checkpoints.iter().filter_map(|g| g.choice.as_ref()) {
+        match &c.chosen {
+            Some(id) => eprintln!(
+                "declab: chosen by the rule: {id} ({} {} under {}; see report.md)",
+                if c.rule.maximize { "highest" } else { "lowest" },
+                c.rule.objective,
+                c.rule.strategy
+            ),
+            None => eprintln!("declab: the rule chose nothing: no candidate satisfies every bound (see report.md)"),
+        }
+    }
+    Ok(())
 }
 
 fn report_cmd(dir: &std::path::Path, embedder: Option<&std::path::Path>) -> Result<i32> {
@@ -562,6 +583,7 @@ fn metrics_cmd(
 fn compare_cmd(
     a: &std::path::Path,
     b: &std::path::Path,
+    models: Option<&[String]>,
     metrics: &[String],
     alpha: f64,
     csv: Option<&std::path::Path>,
@@ -590,9 +612,42 @@ fn compare_cmd(
         )
         .into());
     }
-    let (rec_a, man_a, design_a) = load_results(a)?;
-    let (rec_b, man_b, design_b) = load_results(b)?;
-    if man_a.config_sha256 != man_b.config_sha256 {
+    let (mut rec_a, man_a, mut design_a) = load_results(a)?;
+    let (mut rec_b, man_b, mut design_b) = load_results(b)?;
+    if let Some([ma, mb]) = models {
+        // one model of each run, compared as if they were one model run twice
+        let missing = |recs: &[SampleRecord], d: &Design, m: &str, dir: &std::path::Path| {
+            (!recs.iter().any(|r| r.model == m)).then(|| {
+                format!(
+                    "model {m:?} has no sample in {}; its models: {}",
+                    dir.display(),
+                    d.models.join(", ")
+                )
+            })
+        };
+        let problems: Vec<String> = [
+            missing(&rec_a, &design_a, ma, a),
+            missing(&rec_b, &design_b, mb, b),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !problems.is_empty() {
+            return Err(ConfigError::new(std::path::Path::new("--models"), problems).into());
+        }
+        rec_a.retain(|r| &r.model == ma);
+        rec_b.retain(|r| &r.model == mb);
+        for r in &mut rec_b {
+            r.model = ma.clone();
+        }
+        design_a.models = vec![ma.clone()];
+        design_b.models = vec![ma.clone()];
+        eprintln!(
+            "declab: comparing model {mb:?} of {} (B) with model {ma:?} of {} (A)",
+            b.display(),
+            a.display()
+        );
+    } else if man_a.config_sha256 != man_b.config_sha256 {
         eprintln!("declab: warning: {} and {} were run from different configurations; only the shared (model, strategy, prompt) cells are compared", a.display(), b.display());
     }
     let emb = analysis::load_embedder(embedder)?;

@@ -56,6 +56,8 @@ pub struct Design {
     pub selectors: Vec<crate::select::SelectorSpec>,
     /// The reference scorer's model id (`scorer:`).
     pub scorer: Option<String>,
+    /// The rule that picks one model (`choose:`).
+    pub choose: Option<crate::config::ChooseRule>,
     /// Quantile targets resolved per model: (model, strategy id) -> nats (from the manifest's
     /// calibration, [`Design::with_calibration`]).
     pub calibrated_targets: BTreeMap<(String, String), f64>,
@@ -83,6 +85,7 @@ impl Design {
             max_new_tokens: exp.max_new_tokens,
             selectors: exp.select.clone(),
             scorer: exp.scorer.clone(),
+            choose: exp.choose.clone(),
             calibrated_targets: BTreeMap::new(),
         }
     }
@@ -142,6 +145,13 @@ impl Design {
             max_new_tokens: v.get("max_new_tokens").and_then(Value::as_u64).unwrap_or(0) as usize,
             selectors: selectors_of(v)?,
             scorer: v.get("scorer").and_then(Value::as_str).map(str::to_string),
+            choose: match v.get("choose") {
+                Some(c) => Some(
+                    serde_json::from_value(c.clone())
+                        .map_err(|e| anyhow!("resolved_config.choose: {e}"))?,
+                ),
+                None => None,
+            },
             calibrated_targets: BTreeMap::new(),
         })
     }

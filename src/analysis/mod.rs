@@ -12,6 +12,7 @@
 
 pub mod candidates;
 pub mod catalog;
+pub mod checkpoints;
 pub mod compare;
 pub mod design;
 pub mod foreign;
@@ -91,6 +92,8 @@ pub struct Analysis {
     pub comparisons: Vec<compare::ComparisonRow>,
     /// Each model against the first, per strategy, and the model x strategy interaction.
     pub model_comparisons: Vec<models::ModelComparison>,
+    /// Checkpoint series (and `choose:`): fluency, originality, Pareto front, the pick.
+    pub checkpoints: Vec<checkpoints::GroupAnalysis>,
     pub latency: Vec<latency::LatencyRow>,
     pub curves: Vec<traces::EntropyCurve>,
     pub targets: Vec<traces::TargetPoint>,
@@ -197,6 +200,7 @@ pub fn analyze(
     let summary = summary::summarize(&design, &table, resamples);
     let comparisons = compare::vs_baseline(&design, &table, resamples);
     let model_comparisons = models::compare_models(&design, &table, resamples);
+    let checkpoints = checkpoints::analyze(&design, &summary, &table, resamples);
     let latency = latency::latency(&design, &ok, &samples, resamples);
     let curves = traces::entropy_curves(&design, &ok);
     let targets = traces::target_points(&design, &summary);
@@ -213,6 +217,7 @@ pub fn analyze(
         summary,
         comparisons,
         model_comparisons,
+        checkpoints,
         latency,
         curves,
         targets,

@@ -210,6 +210,7 @@ mod tests {
             max_new_tokens: 1,
             selectors: vec![],
             scorer: None,
+            choose: None,
             calibrated_targets: Default::default(),
         }
     }

@@ -166,6 +166,10 @@ pub struct Experiment {
     pub stop: Vec<String>,
     pub strategies: Vec<StrategySpec>,
     pub baseline: String,
+    /// The rule that picks one model (a checkpoint) from the results; it changes no sample,
+    /// so it is left out of the config hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choose: Option<ChooseRule>,
     /// How quantile thresholds are calibrated; set when a strategy uses one (or when given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Calibration>,
@@ -184,6 +188,151 @@ pub struct Experiment {
     /// Non-fatal remarks (e.g. a very large grid).
     #[serde(skip)]
     pub warnings: Vec<String>,
+}
+
+/// `choose:`, validated: among the models of `among` (a checkpoint series id: its models are
+/// `<among>@<step>`) or every model, the one with the best mean (over prompts) of `objective`
+/// under `strategy` whose means satisfy every bound (`crate::analysis::checkpoints`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ChooseRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub among: Option<String>,
+    pub strategy: String,
+    pub objective: String,
+    pub maximize: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_to: Vec<Bound>,
+}
+
+/// A bound on a metric's mean over prompts: `min <= mean <= max`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Bound {
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// The checkpoint series among `ids` (`<series>@<step>` ids, as `checkpoints:` names them),
+/// each with its members in step order; a series has two members or more.
+pub fn series_of(ids: &[String]) -> Vec<(String, Vec<(u64, String)>)> {
+    let mut out: Vec<(String, Vec<(u64, String)>)> = Vec::new();
+    for id in ids {
+        let Some((series, step)) = id.rsplit_once('@') else {
+            continue;
+        };
+        let Ok(step) = step.parse::<u64>() else {
+            continue;
+        };
+        match out.iter_mut().find(|(s, _)| s == series) {
+            Some((_, v)) => v.push((step, id.clone())),
+            None => out.push((series.to_string(), vec![(step, id.clone())])),
+        }
+    }
+    out.retain(|(_, v)| v.len() >= 2);
+    for (_, v) in &mut out {
+        v.sort();
+    }
+    out
+}
+
+fn validate_choose(
+    c: &raw::RawChoose,
+    models: &[ModelSpec],
+    strategies: &[StrategySpec],
+    baseline: &str,
+    scorer: bool,
+    errors: &mut Vec<String>,
+) -> Option<ChooseRule> {
+    let n = errors.len();
+    let ids: Vec<String> = models.iter().map(|m| m.id.clone()).collect();
+    let series = series_of(&ids);
+    let candidates = match &c.among {
+        Some(a) => match series.iter().find(|(s, _)| s == a) {
+            Some((_, v)) => v.len(),
+            None => {
+                let known: Vec<String> = series.iter().map(|(s, _)| format!("{s:?}")).collect();
+                errors.push(format!(
+                    "choose.among: {a:?} is not a checkpoint series of this file (a `checkpoints:` model with two folders or more); {}",
+                    if known.is_empty() { "there is none".to_string() } else { format!("series: {}", known.join(", ")) }
+                ));
+                0
+            }
+        },
+        None => ids.len(),
+    };
+    if c.among.is_none() && candidates < 2 {
+        errors.push("choose: there is one model to choose from; `choose` picks among two models or more (a checkpoint series, or the models of the file)".into());
+    }
+    let strategy = c.strategy.clone().unwrap_or_else(|| baseline.to_string());
+    if !strategies.iter().any(|s| s.id == strategy) {
+        errors.push(format!(
+            "choose.strategy: {strategy:?} is not a strategy id; known ids: {}",
+            strategies
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let check_metric = |path: &str, m: &str, errors: &mut Vec<String>| {
+        match crate::metrics::find(m) {
+        None => errors.push(format!(
+            "{path}: unknown metric {m:?}; known metrics: {}",
+            crate::metrics::REGISTRY.iter().map(|x| x.name).collect::<Vec<_>>().join(", ")
+        )),
+        Some(x) if x.needs.reference && !scorer => errors.push(format!(
+            "{path}: {m} is a reference scorer's metric; add `scorer: <model id>` to the experiment, or choose by another metric"
+        )),
+        Some(_) => {}
+    }
+    };
+    let (objective, maximize) = match (&c.maximize, &c.minimize) {
+        (Some(m), None) => (m.clone(), true),
+        (None, Some(m)) => (m.clone(), false),
+        _ => {
+            errors.push("choose: give exactly one of `maximize: <metric>` or `minimize: <metric>` (e.g. maximize: diversity_embed)".into());
+            (String::new(), true)
+        }
+    };
+    if !objective.is_empty() {
+        check_metric(
+            if maximize {
+                "choose.maximize"
+            } else {
+                "choose.minimize"
+            },
+            &objective,
+            errors,
+        );
+    }
+    let mut subject_to = Vec::new();
+    for (i, b) in c.subject_to.iter().enumerate() {
+        let p = format!("choose.subject_to[{i}]");
+        check_metric(&format!("{p}.metric"), &b.metric, errors);
+        match (b.min, b.max) {
+            (None, None) => errors.push(format!(
+                "{p}: give `min`, `max` or both (e.g. {{metric: nll_ref, max: 3.0}})"
+            )),
+            (Some(lo), Some(hi)) if lo > hi => {
+                errors.push(format!("{p}: min ({lo}) is above max ({hi})"))
+            }
+            _ => {}
+        }
+        subject_to.push(Bound {
+            metric: b.metric.clone(),
+            min: b.min,
+            max: b.max,
+        });
+    }
+    (errors.len() == n).then_some(ChooseRule {
+        among: c.among.clone(),
+        strategy,
+        objective,
+        maximize,
+        subject_to,
+    })
 }
 
 /// The calibration pass of quantile thresholds (see [`crate::calibrate`]): per model, one
@@ -420,6 +569,17 @@ pub fn parse(
         None => None,
     };
 
+    let choose = raw.choose.as_ref().and_then(|c| {
+        validate_choose(
+            c,
+            &models,
+            &strategies,
+            &baseline,
+            scorer.is_some(),
+            &mut errors,
+        )
+    });
+
     let select = match crate::select::parse_list(
         &raw.select,
         &crate::select::Limits {
@@ -461,6 +621,7 @@ pub fn parse(
         stop: raw.stop,
         strategies,
         baseline,
+        choose,
         calibration,
         scorer,
         select,

@@ -30,6 +30,9 @@ pub struct RawExperiment {
     /// How each model's own entropy distribution is measured for quantile thresholds.
     #[serde(default)]
     pub calibration: Option<RawCalibration>,
+    /// A rule that picks one model (a checkpoint of a series) from the run's results.
+    #[serde(default)]
+    pub choose: Option<RawChoose>,
     /// The model id that scores every sample's text (`nll_ref`, `entropy_ref`), the same
     /// yardstick for every model and checkpoint.
     #[serde(default)]
@@ -51,6 +54,35 @@ pub struct RawCalibration {
     /// distribution, unmodified).
     #[serde(default)]
     pub temperature: Option<f64>,
+}
+
+/// `choose:`: maximise (or minimise) one metric subject to bounds on others.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChoose {
+    /// A checkpoint series id (`sft` for the models `sft@500`, `sft@1000`...); default: every
+    /// model.
+    #[serde(default)]
+    pub among: Option<String>,
+    /// The strategy whose samples decide (default: the baseline).
+    #[serde(default)]
+    pub strategy: Option<String>,
+    #[serde(default)]
+    pub maximize: Option<String>,
+    #[serde(default)]
+    pub minimize: Option<String>,
+    #[serde(default)]
+    pub subject_to: Vec<RawBound>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBound {
+    pub metric: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
 }
 
 fn default_version() -> u32 {

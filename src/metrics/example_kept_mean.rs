@@ -79,6 +79,7 @@ mod tests {
             max_new_tokens: 2,
             selectors: vec![],
             scorer: None,
+            choose: None,
             calibrated_targets: Default::default(),
         };
         let a = analysis::analyze(&design, &records, None, 200).unwrap();

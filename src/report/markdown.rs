@@ -146,6 +146,7 @@ fn plot_title(name: &str) -> &'static str {
         "plot_sampler_overhead.svg" => "Sampler overhead per strategy",
         "plot_selection_gain.svg" => "Metric gain per selector",
         "plot_model_effects.svg" => "Each strategy's effect per model",
+        "plot_checkpoints.svg" => "Fluency vs originality per checkpoint",
         _ => "Plot",
     }
 }
@@ -384,6 +385,9 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
     if let Some(section) = super::models_md::models_section(a) {
         o.push_str(&section);
     }
+    if let Some(section) = super::checkpoints_md::checkpoints_section(a) {
+        o.push_str(&section);
+    }
     if let Some(section) = super::selection_md::selection_section(a) {
         o.push_str(&section);
     }
@@ -397,10 +401,10 @@ pub fn report_md(a: &Analysis, m: &Manifest, plots: &[&str]) -> String {
         o,
         "## Files\n\n`samples.jsonl` (every sample with its per-token trace), `metrics_samples.csv`, `metrics_groups.csv` (raw metric values), \
          `summary.csv`, `comparisons.csv`, `latency.csv`, {}{}`manifest.json`. Regenerate this report with `declab report <this folder>`.",
-        if d.models.len() > 1 {
-            "`model_comparisons.csv`, "
-        } else {
-            ""
+        match (d.models.len() > 1, a.checkpoints.is_empty()) {
+            (false, _) => "",
+            (true, true) => "`model_comparisons.csv`, ",
+            (true, false) => "`model_comparisons.csv`, `checkpoints.csv`, ",
         },
         if d.selectors.is_empty() {
             ""

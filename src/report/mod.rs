@@ -5,6 +5,7 @@
 //! A renderer reads; it does not call back into the runner or analyse. Reading and writing the
 //! folder's own data (records, manifest) is [`crate::store`]'s.
 
+pub mod checkpoints_md;
 pub mod csv_out;
 pub mod markdown;
 pub mod models_md;
@@ -52,6 +53,9 @@ pub fn write_folder(out_dir: &Path, a: &Analysis, manifest: &Manifest) -> Result
             &out_dir.join("model_comparisons.csv"),
             &s::model_comparisons_csv(&a.model_comparisons)?,
         )?;
+    }
+    if !a.checkpoints.is_empty() {
+        store::write_atomic(&out_dir.join("checkpoints.csv"), &s::checkpoints_csv(a)?)?;
     }
     if !a.design.selectors.is_empty() {
         store::write_atomic(

@@ -13,7 +13,10 @@
 //! 6. `plot_model_effects.svg` (two models or more): each strategy's effect against the baseline
 //!    on one metric comparable across models, one colour per model, strategies as rows (a
 //!    forest plot, readable with 20 strategies): where the dots of a row part, the strategy
-//!    acts differently on the models (the interaction test is in the report).
+//!    acts differently on the models (the interaction test is in the report);
+//! 7. `plot_checkpoints.svg` (a checkpoint series, or `choose:`): each checkpoint's fluency
+//!    against its originality with CIs, labelled by step, the Pareto front joined, the chosen
+//!    checkpoint ringed; one panel per series.
 //!
 //! A plot without data (e.g. no target-entropy strategy) is not produced. Legends sit in a
 //! column right of the plot so they never hide data.
@@ -63,6 +66,7 @@ pub fn all_plots(a: &Analysis) -> Result<Vec<(String, String)>> {
         ("plot_sampler_overhead.svg", overhead_svg(a)?),
         ("plot_selection_gain.svg", selection_gain_svg(a)?),
         ("plot_model_effects.svg", model_effects_svg(a)?),
+        ("plot_checkpoints.svg", checkpoints_svg(a)?),
     ] {
         if let Some(svg) = svg {
             out.push((name.to_string(), svg));
@@ -154,6 +158,9 @@ fn axis_label(metric: &str) -> String {
             "coherence: cos(prompt, continuation), MiniLM  (higher = more on-topic)".into()
         }
         "nll_mean" => "NLL of the generated tokens, nats/token  (lower = more likely)".into(),
+        "nll_ref" => {
+            "NLL of the text under the reference scorer, nats/token  (lower = more fluent)".into()
+        }
         "diversity_embed" => {
             "diversity: 1 - mean pairwise cosine, MiniLM  (higher = more diverse)".into()
         }
@@ -883,4 +890,143 @@ pub fn calibration_svg(
         root.present().map_err(err)?;
     }
     Ok(svg)
+}
+
+/// Plot 7: fluency against originality per checkpoint (see the module doc).
+pub fn checkpoints_svg(a: &Analysis) -> Result<Option<String>> {
+    let groups: Vec<&crate::analysis::checkpoints::GroupAnalysis> = a
+        .checkpoints
+        .iter()
+        .filter(|g| g.frontier.as_ref().is_some_and(|f| !f.points.is_empty()))
+        .collect();
+    if groups.is_empty() {
+        return Ok(None);
+    }
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, (W, H * groups.len() as u32)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let panels = root.split_evenly((groups.len(), 1));
+        for (g, area) in groups.iter().zip(panels.iter()) {
+            let f = g.frontier.as_ref().expect("filtered");
+            let (x0, x1) = padded(
+                f.points
+                    .iter()
+                    .map(|p| p.originality.ci_low)
+                    .fold(f64::INFINITY, f64::min),
+                f.points
+                    .iter()
+                    .map(|p| p.originality.ci_high)
+                    .fold(f64::NEG_INFINITY, f64::max),
+            );
+            let (y0, y1) = padded(
+                f.points
+                    .iter()
+                    .map(|p| p.fluency.ci_low)
+                    .fold(f64::INFINITY, f64::min),
+                f.points
+                    .iter()
+                    .map(|p| p.fluency.ci_high)
+                    .fold(f64::NEG_INFINITY, f64::max),
+            );
+            let title = if g.group.series.is_empty() {
+                format!(
+                    "Fluency vs originality per model, {} (mean over prompts, 95% CI)",
+                    g.group.strategy
+                )
+            } else {
+                format!(
+                    "Checkpoints of {}, {} (mean over prompts, 95% CI)",
+                    g.group.series, g.group.strategy
+                )
+            };
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, (FONT, 16))
+                .margin(14)
+                .x_label_area_size(50)
+                .y_label_area_size(70)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .x_desc(axis_label(f.originality))
+                .y_desc(axis_label(f.fluency))
+                .axis_desc_style((FONT, 14))
+                .label_style((FONT, 12))
+                .x_label_formatter(&|v| format!("{v:.3}"))
+                .y_label_formatter(&|v| format!("{v:.3}"))
+                .draw()
+                .map_err(err)?;
+            let mut front: Vec<(f64, f64)> = f
+                .points
+                .iter()
+                .filter(|p| p.pareto)
+                .map(|p| (p.originality.point, p.fluency.point))
+                .collect();
+            front.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    front,
+                    BLACK.mix(0.5).stroke_width(2),
+                )))
+                .map_err(err)?;
+            let chosen = g.choice.as_ref().and_then(|c| c.chosen.as_deref());
+            let n = f.points.len();
+            for (i, p) in f.points.iter().enumerate() {
+                // step order as a colour ramp: early light, late dark
+                let t = if n > 1 {
+                    i as f64 / (n - 1) as f64
+                } else {
+                    1.0
+                };
+                let c = RGBColor(
+                    (200.0 - 170.0 * t) as u8,
+                    (220.0 - 100.0 * t) as u8,
+                    (240.0 - 60.0 * t) as u8,
+                );
+                let (x, y) = (&p.originality, &p.fluency);
+                chart
+                    .draw_series([
+                        PathElement::new(
+                            vec![(x.ci_low, y.point), (x.ci_high, y.point)],
+                            c.stroke_width(2),
+                        ),
+                        PathElement::new(
+                            vec![(x.point, y.ci_low), (x.point, y.ci_high)],
+                            c.stroke_width(2),
+                        ),
+                    ])
+                    .map_err(err)?;
+                chart
+                    .draw_series(std::iter::once(Circle::new(
+                        (x.point, y.point),
+                        6,
+                        c.filled(),
+                    )))
+                    .map_err(err)?;
+                if chosen == Some(p.model.as_str()) {
+                    chart
+                        .draw_series(std::iter::once(Circle::new(
+                            (x.point, y.point),
+                            11,
+                            RGBColor(214, 39, 40).stroke_width(3),
+                        )))
+                        .map_err(err)?;
+                }
+                let label = match p.step {
+                    Some(s) => format!("{s}"),
+                    None => p.model.clone(),
+                };
+                chart
+                    .draw_series(std::iter::once(
+                        EmptyElement::at((x.point, y.point))
+                            + Text::new(label, (9, -18), (FONT, 13).into_font()),
+                    ))
+                    .map_err(err)?;
+            }
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(Some(svg))
 }

@@ -179,6 +179,70 @@ pub fn model_comparisons_csv(rows: &[ModelComparison]) -> Result<Vec<u8>> {
     )
 }
 
+/// One line of `checkpoints.csv`.
+#[derive(Default, Serialize)]
+struct CheckpointCsvRow<'a> {
+    series: &'a str,
+    step: String,
+    model: &'a str,
+    strategy: &'a str,
+    metric: &'a str,
+    role: &'a str,
+    n_prompts: usize,
+    #[serde(serialize_with = "number")]
+    mean: f64,
+    #[serde(serialize_with = "number")]
+    ci_low: f64,
+    #[serde(serialize_with = "number")]
+    ci_high: f64,
+    pareto: bool,
+    chosen: bool,
+}
+
+/// `checkpoints.csv`: per checkpoint (series, step, model) of each group, its fluency and
+/// originality metrics under the group's strategy with CIs, whether it is on the Pareto front
+/// and whether `choose:` picked it.
+pub fn checkpoints_csv(a: &crate::analysis::Analysis) -> Result<Vec<u8>> {
+    use crate::analysis::checkpoints::{FLUENCY, ORIGINALITY};
+    let mut out = Vec::new();
+    for g in &a.checkpoints {
+        for (step, model) in &g.group.members {
+            let pareto = g
+                .frontier
+                .as_ref()
+                .and_then(|f| f.points.iter().find(|p| &p.model == model))
+                .is_some_and(|p| p.pareto);
+            let chosen = g
+                .choice
+                .as_ref()
+                .is_some_and(|c| c.chosen.as_deref() == Some(model.as_str()));
+            for (role, list) in [("fluency", FLUENCY), ("originality", ORIGINALITY)] {
+                for m in list.iter() {
+                    if let Some(r) =
+                        crate::analysis::summary::find(&a.summary, model, &g.group.strategy, m)
+                    {
+                        out.push(CheckpointCsvRow {
+                            series: &g.group.series,
+                            step: step.map(|k| k.to_string()).unwrap_or_default(),
+                            model,
+                            strategy: &g.group.strategy,
+                            metric: r.metric,
+                            role,
+                            n_prompts: r.n_prompts,
+                            mean: r.estimate.point,
+                            ci_low: r.estimate.ci_low,
+                            ci_high: r.estimate.ci_high,
+                            pareto,
+                            chosen,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    write_csv(&columns(&CheckpointCsvRow::default())?, out)
+}
+
 #[derive(Default, Serialize)]
 struct SelectionCsvRow<'a> {
     model: &'a str,

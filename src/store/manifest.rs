@@ -99,6 +99,7 @@ pub fn config_hash(exp: &Experiment) -> String {
         o.remove("description");
         o.remove("select");
         o.remove("scorer");
+        o.remove("choose");
     }
     crate::config::hex(&Sha256::digest(serde_json::to_vec(&v).unwrap_or_default()))
 }
