@@ -247,6 +247,25 @@ prompts:\n{prompts}samples: 2\nmax_new_tokens: 24\nbaseline: greedy\nstrategies:
         report.contains("### `smol` − `gemma`, per strategy"),
         "{report}"
     );
+    // the gate between two models of one run: SmolLM2's texts are less likely under Gemma
+    // (under greedy its nll_ref is higher on every prompt), so gating on it fails one way
+    // and passes the other
+    let worse = declab()
+        .args(["compare"])
+        .arg(&out)
+        .arg(&out)
+        .args(["--models", "gemma", "smol", "--metric", "nll_ref"])
+        .assert()
+        .code(1);
+    let text = String::from_utf8_lossy(&worse.get_output().stdout).to_string();
+    assert!(text.contains("WORSE"), "{text}");
+    declab()
+        .args(["compare"])
+        .arg(&out)
+        .arg(&out)
+        .args(["--models", "smol", "gemma", "--metric", "nll_ref"])
+        .assert()
+        .success();
 }
 
 /// Quantile thresholds on the real models (#19 item 3): each model gets its own values from
