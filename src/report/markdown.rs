@@ -140,7 +140,7 @@ pub fn family_table(
 
 fn plot_title(name: &str) -> &'static str {
     match name {
-        "plot_tradeoff.svg" => "Diversity vs coherence per strategy",
+        "plot_tradeoff.svg" => "Diversity vs fluency per strategy",
         "plot_entropy_by_position.svg" => "Entropy by token position",
         "plot_target_entropy.svg" => "Realised vs target entropy",
         "plot_sampler_overhead.svg" => "Sampler overhead per strategy",

@@ -1,10 +1,12 @@
 //! SVG plots of an analysis (plotters, SVG backend; text is left to the SVG viewer's fonts, no
 //! font rendering here). Pure functions returning the SVG text:
 //!
-//! 1. `plot_tradeoff.svg`: diversity vs coherence per strategy, with 95% CI bars on both axes
-//!    (embedding metrics when available, otherwise distinct-2 / NLL);
+//! 1. `plot_tradeoff.svg`: the diversity–fluency frontier, one panel per model: each family's
+//!    parameter sweep a line, the entropy-guided strategies labelled triangles, 95% CI bars on
+//!    both axes (`nll_ref` or `nll_mean` against `diversity_embed` or distinct-2);
 //! 2. `plot_entropy_by_position.svg`: mean entropy of the unmodified distribution by token
-//!    position per strategy, with a 95% band;
+//!    position, small multiples (a panel per strategy, a line per model with its 95% band, the
+//!    baseline dashed in each panel);
 //! 3. `plot_target_entropy.svg`: realised (`final_entropy_mean`) vs target entropy of the
 //!    `target_entropy` strategies, with the identity line;
 //! 4. `plot_sampler_overhead.svg`: the sampler's share of per-token time per strategy, with CIs;
@@ -92,6 +94,7 @@ fn legend_width(labels: &[String]) -> u32 {
 
 enum Marker {
     Dot,
+    Triangle,
     Line,
     Dashed,
 }
@@ -114,6 +117,9 @@ fn draw_legend(
         match marker {
             Marker::Dot => area
                 .draw(&Circle::new((20, y), 5, c.filled()))
+                .map_err(err)?,
+            Marker::Triangle => area
+                .draw(&TriangleMarker::new((20, y), 7, c.filled()))
                 .map_err(err)?,
             Marker::Line => area
                 .draw(&PathElement::new(vec![(10, y), (30, y)], c.stroke_width(3)))
@@ -172,9 +178,39 @@ fn axis_label(metric: &str) -> String {
     }
 }
 
-/// Plot 1: diversity vs coherence with CI bars.
+/// The kinds that steer by entropy: drawn as labelled points, not as a sweep.
+const ENTROPY_GUIDED: &[&str] = &[
+    "entropy_switch",
+    "target_entropy",
+    "mirostat",
+    "dynatemp",
+    "edt",
+];
+
+/// A strategy's label inside its family: the id without the kind (`t=0.7`), shortened.
+fn short_label(id: &str, kind: &str) -> String {
+    let inner = id
+        .strip_prefix(kind)
+        .and_then(|r| r.strip_prefix('('))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or(id);
+    let inner = if inner.is_empty() { id } else { inner };
+    // a switch's branches are in the id but not needed beside the point
+    let inner = inner.split(",L=").next().unwrap_or(inner);
+    if inner.chars().count() > 24 {
+        format!("{}…", inner.chars().take(23).collect::<String>())
+    } else {
+        inner.to_string()
+    }
+}
+
+/// Plot 1: the diversity–fluency frontier, one panel per model: x = fluency (`nll_ref` under
+/// the reference scorer, else the model's own `nll_mean`; lower = more fluent), y = diversity
+/// (`diversity_embed`, else pooled distinct-2, else distinct-2), both with 95% CIs. Each
+/// family's parameter sweep (temperature, top-p, min-p... with two settings or more) is a line
+/// in grid order; the entropy-guided strategies are labelled triangles; colour = kind.
 pub fn tradeoff_svg(a: &Analysis) -> Result<Option<String>> {
-    let Some(xm) = pick(&a.summary, &["coherence_embed", "nll_mean"]) else {
+    let Some(xm) = pick(&a.summary, &["nll_ref", "nll_mean"]) else {
         return Ok(None);
     };
     let Some(ym) = pick(
@@ -183,96 +219,189 @@ pub fn tradeoff_svg(a: &Analysis) -> Result<Option<String>> {
     ) else {
         return Ok(None);
     };
-    let mut pts = Vec::new();
-    for model in &a.design.models {
-        for s in &a.design.strategies {
-            if let (Some(x), Some(y)) = (
-                summary::find(&a.summary, model, &s.id, xm),
-                summary::find(&a.summary, model, &s.id, ym),
-            ) {
-                pts.push((series_label(a, model, &s.id), x.estimate, y.estimate));
+    let d = &a.design;
+    let kinds: Vec<&str> = {
+        let mut k: Vec<&str> = Vec::new();
+        for s in &d.strategies {
+            if !k.contains(&s.kind.as_str()) {
+                k.push(&s.kind);
             }
         }
-    }
-    if pts.is_empty() {
+        k
+    };
+    let point = |model: &str, id: &str| {
+        Some((
+            summary::find(&a.summary, model, id, xm)?.estimate,
+            summary::find(&a.summary, model, id, ym)?.estimate,
+        ))
+    };
+    let all: Vec<(Estimate, Estimate)> = d
+        .models
+        .iter()
+        .flat_map(|m| d.strategies.iter().filter_map(move |s| point(m, &s.id)))
+        .collect();
+    if all.is_empty() {
         return Ok(None);
     }
     let (x0, x1) = padded(
-        pts.iter().map(|p| p.1.ci_low).fold(f64::INFINITY, f64::min),
-        pts.iter()
-            .map(|p| p.1.ci_high)
+        all.iter().map(|p| p.0.ci_low).fold(f64::INFINITY, f64::min),
+        all.iter()
+            .map(|p| p.0.ci_high)
             .fold(f64::NEG_INFINITY, f64::max),
     );
     let (y0, y1) = padded(
-        pts.iter().map(|p| p.2.ci_low).fold(f64::INFINITY, f64::min),
-        pts.iter()
-            .map(|p| p.2.ci_high)
+        all.iter().map(|p| p.1.ci_low).fold(f64::INFINITY, f64::min),
+        all.iter()
+            .map(|p| p.1.ci_high)
             .fold(f64::NEG_INFINITY, f64::max),
     );
-    let labels: Vec<String> = pts.iter().map(|p| p.0.clone()).collect();
+    let legend_labels: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    let n = d.models.len().max(1);
+    let (width, height) = if n <= 2 {
+        (W + 300 * (n as u32 - 1), H)
+    } else {
+        (W, H * n as u32 / 2 + 100)
+    };
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let (plot, legend) = root.split_horizontally(W - legend_width(&labels));
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(
-                "Diversity vs coherence per strategy (mean over prompts, 95% CI)",
-                (FONT, 18),
-            )
-            .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc(axis_label(xm))
-            .y_desc(axis_label(ym))
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
-            .x_label_formatter(&|v| format!("{v:.3}"))
-            .y_label_formatter(&|v| format!("{v:.3}"))
-            .draw()
-            .map_err(err)?;
-        for (i, (_, x, y)) in pts.iter().enumerate() {
-            let c = color(i);
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x.ci_low, y.point), (x.ci_high, y.point)],
-                    c.stroke_width(2),
-                )))
+        let (plot, legend) = root.split_horizontally(width - legend_width(&legend_labels).max(180));
+        let panels = if n <= 2 {
+            plot.split_evenly((1, n))
+        } else {
+            plot.split_evenly((n.div_ceil(2), 2))
+        };
+        for (model, area) in d.models.iter().zip(panels.iter()) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(
+                    if n > 1 {
+                        format!("{model}: diversity vs fluency (95% CI)")
+                    } else {
+                        "Diversity vs fluency per strategy (mean over prompts, 95% CI)".to_string()
+                    },
+                    (FONT, 16),
+                )
+                .margin(12)
+                .x_label_area_size(50)
+                .y_label_area_size(64)
+                .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(err)?;
             chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x.point, y.ci_low), (x.point, y.ci_high)],
-                    c.stroke_width(2),
-                )))
+                .configure_mesh()
+                .x_desc(axis_label(xm))
+                .y_desc(axis_label(ym))
+                .axis_desc_style((FONT, 13))
+                .label_style((FONT, 11))
+                .x_label_formatter(&|v| format!("{v:.2}"))
+                .y_label_formatter(&|v| format!("{v:.2}"))
+                .draw()
                 .map_err(err)?;
-            chart
-                .draw_series(std::iter::once(Circle::new(
-                    (x.point, y.point),
-                    6,
-                    c.filled(),
-                )))
-                .map_err(err)?;
+            for (ki, kind) in kinds.iter().enumerate() {
+                let c = color(ki);
+                let members: Vec<(&str, (Estimate, Estimate))> = d
+                    .strategies
+                    .iter()
+                    .filter(|s| s.kind == *kind)
+                    .filter_map(|s| point(model, &s.id).map(|p| (s.id.as_str(), p)))
+                    .collect();
+                let guided = ENTROPY_GUIDED.contains(kind);
+                if !guided && members.len() >= 2 {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            members
+                                .iter()
+                                .map(|(_, (x, y))| (x.point, y.point))
+                                .collect::<Vec<_>>(),
+                            c.stroke_width(2),
+                        )))
+                        .map_err(err)?;
+                }
+                for (id, (x, y)) in &members {
+                    chart
+                        .draw_series([
+                            PathElement::new(
+                                vec![(x.ci_low, y.point), (x.ci_high, y.point)],
+                                c.mix(0.5).stroke_width(1),
+                            ),
+                            PathElement::new(
+                                vec![(x.point, y.ci_low), (x.point, y.ci_high)],
+                                c.mix(0.5).stroke_width(1),
+                            ),
+                        ])
+                        .map_err(err)?;
+                    if guided {
+                        chart
+                            .draw_series(std::iter::once(TriangleMarker::new(
+                                (x.point, y.point),
+                                8,
+                                c.filled(),
+                            )))
+                            .map_err(err)?;
+                    } else {
+                        chart
+                            .draw_series(std::iter::once(Circle::new(
+                                (x.point, y.point),
+                                5,
+                                c.filled(),
+                            )))
+                            .map_err(err)?;
+                    }
+                    let label = if guided || members.len() >= 2 {
+                        short_label(id, kind)
+                    } else {
+                        id.to_string()
+                    };
+                    chart
+                        .draw_series(std::iter::once(
+                            EmptyElement::at((x.point, y.point))
+                                + Text::new(label, (7, -15), (FONT, 11).into_font().color(&c)),
+                        ))
+                        .map_err(err)?;
+                }
+            }
         }
-        let entries: Vec<(String, RGBColor, Marker)> = labels
+        let entries: Vec<(String, RGBColor, Marker)> = kinds
             .iter()
             .enumerate()
-            .map(|(i, l)| (l.clone(), color(i), Marker::Dot))
+            .map(|(i, k)| {
+                let m = if ENTROPY_GUIDED.contains(k) {
+                    Marker::Triangle
+                } else {
+                    Marker::Line
+                };
+                (k.to_string(), color(i), m)
+            })
             .collect();
-        draw_legend(&legend, "strategy", &entries)?;
+        draw_legend(&legend, "kind (line: sweep)", &entries)?;
         root.present().map_err(err)?;
     }
     Ok(Some(svg))
 }
 
-/// Plot 2: mean entropy by token position with a 95% band.
+/// The strategy id shortened for a panel title.
+fn panel_title(id: &str) -> String {
+    if id.chars().count() > 44 {
+        format!("{}…", id.chars().take(43).collect::<String>())
+    } else {
+        id.to_string()
+    }
+}
+
+/// Plot 2: mean entropy of the unmodified distribution by token position, as small multiples:
+/// one panel per strategy (shared axes), one line per model with its 95% band, and the
+/// baseline's curve of the same model dashed in grey in every other panel for reference.
 pub fn entropy_svg(a: &Analysis) -> Result<Option<String>> {
     if a.curves.is_empty() {
         return Ok(None);
     }
+    let d = &a.design;
+    let strategies: Vec<&str> = d
+        .strategies
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|s| a.curves.iter().any(|c| c.strategy == *s))
+        .collect();
     let xmax = a
         .curves
         .iter()
@@ -286,66 +415,102 @@ pub fn entropy_svg(a: &Analysis) -> Result<Option<String>> {
         .iter()
         .flat_map(|c| c.points.iter().map(|p| p.high))
         .fold(0.0f64, f64::max);
-    let labels: Vec<String> = a
-        .curves
-        .iter()
-        .map(|c| series_label(a, &c.model, &c.strategy))
-        .collect();
+    let cols = strategies.len().clamp(1, 4);
+    let rows = strategies.len().div_ceil(cols);
+    let panel_h = 210u32;
+    let models: Vec<String> = d.models.clone();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (W + 160, 40 + panel_h * rows as u32))
+            .into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let (plot, legend) = root.split_horizontally(W - legend_width(&labels));
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(
-                "Entropy of the model's next-token distribution by position (mean, 95% band)",
-                (FONT, 18),
-            )
-            .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..xmax, 0f64..(ymax * 1.05).max(0.1))
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_desc("generated token position")
-            .y_desc("entropy (nats)")
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .draw()
-            .map_err(err)?;
-        for (i, c) in a.curves.iter().enumerate() {
-            let col = color(i);
-            let mut band: Vec<(f64, f64)> = c
-                .points
-                .iter()
-                .map(|p| (p.position as f64, p.high))
-                .collect();
-            // entropy is never negative: clip the normal-approximation band at 0
-            band.extend(
-                c.points
+        let (top, body) = root.split_vertically(40);
+        top.draw(&Text::new(
+            "Entropy of the model's next-token distribution by position (mean, 95% band; dashed: the baseline)",
+            (12, 12),
+            (FONT, 16).into_font(),
+        ))
+        .map_err(err)?;
+        let (grid, legend) = body.split_horizontally(W);
+        let panels = grid.split_evenly((rows, cols));
+        for (s, area) in strategies.iter().zip(panels.iter()) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(panel_title(s), (FONT, 12))
+                .margin(6)
+                .x_label_area_size(26)
+                .y_label_area_size(34)
+                .build_cartesian_2d(0f64..xmax, 0f64..(ymax * 1.05).max(0.1))
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .disable_y_mesh()
+                .label_style((FONT, 10))
+                .x_labels(4)
+                .y_labels(4)
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.1}"))
+                .draw()
+                .map_err(err)?;
+            for (mi, model) in models.iter().enumerate() {
+                if *s != d.baseline {
+                    if let Some(b) = a
+                        .curves
+                        .iter()
+                        .find(|c| &c.model == model && c.strategy == d.baseline)
+                    {
+                        chart
+                            .draw_series(DashedLineSeries::new(
+                                b.points.iter().map(|p| (p.position as f64, p.mean)),
+                                4,
+                                3,
+                                RGBColor(150, 150, 150).stroke_width(1),
+                            ))
+                            .map_err(err)?;
+                    }
+                }
+                let Some(c) = a
+                    .curves
                     .iter()
-                    .rev()
-                    .map(|p| (p.position as f64, p.low.max(0.0))),
-            );
-            chart
-                .draw_series(std::iter::once(Polygon::new(band, col.mix(0.12).filled())))
-                .map_err(err)?;
-            chart
-                .draw_series(LineSeries::new(
-                    c.points.iter().map(|p| (p.position as f64, p.mean)),
-                    col.stroke_width(2),
-                ))
-                .map_err(err)?;
+                    .find(|c| &c.model == model && c.strategy == *s)
+                else {
+                    continue;
+                };
+                let col = color(mi);
+                let mut band: Vec<(f64, f64)> = c
+                    .points
+                    .iter()
+                    .map(|p| (p.position as f64, p.high))
+                    .collect();
+                // entropy is never negative: clip the normal-approximation band at 0
+                band.extend(
+                    c.points
+                        .iter()
+                        .rev()
+                        .map(|p| (p.position as f64, p.low.max(0.0))),
+                );
+                chart
+                    .draw_series(std::iter::once(Polygon::new(band, col.mix(0.15).filled())))
+                    .map_err(err)?;
+                chart
+                    .draw_series(LineSeries::new(
+                        c.points.iter().map(|p| (p.position as f64, p.mean)),
+                        col.stroke_width(2),
+                    ))
+                    .map_err(err)?;
+            }
         }
-        let entries: Vec<(String, RGBColor, Marker)> = labels
+        let mut entries: Vec<(String, RGBColor, Marker)> = models
             .iter()
             .enumerate()
-            .map(|(i, l)| (l.clone(), color(i), Marker::Line))
+            .map(|(i, m)| (m.clone(), color(i), Marker::Line))
             .collect();
-        draw_legend(&legend, "strategy", &entries)?;
+        entries.push((
+            "baseline".to_string(),
+            RGBColor(150, 150, 150),
+            Marker::Dashed,
+        ));
+        draw_legend(&legend, "model", &entries)?;
         root.present().map_err(err)?;
     }
     Ok(Some(svg))
@@ -435,91 +600,50 @@ pub fn target_svg(a: &Analysis) -> Result<Option<String>> {
     Ok(Some(svg))
 }
 
-/// Plot 4: the sampler's share of per-token time per strategy (horizontal bars with CIs).
+/// Plot 4: the sampler's share of per-token time per strategy, one dot with its CI per model
+/// (a forest plot: strategies as rows).
 pub fn overhead_svg(a: &Analysis) -> Result<Option<String>> {
-    let mut bars = Vec::new();
-    for model in &a.design.models {
-        for s in &a.design.strategies {
-            if let Some(r) = summary::find(&a.summary, model, &s.id, "sampler_overhead_pct") {
-                bars.push((series_label(a, model, &s.id), r.estimate));
-            }
-        }
-    }
-    if bars.is_empty() {
+    let d = &a.design;
+    let rows: Vec<&str> = d
+        .strategies
+        .iter()
+        .map(|s| s.id.as_str())
+        .filter(|s| {
+            d.models
+                .iter()
+                .any(|m| summary::find(&a.summary, m, s, "sampler_overhead_pct").is_some())
+        })
+        .collect();
+    if rows.is_empty() {
         return Ok(None);
     }
-    let n = bars.len();
-    let xmax = bars
+    let points = rows
         .iter()
-        .map(|b| b.1.ci_high)
-        .fold(0.0f64, f64::max)
-        .max(1e-3)
-        * 1.1;
-    let label_px = (bars.iter().map(|b| b.0.chars().count()).max().unwrap_or(0) as u32 * 8 + 16)
-        .clamp(80, 420);
-    let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W, (140 + 34 * n as u32).max(300)))
-            .into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Sampler share of per-token time (median per sample, mean over prompts, 95% CI)",
-                (FONT, 18),
-            )
-            .margin(12)
-            .margin_right(30)
-            .x_label_area_size(50)
-            .y_label_area_size(label_px)
-            .build_cartesian_2d(0f64..xmax, (0..n - 1).into_segmented())
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .x_desc("sampler time / (forward + sampler time) per token (%)")
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
-            .y_labels(n)
-            .y_label_formatter(&|v| match v {
-                // the first strategy at the top
-                SegmentValue::CenterOf(i) => names.get(n - 1 - *i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .x_label_formatter(&|v| format!("{v:.2}"))
-            .draw()
-            .map_err(err)?;
-        for (k, (_, e)) in bars.iter().enumerate() {
-            let c = color(k);
-            let i = n - 1 - k;
-            let mut rect = Rectangle::new(
-                [
-                    (0.0, SegmentValue::Exact(i)),
-                    (e.point, SegmentValue::Exact(i + 1)),
-                ],
-                c.mix(0.75).filled(),
-            );
-            rect.set_margin(6, 6, 0, 0);
-            chart.draw_series(std::iter::once(rect)).map_err(err)?;
-            chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![
-                        (e.ci_low, SegmentValue::CenterOf(i)),
-                        (e.ci_high, SegmentValue::CenterOf(i)),
-                    ],
-                    BLACK.stroke_width(2),
-                )))
-                .map_err(err)?;
-        }
-        root.present().map_err(err)?;
-    }
-    Ok(Some(svg))
+        .map(|s| {
+            d.models
+                .iter()
+                .map(|m| {
+                    summary::find(&a.summary, m, s, "sampler_overhead_pct").map(|r| r.estimate)
+                })
+                .collect()
+        })
+        .collect();
+    forest_svg(&Forest {
+        caption: "Sampler share of per-token time (median per sample, mean over prompts, 95% CI)"
+            .into(),
+        x_desc: "sampler time / (forward + sampler time) per token (%)".into(),
+        rows: rows.iter().map(|s| row_label(s)).collect(),
+        series: d.models.clone(),
+        legend_title: "model",
+        points,
+    })
+    .map(Some)
 }
 
 /// Plot 5: the gain of each selector on one headline metric (`coherence_embed` when the run
 /// had the embedder, else `nll_mean`): the mean over prompts of the chosen sample's value minus
-/// the random pick's (minus the mean of N when there is no `random` selector), with its 95% CI,
-/// one colour per strategy; absent without selection comparisons.
+/// the random pick's (minus the mean of N when there is no `random` selector), with its 95% CI;
+/// a row per selector and strategy, a dot per model; absent without selection comparisons.
 pub fn selection_gain_svg(a: &Analysis) -> Result<Option<String>> {
     let rows = &a.selection_comparisons;
     let Some(metric) = ["coherence_embed", "nll_mean", "distinct_2"]
@@ -540,32 +664,29 @@ pub fn selection_gain_svg(a: &Analysis) -> Result<Option<String>> {
         .iter()
         .filter(|r| r.cmp.metric == metric && r.cmp.reference == reference)
         .collect();
-    let selectors: Vec<&str> = a
-        .design
-        .selectors
-        .iter()
-        .map(|s| s.id.as_str())
-        .filter(|id| pts.iter().any(|p| p.selector == *id))
-        .collect();
-    let mut series: Vec<(&str, &str)> = Vec::new();
-    for model in &a.design.models {
-        for s in &a.design.strategies {
-            if pts
+    let d = &a.design;
+    let mut labels = Vec::new();
+    let mut points = Vec::new();
+    for sel in d.selectors.iter().map(|s| s.id.as_str()) {
+        for s in &d.strategies {
+            let row: Vec<Option<Estimate>> = d
+                .models
                 .iter()
-                .any(|p| &p.cmp.model == model && p.cmp.strategy == s.id)
-            {
-                series.push((model, &s.id));
+                .map(|m| {
+                    pts.iter()
+                        .find(|p| p.selector == sel && &p.cmp.model == m && p.cmp.strategy == s.id)
+                        .map(|p| p.cmp.diff)
+                })
+                .collect();
+            if row.iter().any(Option::is_some) {
+                labels.push(format!("{sel} · {}", row_label(&s.id)));
+                points.push(row);
             }
         }
     }
-    if selectors.is_empty() || series.is_empty() {
+    if points.is_empty() {
         return Ok(None);
     }
-    let (y0, y1) = padded(
-        pts.iter().map(|p| p.cmp.diff.ci_low).fold(0.0, f64::min),
-        pts.iter().map(|p| p.cmp.diff.ci_high).fold(0.0, f64::max),
-    );
-    let labels: Vec<String> = series.iter().map(|(m, s)| series_label(a, m, s)).collect();
     let against = if reference == VS_RANDOM {
         "the random pick"
     } else {
@@ -576,92 +697,28 @@ pub fn selection_gain_svg(a: &Analysis) -> Result<Option<String>> {
         Some(false) => "  (lower = better)",
         None => "",
     };
-    let n = selectors.len();
-    let k = series.len();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let (plot, legend) = root.split_horizontally(W - legend_width(&labels).max(200));
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(
-                // short: the legend column narrows the plot; the metric is on the y axis
-                format!("Gain per selector over {against} (mean over prompts, 95% CI)"),
-                (FONT, 16),
-            )
-            .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d((0..n - 1).into_segmented(), y0..y1)
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_desc("selector")
-            .y_desc(format!("Δ {metric}, chosen − {against}{direction}"))
-            .axis_desc_style((FONT, 14))
-            .label_style((FONT, 12))
-            .x_labels(n)
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => {
-                    selectors.get(*i).map(|s| s.to_string()).unwrap_or_default()
-                }
-                _ => String::new(),
-            })
-            // no "-0.000" at the zero line
-            .y_label_formatter(&|v| format!("{:.3}", if v.abs() < 1e-12 { 0.0 } else { *v }))
-            .draw()
-            .map_err(err)?;
-        // zero: no gain
-        let (zl, zy) = chart.backend_coord(&(SegmentValue::Exact(0), 0.0));
-        let (zr, _) = chart.backend_coord(&(SegmentValue::Exact(n), 0.0));
-        root.draw(&PathElement::new(
-            vec![(zl, zy), (zr, zy)],
-            BLACK.mix(0.5).stroke_width(1),
-        ))
-        .map_err(err)?;
-        // within a selector's segment, one slot per series, side by side
-        for (i, sel) in selectors.iter().enumerate() {
-            let (left, _) = chart.backend_coord(&(SegmentValue::Exact(i), 0.0));
-            let (right, _) = chart.backend_coord(&(SegmentValue::Exact(i + 1), 0.0));
-            let slot = (right - left) as f64 * 0.7 / k as f64;
-            let first = (left + right) as f64 / 2.0 - slot * (k as f64 - 1.0) / 2.0;
-            for (j, (model, strategy)) in series.iter().enumerate() {
-                let Some(p) = pts.iter().find(|p| {
-                    p.selector == *sel && p.cmp.model == *model && p.cmp.strategy == *strategy
-                }) else {
-                    continue;
-                };
-                let x = (first + slot * j as f64).round() as i32;
-                let y = |v: f64| chart.backend_coord(&(SegmentValue::Exact(i), v)).1;
-                let e = &p.cmp.diff;
-                let c = color(j);
-                root.draw(&PathElement::new(
-                    vec![(x, y(e.ci_low)), (x, y(e.ci_high))],
-                    c.stroke_width(2),
-                ))
-                .map_err(err)?;
-                for v in [e.ci_low, e.ci_high] {
-                    root.draw(&PathElement::new(
-                        vec![(x - 5, y(v)), (x + 5, y(v))],
-                        c.stroke_width(2),
-                    ))
-                    .map_err(err)?;
-                }
-                root.draw(&Circle::new((x, y(e.point)), 6, c.filled()))
-                    .map_err(err)?;
-            }
-        }
-        let mut entries: Vec<(String, RGBColor, Marker)> = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.clone(), color(i), Marker::Dot))
-            .collect();
-        entries.push(("no gain".into(), RGBColor(110, 110, 110), Marker::Line));
-        draw_legend(&legend, "strategy", &entries)?;
-        root.present().map_err(err)?;
+    forest_svg(&Forest {
+        caption: format!("Gain per selector over {against} (mean over prompts, 95% CI)"),
+        x_desc: format!("Δ {metric}, chosen − {against}{direction}"),
+        rows: labels,
+        series: d.models.clone(),
+        legend_title: "model",
+        points,
+    })
+    .map(Some)
+}
+
+/// A strategy id for a row label: an entropy switch without its branches, at most 48 chars.
+fn row_label(id: &str) -> String {
+    let short = match id.split_once(",L=") {
+        Some((head, _)) => format!("{head},…)"),
+        None => id.to_string(),
+    };
+    if short.chars().count() > 48 {
+        format!("{}…", short.chars().take(47).collect::<String>())
+    } else {
+        short
     }
-    Ok(Some(svg))
 }
 
 /// Plot 6: each non-baseline strategy's effect against the baseline (mean over prompts of the
@@ -684,6 +741,7 @@ pub fn model_effects_svg(a: &Analysis) -> Result<Option<String>> {
         .filter(|s| s.id != d.baseline)
         .map(|s| s.id.clone())
         .collect();
+    let labels: Vec<String> = rows.iter().map(|s| row_label(s)).collect();
     let points: Vec<Vec<Option<Estimate>>> = rows
         .iter()
         .map(|s| {
@@ -709,7 +767,7 @@ pub fn model_effects_svg(a: &Analysis) -> Result<Option<String>> {
             d.baseline
         ),
         x_desc: format!("Δ {metric}, strategy − {}{direction}", d.baseline),
-        rows,
+        rows: labels,
         series: d.models.clone(),
         legend_title: "model",
         points,
