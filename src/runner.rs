@@ -746,7 +746,12 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
             for (strat, _, _) in &pending {
                 *left_in_cell.entry(strat.id.as_str()).or_default() += 1;
             }
-            for chunk in pending.chunks(opts.batch.max(1)) {
+            // as few batches as `--batch` allows, of equal size: 36 samples at --batch 32 run
+            // as 18 + 18, not 32 + 4, so no strategy's samples end up alone in a small batch
+            // whose amortised forward time would read as that strategy's overhead
+            let batches = pending.len().div_ceil(opts.batch.max(1)).max(1);
+            let size = pending.len().div_ceil(batches).max(1);
+            for chunk in pending.chunks(size) {
                 let jobs: Vec<Job> = chunk
                     .iter()
                     .map(|&(strategy, _, seed)| Job { strategy, seed })

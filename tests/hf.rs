@@ -697,3 +697,157 @@ fn bad_folders_and_adapters_are_configuration_errors() {
         assert!(!out.exists(), "case {i}: run created {}", out.display());
     }
 }
+
+/// A real-weights checkpoint series (#19 item 4): the real SmolLM2 written as a folder is the
+/// base, and three LoRA adapter checkpoints of one random direction at growing scale stand in
+/// for a fine-tuning run drifting from it. Under the base as the reference scorer the drift
+/// shows (`nll_ref` of the last checkpoint above the first's), the rule's pick is the best of
+/// summary.csv within its bound, and the gate between the first and the last checkpoint fails
+/// on `nll_ref`.
+#[test]
+fn a_real_weights_lora_series_yields_a_chosen_checkpoint() {
+    let models = common::real_models_dir();
+    let gguf = models.join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let base = d.join("base");
+    write_from_gguf(
+        &gguf,
+        &base,
+        WriteOptions {
+            bf16: true,
+            shards: 1,
+        },
+    )
+    .unwrap();
+    // the tokenizer embedded in the GGUF, saved where a transformers folder keeps it
+    declab::engine::gguf_tokenizer::from_gguf_file(&gguf)
+        .unwrap()
+        .save(base.join("tokenizer.json"), false)
+        .unwrap();
+    let files = folder_files(&base);
+    let w = candle_core::safetensors::load(&files[0], &Device::Cpu).unwrap();
+    let mut targets: Vec<(&String, &Tensor)> = w
+        .iter()
+        .filter(|(n, _)| {
+            n.ends_with("q_proj.weight")
+                || n.ends_with("v_proj.weight")
+                || n.ends_with("down_proj.weight")
+        })
+        .collect();
+    targets.sort_by(|a, b| a.0.cmp(b.0));
+    let r = 8;
+    let mut lora = std::collections::HashMap::new();
+    {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        for (name, t) in &targets {
+            let (n, k) = t.dims2().unwrap();
+            let m = name.strip_suffix(".weight").unwrap();
+            let a: Vec<f32> = (0..r * k)
+                .map(|_| rng.random::<f32>() * 0.2 - 0.1)
+                .collect();
+            let b: Vec<f32> = (0..n * r)
+                .map(|_| rng.random::<f32>() * 0.1 - 0.05)
+                .collect();
+            lora.insert(
+                format!("base_model.model.{m}.lora_A.weight"),
+                Tensor::from_vec(a, (r, k), &Device::Cpu).unwrap(),
+            );
+            lora.insert(
+                format!("base_model.model.{m}.lora_B.weight"),
+                Tensor::from_vec(b, (n, r), &Device::Cpu).unwrap(),
+            );
+        }
+    }
+    // one direction at growing scale: alpha / r = 0.5, 2, 6
+    for (step, alpha) in [(100, 4.0), (200, 16.0), (300, 48.0)] {
+        let dir = d.join(format!("runs/sft/checkpoint-{step}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        candle_core::safetensors::save(&lora, dir.join("adapter_model.safetensors")).unwrap();
+        std::fs::write(
+            dir.join("adapter_config.json"),
+            serde_json::json!({"peft_type": "LORA", "r": r, "lora_alpha": alpha, "target_modules": ["q_proj", "v_proj", "down_proj"], "bias": "none", "use_rslora": false}).to_string(),
+        )
+        .unwrap();
+    }
+    let prompts = [
+        "The lighthouse keeper had not seen a ship in eleven years, until",
+        "Our new coffee blend tastes like",
+        "My grandmother kept a box of letters that",
+        "The spaceship's cook had one rule:",
+        "When the power went out across the city,",
+        "The old map showed a door under the library, and",
+        "Customer: My order arrived with a cracked mug. What can you do?\\nSupport agent:",
+        "The smallest dragon in the kingdom was afraid of fire, so she",
+    ];
+    let prompts: String = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("  - {{id: p{i}, text: \"{t}\"}}\n"))
+        .collect();
+    let cfg = d.join("series.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: series\nseed: 5\nmodels:\n  - {{id: base, hf: base}}\n  - {{id: sft, base: base, checkpoints: \"runs/sft/checkpoint-*\"}}\nscorer: base\n\
+prompts:\n{prompts}samples: 2\nmax_new_tokens: 20\nstrategies:\n  - {{kind: temperature, temperature: 0.8}}\n\
+choose:\n  among: sft\n  maximize: distinct_2\n  subject_to:\n    - {{metric: nll_ref, max: 4.0}}\n"
+        ),
+    )
+    .unwrap();
+    let out = d.join("out");
+    let run = common::declab()
+        .args(["run", "--no-progress"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let err = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    let mut rd = csv::Reader::from_path(out.join("summary.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    // model, strategy, metric, n_prompts, mean, ci_low, ci_high
+    let mean = |model: &str, metric: &str| -> f64 {
+        rows.iter()
+            .find(|r| &r[0] == model && &r[2] == metric)
+            .unwrap_or_else(|| panic!("{model} {metric}"))[4]
+            .parse()
+            .unwrap()
+    };
+    let nll: Vec<f64> = ["base", "sft@100", "sft@200", "sft@300"]
+        .iter()
+        .map(|m| mean(m, "nll_ref"))
+        .collect();
+    eprintln!(
+        "nll_ref under the base: base {:.3}, @100 {:.3}, @200 {:.3}, @300 {:.3}",
+        nll[0], nll[1], nll[2], nll[3]
+    );
+    assert!(
+        nll[3] > nll[1] + 0.1,
+        "the drift shows under the base scorer: {nll:?}"
+    );
+    let mut best: Option<(&str, f64)> = None;
+    for id in ["sft@100", "sft@200", "sft@300"] {
+        if mean(id, "nll_ref") <= 4.0 && best.is_none_or(|b| mean(id, "distinct_2") > b.1) {
+            best = Some((id, mean(id, "distinct_2")));
+        }
+    }
+    match best {
+        Some((id, _)) => assert!(err.contains(&format!("chosen by the rule: {id}")), "{err}"),
+        None => assert!(err.contains("the rule chose nothing"), "{err}"),
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Choosing a checkpoint of `sft`"),
+        "{report}"
+    );
+    // the gate: the last checkpoint is significantly less likely under the base than the first
+    common::declab()
+        .args(["compare"])
+        .arg(&out)
+        .arg(&out)
+        .args(["--models", "sft@100", "sft@300", "--metric", "nll_ref"])
+        .assert()
+        .code(1);
+}
