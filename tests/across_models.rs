@@ -28,21 +28,6 @@ fn two_tiny(dir: &Path, scorer: &str) -> std::path::PathBuf {
     path
 }
 
-fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let headers = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            headers
-                .iter()
-                .zip(rec.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
 /// A scorer added to a finished run scores its samples without generating any again; the
 /// samples are otherwise unchanged, and `declab report` rebuilds the same comparisons.
 #[test]

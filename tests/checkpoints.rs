@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{declab, read_records};
+use common::{csv_rows, declab, read_records};
 use predicates::prelude::*;
 
 /// Three checkpoint folders (tiny models of different seeds, so different weights), written out
@@ -124,21 +124,6 @@ fn bad_checkpoint_patterns_are_configuration_errors() {
             .stderr(predicate::str::contains(needle).and(predicate::str::contains("series.yaml")));
         assert!(!out.exists(), "{models}");
     }
-}
-
-fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let headers = r.headers().unwrap().clone();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            headers
-                .iter()
-                .zip(rec.iter())
-                .map(|(h, v)| (h.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
 }
 
 /// Choosing a checkpoint (#19 item 4): the rule's pick is the best mean of its objective in

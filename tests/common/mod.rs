@@ -118,3 +118,19 @@ pub fn assert_traces_match(records: &[declab::record::SampleRecord], lines: &[Tr
         );
     }
 }
+
+/// A CSV file's rows as column -> value maps (for the report's CSVs).
+pub fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
