@@ -214,10 +214,38 @@ pub fn resolve(
     Ok(out)
 }
 
-/// One model's calibration and the entropies it was made from (for `declab calibrate`).
+/// One model's calibration and the entropies it was made from.
 pub struct Measured {
     pub calibration: ModelCalibration,
     pub entropies: Vec<f64>,
+}
+
+/// Calibrate one loaded model: its [`entropies`], then [`summarize`] at the experiment's
+/// [`levels`] (thresholds not yet resolved); `None` when `stop` was set on the way, since a
+/// partial pass would give other quantiles.
+pub fn measure(
+    exp: &Experiment,
+    settings: &Calibration,
+    model: &LoadedModel,
+    model_id: &str,
+    stop: &AtomicBool,
+) -> Result<Option<Measured>> {
+    let entropies = entropies(exp, settings, model, model_id, stop)?;
+    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let calibration = summarize(
+        model_id,
+        &model.weights_sha256,
+        settings,
+        exp.prompts.len(),
+        &entropies,
+        &levels(&exp.strategies),
+    )?;
+    Ok(Some(Measured {
+        calibration,
+        entropies,
+    }))
 }
 
 /// Calibrate every model of `exp` as `run` would (its `calibration:` settings, or the
@@ -227,28 +255,16 @@ pub fn measure_all(
     device: &candle_core::Device,
     stop: &AtomicBool,
 ) -> Result<Vec<Measured>> {
-    let settings = exp.calibration.clone().unwrap_or(Calibration {
-        tokens: Calibration::DEFAULT_TOKENS,
-        temperature: 1.0,
-    });
+    let settings = exp.calibration.clone().unwrap_or_default();
     let mut out = Vec::new();
     for m in &exp.models {
         let model =
             crate::engine::load(m, device).with_context(|| format!("loading model {:?}", m.id))?;
-        let h = entropies(exp, &settings, &model, &m.id, stop)?;
-        let mut cal = summarize(
-            &m.id,
-            &model.weights_sha256,
-            &settings,
-            exp.prompts.len(),
-            &h,
-            &levels(&exp.strategies),
-        )?;
-        resolve(&exp.strategies, &mut cal)?;
-        out.push(Measured {
-            calibration: cal,
-            entropies: h,
-        });
+        let Some(mut measured) = measure(exp, &settings, &model, &m.id, stop)? else {
+            break;
+        };
+        resolve(&exp.strategies, &mut measured.calibration)?;
+        out.push(measured);
     }
     Ok(out)
 }

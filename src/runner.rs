@@ -676,28 +676,20 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                     Some(c) => c.clone(),
                     None => {
                         let t0 = Instant::now();
-                        let h =
-                            crate::calibrate::entropies(exp, settings, &model, &mspec.id, &stop)?;
-                        if stop.load(Ordering::Relaxed) {
+                        let Some(m) =
+                            crate::calibrate::measure(exp, settings, &model, &mspec.id, &stop)?
+                        else {
                             summary.interrupted = true;
                             break 'models;
-                        }
-                        let cal = crate::calibrate::summarize(
-                            &mspec.id,
-                            &model.weights_sha256,
-                            settings,
-                            exp.prompts.len(),
-                            &h,
-                            &crate::calibrate::levels(&exp.strategies),
-                        )?;
+                        };
                         eprintln!(
                             "declab: calibrated {:?}: {} tokens, entropy median {:.3} nats, in {:.1} s",
                             mspec.id,
-                            cal.n_tokens,
-                            cal.quantiles.get("0.5").copied().unwrap_or(f64::NAN),
+                            m.calibration.n_tokens,
+                            m.calibration.quantiles.get("0.5").copied().unwrap_or(f64::NAN),
                             t0.elapsed().as_secs_f64()
                         );
-                        cal
+                        m.calibration
                     }
                 };
                 let resolved = crate::calibrate::resolve(&exp.strategies, &mut cal)?;

@@ -64,7 +64,24 @@ pub struct Candidate {
     pub step: Option<u64>,
     pub objective: Option<Estimate>,
     /// Why it is out: each bound it misses, or a missing value.
-    pub excluded: Vec<String>,
+    pub excluded: Vec<Exclusion>,
+}
+
+/// Why a candidate is out of the rule's reach (rendered by the report).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exclusion {
+    /// The metric has no value for the candidate.
+    Missing(String),
+    Below {
+        metric: String,
+        value: f64,
+        min: f64,
+    },
+    Above {
+        metric: String,
+        value: f64,
+        max: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +211,6 @@ fn choose(
     seed: u64,
     resamples: usize,
 ) -> Choice {
-    let f = crate::report::markdown::fmt_num;
     let candidates: Vec<Candidate> = g
         .members
         .iter()
@@ -203,18 +219,26 @@ fn choose(
                 summary::find(rows, id, &rule.strategy, &rule.objective).map(|r| r.estimate);
             let mut excluded = Vec::new();
             if objective.is_none() {
-                excluded.push(format!("no value of {}", rule.objective));
+                excluded.push(Exclusion::Missing(rule.objective.clone()));
             }
             for b in &rule.subject_to {
                 match summary::find(rows, id, &rule.strategy, &b.metric) {
-                    None => excluded.push(format!("no value of {}", b.metric)),
+                    None => excluded.push(Exclusion::Missing(b.metric.clone())),
                     Some(r) => {
                         let x = r.estimate.point;
                         if let Some(lo) = b.min.filter(|lo| x < *lo) {
-                            excluded.push(format!("{} {} < min {}", b.metric, f(x), lo));
+                            excluded.push(Exclusion::Below {
+                                metric: b.metric.clone(),
+                                value: x,
+                                min: lo,
+                            });
                         }
                         if let Some(hi) = b.max.filter(|hi| x > *hi) {
-                            excluded.push(format!("{} {} > max {}", b.metric, f(x), hi));
+                            excluded.push(Exclusion::Above {
+                                metric: b.metric.clone(),
+                                value: x,
+                                max: hi,
+                            });
                         }
                     }
                 }
@@ -377,7 +401,14 @@ mod tests {
         let ch = out[0].choice.as_ref().unwrap();
         assert_eq!(ch.chosen.as_deref(), Some("ck@500"));
         assert_eq!(ch.runner_up.as_deref(), Some("ck@20"));
-        assert_eq!(ch.candidates[2].excluded, ["nll_ref 3.50 > max 3"]);
+        assert_eq!(
+            ch.candidates[2].excluded,
+            [Exclusion::Above {
+                metric: "nll_ref".into(),
+                value: 3.5,
+                max: 3.0
+            }]
+        );
         // minimising nll_ref with no bound: @20
         let mut r2 = d.choose.clone().unwrap();
         r2.maximize = false;

@@ -16,7 +16,8 @@ pub struct StrategyInfo {
     pub kind: String,
     /// The strategy block as written (after grid expansion).
     pub params: Value,
-    /// The entropy the strategy aims at (nats), as its typed spec states it.
+    /// The entropy the strategy aims at (nats), as its typed spec states it; `None` for a
+    /// quantile target, whose value is per model ([`Design::target_of`]).
     pub target_nats: Option<f64>,
 }
 
@@ -243,11 +244,6 @@ fn selectors_of(v: &Value) -> Result<Vec<crate::select::SelectorSpec>> {
         .collect()
 }
 
-/// The entropy target of a strategy in nats (`target_entropy`'s `target` in its `unit`).
-pub fn target_nats(s: &StrategyInfo) -> Option<f64> {
-    s.target_nats
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,8 +262,8 @@ mod tests {
         assert_eq!(d.seed, 7);
         assert_eq!(d.baseline, "b");
         assert_eq!(d.latency_reference(), "a");
-        assert!((target_nats(&d.strategies[1]).unwrap() - std::f64::consts::LN_2).abs() < 1e-12);
-        assert_eq!(target_nats(&d.strategies[0]), None);
+        assert!((d.strategies[1].target_nats.unwrap() - std::f64::consts::LN_2).abs() < 1e-12);
+        assert_eq!(d.strategies[0].target_nats, None);
         assert!(Design::from_resolved_config(&serde_json::json!({"name": "x"})).is_err());
     }
 }

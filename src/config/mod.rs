@@ -348,6 +348,16 @@ impl Calibration {
     pub const DEFAULT_TOKENS: usize = 64;
 }
 
+impl Default for Calibration {
+    /// 64 tokens per prompt at T = 1.0: the model's own distribution.
+    fn default() -> Self {
+        Calibration {
+            tokens: Self::DEFAULT_TOKENS,
+            temperature: 1.0,
+        }
+    }
+}
+
 impl Experiment {
     /// Whether any strategy has a quantile threshold to resolve per model.
     pub fn needs_calibration(&self) -> bool {
@@ -537,8 +547,8 @@ pub fn parse(
 
     let calibration = match &raw.calibration {
         Some(c) => {
-            let tokens = c.tokens.unwrap_or(Calibration::DEFAULT_TOKENS);
-            let temperature = c.temperature.unwrap_or(1.0);
+            let tokens = c.tokens.unwrap_or(Calibration::default().tokens);
+            let temperature = c.temperature.unwrap_or(Calibration::default().temperature);
             if tokens == 0 || tokens > 4096 {
                 errors.push(format!("calibration.tokens: {tokens} is out of range; allowed: 1 to 4096 tokens per prompt (default {})", Calibration::DEFAULT_TOKENS));
             }
@@ -550,10 +560,7 @@ pub fn parse(
                 temperature,
             })
         }
-        None if strategies.iter().any(|s| s.needs_calibration()) => Some(Calibration {
-            tokens: Calibration::DEFAULT_TOKENS,
-            temperature: 1.0,
-        }),
+        None if strategies.iter().any(|s| s.needs_calibration()) => Some(Calibration::default()),
         None => None,
     };
     let scorer = match &raw.scorer {

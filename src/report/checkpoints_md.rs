@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use crate::analysis::catalog::{self, Metric};
-use crate::analysis::checkpoints::{Choice, GroupAnalysis, FLUENCY, ORIGINALITY};
+use crate::analysis::checkpoints::{Choice, Exclusion, GroupAnalysis, FLUENCY, ORIGINALITY};
 use crate::analysis::summary;
 use crate::analysis::Analysis;
 
@@ -178,11 +178,52 @@ pub fn choice_text(c: &Choice) -> String {
         .candidates
         .iter()
         .filter(|x| !x.excluded.is_empty())
-        .map(|x| format!("`{}` ({})", esc(&x.model), x.excluded.join("; ")))
+        .map(|x| {
+            let why: Vec<String> = x.excluded.iter().map(exclusion_text).collect();
+            format!("`{}` ({})", esc(&x.model), why.join("; "))
+        })
         .collect();
     if !out.is_empty() {
         let _ = writeln!(o, "\nOut of bounds: {}.", out.join(", "));
     }
     o.push('\n');
     o
+}
+
+/// `nll_ref 3.50 > max 3`, `no value of diversity_embed`.
+fn exclusion_text(e: &Exclusion) -> String {
+    match e {
+        Exclusion::Missing(m) => format!("no value of {m}"),
+        Exclusion::Below { metric, value, min } => {
+            format!("{metric} {} < min {min}", fmt_num(*value))
+        }
+        Exclusion::Above { metric, value, max } => {
+            format!("{metric} {} > max {max}", fmt_num(*value))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusions_read_as_the_bound_missed() {
+        let above = Exclusion::Above {
+            metric: "nll_ref".into(),
+            value: 3.5,
+            max: 3.0,
+        };
+        assert_eq!(exclusion_text(&above), "nll_ref 3.50 > max 3");
+        let below = Exclusion::Below {
+            metric: "coherence_embed".into(),
+            value: 0.25,
+            min: 0.3,
+        };
+        assert_eq!(exclusion_text(&below), "coherence_embed 0.250 < min 0.3");
+        assert_eq!(
+            exclusion_text(&Exclusion::Missing("diversity_embed".into())),
+            "no value of diversity_embed"
+        );
+    }
 }
