@@ -1128,7 +1128,8 @@ fn attention(
         let q = q.reshape((b, l.n_kv_head, n_rep, l.head_dim))?;
         let att = (q.matmul(&k.t()?)? * scale)?;
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        att.matmul(&v.contiguous()?)?
+        // v as the cache holds it (rows of `d`, batches strided by the capacity): no copy
+        att.matmul(&v)?
             .reshape((b, 1, l.n_head * l.head_dim))?
     } else {
         let k = c.k.narrow(2, 0, total)?.contiguous()?;

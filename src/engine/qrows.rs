@@ -308,7 +308,13 @@ impl QRows {
     pub fn matmul(&self, x: &QuantInput) -> Vec<Vec<f32>> {
         assert_eq!(x.k, self.k, "input width");
         let m = x.rows();
-        let mut outs: Vec<Vec<f32>> = self.parts.iter().map(|&n| vec![0f32; m * n]).collect();
+        // not zeroed: every element is written below (zeroing the 262,144-wide output's rows was
+        // a serial memset of 28 MB per step at 27 rows, while the pool's other thread waited)
+        let mut outs: Vec<Vec<f32>> = self
+            .parts
+            .iter()
+            .map(|&n| Vec::with_capacity(m * n))
+            .collect();
         let ptrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
         let blocks = self.k / 32;
         let lines = self.kind.lines();
@@ -353,6 +359,11 @@ impl QRows {
         } else {
             crate::pool::for_each_chunk(groups, run);
         }
+        for (o, &n) in outs.iter_mut().zip(&self.parts) {
+            // SAFETY: `run` wrote every (row, column) of every part: the groups cover each
+            // part's columns (lanes = min(16, n - col)) for every input row.
+            unsafe { o.set_len(m * n) };
+        }
         outs
     }
 }
@@ -368,7 +379,26 @@ unsafe impl Send for SendPtr {}
 /// from zero) flipped 13 of 10,240 quants of Gemma 3's first projection input against llama.cpp,
 /// each flip moving an output row by up to 0.25 %, and those differences compounded through
 /// the layers to a KL of 0.006 nats from llama.cpp's logits (`tests/reference_logits.rs`).
+/// Rounding is `round_ties_even`, which the baseline x86-64 target compiles to a `rintf` call
+/// per value; with SSE4.1 (AVX2 level and up) the same function compiles to `roundps`, which
+/// rounds the same way (tested: every level gives the portable bits).
 fn quantize_row(x: &[f32]) -> QuantRow {
+    #[cfg(target_arch = "x86_64")]
+    if Level::detected() != Level::Portable {
+        // SAFETY: AVX2 and FMA are present at every level above Portable.
+        return unsafe { quantize_row_avx2(x) };
+    }
+    quantize_row_impl(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,sse4.1")]
+unsafe fn quantize_row_avx2(x: &[f32]) -> QuantRow {
+    quantize_row_impl(x)
+}
+
+#[inline(always)]
+fn quantize_row_impl(x: &[f32]) -> QuantRow {
     let blocks = x.len() / 32;
     let mut q = vec![0i8; x.len()];
     let mut d = vec![0f32; blocks];
@@ -943,6 +973,31 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The input quantiser gives the same bits with SSE4.1's rounding as with `rintf`,
+    /// ties included (a block whose maximum is 127 scales by exactly 1, so x.5 values tie).
+    #[test]
+    fn input_quantiser_agrees_across_levels() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut x: Vec<f32> = (0..64 * 32).map(|_| rng.random_range(-10f32..10.0)).collect();
+        for (i, v) in x[..32].iter_mut().enumerate() {
+            *v = if i == 0 { 127.0 } else { i as f32 - 15.5 };
+        }
+        x[32..64].fill(0.0);
+        let want = quantize_row_impl(&x);
+        assert_eq!(want.q[2], -14, "-13.5 ties to even");
+        assert_eq!(want.q[3], -12, "-12.5 ties to even");
+        #[cfg(target_arch = "x86_64")]
+        if Level::detected() != Level::Portable {
+            let got = unsafe { quantize_row_avx2(&x) };
+            assert_eq!(got.q, want.q);
+            assert_eq!(got.sum, want.sum);
+            assert_eq!(got.d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.d.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(got.s.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.s.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
         }
     }
 
