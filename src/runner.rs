@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -440,24 +440,25 @@ pub fn generate_batch(
         if args.stop_flag.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
-        // the rows' samplers run in parallel (each owns its state and RNG stream, so the
-        // order they run in changes nothing); results come back in row order
-        let mut by_job: Vec<Option<&mut SampleState>> =
-            states.iter_mut().map(Option::as_mut).collect();
-        let rows: Vec<Mutex<&mut SampleState>> = live
+        // the rows' samplers run one after another, each with the whole pool for its passes
+        // (their two-half splits): the same throughput as rows side by side on the pool's
+        // threads (bench/perf-notes.md), and a row's `sampler_us` is then wall time with the
+        // machine to itself, the same kind of time as the amortised `forward_ms`
+        let stepped: Vec<Result<Option<u32>>> = live
             .iter()
-            .map(|&j| Mutex::new(by_job[j].take().expect("live rows are unfinished")))
+            .enumerate()
+            .map(|(r, &j)| {
+                let row = if i == 0 {
+                    args.first_logits
+                } else {
+                    &logits[r * vocab..(r + 1) * vocab]
+                };
+                states[j]
+                    .as_mut()
+                    .expect("live rows are unfinished")
+                    .step(row, i, &step_args)
+            })
             .collect();
-        let (logits_ref, first) = (&logits, args.first_logits);
-        let stepped: Vec<Result<Option<u32>>> = crate::pool::map(rows.len(), |r| {
-            let row = if i == 0 {
-                first
-            } else {
-                &logits_ref[r * vocab..(r + 1) * vocab]
-            };
-            rows[r].lock().unwrap().step(row, i, &step_args)
-        });
-        drop(rows);
         let mut keep = Vec::with_capacity(live.len());
         let mut tokens = Vec::with_capacity(live.len());
         for (r, result) in stepped.into_iter().enumerate() {
