@@ -45,9 +45,10 @@ test: models
 bench: models build
 	$(BIN) bench --out results/bench
 
-# Latency regression gate: floor-normalised ratios at vocab 262k vs the committed baseline.
+# Latency regression gate: floor-normalised ratios at vocab 262k and each strategy's share of the
+# per-token time inside a batch (real Gemma, one batch of every strategy) vs the committed baseline.
 bench-check: models build
-	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --check bench/baseline.json
+	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --batch-tokens 16 --check bench/baseline.json
 
 # criterion benches of every strategy at vocab 32k/128k/262k on the committed real-logit fixture
 # (benches/fixtures/); ARGS filters, e.g. `make bench-criterion ARGS=typical`.
@@ -70,7 +71,7 @@ logit-reference: models
 
 # Re-measure the baseline (after an intended change; commit the file with the change).
 bench-baseline: models build
-	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --write-baseline bench/baseline.json --tolerance $(or $(TOLERANCE),2.5)
+	$(BIN) bench --vocab 262144 --tokens 0 --iters 60 --batch-tokens 16 --write-baseline bench/baseline.json --tolerance $(or $(TOLERANCE),2.5)
 
 lint:
 	$(CARGO) fmt --check

@@ -1,7 +1,8 @@
 //! `declab bench`: sampler latency at real vocabulary sizes, as ratios to a one-pass floor
 //! measured in the same run (so figures survive a noisy, shared machine), and the forward vs
-//! sampler split in a short real-model generation. `--check` compares the ratios with a
-//! committed baseline: the latency regression gate (`make bench-check`).
+//! sampler split in a short real-model generation, single stream and inside a batch. `--check`
+//! compares the ratios and the batched shares with a committed baseline: the latency regression
+//! gate (`make bench-check`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -59,6 +60,24 @@ pub struct BenchReport {
     #[serde(default)]
     pub fields: Vec<FieldsRow>,
     pub generation: Vec<GenerationRow>,
+    /// The same split inside one batch holding every strategy (`--batch-tokens`).
+    #[serde(default)]
+    pub batched: Vec<BatchedRow>,
+}
+
+/// One strategy's rows in the batched generation: medians per token over its rows. The forward
+/// is the step's wall time divided by the rows in the step (as in a grid's traces); the rows are
+/// sampled one after another with the whole pool, so the sampler time is wall time too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchedRow {
+    pub strategy: String,
+    /// Rows in the batch at its first step (all strategies together).
+    pub batch: usize,
+    pub tokens: usize,
+    pub forward_ms_median: f64,
+    pub sampler_us_median: f64,
+    /// sampler / (forward + sampler), in percent: the sampler's share of a token's time.
+    pub share_pct: f64,
 }
 
 /// The cost of the selectors' trace fields (`self_certainty`, `confidence`) in a step, beside the
@@ -361,6 +380,66 @@ pub fn bench_generation(
     Ok(out)
 }
 
+/// Every strategy, `samples` rows each, decoded as one batch from one prompt (the way a grid
+/// decodes a prompt's samples): each strategy's sampler time against the amortised forward.
+pub fn bench_batched(
+    spec: &ModelSpec,
+    strategies: &[StrategySpec],
+    tokens: usize,
+    samples: usize,
+) -> Result<Vec<BatchedRow>> {
+    let model = engine::load(spec, &candle_core::Device::Cpu)?;
+    let prompt_ids =
+        model.encode("Once upon a time, in a small village by the sea, there lived")?;
+    let mut prefilled = model.model.fork();
+    let first = prefilled.forward(&prompt_ids, 0)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let args = crate::runner::GenerateArgs {
+        model: &model,
+        prefilled: prefilled.as_ref(),
+        first_logits: &first,
+        prompt_ids: &prompt_ids,
+        max_new_tokens: tokens,
+        stop: &[],
+        stop_flag: &stop,
+    };
+    let jobs: Vec<crate::runner::Job> = strategies
+        .iter()
+        .flat_map(|s| {
+            (0..samples).map(move |k| crate::runner::Job {
+                strategy: s,
+                seed: crate::seed::derive(&["bench-batch", &s.id, &k.to_string()]),
+            })
+        })
+        .collect();
+    let batch = jobs.len();
+    let mut done: Vec<Option<crate::runner::Generated>> = (0..batch).map(|_| None).collect();
+    crate::runner::generate_batch(&args, &jobs, |j, g| {
+        done[j] = Some(g);
+        Ok(())
+    })?;
+    let mut out = Vec::new();
+    for (si, s) in strategies.iter().enumerate() {
+        let (mut fwd, mut smp, mut n) = (Vec::new(), Vec::new(), 0);
+        for g in done[si * samples..(si + 1) * samples].iter().flatten() {
+            fwd.extend_from_slice(&g.trace.forward_ms);
+            smp.extend_from_slice(&g.trace.sampler_us);
+            n += g.token_ids.len();
+        }
+        let f = crate::record::median(&fwd).unwrap_or(f64::NAN);
+        let u = crate::record::median(&smp).unwrap_or(f64::NAN);
+        out.push(BatchedRow {
+            strategy: s.id.clone(),
+            batch,
+            tokens: n,
+            forward_ms_median: f,
+            sampler_us_median: u,
+            share_pct: u / 1e3 / (f + u / 1e3) * 100.0,
+        });
+    }
+    Ok(out)
+}
+
 pub fn table(report: &BenchReport) -> String {
     let mut s = format!(
         "sampler latency ({}; floor = one max pass over the logits, same run)\n",
@@ -412,6 +491,22 @@ pub fn table(report: &BenchReport) -> String {
             );
         }
     }
+    if let Some(b) = report.batched.first() {
+        s += &format!(
+            "\nreal-model generation inside one batch of {} rows (every strategy; medians per token; forward amortised over the rows)\n",
+            b.batch
+        );
+        s += &format!(
+            "{:<62} {:>7} {:>11} {:>11} {:>10}\n",
+            "strategy", "tokens", "forward ms", "sampler us", "share"
+        );
+        for g in &report.batched {
+            s += &format!(
+                "{:<62} {:>7} {:>11.2} {:>11.1} {:>9.2}%\n",
+                g.strategy, g.tokens, g.forward_ms_median, g.sampler_us_median, g.share_pct
+            );
+        }
+    }
     s
 }
 
@@ -429,6 +524,18 @@ pub struct Baseline {
     /// A strategy fails when its ratio exceeds baseline ratio x tolerance.
     pub tolerance: f64,
     pub rows: Vec<SamplerRow>,
+    /// Each strategy's share of the per-token time inside a batch; fails above baseline share x
+    /// `batched_tolerance`.
+    #[serde(default)]
+    pub batched: Vec<BatchedRow>,
+    #[serde(default = "default_batched_tolerance")]
+    pub batched_tolerance: f64,
+}
+
+/// The share is a ratio of two times measured in the same steps, steadier than a latency:
+/// a tighter default than the single-row ratios' tolerance.
+fn default_batched_tolerance() -> f64 {
+    1.5
 }
 
 /// Compare with a baseline; returns the list of regressions (empty = pass).
@@ -467,6 +574,23 @@ pub fn check(report: &BenchReport, baseline: &Baseline) -> Vec<String> {
             )),
         }
     }
+    for b in &baseline.batched {
+        match report.batched.iter().find(|r| r.strategy == b.strategy) {
+            Some(r) if r.share_pct > b.share_pct * baseline.batched_tolerance => bad.push(format!(
+                "{} inside a batch: sampler share {:.2} % > baseline {:.2} % x tolerance {} ({:.1} us/token)",
+                r.strategy, r.share_pct, b.share_pct, baseline.batched_tolerance, r.sampler_us_median
+            )),
+            Some(_) => {}
+            None if report.batched.is_empty() => bad.push(format!(
+                "{} inside a batch: in the baseline but the batched generation did not run (it needs the real model and --batch-tokens > 0)",
+                b.strategy
+            )),
+            None => bad.push(format!(
+                "{} inside a batch: in the baseline but not measured",
+                b.strategy
+            )),
+        }
+    }
     bad
 }
 
@@ -490,6 +614,9 @@ pub struct BenchOptions {
     pub iters: usize,
     pub out: Option<PathBuf>,
     pub generation_tokens: usize,
+    /// Tokens per row in the batched generation (0 skips it).
+    pub batch_tokens: usize,
+    pub batch_samples: usize,
     pub check: Option<PathBuf>,
     pub write_baseline: Option<(PathBuf, f64)>,
     /// Only write a logit fixture of this many rows here (from the real model), then stop.
@@ -536,12 +663,17 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
         (Some(s), n) if n > 0 => bench_generation(s, &strategies, n)?,
         _ => vec![],
     };
+    let batched = match (&spec, opts.batch_tokens) {
+        (Some(s), n) if n > 0 => bench_batched(s, &strategies, n, opts.batch_samples)?,
+        _ => vec![],
+    };
     let report = BenchReport {
         logits_source: source,
         host_cpu: crate::store::host_cpu(),
         sampler,
         fields,
         generation,
+        batched,
     };
     print!("{}", table(&report));
     if let Some(dir) = &opts.out {
@@ -556,6 +688,8 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
         let b = Baseline {
             tolerance: *tolerance,
             rows: report.sampler.clone(),
+            batched: report.batched.clone(),
+            batched_tolerance: default_batched_tolerance(),
         };
         crate::store::write_atomic(path, &serde_json::to_vec_pretty(&b)?)?;
         eprintln!("declab: wrote baseline {}", path.display());
@@ -572,6 +706,17 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
                 path.display()
             );
         }
+        for r in report
+            .batched
+            .iter()
+            .filter(|r| !b.batched.iter().any(|x| x.strategy == r.strategy))
+        {
+            eprintln!(
+                "declab: note: {} inside a batch is measured but not in {}, so not gated; `make bench-baseline` gates it",
+                r.strategy,
+                path.display()
+            );
+        }
         let bad = check(&report, &b);
         if !bad.is_empty() {
             eprintln!(
@@ -584,9 +729,14 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
             return Ok(1);
         }
         eprintln!(
-            "declab: bench-check passed against {} (tolerance x{})",
+            "declab: bench-check passed against {} (ratios: tolerance x{}; shares inside a batch: {})",
             path.display(),
-            b.tolerance
+            b.tolerance,
+            if b.batched.is_empty() {
+                "none in the baseline".to_string()
+            } else {
+                format!("tolerance x{}", b.batched_tolerance)
+            }
         );
     }
     Ok(0)
@@ -645,6 +795,8 @@ mod tests {
         let baseline = Baseline {
             tolerance: 2.5,
             rows: vec![row("greedy", 10.0), row("top_p", 20.0), row("gone", 5.0)],
+            batched: vec![],
+            batched_tolerance: 1.5,
         };
         let report = BenchReport {
             logits_source: String::new(),
@@ -652,6 +804,7 @@ mod tests {
             sampler: vec![row("greedy", 24.0), row("top_p", 51.0)],
             fields: vec![],
             generation: vec![],
+            batched: vec![],
         };
         let bad = check(&report, &baseline);
         assert_eq!(bad.len(), 2, "{bad:?}");
@@ -664,5 +817,45 @@ mod tests {
             ungated(&report, &baseline),
             vec![("top_a".to_string(), 262144)]
         );
+    }
+
+    fn share(strategy: &str, pct: f64) -> BatchedRow {
+        BatchedRow {
+            strategy: strategy.into(),
+            batch: 34,
+            tokens: 32,
+            forward_ms_median: 2.0,
+            sampler_us_median: pct * 20.0,
+            share_pct: pct,
+        }
+    }
+
+    #[test]
+    fn check_gates_the_batched_share() {
+        let baseline = Baseline {
+            tolerance: 2.5,
+            rows: vec![],
+            batched: vec![share("greedy", 4.0), share("solve", 8.0)],
+            batched_tolerance: 1.5,
+        };
+        let mut report = BenchReport {
+            logits_source: String::new(),
+            host_cpu: String::new(),
+            sampler: vec![],
+            fields: vec![],
+            generation: vec![],
+            batched: vec![share("greedy", 5.9), share("solve", 12.1)],
+        };
+        let bad = check(&report, &baseline);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].starts_with("solve inside a batch: sampler share 12.10 %"), "{bad:?}");
+        // a baseline with batched rows cannot pass a run that skipped the batch
+        report.batched.clear();
+        let bad = check(&report, &baseline);
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad[0].contains("did not run"), "{bad:?}");
+        // an older baseline file (no batched rows) still reads
+        let old: Baseline = serde_json::from_str(r#"{"tolerance": 2.0, "rows": []}"#).unwrap();
+        assert!(old.batched.is_empty() && old.batched_tolerance == 1.5);
     }
 }

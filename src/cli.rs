@@ -97,6 +97,14 @@ pub enum Command {
         /// Tokens per strategy in the real-model generation (0 skips it).
         #[arg(long, default_value_t = 32)]
         tokens: usize,
+        /// Tokens per row in the batched real-model generation: every strategy, `--batch-samples`
+        /// samples each, decoded as one batch of one prompt as a grid runs; gives each
+        /// strategy's share of the per-token time inside a batch (0 skips it).
+        #[arg(long, default_value_t = 16)]
+        batch_tokens: usize,
+        /// Samples per strategy in the batched generation (rows = strategies x this).
+        #[arg(long, default_value_t = 2)]
+        batch_samples: usize,
         /// Write bench.json and bench.csv here.
         #[arg(long)]
         out: Option<PathBuf>,

@@ -5,7 +5,8 @@
 //! call before they park. A second pool (rayon's) woken right after a forward pass found a core
 //! taken by the spinning worker: on a 2-core machine the sampler's two-half pass ran at one
 //! core's speed in real runs (the figures are in `bench/perf-notes.md`). So declab's own
-//! kernels, the sampler's halves and a batch's per-row sampling all run on this pool.
+//! kernels and the sampler's halves run on this pool (a batch's rows are sampled one after
+//! another, each row's passes split over the pool).
 //!
 //! Work is split into fixed pieces (two halves, or one item per index), so no result depends on
 //! the number of threads.
@@ -39,9 +40,8 @@ fn as_pool_work<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// `(first(), second())`, on two threads when the pool has them; inline inside pool work (a
-/// batch's per-row sampling already keeps every thread busy, and a split there could run another
-/// row's work inside this row's timed step).
+/// `(first(), second())`, on two threads when the pool has them; inline inside pool work (its
+/// threads are busy already, and candle's pool takes one call at a time).
 pub fn join<A: Send, B: Send>(
     first: impl FnOnce() -> A + Send,
     second: impl FnOnce() -> B + Send,

@@ -126,7 +126,7 @@ fn bench_measures_every_strategy_and_saves_a_real_logit_fixture() {
     declab()
         .env("DECLAB_MODELS", &models)
         .args(["bench", "--vocab", "4096", "--iters", "3", "--tokens", "2"])
-        .args(["--out", out.to_str().unwrap()])
+        .args(["--batch-tokens", "3", "--out", out.to_str().unwrap()])
         .assert()
         .success();
     let report: serde_json::Value =
@@ -134,6 +134,15 @@ fn bench_measures_every_strategy_and_saves_a_real_logit_fixture() {
     let n = declab::config::strategy::examples().len();
     assert_eq!(report["sampler"].as_array().unwrap().len(), n);
     assert_eq!(report["generation"].as_array().unwrap().len(), n);
+    // the batched generation: every strategy, two rows each, in one batch
+    let batched = report["batched"].as_array().unwrap();
+    assert_eq!(batched.len(), n);
+    for row in batched {
+        assert_eq!(row["batch"], 2 * n, "{row}");
+        assert_eq!(row["tokens"], 6, "{row}");
+        let share = row["share_pct"].as_f64().unwrap();
+        assert!(share > 0.0 && share < 100.0, "{row}");
+    }
     assert!(report["logits_source"]
         .as_str()
         .unwrap()
