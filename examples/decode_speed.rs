@@ -1,10 +1,19 @@
-//! Decode speed of the real Gemma 3 270M: load, prefill, single-stream ms/token and batched
-//! throughput for the batch sizes given as arguments, with a bit-identity check of row 0
-//! against the single stream (development aid; `declab bench` is the maintained benchmark).
-//! Run: cargo run --release --example decode_speed -- 1 9 27
+//! Decode speed of a real model: load, prefill (16 and 512 tokens), single-stream ms/token and
+//! batched throughput for the batch sizes given, each batch step followed by declab's greedy
+//! sampler on every row (as a grid samples), with a bit-identity check of row 0 against the
+//! single stream. The measuring half of `make bench-peer` (scripts/bench-peer.sh).
+//! Run: cargo run --release --example decode_speed -- [gemma|smollm2] 1 9 27
 use declab::config::ModelSpec;
 use declab::engine;
 use std::time::Instant;
+
+/// CPU time of the process so far (s), from /proc/self/stat.
+fn cpu_s() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (t(11) + t(12)) / 100.0
+}
 
 /// Resident and peak resident memory so far (MiB), from /proc/self/status.
 fn mem() -> String {
@@ -22,14 +31,35 @@ fn mem() -> String {
 
 #[allow(clippy::needless_range_loop)]
 fn main() -> anyhow::Result<()> {
-    let dir = std::path::PathBuf::from("models/gemma-3-270m");
-    let spec = ModelSpec {
-        id: "g".into(),
-        weights: declab::config::Weights::Gguf(dir.join("gemma-3-270m-q4_k_m.gguf")),
-        tokenizer: Some(dir.join("tokenizer.json")),
-        eos_tokens: vec![],
-        chat: false,
+    let models = std::path::PathBuf::from(
+        std::env::var("DECLAB_MODELS").unwrap_or_else(|_| "models".into()),
+    );
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let which = match args.first().map(String::as_str) {
+        Some("gemma") | Some("smollm2") => args.remove(0),
+        _ => "gemma".to_string(),
     };
+    let spec = if which == "smollm2" {
+        ModelSpec {
+            id: "s".into(),
+            weights: declab::config::Weights::Gguf(
+                models.join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            ),
+            tokenizer: None,
+            eos_tokens: vec![],
+            chat: false,
+        }
+    } else {
+        let dir = models.join("gemma-3-270m");
+        ModelSpec {
+            id: "g".into(),
+            weights: declab::config::Weights::Gguf(dir.join("gemma-3-270m-q4_k_m.gguf")),
+            tokenizer: Some(dir.join("tokenizer.json")),
+            eos_tokens: vec![],
+            chat: false,
+        }
+    };
+    println!("model {which}");
     let t = Instant::now();
     let m = engine::load(&spec, &candle_core::Device::Cpu)?;
     println!(
@@ -43,14 +73,30 @@ fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     let first = pre.forward(&ids, 0)?;
     println!(
-        "prefill {} tokens {:.1} ms",
+        "prompt {} tokens {:.1} ms",
         ids.len(),
         t.elapsed().as_secs_f64() * 1e3
     );
     let t = Instant::now();
     let first2 = pre.fork().forward(&ids, 0)?;
-    println!("prefill again {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    println!("prompt again {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     let _ = first2;
+    // prefill at 16 and 512 tokens: a paragraph repeated, cut to n ids; best of two runs
+    let para = "The lighthouse keeper had not seen a ship in eleven years. Each evening he climbed the \
+        hundred and twelve steps, trimmed the wick, wound the clockwork and wrote one line in the \
+        log: no ships. The village below had forgotten him, and the gulls had not. ";
+    let long: Vec<u32> = m.encode(&para.repeat(40))?;
+    for n in [16usize, 512] {
+        assert!(long.len() >= n, "the long prompt has {n} tokens");
+        let mut best = f64::INFINITY;
+        for _ in 0..2 {
+            let mut f = m.model.fork();
+            let t = Instant::now();
+            f.forward(&long[..n], 0)?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("prefill {n} tokens {best:.1} ms");
+    }
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()
@@ -76,17 +122,27 @@ fn main() -> anyhow::Result<()> {
         n as f64 / el
     );
     println!("memory after single stream: {}", mem());
-    let bs: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().unwrap())
-        .collect();
+    let bs: Vec<usize> = args.iter().map(|a| a.parse().expect("a batch size")).collect();
     for &b in &bs {
         let mut dec = pre.batch(b, ids.len() + n + 1)?;
         let mut toks = vec![argmax(&first); b];
         let t = Instant::now();
         let mut same = true;
+        let mut forward = 0f64;
+        let (mut sampling, mut again) = (0f64, 0f64);
+        let greedy = declab::bench::strategies()?
+            .into_iter()
+            .find(|s| s.id == "greedy")
+            .expect("greedy");
+        let mut samplers: Vec<declab::strategy::Sampler> = (0..b)
+            .map(|_| declab::strategy::Sampler::new(declab::strategy::build(&greedy.processors, first.len())))
+            .collect();
+        let mut rng = declab::seed::rng(1);
+        let cpu0 = cpu_s();
         for i in 0..n {
+            let ts = Instant::now();
             let out = dec.step(&toks, ids.len() + i)?;
+            forward += ts.elapsed().as_secs_f64();
             let v = out.len() / b;
             if out[..v]
                 .iter()
@@ -95,12 +151,34 @@ fn main() -> anyhow::Result<()> {
             {
                 same = false;
             }
+            let ts = Instant::now();
             for r in 0..b {
-                toks[r] = argmax(&out[r * v..(r + 1) * v]);
+                toks[r] = samplers[r]
+                    .sample(&out[r * v..(r + 1) * v], &mut rng)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .token;
+            }
+            sampling += ts.elapsed().as_secs_f64();
+            if i == n - 1 {
+                // diagnosis: the same rows again, now that they have been read once
+                let ts = Instant::now();
+                for r in 0..b {
+                    samplers[r].sample(&out[r * v..(r + 1) * v], &mut rng).ok();
+                }
+                again = ts.elapsed().as_secs_f64();
             }
         }
         let el = t.elapsed().as_secs_f64();
+        let cpu = cpu_s() - cpu0;
         println!("batch {b:>3}: {:.1} ms/step, {:.1} tok/s aggregate, row0 bit-identical to single: {same}", el*1e3/n as f64, (n*b) as f64/el);
+        println!("batch {b:>3} forward only: {:.1} ms/step, {:.1} tok/s", forward*1e3/n as f64, (n*b) as f64/forward);
+        println!(
+            "batch {b:>3} greedy sampler: {:.1} us/row ({:.2} % of the step), the same rows again {:.1} us/row",
+            sampling * 1e6 / (n * b) as f64,
+            sampling / el * 100.0,
+            again * 1e6 / b as f64
+        );
+        println!("batch {b:>3} cores busy: {:.2} (CPU time / wall time)", cpu / el);
         println!("memory after batch {b}: {}", mem());
     }
     Ok(())
