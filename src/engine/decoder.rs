@@ -241,15 +241,19 @@ impl RmsNorm {
             candle_core::bail!("norm of width {n} on {:?}", x.shape());
         }
         let xs = x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        let mut out = vec![0f32; xs.len()];
-        for (row, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let norm = |row: &[f32]| -> Vec<f32> {
             let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
             let mean = (sum / n as f64) as f32;
             let scale = 1.0f32 / (mean + self.eps).sqrt();
-            for ((o, &v), &w) in o.iter_mut().zip(row).zip(&self.w) {
-                *o = v * scale * w;
-            }
-        }
+            row.iter().zip(&self.w).map(|(&v, &w)| v * scale * w).collect()
+        };
+        let rows = xs.len() / n;
+        // a batch's rows on the pool (each row alone, so the same values either way)
+        let out: Vec<f32> = if rows >= 4 {
+            crate::pool::map(rows, |r| norm(&xs[r * n..(r + 1) * n])).concat()
+        } else {
+            xs.chunks_exact(n).flat_map(norm).collect()
+        };
         Tensor::from_vec(out, x.shape(), x.device())
     }
 }

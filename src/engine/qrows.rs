@@ -150,10 +150,14 @@ impl QuantInput {
     /// `x`: `m` rows of `k`.
     pub fn new(x: &[f32], k: usize) -> Self {
         assert!(k > 0 && x.len().is_multiple_of(k), "input is not m x k");
-        QuantInput {
-            k,
-            rows: x.chunks_exact(k).map(quantize_row).collect(),
-        }
+        let m = x.len() / k;
+        // a batch's rows on the pool (each row alone, so the same quants either way)
+        let rows = if m >= 4 {
+            crate::pool::map(m, |r| quantize_row(&x[r * k..(r + 1) * k]))
+        } else {
+            x.chunks_exact(k).map(quantize_row).collect()
+        };
+        QuantInput { k, rows }
     }
 
     pub fn rows(&self) -> usize {
