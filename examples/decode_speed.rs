@@ -81,22 +81,6 @@ fn main() -> anyhow::Result<()> {
     let first2 = pre.fork().forward(&ids, 0)?;
     println!("prompt again {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     let _ = first2;
-    // prefill at 16 and 512 tokens: a paragraph repeated, cut to n ids; best of two runs
-    let para = "The lighthouse keeper had not seen a ship in eleven years. Each evening he climbed the \
-        hundred and twelve steps, trimmed the wick, wound the clockwork and wrote one line in the \
-        log: no ships. The village below had forgotten him, and the gulls had not. ";
-    let long: Vec<u32> = m.encode(&para.repeat(40))?;
-    for n in [16usize, 512] {
-        assert!(long.len() >= n, "the long prompt has {n} tokens");
-        let mut best = f64::INFINITY;
-        for _ in 0..2 {
-            let mut f = m.model.fork();
-            let t = Instant::now();
-            f.forward(&long[..n], 0)?;
-            best = best.min(t.elapsed().as_secs_f64() * 1e3);
-        }
-        println!("prefill {n} tokens {best:.1} ms");
-    }
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()
@@ -122,6 +106,22 @@ fn main() -> anyhow::Result<()> {
         n as f64 / el
     );
     println!("memory after single stream: {}", mem());
+    // prefill at 16 and 512 tokens: a paragraph repeated, cut to n ids; best of two runs
+    let para = "The lighthouse keeper had not seen a ship in eleven years. Each evening he climbed the \
+        hundred and twelve steps, trimmed the wick, wound the clockwork and wrote one line in the \
+        log: no ships. The village below had forgotten him, and the gulls had not. ";
+    let long: Vec<u32> = m.encode(&para.repeat(40))?;
+    for n in [16usize, 512] {
+        assert!(long.len() >= n, "the long prompt has {n} tokens");
+        let mut best = f64::INFINITY;
+        for _ in 0..2 {
+            let mut f = m.model.fork();
+            let t = Instant::now();
+            f.forward(&long[..n], 0)?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("prefill {n} tokens {best:.1} ms");
+    }
     let bs: Vec<usize> = args.iter().map(|a| a.parse().expect("a batch size")).collect();
     for &b in &bs {
         let mut dec = pre.batch(b, ids.len() + n + 1)?;

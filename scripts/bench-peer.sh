@@ -7,7 +7,8 @@
 # Per model: prefill at 16 and 512 tokens (llama-bench -p), single-stream decode (llama-bench
 # -n 64), batched decode at B = 27 against llama.cpp's own batched decode at the same batch
 # (llama-batched-bench -npl 27; declab's figure includes its greedy sampler on every row), load
-# time and peak RSS (`time -v` on a 128-token greedy run). For Gemma also the sampler: per-row
+# time, and peak RSS for a single stream (`time -v` on a 128-token greedy run; declab's peak up
+# to its single stream) and for the batch (`time -v` on both whole runs). For Gemma also the sampler: per-row
 # latency against llama.cpp's sampling time, and each strategy's share of the per-token time
 # inside a batch (`declab bench`). Not part of CI (the llama.cpp build takes ~5 minutes on 2
 # cores). Usage: make bench-peer; the table is also written to $WORK/bench-peer.txt.
@@ -39,8 +40,9 @@ for m in gemma smollm2; do
   "$BIN/llama-bench" -m "$f" -p 16,512 -n 64 -t $THREADS -r 3 -o csv 2>/dev/null > "$WORK/llama-bench-$m.csv"
   ll() { python3 -c "import csv,sys;r=[x for x in csv.DictReader(open('$WORK/llama-bench-$m.csv')) if x['n_prompt']=='$1' and x['n_gen']=='$2'];print(float(r[0]['avg_ts']))"; }
   LL_PP16=$(ll 16 0); LL_PP512=$(ll 512 0); LL_TG=$(ll 0 64)
-  "$BIN/llama-batched-bench" -m "$f" -c 4096 -npp 16 -ntg 32 -npl $BATCH -t $THREADS \
-    --output-format jsonl 2>/dev/null > "$WORK/llama-batched-$m.jsonl"
+  /usr/bin/time -v -o "$WORK/llama-batched-$m.time" "$BIN/llama-batched-bench" -m "$f" -c 4096 \
+    -npp 16 -ntg 32 -npl $BATCH -t $THREADS --output-format jsonl 2>/dev/null > "$WORK/llama-batched-$m.jsonl"
+  LL_BATCH_RSS=$(awk '/Maximum resident/{print $6/1024}' "$WORK/llama-batched-$m.time")
   LL_BATCH=$(python3 -c "import json;r=[json.loads(l) for l in open('$WORK/llama-batched-$m.jsonl') if l.startswith('{')];print([x for x in r if x['pl']==$BATCH][0]['speed_tg'])")
   /usr/bin/time -v "$BIN/llama-completion" -m "$f" -t $THREADS -no-cnv -p "$PROMPT" -n 128 \
     --ignore-eos -s 1 --temp 0 --no-warmup > "$WORK/llama-greedy-$m.txt" 2>&1
@@ -52,7 +54,8 @@ for m in gemma smollm2; do
     target/release/examples/decode_speed "$m" $BATCH > "$WORK/declab-$m.txt" 2>&1
   grep -E "^(load|prefill|single|batch)" "$WORK/declab-$m.txt"
   D=$WORK/declab-$m.txt
-  DL_RSS=$(awk '/Maximum resident/{print $6/1024}' "$D")
+  DL_RSS=$(awk '/^memory after single stream/{print $9}' "$D")
+  DL_BATCH_RSS=$(awk '/Maximum resident/{print $6/1024}' "$D")
   DL_LOAD=$(awk '/^load/{print $2}' "$D")
   DL_PP16=$(awk '/^prefill 16 tokens/{print 16/$4*1000}' "$D")
   DL_PP512=$(awk '/^prefill 512 tokens/{print 512/$4*1000}' "$D")
@@ -63,7 +66,8 @@ for m in gemma smollm2; do
   row "$m" "decode, single stream (tok/s)" "$DL_TG" "$LL_TG" up
   row "$m" "decode, batch of $BATCH (tok/s)" "$DL_BATCH" "$LL_BATCH" up
   row "$m" "model load (ms)" "$DL_LOAD" "$LL_LOAD" down
-  row "$m" "peak RSS (MiB)" "$DL_RSS" "$LL_RSS" down
+  row "$m" "peak RSS, single stream (MiB)" "$DL_RSS" "$LL_RSS" down
+  row "$m" "peak RSS, batch of $BATCH (MiB)" "$DL_BATCH_RSS" "$LL_BATCH_RSS" down
 done
 
 echo "== sampler (Gemma's vocabulary, 262,144)"
@@ -97,7 +101,9 @@ for m, name, d, l, better in rows:
     out.append(f"{m:<9}{name:<34}{d:>11.1f}{l:>11.1f}{d / l:>17.3g}x")
 out.append("(tok/s: higher is better; ms, MiB, us: lower is better. The batch row: llama-batched-bench's")
 out.append(" decode speed at the same batch; declab's includes its greedy sampler on every row. llama.cpp's")
-out.append(" sampler time is its whole common_sampler_sample per token; declab's is bench's median on a cold row.)")
+out.append(" sampler time is its whole common_sampler_sample per token; declab's is bench's median on a cold row.")
+out.append(" Peak RSS, single stream: load, a short prompt and 128 (llama.cpp) or 32 (declab) greedy tokens;")
+out.append(" batch: the whole llama-batched-bench run (its KV cache sized by -c 4096) against the whole decode_speed run.)")
 b = bench.get("batched", [])
 if b:
     out.append("")
