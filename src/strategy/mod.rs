@@ -224,6 +224,9 @@ pub struct FinalDist {
 /// the pool, so a batch of 32 holds three sets instead of 32. Nothing in them outlives a step.
 pub struct Sampler {
     root: Box<dyn Processor>,
+    /// A step of this sample rewrote the whole row: copy each row as it is read from then on
+    /// (memory traffic only; the values are the same either way).
+    copy_row: bool,
 }
 
 /// One thread's step buffers (see [`Sampler`]).
@@ -236,9 +239,22 @@ struct Workspace {
 impl Workspace {
     /// The step's one read of the model's row: the full candidate set, the unmodified
     /// distribution's statistics and the selectors' confidence fields. Sampling and teacher
-    /// forcing both start here, so they record the same values for the same logits.
-    fn read_row(&mut self, logits: &[f32]) -> Result<(DistStats, Confidence), SampleError> {
-        let base = self.cands.check_and_fill(logits)?;
+    /// forcing both start here, so they record the same values for the same logits. The row is
+    /// read where it is, not copied ([`Candidates::check_and_view`]): every caller ends the view
+    /// ([`Candidates::end_view`]) before it returns, while `logits` is still borrowed.
+    /// With `copy`, the row is copied as it is read ([`Candidates::check_and_fill`]), for a
+    /// strategy whose last step rewrote the whole row anyway.
+    fn read_row(
+        &mut self,
+        logits: &[f32],
+        copy: bool,
+    ) -> Result<(DistStats, Confidence), SampleError> {
+        let base = if copy {
+            self.cands.check_and_fill(logits)?
+        } else {
+            // SAFETY: see above; nothing writes `logits` while it is borrowed
+            unsafe { self.cands.check_and_view(logits) }?
+        };
         let conf = Confidence::of_row(&self.cands, &base, &mut self.scratch.logits);
         Ok((base, conf))
     }
@@ -250,10 +266,14 @@ thread_local! {
 
 impl Sampler {
     pub fn new(root: Box<dyn Processor>) -> Self {
-        Sampler { root }
+        Sampler {
+            root,
+            copy_row: false,
+        }
     }
 
     pub fn reset(&mut self, prompt: &[u32]) {
+        self.copy_row = false;
         self.root.reset(prompt);
     }
 
@@ -264,13 +284,16 @@ impl Sampler {
         w: &mut Workspace,
         logits: &[f32],
     ) -> Result<(DistStats, Confidence, Effect, kernels::FinalStats), SampleError> {
-        let (base, conf) = w.read_row(logits)?;
+        let (base, conf) = w.read_row(logits, self.copy_row)?;
         let ctx = StepCtx {
             logits,
             base,
             vocab_size: logits.len(),
         };
         let effect = self.root.apply(&mut w.cands, &ctx, &mut w.scratch);
+        // sticky: a strategy whose steps rewrite the row only some of the time (entropy_switch
+        // with a temperature in one branch) pays more for a switch than it saves on a view
+        self.copy_row |= w.cands.rewrote_row();
         w.cands.sort_by_id();
         // one exp pass, with a temperature still pending folded in (or cached by a processor
         // that evaluated this very set)
@@ -290,10 +313,13 @@ impl Sampler {
         rng: &mut ChaCha20Rng,
     ) -> Result<StepInfo, SampleError> {
         let (base, conf, effect, fin, token, weight) = WORKSPACE.with_borrow_mut(|w| {
-            let (base, conf, effect, fin) = self.apply(w, logits)?;
-            let u: f64 = rng.random();
-            let (pos, weight) = w.cands.draw(u);
-            Ok::<_, SampleError>((base, conf, effect, fin, w.cands.ids[pos], weight))
+            let r = self.apply(w, logits).map(|(base, conf, effect, fin)| {
+                let u: f64 = rng.random();
+                let (pos, weight) = w.cands.draw(u);
+                (base, conf, effect, fin, w.cands.ids[pos], weight)
+            });
+            w.cands.end_view();
+            r
         })?;
         let p_final = weight / fin.sum;
         let logprob = base.log_prob(logits[token as usize]);
@@ -325,13 +351,16 @@ impl Sampler {
     pub fn final_distribution(&mut self, logits: &[f32]) -> Result<FinalDist, SampleError> {
         let mut probs = vec![0.0; logits.len()];
         let (effect, fin) = WORKSPACE.with_borrow_mut(|w| {
-            let (_, _, effect, fin) = self.apply(w, logits)?;
-            let m = fin.stats.max_logit;
-            w.cands.settle(); // the values the final pass used, so `fin` still holds
-            for (&id, &l) in w.cands.ids.iter().zip(w.cands.logits()) {
-                probs[id as usize] = kernels::exp_nonpos(l - m) as f64 / fin.sum;
-            }
-            Ok::<_, SampleError>((effect, fin))
+            let r = self.apply(w, logits).map(|(_, _, effect, fin)| {
+                let m = fin.stats.max_logit;
+                w.cands.settle(); // the values the final pass used, so `fin` still holds
+                for (&id, &l) in w.cands.ids.iter().zip(w.cands.logits()) {
+                    probs[id as usize] = kernels::exp_nonpos(l - m) as f64 / fin.sum;
+                }
+                (effect, fin)
+            });
+            w.cands.end_view();
+            r
         })?;
         Ok(FinalDist {
             probs,
@@ -362,13 +391,14 @@ pub fn forced_step(logits: &[f32], token: u32) -> Result<ForcedStep, SampleError
         .get(token as usize)
         .ok_or(SampleError::TokenOutOfRange(token, logits.len()))?;
     WORKSPACE.with_borrow_mut(|w| {
-        let (base, conf) = w.read_row(logits)?;
-        Ok(ForcedStep {
+        let r = w.read_row(logits, false).map(|(base, conf)| ForcedStep {
             entropy_nats: base.entropy_nats,
             varentropy_nats2: base.varentropy_nats2,
             logprob: base.log_prob(l),
             conf,
-        })
+        });
+        w.cands.end_view();
+        r
     })
 }
 

@@ -52,8 +52,9 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
         true
     });
     s.order = head;
-    let (mut ids, mut logits) = (Vec::new(), Vec::new());
-    cands.keep_positions(&positions, &mut ids, &mut logits);
+    // the step's scratch buffers take the set's old ones, so a vocabulary-sized buffer is kept
+    // for the next step instead of freed and allocated again (its pages faulted in anew)
+    cands.keep_positions(&positions, &mut s.ids, &mut s.logits);
 }
 
 pub const PARAM: Param = Param {

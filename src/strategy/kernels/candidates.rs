@@ -5,13 +5,13 @@
 //! and the blocks' maxima honest; the passes they run live in the sibling files, so this file
 //! holds no SIMD.
 
-use super::compact::{retain_ge_dispatch, retain_where_dispatch};
+use super::compact::{retain_ge_dispatch, retain_where_dispatch, Target};
 use super::draw::{draw_scaled, final_stats_scaled, FinalStats};
 use super::moments::{dist_stats, stats_from_moments, DistStats};
 use super::one_read::fused_stats;
 use super::scan::{
     check_scanned, f32_at_least, first_position_of, max_finite, positions_f32, scale_in_place,
-    values_f32,
+    scale_into, values_f32,
 };
 use super::select::kth_largest_blocks;
 use super::{split_point, BLOCK};
@@ -53,6 +53,16 @@ pub struct Candidates {
     block_max_valid: bool,
     /// Σ and count of the finite logits of the row [`Self::check_and_fill`] last read.
     row_sum: (f64, usize),
+    /// While set, the set's values are this row (pointer, length), read where the caller holds
+    /// it instead of copied into `logits` ([`Self::check_and_view`]); the first change of the set
+    /// writes its result into `logits` (compactions read the row and write only the kept values)
+    /// and ends the view. The row is never written.
+    view: Option<(std::ptr::NonNull<f32>, usize)>,
+    /// Since the last read of a row: a change rewrote every value of the whole row (a
+    /// temperature applied before a filter, an in-place rewrite). For such a step a copy made
+    /// during the read is cheaper than reading the row in place and writing it afterwards
+    /// ([`Self::rewrote_row`]).
+    rewrote: bool,
 }
 
 impl Candidates {
@@ -60,6 +70,7 @@ impl Candidates {
 
     /// Reset to the full vocabulary, reusing the buffers.
     pub fn fill(&mut self, logits: &[f32]) {
+        self.view = None;
         self.block_max_valid = false;
         self.identity_ids(logits.len());
         self.logits.clear();
@@ -73,6 +84,50 @@ impl Candidates {
     /// and return their statistics: one read that checks, copies, records the blocks' maxima and
     /// sums the exp moments.
     pub fn check_and_fill(&mut self, logits: &[f32]) -> Result<DistStats, SampleError> {
+        self.view = None;
+        self.read_row(logits, true)
+    }
+
+    /// [`Self::check_and_fill`] without the copy: the set reads `logits` where they are until a
+    /// processor changes the set (see `view`), which spares writing a row (1 MiB at 262k) for
+    /// strategies that only read it (greedy, temperature) and copies only the kept values for the
+    /// filters.
+    ///
+    /// # Safety
+    /// `logits` must stay alive and unchanged until [`Self::end_view`] or the next fill; the set
+    /// must not be read in between otherwise (the step that reads the row ends the view before
+    /// it returns).
+    pub(crate) unsafe fn check_and_view(
+        &mut self,
+        logits: &[f32],
+    ) -> Result<DistStats, SampleError> {
+        let r = self.read_row(logits, false);
+        self.view = std::ptr::NonNull::new(logits.as_ptr() as *mut f32).map(|p| (p, logits.len()));
+        if r.is_err() {
+            self.view = None;
+        }
+        r
+    }
+
+    /// Forget a row read in place ([`Self::check_and_view`]); the set is then empty.
+    pub(crate) fn end_view(&mut self) {
+        if self.view.take().is_some() {
+            // the identity ids go to the spare buffer, for the next fill to take back
+            self.park_identity();
+            self.logits.clear();
+            self.ids.clear();
+            self.changed();
+        }
+    }
+
+    /// Whether a change since the last row read rewrote every value of the whole row (see
+    /// `rewrote`): the sampler then copies the next row as it reads it.
+    pub(crate) fn rewrote_row(&self) -> bool {
+        self.rewrote
+    }
+
+    fn read_row(&mut self, logits: &[f32], copy: bool) -> Result<DistStats, SampleError> {
+        self.rewrote = false;
         if logits.is_empty() {
             return Err(SampleError::Empty);
         }
@@ -80,7 +135,11 @@ impl Candidates {
         self.identity_ids(logits.len());
         self.pending = None;
         self.changed();
-        let o = fused_stats(logits, &mut self.block_max, &mut self.logits);
+        let o = fused_stats(
+            logits,
+            &mut self.block_max,
+            if copy { Some(&mut self.logits) } else { None },
+        );
         // a bad row: find the culprit (the error names it) with a plain scan
         let max = check_scanned(logits, (o.m, o.bad))?;
         let ln2 = std::f64::consts::LN_2;
@@ -115,12 +174,14 @@ impl Candidates {
     /// start on a settled set, and one that scales and then reads calls [`Self::settle`].
     pub fn logits(&self) -> &[f32] {
         self.assert_settled();
-        &self.logits
+        self.vals()
     }
 
     /// Ids and logits for a processor that rewrites logits in place (it calls [`Self::touch`]).
     pub fn parts_mut(&mut self) -> (&[u32], &mut [f32]) {
         self.settle();
+        self.rewrote |= self.full;
+        self.own();
         (&self.ids, &mut self.logits)
     }
 
@@ -133,7 +194,7 @@ impl Candidates {
     pub fn max_logit(&self) -> f32 {
         self.assert_settled();
         match self.known_block_max() {
-            [] => max_finite(&self.logits),
+            [] => max_finite(self.vals()),
             bm => max_finite(bm),
         }
     }
@@ -151,13 +212,13 @@ impl Candidates {
             // the first block holding the maximum, then the first position in it
             let b = bm.iter().position(|&x| x == m)?;
             let start = b * BLOCK;
-            let end = (start + BLOCK).min(self.logits.len());
-            return first_position_of(&self.logits[start..end], m).map(|i| start + i);
+            let end = (start + BLOCK).min(self.vals().len());
+            return first_position_of(&self.vals()[start..end], m).map(|i| start + i);
         }
         if self.sorted_by_id {
-            return first_position_of(&self.logits, m);
+            return first_position_of(self.vals(), m);
         }
-        self.logits
+        self.vals()
             .iter()
             .enumerate()
             .filter(|(_, &l)| l == m)
@@ -168,25 +229,25 @@ impl Candidates {
     /// Positions of the candidates with logit >= `cut` (compared in f64, exactly).
     pub fn positions_at_least(&self, cut: f64, out: &mut Vec<usize>) {
         self.assert_settled();
-        positions_f32(&self.logits, f32_at_least(cut), out, self.known_block_max())
+        positions_f32(self.vals(), f32_at_least(cut), out, self.known_block_max())
     }
 
     /// The logits >= `cut` (compared in f64, exactly), in order, into `out`.
     pub fn values_at_least(&self, cut: f64, out: &mut Vec<f32>) {
         self.assert_settled();
-        values_f32(&self.logits, f32_at_least(cut), out, self.known_block_max())
+        values_f32(self.vals(), f32_at_least(cut), out, self.known_block_max())
     }
 
     /// The k-th largest logit of the set (1 <= k <= len); `vals` is scratch.
     pub fn kth_largest(&self, k: usize, vals: &mut Vec<f32>) -> f32 {
         self.assert_settled();
-        kth_largest_blocks(&self.logits, k, vals, self.known_block_max())
+        kth_largest_blocks(self.vals(), k, vals, self.known_block_max())
     }
 
     /// The k largest logits of the set (k <= len), in descending order, into `out`.
     pub fn largest_values(&self, k: usize, out: &mut Vec<f32>) {
         self.assert_settled();
-        kth_largest_blocks(&self.logits, k, out, self.known_block_max());
+        kth_largest_blocks(self.vals(), k, out, self.known_block_max());
         out.truncate(k);
         out.sort_unstable_by(|a, b| b.total_cmp(a));
     }
@@ -197,7 +258,7 @@ impl Candidates {
         match self.stats {
             Some(s) => s,
             None => {
-                let s = dist_stats(&self.logits);
+                let s = dist_stats(self.vals());
                 self.stats = Some(s);
                 s
             }
@@ -209,6 +270,8 @@ impl Candidates {
     /// Keep the candidates for which `keep(index, logit)` is true, preserving their order.
     pub fn retain(&mut self, mut keep: impl FnMut(usize, f32) -> bool) {
         self.settle();
+        self.rewrote |= self.full;
+        self.own();
         let mut w = 0;
         for r in 0..self.ids.len() {
             let l = self.logits[r];
@@ -254,7 +317,8 @@ impl Candidates {
     /// Shrink to the single candidate at `pos`.
     pub fn keep_one(&mut self, pos: usize) {
         self.settle();
-        let (id, l) = (self.ids[pos], self.logits[pos]);
+        let (id, l) = (self.ids[pos], self.vals()[pos]);
+        self.view = None;
         self.park_identity();
         self.ids.clear();
         self.logits.clear();
@@ -274,13 +338,20 @@ impl Candidates {
         self.settle();
         scratch_ids.clear();
         scratch_logits.clear();
+        let vals = self.vals();
         for &p in positions {
             scratch_ids.push(self.ids[p]);
-            scratch_logits.push(self.logits[p]);
+            scratch_logits.push(vals[p]);
         }
+        self.view = None;
         self.park_identity();
-        std::mem::swap(&mut self.ids, scratch_ids);
-        std::mem::swap(&mut self.logits, scratch_logits);
+        // copied back rather than swapped: the set keeps its vocabulary-sized buffers (a swap
+        // left them with the caller's scratch, and the next row read into this thread's set
+        // allocated and faulted in a new one)
+        self.ids.clear();
+        self.ids.extend_from_slice(scratch_ids);
+        self.logits.clear();
+        self.logits.extend_from_slice(scratch_logits);
         self.sorted_by_id = false;
         self.changed();
     }
@@ -291,6 +362,7 @@ impl Candidates {
             return;
         }
         self.settle();
+        self.own();
         let mut pairs: Vec<(u32, f32)> = self
             .ids
             .iter()
@@ -333,13 +405,34 @@ impl Candidates {
         let Some(f) = self.pending.take() else {
             return;
         };
+        self.rewrote |= self.full;
         // long rows in two fixed halves on the pool (element-wise: same result either way)
-        let split = split_point(self.logits.len());
-        if split == 0 {
-            scale_in_place(&mut self.logits, f);
+        if let Some((p, n)) = self.view.take() {
+            // a row read in place: its scaled values written into `logits` (one pass, as in
+            // place)
+            // SAFETY: the row outlives the view (`check_and_view`'s contract)
+            let src = unsafe { std::slice::from_raw_parts(p.as_ptr(), n) };
+            self.logits.clear();
+            self.logits.reserve(n);
+            let dst = &mut self.logits.spare_capacity_mut()[..n];
+            let split = split_point(n);
+            if split == 0 {
+                scale_into(src, dst, f);
+            } else {
+                let (sa, sb) = src.split_at(split);
+                let (da, db) = dst.split_at_mut(split);
+                crate::pool::join(|| scale_into(sa, da, f), || scale_into(sb, db, f));
+            }
+            // SAFETY: every element of the first n was written above
+            unsafe { self.logits.set_len(n) };
         } else {
-            let (a, b) = self.logits.split_at_mut(split);
-            crate::pool::join(|| scale_in_place(a, f), || scale_in_place(b, f));
+            let split = split_point(self.logits.len());
+            if split == 0 {
+                scale_in_place(&mut self.logits, f);
+            } else {
+                let (a, b) = self.logits.split_at_mut(split);
+                crate::pool::join(|| scale_in_place(a, f), || scale_in_place(b, f));
+            }
         }
         if self.block_max_valid && f > 0.0 {
             // x -> x·f is monotone for f > 0 (rounding included), so block maxima follow
@@ -360,7 +453,7 @@ impl Candidates {
         }
         // the maximum of the scaled set is the scaled maximum (x -> x·f is monotone for f > 0)
         let raw_max = match self.known_block_max() {
-            [] => max_finite(&self.logits),
+            [] => max_finite(self.vals()),
             bm => max_finite(bm),
         };
         let f = match self.pending {
@@ -372,7 +465,8 @@ impl Candidates {
             None => None,
         };
         let m = f.map_or(raw_max, |f| raw_max * f);
-        let fin = final_stats_scaled(&self.logits, f, m, &mut self.draw_blocks);
+        let vals = Self::vals_in(self.view, &self.logits);
+        let fin = final_stats_scaled(vals, f, m, &mut self.draw_blocks);
         self.fin = Some(fin);
         fin
     }
@@ -381,7 +475,7 @@ impl Candidates {
     /// unnormalised weight.
     pub fn draw(&mut self, u: f64) -> (usize, f64) {
         let fin = self.final_stats();
-        draw_scaled(&self.logits, self.pending, &fin, &self.draw_blocks, u)
+        draw_scaled(self.vals(), self.pending, &fin, &self.draw_blocks, u)
     }
 }
 
@@ -441,15 +535,24 @@ impl Candidates {
 
     /// Shrink the set with `filter(ids, identity, logits, block_max) -> kept`, which compacts
     /// the kept candidates to the front in order (see [`retain_where_dispatch`]).
-    fn compact(&mut self, filter: impl FnOnce(&mut Vec<u32>, bool, &mut [f32], &[f32]) -> usize) {
+    fn compact(&mut self, filter: impl FnOnce(&mut Vec<u32>, bool, Target<'_>, &[f32]) -> usize) {
         self.settle();
         let bm = std::mem::take(&mut self.block_max);
         let valid = self.full && self.block_max_valid;
         let identity = self.park_identity();
+        let view = self.view.take();
+        let target = match view {
+            // SAFETY: the row outlives the view (`check_and_view`'s contract)
+            Some((p, n)) => Target::Into {
+                src: unsafe { std::slice::from_raw_parts(p.as_ptr(), n) },
+                dst: &mut self.logits,
+            },
+            None => Target::InPlace(&mut self.logits),
+        };
         let w = filter(
             &mut self.ids,
             identity,
-            &mut self.logits,
+            target,
             if valid { &bm } else { &[] },
         );
         self.block_max = bm;
@@ -457,6 +560,32 @@ impl Candidates {
         self.ids.truncate(w);
         self.logits.truncate(w);
         self.changed();
+    }
+
+    /// The set's values: the row read in place while the view lasts, else `logits`.
+    #[inline]
+    fn vals(&self) -> &[f32] {
+        Self::vals_in(self.view, &self.logits)
+    }
+
+    /// [`Self::vals`] from the two fields (so that another field can be borrowed beside it).
+    #[inline]
+    fn vals_in(view: Option<(std::ptr::NonNull<f32>, usize)>, logits: &[f32]) -> &[f32] {
+        match view {
+            // SAFETY: the row outlives the view (`check_and_view`'s contract)
+            Some((p, n)) => unsafe { std::slice::from_raw_parts(p.as_ptr(), n) },
+            None => logits,
+        }
+    }
+
+    /// End the view by copying the row into `logits`, for a change made in place.
+    fn own(&mut self) {
+        if let Some((p, n)) = self.view.take() {
+            // SAFETY: the row outlives the view (`check_and_view`'s contract)
+            let row = unsafe { std::slice::from_raw_parts(p.as_ptr(), n) };
+            self.logits.clear();
+            self.logits.extend_from_slice(row);
+        }
     }
 }
 
@@ -592,5 +721,68 @@ mod tests {
         assert_eq!(c.stats(), dist_stats(&c.logits.clone()));
         c.retain_at_least(0.0);
         assert_eq!(c.stats(), dist_stats(&c.logits.clone()));
+    }
+
+    /// A row read in place gives, bit for bit, the set a copied row gives after every kind of
+    /// change (compaction from the row, a temperature applied, an in-place rewrite, keeping one
+    /// or some positions, the final pass and the draw), and the row itself is never written.
+    #[test]
+    fn a_row_read_in_place_equals_a_copied_one() {
+        let l = big_row(200_003); // long: the passes run as two halves
+        let before = l.clone();
+        type Op = fn(&mut Candidates);
+        let ops: [(&str, Op); 7] = [
+            ("nothing", |_| {}),
+            ("retain_ge", |c| c.retain_logit_at_least(15.0)),
+            ("retain_where", |c| c.retain_where(10.0, |x| x < 18.0)),
+            ("scale, then filter", |c| {
+                c.scale(1.0 / 0.8);
+                c.retain_ge(20.0);
+            }),
+            ("pending scale", |c| c.scale(1.3)),
+            ("keep_one", |c| {
+                let p = c.argmax_position().unwrap();
+                c.keep_one(p);
+            }),
+            ("rewrite in place", |c| {
+                let (_, l) = c.parts_mut();
+                l[7] = 30.0;
+                c.touch();
+            }),
+        ];
+        for (name, op) in ops {
+            let (mut a, mut b) = (Candidates::default(), Candidates::default());
+            let sa = a.check_and_fill(&l).unwrap();
+            // SAFETY: `l` outlives the view, which ends below
+            let sb = unsafe { b.check_and_view(&l) }.unwrap();
+            assert_eq!(sa, sb, "{name}");
+            op(&mut a);
+            op(&mut b);
+            let (fa, fb) = (a.final_stats(), b.final_stats());
+            assert_eq!(fa.sum.to_bits(), fb.sum.to_bits(), "{name}");
+            assert_eq!(a.draw(0.37), b.draw(0.37), "{name}");
+            a.settle();
+            b.settle();
+            assert_eq!(a.ids, b.ids, "{name}");
+            assert_eq!(
+                a.logits().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.logits().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{name}"
+            );
+            assert_eq!(
+                a.rewrote_row(),
+                b.rewrote_row(),
+                "{name}: the same memory policy either way"
+            );
+            b.end_view();
+            // a view still open is dropped (the set empties); a set that owns its values stays
+            assert_eq!(b.ids.len(), b.vals().len(), "{name}");
+            assert!(
+                l.iter()
+                    .zip(&before)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name}"
+            );
+        }
     }
 }

@@ -22,16 +22,18 @@ fn ids_for_compaction(ids: &mut Vec<u32>, identity: bool, n: usize, slack: usize
     }
 }
 
+/// # Safety
+/// `src` is readable and `dst` writable for `n` values; they are the same buffer (in place) or
+/// do not overlap.
 #[inline(always)]
-fn retain_where_impl<F: Fn(f32) -> bool>(
+unsafe fn retain_where_impl<F: Fn(f32) -> bool>(
     ids: &mut Vec<u32>,
     identity: bool,
-    logits: &mut [f32],
+    (src, dst, n): Rows,
     lower: f32,
     keep: F,
     block_max: &[f32],
 ) -> usize {
-    let n = logits.len();
     ids_for_compaction(ids, identity, n, 0);
     let id_out = ids.as_mut_ptr();
     let mut w = 0;
@@ -44,15 +46,15 @@ fn retain_where_impl<F: Fn(f32) -> bool>(
         }
         let end = (r + SKIP).min(n);
         let mut hit = 0u32;
-        for &l in &logits[r..end] {
-            hit |= (l >= lower) as u32;
+        for i in r..end {
+            hit |= (unsafe { *src.add(i) } >= lower) as u32;
         }
         if hit != 0 {
             // branch-free: write every candidate, advance past the kept ones (w <= i, so the
             // writes land on positions already read): faster than a kept/dropped branch
             // (figures in bench/perf-notes.md). The path of CPUs without AVX-512 compress
             for i in r..end {
-                let l = logits[i];
+                let l = unsafe { *src.add(i) };
                 let take = l >= lower && keep(l);
                 // SAFETY: w <= i < n, within `ids`' length (compacting: asserted above) or
                 // capacity (identity: reserved above); ids are read and written only through
@@ -63,7 +65,8 @@ fn retain_where_impl<F: Fn(f32) -> bool>(
                     unsafe { id_out.add(i).read() }
                 };
                 unsafe { id_out.add(w).write(id) };
-                logits[w] = l;
+                // SAFETY: w <= i < n (in place: a position already read)
+                unsafe { dst.add(w).write(l) };
                 w += take as usize;
             }
         }
@@ -79,19 +82,21 @@ fn retain_where_impl<F: Fn(f32) -> bool>(
 /// The pure-threshold filter (`l >= c`) with AVX-512's compress: 16 logits compared, the kept
 /// ones and their ids packed into place by two instructions and two full-register stores (at
 /// w <= i, so they only overwrite logits already loaded). Returns the new length.
+/// # Safety
+/// As [`retain_where_impl`], and `dst` has room for `n + 16` values (a full register is stored
+/// at the last kept position) unless it is `src` (in place: stores land below `r + 16 <= n`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-fn retain_ge_avx512(
+unsafe fn retain_ge_avx512(
     ids: &mut Vec<u32>,
     identity: bool,
-    logits: &mut [f32],
+    (src, dst, n): Rows,
     c: f32,
     block_max: &[f32],
 ) -> usize {
     use std::arch::x86_64::*;
-    let n = logits.len();
     ids_for_compaction(ids, identity, n, 16);
-    let (lp, ip) = (logits.as_mut_ptr(), ids.as_mut_ptr());
+    let ip = ids.as_mut_ptr();
     let vc = _mm512_set1_ps(c);
     let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let mut w = 0;
@@ -107,7 +112,7 @@ fn retain_ge_avx512(
             // (logits and, when compacting, ids: positions already loaded) or into the
             // reserved n + 16 (fresh ids)
             unsafe {
-                let x = _mm512_loadu_ps(lp.add(r));
+                let x = _mm512_loadu_ps(src.add(r));
                 let k = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, vc);
                 if k != 0 {
                     let id = if identity {
@@ -115,7 +120,7 @@ fn retain_ge_avx512(
                     } else {
                         _mm512_loadu_si512(ip.add(r).cast())
                     };
-                    _mm512_storeu_ps(lp.add(w), _mm512_maskz_compress_ps(k, x));
+                    _mm512_storeu_ps(dst.add(w), _mm512_maskz_compress_ps(k, x));
                     _mm512_storeu_si512(ip.add(w).cast(), _mm512_maskz_compress_epi32(k, id));
                     w += k.count_ones() as usize;
                 }
@@ -125,10 +130,10 @@ fn retain_ge_avx512(
         while r < end {
             // SAFETY: w <= r < n
             unsafe {
-                let l = *lp.add(r);
+                let l = *src.add(r);
                 if l >= c {
                     let id = if identity { r as u32 } else { *ip.add(r) };
-                    *lp.add(w) = l;
+                    *dst.add(w) = l;
                     *ip.add(w) = id;
                     w += 1;
                 }
@@ -143,13 +148,20 @@ fn retain_ge_avx512(
     w
 }
 
+/// The rows a compaction reads and writes: source, destination (the source itself to compact in
+/// place) and length.
+type Rows = (*const f32, *mut f32, usize);
+
 /// [`retain_where_impl`] at the detected ISA (generic, so dispatched by hand); returns the new
 /// length. With `identity`, the ids are implicit (position = id) and the kept ones are pushed
 /// onto the empty `ids`; otherwise `ids` is compacted in place.
-pub(super) fn retain_where_dispatch<F: Fn(f32) -> bool>(
+///
+/// # Safety
+/// As [`retain_where_impl`].
+unsafe fn retain_where_rows<F: Fn(f32) -> bool>(
     ids: &mut Vec<u32>,
     identity: bool,
-    logits: &mut [f32],
+    rows: Rows,
     lower: f32,
     keep: F,
     bm: &[f32],
@@ -157,52 +169,115 @@ pub(super) fn retain_where_dispatch<F: Fn(f32) -> bool>(
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        fn v4<F: Fn(f32) -> bool>(
+        unsafe fn v4<F: Fn(f32) -> bool>(
             i: &mut Vec<u32>,
             id: bool,
-            l: &mut [f32],
+            r: Rows,
             lo: f32,
             k: F,
             bm: &[f32],
         ) -> usize {
-            retain_where_impl(i, id, l, lo, k, bm)
+            retain_where_impl(i, id, r, lo, k, bm)
         }
         #[target_feature(enable = "avx2,fma")]
-        fn v3<F: Fn(f32) -> bool>(
+        unsafe fn v3<F: Fn(f32) -> bool>(
             i: &mut Vec<u32>,
             id: bool,
-            l: &mut [f32],
+            r: Rows,
             lo: f32,
             k: F,
             bm: &[f32],
         ) -> usize {
-            retain_where_impl(i, id, l, lo, k, bm)
+            retain_where_impl(i, id, r, lo, k, bm)
         }
         match Isa::detected() {
             // SAFETY: `Isa::detected` never exceeds what the CPU supports
-            Isa::Avx512 => return unsafe { v4(ids, identity, logits, lower, keep, bm) },
-            Isa::Avx2 => return unsafe { v3(ids, identity, logits, lower, keep, bm) },
+            Isa::Avx512 => return unsafe { v4(ids, identity, rows, lower, keep, bm) },
+            Isa::Avx2 => return unsafe { v3(ids, identity, rows, lower, keep, bm) },
             Isa::Portable => {}
         }
     }
-    retain_where_impl(ids, identity, logits, lower, keep, bm)
+    retain_where_impl(ids, identity, rows, lower, keep, bm)
 }
 
 /// The pure-threshold filter (`l >= c`) at the detected ISA: AVX-512's compress where the CPU
-/// has it, else [`retain_where_dispatch`] with no further predicate; returns the new length.
-pub(super) fn retain_ge_dispatch(
+/// has it, else [`retain_where_rows`] with no further predicate; returns the new length.
+///
+/// # Safety
+/// As [`retain_ge_avx512`].
+unsafe fn retain_ge_rows(
     ids: &mut Vec<u32>,
     identity: bool,
-    logits: &mut [f32],
+    rows: Rows,
     c: f32,
     bm: &[f32],
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     if Isa::detected() == Isa::Avx512 {
         // SAFETY: the CPU has AVX-512 (`Isa::detected`)
-        return unsafe { retain_ge_avx512(ids, identity, logits, c, bm) };
+        return unsafe { retain_ge_avx512(ids, identity, rows, c, bm) };
     }
-    retain_where_dispatch(ids, identity, logits, c, |_| true, bm)
+    retain_where_rows(ids, identity, rows, c, |_| true, bm)
+}
+
+/// Where a compaction reads and writes: `logits` in place, or a row read in place (`src`, which
+/// is left as it is) into `dst`.
+pub(super) enum Target<'a> {
+    InPlace(&'a mut Vec<f32>),
+    Into {
+        src: &'a [f32],
+        dst: &'a mut Vec<f32>,
+    },
+}
+
+impl Target<'_> {
+    /// Run `f` on the target's rows and leave the destination holding the `w` kept values.
+    fn run(self, f: impl FnOnce(Rows) -> usize) -> usize {
+        match self {
+            Target::InPlace(l) => {
+                let n = l.len();
+                let p = l.as_mut_ptr();
+                let w = f((p, p, n));
+                l.truncate(w);
+                w
+            }
+            Target::Into { src, dst } => {
+                let n = src.len();
+                dst.clear();
+                dst.reserve(n + 16);
+                let w = f((src.as_ptr(), dst.as_mut_ptr(), n));
+                // SAFETY: the compaction wrote the first w values of `dst`
+                unsafe { dst.set_len(w) };
+                w
+            }
+        }
+    }
+}
+
+/// Keep the values `l >= lower && keep(l)` (and their ids), in order; returns how many.
+pub(super) fn retain_where_dispatch<F: Fn(f32) -> bool>(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    target: Target<'_>,
+    lower: f32,
+    keep: F,
+    bm: &[f32],
+) -> usize {
+    // SAFETY: `Target::run` hands over one valid buffer (in place), or a source and a distinct
+    // destination with room for n + 16 values
+    target.run(|rows| unsafe { retain_where_rows(ids, identity, rows, lower, keep, bm) })
+}
+
+/// Keep the values `l >= c` (and their ids), in order; returns how many.
+pub(super) fn retain_ge_dispatch(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    target: Target<'_>,
+    c: f32,
+    bm: &[f32],
+) -> usize {
+    // SAFETY: as in `retain_where_dispatch`
+    target.run(|rows| unsafe { retain_ge_rows(ids, identity, rows, c, bm) })
 }
 
 #[cfg(test)]

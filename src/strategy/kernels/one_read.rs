@@ -1,6 +1,7 @@
 //! The one read of a row at the boundary, behind
 //! [`Candidates::check_and_fill`](super::Candidates::check_and_fill): block by block,
-//! its maximum and the NaN/+inf check, the copy into the candidate set, and the exp moments
+//! its maximum and the NaN/+inf check, the copy into the candidate set (none when the set reads
+//! the row in place, [`Candidates::check_and_view`](super::Candidates::check_and_view)), and the exp moments
 //! relative to the running maximum (rescaled when a later block raises it); long rows as two
 //! fixed halves, merged. Naming the bad logit is left to the plain scan (`scan`).
 
@@ -102,7 +103,7 @@ impl Online {
 /// the running maximum raised and the sums shifted when the block holds a new maximum, the
 /// block's exp moments relative to it, and the copy.
 #[inline(always)]
-fn fused_outer(
+fn fused_outer<const COPY: bool>(
     logits: &[f32],
     k: f32,
     block_max: &mut [f32],
@@ -113,8 +114,10 @@ fn fused_outer(
     for (i, block) in logits.chunks(BLOCK).enumerate() {
         let (bm, bad) = scan_impl(block);
         block_max[i] = bm;
-        for (d, &x) in copy[i * BLOCK..].iter_mut().zip(block) {
-            d.write(x);
+        if COPY {
+            for (d, &x) in copy[i * BLOCK..].iter_mut().zip(block) {
+                d.write(x);
+            }
         }
         if bad || o.bad {
             o.bad = true;
@@ -237,34 +240,61 @@ fn fused_part(
     logits: &[f32],
     k: f32,
     block_max: &mut [f32],
+    copy: Option<&mut [MaybeUninit<f32>]>,
+) -> Online {
+    match copy {
+        Some(c) => fused_part_at::<true>(isa, logits, k, block_max, c),
+        None => fused_part_at::<false>(isa, logits, k, block_max, &mut []),
+    }
+}
+
+fn fused_part_at<const COPY: bool>(
+    isa: Isa,
+    logits: &[f32],
+    k: f32,
+    block_max: &mut [f32],
     copy: &mut [MaybeUninit<f32>],
 ) -> Online {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        fn v4(l: &[f32], k: f32, b: &mut [f32], c: &mut [MaybeUninit<f32>]) -> Online {
-            fused_outer(l, k, b, c, |x, m| block_sums_avx512::<false>(x, 1.0, m, k))
+        fn v4<const C: bool>(
+            l: &[f32],
+            k: f32,
+            b: &mut [f32],
+            c: &mut [MaybeUninit<f32>],
+        ) -> Online {
+            fused_outer::<C>(l, k, b, c, |x, m| block_sums_avx512::<false>(x, 1.0, m, k))
         }
         #[target_feature(enable = "avx2,fma")]
-        fn v3(l: &[f32], k: f32, b: &mut [f32], c: &mut [MaybeUninit<f32>]) -> Online {
-            fused_outer(l, k, b, c, |x, m| {
+        fn v3<const C: bool>(
+            l: &[f32],
+            k: f32,
+            b: &mut [f32],
+            c: &mut [MaybeUninit<f32>],
+        ) -> Online {
+            fused_outer::<C>(l, k, b, c, |x, m| {
                 block_sums_portable::<false>(x, 1.0, m, k)
             })
         }
         match isa.min(Isa::cpu()) {
             // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
-            Isa::Avx512 => return unsafe { v4(logits, k, block_max, copy) },
-            Isa::Avx2 => return unsafe { v3(logits, k, block_max, copy) },
+            Isa::Avx512 => return unsafe { v4::<COPY>(logits, k, block_max, copy) },
+            Isa::Avx2 => return unsafe { v3::<COPY>(logits, k, block_max, copy) },
             Isa::Portable => {}
         }
     }
-    fused_outer(logits, k, block_max, copy, |x, m| {
+    fused_outer::<COPY>(logits, k, block_max, copy, |x, m| {
         block_sums_portable::<false>(x, 1.0, m, k)
     })
 }
 
 /// [`fused_stats_at`] at the detected ISA.
-pub(super) fn fused_stats(logits: &[f32], block_max: &mut Vec<f32>, copy: &mut Vec<f32>) -> Online {
+pub(super) fn fused_stats(
+    logits: &[f32],
+    block_max: &mut Vec<f32>,
+    copy: Option<&mut Vec<f32>>,
+) -> Online {
     fused_stats_at(Isa::detected(), logits, block_max, copy)
 }
 
@@ -275,7 +305,7 @@ fn fused_stats_at(
     isa: Isa,
     logits: &[f32],
     block_max: &mut Vec<f32>,
-    copy: &mut Vec<f32>,
+    mut copy: Option<&mut Vec<f32>>,
 ) -> Online {
     let k = std::f32::consts::LOG2_E;
     let n = logits.len();
@@ -283,15 +313,23 @@ fn fused_stats_at(
     // share a cache line)
     block_max.clear();
     block_max.resize(n.div_ceil(BLOCK), f32::NEG_INFINITY);
-    copy.clear();
-    copy.reserve(n);
-    let dst = &mut copy.spare_capacity_mut()[..n];
+    let dst = copy.as_mut().map(|c| {
+        c.clear();
+        c.reserve(n);
+        &mut c.spare_capacity_mut()[..n]
+    });
     let split = split_point(n);
     let out = if split == 0 {
         fused_part(isa, logits, k, block_max, dst)
     } else {
         let (la, lb) = logits.split_at(split);
-        let (da, db) = dst.split_at_mut(split);
+        let (da, db) = match dst {
+            Some(d) => {
+                let (a, b) = d.split_at_mut(split);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
         let (ra, rb) = block_max.split_at_mut(split / BLOCK);
         let (a, b) = crate::pool::join(
             move || fused_part(isa, la, k, ra, da),
@@ -299,8 +337,10 @@ fn fused_stats_at(
         );
         a.merge(b, k)
     };
-    // SAFETY: every element of the first n was written by the pass above
-    unsafe { copy.set_len(n) };
+    if let Some(c) = copy {
+        // SAFETY: every element of the first n was written by the pass above
+        unsafe { c.set_len(n) };
+    }
     out
 }
 
@@ -366,8 +406,24 @@ mod tests {
             for isa in Isa::available() {
                 let (mut b1, mut b2, mut c1, mut c2) =
                     (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                let a = fused_stats_at(Isa::Portable, &l, &mut b1, &mut c1);
-                let b = fused_stats_at(isa, &l, &mut b2, &mut c2);
+                let a = fused_stats_at(Isa::Portable, &l, &mut b1, Some(&mut c1));
+                let b = fused_stats_at(isa, &l, &mut b2, Some(&mut c2));
+                // without the copy: the same statistics
+                let mut b3 = Vec::new();
+                let v = fused_stats_at(isa, &l, &mut b3, None);
+                assert_eq!(b3, b2);
+                assert_eq!(
+                    (
+                        v.totals().0.to_bits(),
+                        v.totals().2.to_bits(),
+                        v.m.to_bits()
+                    ),
+                    (
+                        b.totals().0.to_bits(),
+                        b.totals().2.to_bits(),
+                        b.m.to_bits()
+                    )
+                );
                 let (ta, tb) = (a.totals(), b.totals());
                 assert_eq!(
                     (ta.0.to_bits(), ta.1.to_bits(), ta.2.to_bits()),

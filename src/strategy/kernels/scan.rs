@@ -149,6 +149,18 @@ multiversion! {
     pub(super) fn scale_in_place / scale_in_place_at(logits: &mut [f32], f: f32) -> () = scale_impl
 }
 
+/// `dst[i] = src[i] * f` (the products [`scale_in_place`] forms); `dst` as long as `src`.
+#[inline(always)]
+fn scale_into_impl(src: &[f32], dst: &mut [std::mem::MaybeUninit<f32>], f: f32) {
+    for (d, &l) in dst.iter_mut().zip(src) {
+        d.write(l * f);
+    }
+}
+
+multiversion! {
+    pub(super) fn scale_into / scale_into_at(src: &[f32], dst: &mut [std::mem::MaybeUninit<f32>], f: f32) -> () = scale_into_impl
+}
+
 #[inline(always)]
 fn positions_impl(logits: &[f32], c: f32, out: &mut Vec<usize>, block_max: &[f32]) {
     out.clear();
@@ -341,6 +353,13 @@ mod tests {
             scale_in_place_at(Isa::Portable, &mut sa, 1.0 / 0.7);
             scale_in_place_at(isa, &mut sb, 1.0 / 0.7);
             assert!(sa.iter().zip(&sb).all(|(x, y)| x.to_bits() == y.to_bits()));
+            let mut sc = vec![std::mem::MaybeUninit::new(0f32); l.len()];
+            scale_into_at(isa, &l, &mut sc, 1.0 / 0.7);
+            // SAFETY: every element was written
+            assert!(sc
+                .iter()
+                .zip(&sa)
+                .all(|(x, y)| unsafe { x.assume_init() }.to_bits() == y.to_bits()));
             assert_eq!(
                 first_position_of_at(isa, &l, m),
                 l.iter().position(|&x| x == m)
