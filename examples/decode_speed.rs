@@ -10,8 +10,17 @@ use std::time::Instant;
 /// CPU time of the process so far (s), from /proc/self/stat.
 fn cpu_s() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let f: Vec<&str> = s.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let f: Vec<&str> = s
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let t = |i: usize| {
+        f.get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (t(11) + t(12)) / 100.0
 }
 
@@ -107,7 +116,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!("memory after single stream: {}", mem());
     // prefill at 16 and 512 tokens: a paragraph repeated, cut to n ids; best of two runs
-    let para = "The lighthouse keeper had not seen a ship in eleven years. Each evening he climbed the \
+    let para =
+        "The lighthouse keeper had not seen a ship in eleven years. Each evening he climbed the \
         hundred and twelve steps, trimmed the wick, wound the clockwork and wrote one line in the \
         log: no ships. The village below had forgotten him, and the gulls had not. ";
     let long: Vec<u32> = m.encode(&para.repeat(40))?;
@@ -122,7 +132,10 @@ fn main() -> anyhow::Result<()> {
         }
         println!("prefill {n} tokens {best:.1} ms");
     }
-    let bs: Vec<usize> = args.iter().map(|a| a.parse().expect("a batch size")).collect();
+    let bs: Vec<usize> = args
+        .iter()
+        .map(|a| a.parse().expect("a batch size"))
+        .collect();
     for &b in &bs {
         let mut dec = pre.batch(b, ids.len() + n + 1)?;
         let mut toks = vec![argmax(&first); b];
@@ -135,7 +148,12 @@ fn main() -> anyhow::Result<()> {
             .find(|s| s.id == "greedy")
             .expect("greedy");
         let mut samplers: Vec<declab::strategy::Sampler> = (0..b)
-            .map(|_| declab::strategy::Sampler::new(declab::strategy::build(&greedy.processors, first.len())))
+            .map(|_| {
+                declab::strategy::Sampler::new(declab::strategy::build(
+                    &greedy.processors,
+                    first.len(),
+                ))
+            })
             .collect();
         let mut rng = declab::seed::rng(1);
         let cpu0 = cpu_s();
@@ -171,14 +189,21 @@ fn main() -> anyhow::Result<()> {
         let el = t.elapsed().as_secs_f64();
         let cpu = cpu_s() - cpu0;
         println!("batch {b:>3}: {:.1} ms/step, {:.1} tok/s aggregate, row0 bit-identical to single: {same}", el*1e3/n as f64, (n*b) as f64/el);
-        println!("batch {b:>3} forward only: {:.1} ms/step, {:.1} tok/s", forward*1e3/n as f64, (n*b) as f64/forward);
+        println!(
+            "batch {b:>3} forward only: {:.1} ms/step, {:.1} tok/s",
+            forward * 1e3 / n as f64,
+            (n * b) as f64 / forward
+        );
         println!(
             "batch {b:>3} greedy sampler: {:.1} us/row ({:.2} % of the step), the same rows again {:.1} us/row",
             sampling * 1e6 / (n * b) as f64,
             sampling / el * 100.0,
             again * 1e6 / b as f64
         );
-        println!("batch {b:>3} cores busy: {:.2} (CPU time / wall time)", cpu / el);
+        println!(
+            "batch {b:>3} cores busy: {:.2} (CPU time / wall time)",
+            cpu / el
+        );
         println!("memory after batch {b}: {}", mem());
     }
     Ok(())

@@ -848,7 +848,10 @@ mod tests {
         };
         let bad = check(&report, &baseline);
         assert_eq!(bad.len(), 1, "{bad:?}");
-        assert!(bad[0].starts_with("solve inside a batch: sampler share 12.10 %"), "{bad:?}");
+        assert!(
+            bad[0].starts_with("solve inside a batch: sampler share 12.10 %"),
+            "{bad:?}"
+        );
         // a baseline with batched rows cannot pass a run that skipped the batch
         report.batched.clear();
         let bad = check(&report, &baseline);

@@ -245,7 +245,10 @@ impl RmsNorm {
             let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
             let mean = (sum / n as f64) as f32;
             let scale = 1.0f32 / (mean + self.eps).sqrt();
-            row.iter().zip(&self.w).map(|(&v, &w)| v * scale * w).collect()
+            row.iter()
+                .zip(&self.w)
+                .map(|(&v, &w)| v * scale * w)
+                .collect()
         };
         let rows = xs.len() / n;
         // a batch's rows on the pool (each row alone, so the same values either way)
@@ -1133,8 +1136,7 @@ fn attention(
         let att = (q.matmul(&k.t()?)? * scale)?;
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         // v as the cache holds it (rows of `d`, batches strided by the capacity): no copy
-        att.matmul(&v)?
-            .reshape((b, 1, l.n_head * l.head_dim))?
+        att.matmul(&v)?.reshape((b, 1, l.n_head * l.head_dim))?
     } else {
         let k = c.k.narrow(2, 0, total)?.contiguous()?;
         let v = c.v.narrow(2, 0, total)?.contiguous()?;

@@ -985,7 +985,9 @@ mod tests {
     #[test]
     fn input_quantiser_agrees_across_levels() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let mut x: Vec<f32> = (0..64 * 32).map(|_| rng.random_range(-10f32..10.0)).collect();
+        let mut x: Vec<f32> = (0..64 * 32)
+            .map(|_| rng.random_range(-10f32..10.0))
+            .collect();
         for (i, v) in x[..32].iter_mut().enumerate() {
             *v = if i == 0 { 127.0 } else { i as f32 - 15.5 };
         }
@@ -998,10 +1000,14 @@ mod tests {
             let got = unsafe { quantize_row_avx2(&x) };
             assert_eq!(got.q, want.q);
             assert_eq!(got.sum, want.sum);
-            assert_eq!(got.d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.d.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            assert_eq!(got.s.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.s.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            assert_eq!(
+                got.d.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.d.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                got.s.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.s.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
         }
     }
 
