@@ -339,29 +339,53 @@ pub fn bench_samplers(
     Ok(out)
 }
 
+/// The real model loaded once for the generation benches, with one prompt prefilled.
+pub struct Prefilled {
+    model: engine::LoadedModel,
+    prompt_ids: Vec<u32>,
+    prefilled: Box<dyn engine::LanguageModel>,
+    first: Vec<f32>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Prefilled {
+    pub fn load(spec: &ModelSpec) -> Result<Prefilled> {
+        let model = engine::load(spec, &candle_core::Device::Cpu)?;
+        let prompt_ids =
+            model.encode("Once upon a time, in a small village by the sea, there lived")?;
+        let mut prefilled = model.model.fork();
+        let first = prefilled.forward(&prompt_ids, 0)?;
+        Ok(Prefilled {
+            model,
+            prompt_ids,
+            prefilled,
+            first,
+            stop: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn args(&self, tokens: usize) -> crate::runner::GenerateArgs<'_> {
+        crate::runner::GenerateArgs {
+            model: &self.model,
+            prefilled: self.prefilled.as_ref(),
+            first_logits: &self.first,
+            prompt_ids: &self.prompt_ids,
+            max_new_tokens: tokens,
+            stop: &[],
+            stop_flag: &self.stop,
+        }
+    }
+}
+
 /// A short generation per strategy on the real model: forward vs sampler time per token.
 pub fn bench_generation(
-    spec: &ModelSpec,
+    p: &Prefilled,
     strategies: &[StrategySpec],
     tokens: usize,
 ) -> Result<Vec<GenerationRow>> {
-    let model = engine::load(spec, &candle_core::Device::Cpu)?;
-    let prompt_ids =
-        model.encode("Once upon a time, in a small village by the sea, there lived")?;
-    let mut prefilled = model.model.fork();
-    let first = prefilled.forward(&prompt_ids, 0)?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
     let mut out = Vec::new();
     for s in strategies {
-        let args = crate::runner::GenerateArgs {
-            model: &model,
-            prefilled: prefilled.as_ref(),
-            first_logits: &first,
-            prompt_ids: &prompt_ids,
-            max_new_tokens: tokens,
-            stop: &[],
-            stop_flag: &stop,
-        };
+        let args = p.args(tokens);
         let job = crate::runner::Job {
             strategy: s,
             seed: crate::seed::derive(&["bench-gen", &s.id]),
@@ -383,26 +407,12 @@ pub fn bench_generation(
 /// Every strategy, `samples` rows each, decoded as one batch from one prompt (the way a grid
 /// decodes a prompt's samples): each strategy's sampler time against the amortised forward.
 pub fn bench_batched(
-    spec: &ModelSpec,
+    p: &Prefilled,
     strategies: &[StrategySpec],
     tokens: usize,
     samples: usize,
 ) -> Result<Vec<BatchedRow>> {
-    let model = engine::load(spec, &candle_core::Device::Cpu)?;
-    let prompt_ids =
-        model.encode("Once upon a time, in a small village by the sea, there lived")?;
-    let mut prefilled = model.model.fork();
-    let first = prefilled.forward(&prompt_ids, 0)?;
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let args = crate::runner::GenerateArgs {
-        model: &model,
-        prefilled: prefilled.as_ref(),
-        first_logits: &first,
-        prompt_ids: &prompt_ids,
-        max_new_tokens: tokens,
-        stop: &[],
-        stop_flag: &stop,
-    };
+    let args = p.args(tokens);
     let jobs: Vec<crate::runner::Job> = strategies
         .iter()
         .flat_map(|s| {
@@ -659,12 +669,16 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
     }
     let sampler = bench_samplers(&strategies, &rows, &opts.vocabs, opts.iters)?;
     let fields = bench_fields(&rows, &opts.vocabs, opts.iters)?;
-    let generation = match (&spec, opts.generation_tokens) {
-        (Some(s), n) if n > 0 => bench_generation(s, &strategies, n)?,
+    let prefilled = match &spec {
+        Some(s) if opts.generation_tokens > 0 || opts.batch_tokens > 0 => Some(Prefilled::load(s)?),
+        _ => None,
+    };
+    let generation = match (&prefilled, opts.generation_tokens) {
+        (Some(p), n) if n > 0 => bench_generation(p, &strategies, n)?,
         _ => vec![],
     };
-    let batched = match (&spec, opts.batch_tokens) {
-        (Some(s), n) if n > 0 => bench_batched(s, &strategies, n, opts.batch_samples)?,
+    let batched = match (&prefilled, opts.batch_tokens) {
+        (Some(p), n) if n > 0 => bench_batched(p, &strategies, n, opts.batch_samples)?,
         _ => vec![],
     };
     let report = BenchReport {
