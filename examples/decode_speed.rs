@@ -59,14 +59,9 @@ fn main() -> anyhow::Result<()> {
             chat: false,
         }
     } else {
-        let dir = models.join("gemma-3-270m");
-        ModelSpec {
-            id: "g".into(),
-            weights: declab::config::Weights::Gguf(dir.join("gemma-3-270m-q4_k_m.gguf")),
-            tokenizer: Some(dir.join("tokenizer.json")),
-            eos_tokens: vec![],
-            chat: false,
-        }
+        declab::bench::default_model_spec().ok_or_else(|| {
+            anyhow::anyhow!("no Gemma 3 270M in {}: run `make models`", models.display())
+        })?
     };
     println!("model {which}");
     let t = Instant::now();

@@ -398,7 +398,7 @@ pub fn bench_generation(
             tokens: g.token_ids.len(),
             forward_ms_median: fwd,
             sampler_us_median: smp,
-            overhead_pct: smp / 1e3 / (fwd + smp / 1e3) * 100.0,
+            overhead_pct: share_pct(fwd, smp),
         });
     }
     Ok(out)
@@ -444,10 +444,33 @@ pub fn bench_batched(
             tokens: n,
             forward_ms_median: f,
             sampler_us_median: u,
-            share_pct: u / 1e3 / (f + u / 1e3) * 100.0,
+            share_pct: share_pct(f, u),
         });
     }
     Ok(out)
+}
+
+/// The sampler's share of a token's time, in percent: sampler / (forward + sampler).
+fn share_pct(forward_ms: f64, sampler_us: f64) -> f64 {
+    sampler_us / 1e3 / (forward_ms + sampler_us / 1e3) * 100.0
+}
+
+/// One generation table: per strategy, tokens, forward ms, sampler µs and the share (headed
+/// `last`), as `(strategy, tokens, forward, sampler, share)` rows.
+fn generation_table<'a>(
+    title: &str,
+    last: &str,
+    rows: impl Iterator<Item = (&'a str, usize, f64, f64, f64)>,
+) -> String {
+    let mut s = format!("\n{title}\n");
+    s += &format!(
+        "{:<62} {:>7} {:>11} {:>11} {:>10}\n",
+        "strategy", "tokens", "forward ms", "sampler us", last
+    );
+    for (strategy, tokens, fwd, smp, share) in rows {
+        s += &format!("{strategy:<62} {tokens:>7} {fwd:>11.2} {smp:>11.1} {share:>9.2}%\n");
+    }
+    s
 }
 
 pub fn table(report: &BenchReport) -> String {
@@ -489,33 +512,24 @@ pub fn table(report: &BenchReport) -> String {
         }
     }
     if !report.generation.is_empty() {
-        s += "\nreal-model generation (medians per token)\n";
-        s += &format!(
-            "{:<62} {:>7} {:>11} {:>11} {:>10}\n",
-            "strategy", "tokens", "forward ms", "sampler us", "overhead"
+        s += &generation_table(
+            "real-model generation (medians per token)",
+            "overhead",
+            report.generation.iter().map(|g| {
+                let (f, u) = (g.forward_ms_median, g.sampler_us_median);
+                (g.strategy.as_str(), g.tokens, f, u, g.overhead_pct)
+            }),
         );
-        for g in &report.generation {
-            s += &format!(
-                "{:<62} {:>7} {:>11.2} {:>11.1} {:>9.2}%\n",
-                g.strategy, g.tokens, g.forward_ms_median, g.sampler_us_median, g.overhead_pct
-            );
-        }
     }
     if let Some(b) = report.batched.first() {
-        s += &format!(
-            "\nreal-model generation inside one batch of {} rows (every strategy; medians per token; forward amortised over the rows)\n",
-            b.batch
+        s += &generation_table(
+            &format!("real-model generation inside one batch of {} rows (every strategy; medians per token; forward amortised over the rows)", b.batch),
+            "share",
+            report.batched.iter().map(|g| {
+                let (f, u) = (g.forward_ms_median, g.sampler_us_median);
+                (g.strategy.as_str(), g.tokens, f, u, g.share_pct)
+            }),
         );
-        s += &format!(
-            "{:<62} {:>7} {:>11} {:>11} {:>10}\n",
-            "strategy", "tokens", "forward ms", "sampler us", "share"
-        );
-        for g in &report.batched {
-            s += &format!(
-                "{:<62} {:>7} {:>11.2} {:>11.1} {:>9.2}%\n",
-                g.strategy, g.tokens, g.forward_ms_median, g.sampler_us_median, g.share_pct
-            );
-        }
     }
     s
 }

@@ -411,7 +411,7 @@ impl Candidates {
             // a row read in place: its scaled values written into `logits` (one pass, as in
             // place)
             // SAFETY: the row outlives the view (`check_and_view`'s contract)
-            let src = unsafe { std::slice::from_raw_parts(p.as_ptr(), n) };
+            let src = unsafe { view_row(p, n) };
             self.logits.clear();
             self.logits.reserve(n);
             let dst = &mut self.logits.spare_capacity_mut()[..n];
@@ -544,7 +544,7 @@ impl Candidates {
         let target = match view {
             // SAFETY: the row outlives the view (`check_and_view`'s contract)
             Some((p, n)) => Target::Into {
-                src: unsafe { std::slice::from_raw_parts(p.as_ptr(), n) },
+                src: unsafe { view_row(p, n) },
                 dst: &mut self.logits,
             },
             None => Target::InPlace(&mut self.logits),
@@ -573,7 +573,7 @@ impl Candidates {
     fn vals_in(view: Option<(std::ptr::NonNull<f32>, usize)>, logits: &[f32]) -> &[f32] {
         match view {
             // SAFETY: the row outlives the view (`check_and_view`'s contract)
-            Some((p, n)) => unsafe { std::slice::from_raw_parts(p.as_ptr(), n) },
+            Some((p, n)) => unsafe { view_row(p, n) },
             None => logits,
         }
     }
@@ -582,11 +582,19 @@ impl Candidates {
     fn own(&mut self) {
         if let Some((p, n)) = self.view.take() {
             // SAFETY: the row outlives the view (`check_and_view`'s contract)
-            let row = unsafe { std::slice::from_raw_parts(p.as_ptr(), n) };
+            let row = unsafe { view_row(p, n) };
             self.logits.clear();
             self.logits.extend_from_slice(row);
         }
     }
+}
+
+/// The row a view reads (see `Candidates::view`).
+///
+/// # Safety
+/// `(p, n)` is a live view: the row outlives it (`Candidates::check_and_view`'s contract).
+unsafe fn view_row<'a>(p: std::ptr::NonNull<f32>, n: usize) -> &'a [f32] {
+    unsafe { std::slice::from_raw_parts(p.as_ptr(), n) }
 }
 
 #[cfg(test)]
