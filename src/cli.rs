@@ -149,7 +149,7 @@ pub enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
-    /// Regenerate summary.csv, comparisons.csv, metrics_*.csv, report.md and the plots of a
+    /// Regenerate summary.csv, comparisons.csv, metrics_*.csv, report.md, report.html and the plots of a
     /// results folder from its samples.jsonl and manifest.json.
     Report {
         /// The results folder (results/<name>).

@@ -368,6 +368,13 @@ fn run(
         tps,
         s.out_dir.display()
     );
+    if opts.shard.is_none() {
+        eprintln!(
+            "declab: report: {} (open {} in a browser for the sample viewer)",
+            s.out_dir.join("report.md").display(),
+            s.out_dir.join("report.html").display()
+        );
+    }
     if s.samples_failed > 0 {
         eprintln!(
             "declab: {} samples failed; see the `status` and `error` fields in samples.jsonl; `declab run {} --out {} --retry-failed` runs them again",
@@ -474,7 +481,7 @@ fn load_results(dir: &std::path::Path) -> Result<(Vec<SampleRecord>, Manifest, D
 }
 
 /// Analyse `records` and write what the report renders from it (summary.csv, comparisons.csv,
-/// latency.csv, metrics_samples.csv, metrics_groups.csv, the SVG plots and report.md) into
+/// latency.csv, metrics_samples.csv, metrics_groups.csv, the SVG plots, report.md and report.html) into
 /// `dir`.
 fn write_report(
     dir: &std::path::Path,
@@ -485,7 +492,7 @@ fn write_report(
 ) -> Result<()> {
     let design = design.clone().with_calibration(&manifest.calibration);
     let a = analysis::analyze(&design, records, embedder, analysis::DEFAULT_RESAMPLES)?;
-    report::write_folder(dir, &a, manifest)?;
+    report::write_folder(dir, &a, manifest, records)?;
     for c in a.checkpoints.iter().filter_map(|g| g.choice.as_ref()) {
         match &c.chosen {
             Some(id) => eprintln!(
@@ -517,7 +524,7 @@ fn report_cmd(dir: &std::path::Path, embedder: Option<&std::path::Path>) -> Resu
     } else {
         ", selections.csv, selection_comparisons.csv, selection_costs.csv"
     };
-    eprintln!("declab: wrote report.md, summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv{selection} and plots to {}", dir.display());
+    eprintln!("declab: wrote report.md, report.html, summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv{selection} and plots to {}", dir.display());
     let failed = records.iter().filter(|r| !r.ok()).count();
     if failed > 0 {
         eprintln!(

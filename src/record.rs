@@ -24,6 +24,11 @@ pub struct SampleRecord {
     pub text: String,
     pub prompt_tokens: usize,
     pub token_ids: Vec<u32>,
+    /// End of each token's text in `text` (a byte offset; one per token id, non-decreasing):
+    /// token i wrote `text[ends[i-1]..ends[i]]`, empty where its bytes end inside a character
+    /// ([`crate::engine::offsets`]). Empty in records written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text_ends: Vec<u32>,
     /// "eos", "stop_string", "max_tokens", "context" or "error".
     pub stop_reason: String,
     pub trace: Trace,

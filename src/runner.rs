@@ -281,6 +281,8 @@ pub struct Job<'a> {
 pub struct Generated {
     pub token_ids: Vec<u32>,
     pub text: String,
+    /// Where each token's text ends in `text` ([`crate::engine::offsets::text_ends`]).
+    pub text_ends: Vec<u32>,
     pub stop_reason: String,
     pub trace: Trace,
     pub error: Option<String>,
@@ -390,9 +392,11 @@ impl SampleState {
             Some(t) => t,
             None => model.decode(&self.ids)?,
         };
+        let text_ends = crate::engine::offsets::text_ends(&model.tokenizer, &self.ids, &text)?;
         Ok(Generated {
             token_ids: self.ids,
             text,
+            text_ends,
             stop_reason: self.stop_reason,
             trace: self.trace,
             error: self.error,
@@ -934,6 +938,7 @@ fn record(
         text: g.text,
         prompt_tokens: prompt_ids.len(),
         token_ids: g.token_ids,
+        text_ends: g.text_ends,
         stop_reason: g.stop_reason,
         trace: g.trace,
         timing: Timing {

@@ -48,6 +48,7 @@ fn record(
         text: text_for(strategy, prompt, sample, repetitive_temp),
         prompt_tokens: 4,
         token_ids: vec![1; n],
+        text_ends: Vec::new(),
         stop_reason: "max_tokens".into(),
         trace: Trace {
             entropy: vec![1.0 + prompt as f32 * 0.1; n],

@@ -276,3 +276,65 @@ samples: 2\nmax_new_tokens: 12\nstrategies:\n  - kind: greedy\n  - {{kind: top_p
         .failure()
         .stderr(predicates::str::contains("different configuration"));
 }
+
+/// The token boundaries the HTML report paints ([`declab::engine::offsets::text_ends`]) on every
+/// text of the fixture (emoji and ZWJ sequences, CJK, Devanagari, combining marks, controls,
+/// rare characters), for both real tokenizers: the pieces join to the decoded text, and after
+/// each token the text decoded so far is exactly the pieces so far, plus at most an incomplete
+/// character (U+FFFD) that a later token completes. Returns how many tokens got an empty piece
+/// (their bytes end inside a character).
+fn assert_text_ends(what: &str, tokenizer: &Tokenizer) -> usize {
+    use declab::engine::offsets::{pieces, text_ends};
+    let (mut tokens, mut held) = (0, 0);
+    for t in texts() {
+        let ids = tokenizer.encode(t.text.as_str(), false).unwrap();
+        let ids = ids.get_ids();
+        let full = declab::engine::decode(tokenizer, ids).unwrap();
+        let ends = text_ends(tokenizer, ids, &full).unwrap();
+        assert_eq!(ends.len(), ids.len(), "{what}: {:?}", t.id);
+        let p = pieces(&full, &ends)
+            .unwrap_or_else(|| panic!("{what}: ends {ends:?} do not fit text {:?}", t.id));
+        assert_eq!(p.concat(), full, "{what}: {:?}", t.id);
+        // Where the text decoded so far ends in a whole character, the pieces so far are exactly
+        // it; where it ends in U+FFFD (an incomplete character, which Gemma's byte fallback
+        // shows as one U+FFFD per byte of the whole byte run), the token is held back: nothing
+        // new is shown until a later token completes the character.
+        let mut shown_complete = 0usize;
+        for (i, &e) in ends.iter().enumerate() {
+            let so_far = declab::engine::decode(tokenizer, &ids[..=i]).unwrap();
+            let e = e as usize;
+            if !so_far.ends_with('\u{FFFD}') {
+                assert_eq!(
+                    &full[..e],
+                    so_far,
+                    "{what}: text {:?}, token {i}: pieces so far vs the decode so far",
+                    t.id
+                );
+                shown_complete = e;
+            } else if i + 1 < ids.len() {
+                assert_eq!(
+                    e, shown_complete,
+                    "{what}: text {:?}, token {i} ends inside a character (decoded {so_far:?}) but is not held back",
+                    t.id
+                );
+            }
+        }
+        tokens += ids.len();
+        held += p.iter().filter(|s| s.is_empty()).count();
+    }
+    eprintln!("{what}: {tokens} tokens aligned, {held} end inside a character");
+    held
+}
+
+#[test]
+fn token_text_boundaries_fit_gemma3_and_smollm2_text() {
+    let models = common::real_models_dir();
+    let gemma =
+        declab::engine::tokenizer::load(&models.join("gemma-3-270m/tokenizer.json")).unwrap();
+    let (_, smol) = reference("smollm2-135m");
+    let smol = declab::engine::gguf_tokenizer::from_gguf_file(&smol).unwrap();
+    // Gemma spells characters outside its vocabulary as UTF-8 bytes (<0xF0>...), SmolLM2's
+    // byte-level BPE splits emoji and rare characters: both must hold tokens back.
+    assert!(assert_text_ends("gemma3-270m", &gemma) > 0);
+    assert!(assert_text_ends("smollm2-135m", &smol) > 0);
+}

@@ -8,6 +8,7 @@ mod decoder;
 pub mod dense;
 pub mod gguf_tokenizer;
 pub mod hf;
+pub mod offsets;
 pub mod qrows;
 pub mod tiny;
 pub mod tokenizer;

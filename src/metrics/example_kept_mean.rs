@@ -47,6 +47,7 @@ mod tests {
             text: format!("w{prompt} x y"),
             prompt_tokens: 2,
             token_ids: vec![1, 2],
+            text_ends: Vec::new(),
             stop_reason: "max_tokens".into(),
             trace: Trace {
                 kept: vec![kept, kept + 2 * prompt as u32],

@@ -1,5 +1,5 @@
 //! Renderers: the bytes of the files a researcher reads, from what analysis produced (CSV
-//! tables, SVG plots, `report.md`) and from the stored records (`samples.csv`). [`write_folder`]
+//! tables, SVG plots, `report.md`, `report.html`) and from the stored records (`samples.csv`). [`write_folder`]
 //! and [`write_samples_csv`] put them into a results folder through the store's atomic writes.
 //!
 //! A renderer reads; it does not call back into the runner or analyse. Reading and writing the
@@ -7,6 +7,7 @@
 
 pub mod checkpoints_md;
 pub mod csv_out;
+pub mod html;
 pub mod markdown;
 pub mod models_md;
 pub mod plots;
@@ -31,8 +32,14 @@ pub fn write_samples_csv(out_dir: &Path, records: &[SampleRecord]) -> Result<()>
 
 /// Write summary.csv, comparisons.csv, latency.csv, metrics_samples.csv, metrics_groups.csv,
 /// with selectors selections.csv, selection_comparisons.csv and selection_costs.csv, the SVG
-/// plots and report.md of analysis `a` into `out_dir`.
-pub fn write_folder(out_dir: &Path, a: &Analysis, manifest: &Manifest) -> Result<()> {
+/// plots, report.md and report.html (with the sample viewer over `records`) of analysis `a`
+/// into `out_dir`.
+pub fn write_folder(
+    out_dir: &Path,
+    a: &Analysis,
+    manifest: &Manifest,
+    records: &[SampleRecord],
+) -> Result<()> {
     use summary as s;
     store::write_atomic(&out_dir.join("summary.csv"), &s::summary_csv(&a.summary)?)?;
     store::write_atomic(
@@ -76,9 +83,11 @@ pub fn write_folder(out_dir: &Path, a: &Analysis, manifest: &Manifest) -> Result
         store::write_atomic(&out_dir.join(name), svg.as_bytes())?;
     }
     let names: Vec<&str> = plots.iter().map(|(n, _)| n.as_str()).collect();
+    let md = markdown::report_md(a, manifest, &names);
+    store::write_atomic(&out_dir.join("report.md"), md.as_bytes())?;
     store::write_atomic(
-        &out_dir.join("report.md"),
-        markdown::report_md(a, manifest, &names).as_bytes(),
+        &out_dir.join("report.html"),
+        html::report_html(a, &md, &plots, records).as_bytes(),
     )?;
     Ok(())
 }

@@ -124,6 +124,7 @@ mod tests {
             text: "y".into(),
             prompt_tokens: 1,
             token_ids: vec![1],
+            text_ends: Vec::new(),
             stop_reason: "eos".into(),
             trace: Default::default(),
             timing: Default::default(),
