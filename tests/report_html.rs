@@ -1,7 +1,8 @@
 //! `report.html` in a real browser: Debian's headless Chromium loads the page of a grid1-sized
 //! run (grid1's prompts, strategies, samples and lengths on the tiny model) and of a short real
 //! run of both models on multilingual prompts, with no console message at all (an uncaught error
-//! is one), and the sample viewer shows exactly the selected sample's text, token by token. A
+//! is one), and the sample viewer shows exactly the selected sample's text, token by token; a
+//! click on a table header sorts the table and a hover over a token shows its trace. A
 //! screenshot of the viewer is kept as a test artifact (target/test-artifacts/report-viewer.png).
 //!
 //! Chromium is installed when asked (`DECLAB_TEST_INSTALL=1`, as root, as `.ci/run` does);
@@ -124,6 +125,39 @@ fn element_text(dom: &str, id: &str) -> Option<(String, usize)> {
     }
     text.push_str(rest);
     Some((unescape(&text), tokens))
+}
+
+/// The serialized DOM from `start` (an opening tag's beginning) to the end of its line.
+fn element_after<'a>(dom: &'a str, start: &str) -> Option<&'a str> {
+    let at = dom.find(start)? + start.len();
+    Some(dom[at..].lines().next().unwrap_or(""))
+}
+
+/// Table `id`'s column headed `head...`: the cells' text, and the first cell of each row, in
+/// the order of its body rows.
+fn table_column(dom: &str, id: &str, head: &str) -> (Vec<String>, Vec<String>) {
+    let at = dom.find(&format!("id=\"{id}\"")).expect("the table");
+    let table = &dom[at..at + dom[at..].find("</table>").unwrap()];
+    let cells = |row: &str, tag: &str| -> Vec<String> {
+        row.split(&format!("<{tag}"))
+            .skip(1)
+            .filter(|c| c.starts_with(['>', ' '])) // not <thead, <tbody
+            .map(|c| {
+                let c = &c[c.find('>').unwrap() + 1..];
+                unescape(c[..c.find(&format!("</{tag}>")).unwrap()].trim())
+            })
+            .collect()
+    };
+    let (thead, tbody) = table.split_once("<tbody>").unwrap();
+    let col = cells(thead, "th")
+        .iter()
+        .position(|h| h.starts_with(head))
+        .expect("the column");
+    let rows: Vec<Vec<String>> = tbody.split("<tr").skip(1).map(|r| cells(r, "td")).collect();
+    (
+        rows.iter().map(|r| r[col].clone()).collect(),
+        rows.iter().map(|r| r[0].clone()).collect(),
+    )
 }
 
 /// HTML text as Chromium serializes it: `&amp; &lt; &gt; &nbsp;` (and numeric references).
@@ -297,6 +331,57 @@ fn grid1_sized_report_loads_in_chromium_and_shows_each_selected_sample() {
         let dom = browse(&chromium, &page, &hash(a, b), None);
         assert_shows(&dom, a, b);
     }
+    // Interaction, through the page's own handlers: a click on a table header (twice: highest
+    // first) and a hover over a token, dispatched by a script appended to a copy of the page.
+    let probe = page.with_file_name("probe.html");
+    std::fs::write(
+        &probe,
+        html.replace(
+            "</body>",
+            "<script>\
+             var th = Array.prototype.find.call(document.querySelectorAll('#report th'), \
+               function (h) { return h.textContent.indexOf('distinct_2 ') === 0; });\
+             th.closest('table').id = 'sorted-under-test'; th.click(); th.click();\
+             document.querySelector('#text-a span[data-i=\"3\"]')\
+               .dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));\
+             </script></body>",
+        ),
+    )
+    .unwrap();
+    let dom = browse(&chromium, &probe, &hash(switch, Some(solve)), None);
+    let (column, rows) = table_column(&dom, "sorted-under-test", "distinct_2 ");
+    let values: Vec<f64> = column
+        .iter()
+        .map(|c| c.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(values.len(), 9, "one row per strategy: {column:?}");
+    assert!(
+        values.windows(2).all(|w| w[0] >= w[1]),
+        "clicked twice, the table is not highest first: {values:?}"
+    );
+    let mut strategies = rows;
+    strategies.sort();
+    let mut want: Vec<String> = records
+        .iter()
+        .filter(|r| r.prompt_id == "tea" && r.sample_index == 0)
+        .map(|r| r.strategy.clone())
+        .collect();
+    want.sort();
+    assert_eq!(
+        strategies
+            .iter()
+            .map(|s| s.trim_end_matches(" (baseline)"))
+            .collect::<Vec<_>>(),
+        want
+    );
+    let tip = element_after(&dom, "<div class=\"tip\"").expect("the hover tooltip");
+    assert!(
+        !tip.starts_with(" hidden"),
+        "the tooltip is hidden after a hover: {tip}"
+    );
+    let entropy = format!("<th>entropy</th><td>{:.3}</td>", switch.trace.entropy[3]);
+    assert!(tip.contains(&entropy), "the tooltip lacks {entropy}: {tip}");
+
     // no selection (the report tab), the viewer tab, and a selection naming nothing: no errors
     for h in ["", "#viewer", "#a=nope/nope/nope/9&b=nope/1&color=nope"] {
         browse(&chromium, &page, h, None);
