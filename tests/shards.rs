@@ -65,6 +65,14 @@ fn parallel_shards_merge_to_the_single_process_run() {
     let a = std::fs::read(base.join("samples.jsonl")).unwrap();
     assert_eq!(a.iter().filter(|&&b| b == b'\n').count(), 30);
     assert!(base.join("report.md").is_file() && base.join("summary.csv").is_file());
+    // the merged report's sample viewer shows what the single run's shows (it holds no timing)
+    let viewer_data = |dir: &std::path::Path| {
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        let start = html.find("id=\"declab-data\">").unwrap();
+        let end = start + html[start..].find("</script>").unwrap();
+        html[start..end].to_string()
+    };
+    assert_eq!(viewer_data(&base), viewer_data(&single));
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(base.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["status"], "complete");
