@@ -137,33 +137,7 @@ fn qemu() -> Option<PathBuf> {
     if let Some(q) = find() {
         return Some(q);
     }
-    let asked = std::env::var("DECLAB_TEST_INSTALL").as_deref() == Ok("1");
-    // SAFETY: geteuid has no preconditions.
-    if !asked || unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "skipped: qemu-x86_64 is not installed (apt-get install qemu-user, or run with DECLAB_TEST_INSTALL=1 as root)"
-        );
-        return None;
-    }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = [
-        "install",
-        "-y",
-        "-q",
-        "--no-install-recommends",
-        "qemu-user",
-    ];
-    // as the Slurm test does: install, else refresh the package lists and install, else skip
-    let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
-    if !installed {
-        eprintln!("skipped: apt-get cannot install qemu-user");
+    if !common::install_when_asked("qemu-user", "qemu-x86_64") {
         return None;
     }
     find()

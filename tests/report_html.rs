@@ -22,27 +22,13 @@ fn chromium() -> Option<PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    let asked = std::env::var("DECLAB_TEST_INSTALL").as_deref() == Ok("1");
-    // SAFETY: geteuid has no preconditions.
-    if !asked || unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "skipped: the browser check needs Debian's chromium (apt-get install chromium, or run with DECLAB_TEST_INSTALL=1 as root)"
-        );
+    if !install_when_asked("chromium", "Debian's chromium (for the browser check)") {
         return None;
     }
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let install = ["install", "-y", "-q", "--no-install-recommends", "chromium"];
-    let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
     assert!(
-        installed && path.is_file(),
-        "asked to install chromium (DECLAB_TEST_INSTALL=1), apt-get could not"
+        path.is_file(),
+        "apt-get installed chromium, but not as {}",
+        path.display()
     );
     Some(path)
 }
@@ -281,16 +267,7 @@ fn grid1_sized_report_loads_in_chromium_and_shows_each_selected_sample() {
     let cfg = dir.path().join("grid1.yaml");
     std::fs::write(&cfg, yaml).unwrap();
     let out = dir.path().join("out");
-    declab()
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-progress",
-        ])
-        .assert()
-        .success();
+    run_into(&cfg, &out);
     let page = out.join("report.html");
     let html = std::fs::read_to_string(&page).unwrap();
     assert_self_contained(&html);
@@ -435,16 +412,7 @@ fn real_models_multilingual_text_shows_exactly_in_chromium() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    declab()
-        .args([
-            "run",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-progress",
-        ])
-        .assert()
-        .success();
+    run_into(&cfg, &out);
     let records = read_records(&out.join("samples.jsonl"));
     assert_eq!(records.len(), 36);
     let mut split = 0;

@@ -134,3 +134,45 @@ pub fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
         })
         .collect()
 }
+
+/// Install Debian `package` for a test that needs it, only when asked (`DECLAB_TEST_INSTALL=1`,
+/// as root, as `.ci/run` does): apt-get install, else refresh the package lists and install.
+/// `false`, after saying why the test skips, when not asked or apt-get cannot.
+pub fn install_when_asked(package: &str, missing: &str) -> bool {
+    let asked = std::env::var("DECLAB_TEST_INSTALL").as_deref() == Ok("1");
+    // SAFETY: geteuid has no preconditions.
+    if !asked || unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "skipped: {missing} is not installed (apt-get install {package}, or run with DECLAB_TEST_INSTALL=1 as root)"
+        );
+        return false;
+    }
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "-q", "--no-install-recommends", package];
+    let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+    if !installed {
+        eprintln!("skipped: apt-get cannot install {package}");
+    }
+    installed
+}
+
+/// `declab run CFG --out OUT --no-progress`, which must succeed.
+pub fn run_into(cfg: &Path, out: &Path) {
+    declab()
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .assert()
+        .success();
+}
