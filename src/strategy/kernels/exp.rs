@@ -33,9 +33,9 @@ pub fn exp2_nonpos(y: f32) -> f32 {
 }
 
 /// Round-to-nearest by adding 1.5·2^23 (vectorises; `round` may not).
-const EXP2_MAGIC: f32 = 12_582_912.0;
+pub(super) const EXP2_MAGIC: f32 = 12_582_912.0;
 /// The bits of EXP2_MAGIC minus the f32 exponent bias: t.bits - EXP2_BIAS = n + 127.
-const EXP2_BIAS: u32 = 0x4B40_0000 - 127;
+pub(super) const EXP2_BIAS: u32 = 0x4B40_0000 - 127;
 /// Cephes `exp2f`: 2^f = 1 + f·P(f) on [-1/2, 1/2], highest degree first.
 pub(super) const EXP2_P: [f32; 6] = [
     1.535_336_2e-4,

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use super::exp::exp2_nonpos;
 use super::isa::{multiversion, Isa};
 #[cfg(target_arch = "x86_64")]
-use super::moments::block_sums_avx512;
+use super::moments::{block_sums_avx2, block_sums_avx512};
 use super::moments::{block_sums_portable, lanes_add, lanes_total, BlockSums, LANES};
 use super::scan::scan_impl;
 use super::{split_point, BLOCK};
@@ -273,9 +273,7 @@ fn fused_part_at<const COPY: bool>(
             b: &mut [f32],
             c: &mut [MaybeUninit<f32>],
         ) -> Online {
-            fused_outer::<C>(l, k, b, c, |x, m| {
-                block_sums_portable::<false>(x, 1.0, m, k)
-            })
+            fused_outer::<C>(l, k, b, c, |x, m| block_sums_avx2::<false>(x, 1.0, m, k))
         }
         match isa.min(Isa::cpu()) {
             // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
