@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{self, ModelSpec};
 use crate::engine;
+use crate::strategy::kernels::Isa;
 use crate::strategy::{self, kernels, Sampler, StrategySpec};
 
 /// The strategies benchmarked: every kind's typical blocks (`config::strategy::examples`),
@@ -554,6 +555,25 @@ pub struct Baseline {
     pub batched: Vec<BatchedRow>,
     #[serde(default = "default_batched_tolerance")]
     pub batched_tolerance: f64,
+    /// The instruction-set class of the host that measured it (`avx512`, `avx2`, `portable`);
+    /// absent in the AVX-512 baseline written before classes had files of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isa: Option<String>,
+}
+
+/// The baseline file of this host's instruction-set class for the path given: `path` itself
+/// on AVX-512 hosts (where `bench/baseline.json` was measured), `<stem>-<isa>.json` beside it on
+/// the others. Ratios to the floor differ between classes (an AVX2 host runs the exp pass at
+/// half the lanes while the floor stays bound by memory), so each class is gated against its
+/// own measurement.
+pub fn baseline_for(path: &Path, isa: Isa) -> PathBuf {
+    if isa == Isa::Avx512 {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map_or("baseline".into(), |s| s.to_string_lossy());
+    path.with_file_name(format!("{stem}-{}.json", isa.name()))
 }
 
 /// The share is a ratio of two times measured in the same steps, steadier than a latency:
@@ -712,17 +732,21 @@ pub fn run(opts: &BenchOptions) -> Result<i32> {
         )?;
         crate::store::write_atomic(&dir.join("bench.csv"), &csv(&report)?)?;
     }
+    let isa = Isa::detected();
     if let Some((path, tolerance)) = &opts.write_baseline {
+        let path = &baseline_for(path, isa);
         let b = Baseline {
             tolerance: *tolerance,
             rows: report.sampler.clone(),
             batched: report.batched.clone(),
             batched_tolerance: default_batched_tolerance(),
+            isa: Some(isa.name().to_string()),
         };
         crate::store::write_atomic(path, &serde_json::to_vec_pretty(&b)?)?;
         eprintln!("declab: wrote baseline {}", path.display());
     }
     if let Some(path) = &opts.check {
+        let path = &baseline_for(path, isa);
         let b: Baseline = serde_json::from_slice(
             &std::fs::read(path)
                 .with_context(|| format!("cannot read baseline {}", path.display()))?,
@@ -825,6 +849,7 @@ mod tests {
             rows: vec![row("greedy", 10.0), row("top_p", 20.0), row("gone", 5.0)],
             batched: vec![],
             batched_tolerance: 1.5,
+            isa: None,
         };
         let report = BenchReport {
             logits_source: String::new(),
@@ -859,12 +884,27 @@ mod tests {
     }
 
     #[test]
+    fn each_isa_class_has_its_own_baseline_file() {
+        let p = Path::new("bench/baseline.json");
+        assert_eq!(baseline_for(p, Isa::Avx512), p);
+        assert_eq!(
+            baseline_for(p, Isa::Avx2),
+            Path::new("bench/baseline-avx2.json")
+        );
+        assert_eq!(
+            baseline_for(p, Isa::Portable),
+            Path::new("bench/baseline-portable.json")
+        );
+    }
+
+    #[test]
     fn check_gates_the_batched_share() {
         let baseline = Baseline {
             tolerance: 2.5,
             rows: vec![],
             batched: vec![share("greedy", 4.0), share("solve", 8.0)],
             batched_tolerance: 1.5,
+            isa: None,
         };
         let mut report = BenchReport {
             logits_source: String::new(),
