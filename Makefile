@@ -14,7 +14,7 @@ help:
 	@echo "make models                  fetch and verify the models into \$$DECLAB_MODELS (default models/)"
 	@echo "make native                  a binary for this CPU only (target/native/release/declab; the default one runs on any x86-64)"
 	@echo "make lint                    cargo fmt --check and clippy -D warnings"
-	@echo "make bench / bench-check     sampler latency table / regression gate against bench/baseline.json"
+	@echo "make bench / bench-check     sampler latency table / regression gate against bench/baseline.json (baseline-avx2.json on AVX2-only hosts)"
 	@echo "make bench-criterion         criterion benches of every strategy at vocab 32k/128k/262k (stored real logits)"
 	@echo "make bench-fixture           regenerate those stored logits from the real model"
 	@echo "make bench-peer              declab vs llama.cpp on the same model (builds llama.cpp, ~5 min)"
