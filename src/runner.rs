@@ -388,11 +388,14 @@ impl SampleState {
     }
 
     fn finish(self, model: &LoadedModel) -> Result<Generated> {
-        let text = match self.text_cut {
-            Some(t) => t,
-            None => model.decode(&self.ids)?,
-        };
-        let text_ends = crate::engine::offsets::text_ends(&model.tokenizer, &self.ids, &text)?;
+        let full = model.decode(&self.ids)?;
+        let text_ends = crate::engine::offsets::text_ends(
+            &model.tokenizer,
+            &self.ids,
+            &full,
+            self.text_cut.as_deref().unwrap_or(&full),
+        )?;
+        let text = self.text_cut.unwrap_or(full);
         Ok(Generated {
             token_ids: self.ids,
             text,

@@ -290,7 +290,7 @@ fn assert_text_ends(what: &str, tokenizer: &Tokenizer) -> usize {
         let ids = tokenizer.encode(t.text.as_str(), false).unwrap();
         let ids = ids.get_ids();
         let full = declab::engine::decode(tokenizer, ids).unwrap();
-        let ends = text_ends(tokenizer, ids, &full).unwrap();
+        let ends = text_ends(tokenizer, ids, &full, &full).unwrap();
         assert_eq!(ends.len(), ids.len(), "{what}: {:?}", t.id);
         let p = pieces(&full, &ends)
             .unwrap_or_else(|| panic!("{what}: ends {ends:?} do not fit text {:?}", t.id));

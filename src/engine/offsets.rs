@@ -19,15 +19,14 @@ use anyhow::Result;
 use tokenizers::Tokenizer;
 
 /// End (a byte offset into `text`) of each token's text, one per id, non-decreasing, each on a
-/// character boundary of `text`, the last equal to `text.len()` when `text` is the whole decode
-/// of `ids`. `text` may be a prefix of that decode (a generation cut at a stop string); ends
-/// past it are clamped to it.
-pub fn text_ends(tokenizer: &Tokenizer, ids: &[u32], text: &str) -> Result<Vec<u32>> {
+/// character boundary of `text`. `full` is the whole decode of `ids` (what
+/// [`crate::engine::decode`] gives, which the caller already holds); `text` is `full` or a
+/// prefix of it (a generation cut at a stop string), and ends past it are clamped to it.
+pub fn text_ends(tokenizer: &Tokenizer, ids: &[u32], full: &str, text: &str) -> Result<Vec<u32>> {
     let decode = |ids: &[u32]| crate::engine::decode(tokenizer, ids);
-    let full = decode(ids)?;
-    let ends = match windowed(&decode, ids, &full)? {
+    let ends = match windowed(&decode, ids, full)? {
         Some(ends) => ends,
-        None => by_prefixes(&decode, ids, &full)?,
+        None => by_prefixes(&decode, ids, full)?,
     };
     Ok(clamp(ends, text))
 }
@@ -42,8 +41,9 @@ fn windowed(
     let mut ends = Vec::with_capacity(ids.len());
     // The window starts at token `prefix`; tokens `prefix..read` are already accounted for.
     let (mut prefix, mut read, mut done) = (0usize, 0usize, 0usize);
+    // decode(ids[prefix..read]), changed only when the window moves
+    let mut before = String::new();
     for i in 0..ids.len() {
-        let before = decode(&ids[prefix..read])?;
         let now = decode(&ids[prefix..=i])?;
         if now.len() > before.len() && !now.ends_with('\u{FFFD}') {
             let Some(piece) = now.strip_prefix(before.as_str()) else {
@@ -55,6 +55,7 @@ fn windowed(
             done += piece.len();
             prefix = read;
             read = i + 1;
+            before = decode(&ids[prefix..read])?;
         }
         ends.push(done);
     }

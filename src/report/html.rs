@@ -133,21 +133,21 @@ fn sample_json(r: &SampleRecord, m: usize, p: usize, s: usize) -> Value {
     let n = r.token_ids.len();
     // one entry per token: a record written before `text_ends` (or whose ends do not fit its
     // text) shows its text as one piece on the last token
-    let pieces: Vec<String> =
-        match crate::engine::offsets::pieces(&r.text, &r.text_ends).filter(|p| p.len() == n) {
-            Some(p) => p.into_iter().map(str::to_string).collect(),
-            None => (0..n)
-                .map(|i| {
-                    if i + 1 == n {
-                        r.text.clone()
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect(),
-        };
+    let exact = crate::engine::offsets::pieces(&r.text, &r.text_ends).filter(|p| p.len() == n);
+    let exact_pieces = exact.is_some();
+    let pieces: Vec<String> = match exact {
+        Some(p) => p.into_iter().map(str::to_string).collect(),
+        None => (0..n)
+            .map(|i| {
+                if i + 1 == n {
+                    r.text.clone()
+                } else {
+                    String::new()
+                }
+            })
+            .collect(),
+    };
     let round = |v: &[f32]| -> Vec<Value> { v.iter().map(|&x| num(x)).collect() };
-    let exact_pieces = n == 0 || r.text_ends.len() == n;
     json!({
         "model": m, "prompt": p, "strategy": s, "index": r.sample_index,
         "seed": r.seed.to_string(),
