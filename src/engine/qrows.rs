@@ -33,6 +33,8 @@ use half::f16;
 const G: usize = 16;
 /// Input rows run together against one group's weights (one weight load serves them all).
 const R: usize = 8;
+/// Blocks ahead the AVX2 kernel prefetches.
+const PF: usize = 8;
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
@@ -708,67 +710,108 @@ unsafe fn group_dot_avx2<const N: usize, const K: u8>(
         3, 3,
     );
     let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    for h in 0..2 {
-        let mut a = [_mm256_setzero_ps(); N];
-        for b in 0..blocks {
-            let tile = qp.add(b * lines * 64 + h * 32);
-            let mut dot = [_mm256_setzero_si256(); N];
-            for j in 0..8 {
-                let w = if K == K_Q8_0 {
-                    _mm256_load_si256(tile.add(j * 64) as *const __m256i)
-                } else {
-                    let v = _mm256_load_si256(tile.add((j % 4) * 64) as *const __m256i);
-                    let mut nib = if j < 4 {
-                        _mm256_and_si256(v, low)
-                    } else {
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(v), low)
-                    };
-                    if K == K_Q5_0 {
-                        let m = std::ptr::read_unaligned(
-                            tile.add(4 * 64 - h * 32 + j * 8 + h * 4) as *const i32
-                        );
-                        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(m), spread);
-                        let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, select), select);
-                        nib = _mm256_or_si256(nib, _mm256_and_si256(set, fifth));
-                    }
-                    nib
-                };
-                if K == K_Q8_0 {
-                    let ws = _mm256_xor_si256(w, flip);
-                    let aw = _mm256_abs_epi8(ws);
-                    for i in 0..N {
-                        let xv = _mm256_set1_epi32(std::ptr::read_unaligned(xp[i].add(b * 8 + j)));
-                        let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, ws));
-                        dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(p, ones));
-                    }
-                } else {
-                    for i in 0..N {
-                        let xv = _mm256_set1_epi32(std::ptr::read_unaligned(xp[i].add(b * 8 + j)));
-                        let p = _mm256_maddubs_epi16(w, xv);
-                        dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(p, ones));
-                    }
-                }
-            }
-            let at = b * G + h * 8;
-            let ws = _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().add(at) as *const __m128i));
-            let ms = if K == K_Q4_1 {
-                _mm256_cvtph_ps(_mm_loadu_si128(mn.as_ptr().add(at) as *const __m128i))
+    // the 8 lanes' exact integer sums of block b, half h (32 bytes of each of its lines)
+    let dots = |b: usize, h: usize| -> [__m256i; N] {
+        let tile = qp.add(b * lines * 64 + h * 32);
+        let mut dot = [_mm256_setzero_si256(); N];
+        for j in 0..8 {
+            let w = if K == K_Q8_0 {
+                _mm256_load_si256(tile.add(j * 64) as *const __m256i)
             } else {
-                _mm256_setzero_ps()
+                let v = _mm256_load_si256(tile.add((j % 4) * 64) as *const __m256i);
+                let mut nib = if j < 4 {
+                    _mm256_and_si256(v, low)
+                } else {
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(v), low)
+                };
+                if K == K_Q5_0 {
+                    let m = std::ptr::read_unaligned(
+                        tile.add(4 * 64 - h * 32 + j * 8 + h * 4) as *const i32
+                    );
+                    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(m), spread);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, select), select);
+                    nib = _mm256_or_si256(nib, _mm256_and_si256(set, fifth));
+                }
+                nib
             };
-            for i in 0..N {
-                let x = &xs[i];
-                let corr = _mm256_set1_epi32(off * *x.sum.get_unchecked(b));
-                let d = _mm256_sub_epi32(dot[i], corr);
-                let scale = _mm256_mul_ps(ws, _mm256_set1_ps(*x.d.get_unchecked(b)));
-                a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, a[i]);
-                if K == K_Q4_1 {
-                    a[i] = _mm256_fmadd_ps(ms, _mm256_set1_ps(*x.s.get_unchecked(b)), a[i]);
+            if K == K_Q8_0 {
+                let ws = _mm256_xor_si256(w, flip);
+                let aw = _mm256_abs_epi8(ws);
+                for i in 0..N {
+                    let xv = _mm256_set1_epi32(std::ptr::read_unaligned(xp[i].add(b * 8 + j)));
+                    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, ws));
+                    dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(p, ones));
+                }
+            } else {
+                for i in 0..N {
+                    let xv = _mm256_set1_epi32(std::ptr::read_unaligned(xp[i].add(b * 8 + j)));
+                    let p = _mm256_maddubs_epi16(w, xv);
+                    dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(p, ones));
                 }
             }
         }
+        dot
+    };
+    // acc = fma(dot, d_w * d_x, acc) (Q4_1: then fma(m_w, s_x, acc)), block by block in order
+    let fold = |a: &mut [__m256; N], dot: [__m256i; N], b: usize, h: usize| {
+        let at = b * G + h * 8;
+        let ws = _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().add(at) as *const __m128i));
+        let ms = if K == K_Q4_1 {
+            _mm256_cvtph_ps(_mm_loadu_si128(mn.as_ptr().add(at) as *const __m128i))
+        } else {
+            _mm256_setzero_ps()
+        };
         for i in 0..N {
-            _mm256_storeu_ps(acc[i].as_mut_ptr().add(h * 8), a[i]);
+            let x = &xs[i];
+            let corr = _mm256_set1_epi32(off * *x.sum.get_unchecked(b));
+            let d = _mm256_sub_epi32(dot[i], corr);
+            let scale = _mm256_mul_ps(ws, _mm256_set1_ps(*x.d.get_unchecked(b)));
+            a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, a[i]);
+            if K == K_Q4_1 {
+                a[i] = _mm256_fmadd_ps(ms, _mm256_set1_ps(*x.s.get_unchecked(b)), a[i]);
+            }
+        }
+    };
+    // Ahead of block b's first read: the lines PF blocks on (the next group's when b is near
+    // the end; a prefetch past the matrix is harmless). From memory the kernel waits on loads
+    // otherwise: Gemma 3's 168 MB output projection streamed at 7 GB/s a core on Zen 3, against
+    // 12 GB/s for a plain read.
+    let prefetch = |b: usize| {
+        for l in 0..lines {
+            let p = qp.wrapping_add((b + PF) * lines * 64 + l * 64);
+            _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+        }
+    };
+    if N <= 2 {
+        // both halves of each block at once: every line is read once
+        let mut a = [[_mm256_setzero_ps(); N]; 2];
+        for b in 0..blocks {
+            prefetch(b);
+            for (h, a) in a.iter_mut().enumerate() {
+                let dot = dots(b, h);
+                fold(a, dot, b, h);
+            }
+        }
+        for (h, a) in a.iter().enumerate() {
+            for i in 0..N {
+                _mm256_storeu_ps(acc[i].as_mut_ptr().add(h * 8), a[i]);
+            }
+        }
+    } else {
+        // 3-4 rows: their accumulators and dot sums fill the registers for one half at a time;
+        // the second pass finds the group's lines in L1
+        for h in 0..2 {
+            let mut a = [_mm256_setzero_ps(); N];
+            for b in 0..blocks {
+                if h == 0 {
+                    prefetch(b);
+                }
+                let dot = dots(b, h);
+                fold(&mut a, dot, b, h);
+            }
+            for i in 0..N {
+                _mm256_storeu_ps(acc[i].as_mut_ptr().add(h * 8), a[i]);
+            }
         }
     }
 }

@@ -1,0 +1,60 @@
+//! Speed of declab's own quantised projection kernels (`engine::qrows`) on their own, one input
+//! row at a time (a single stream's step): Gemma 3 270M's 262,144 x 640 Q8_0 output projection,
+//! which streams 178 MB from memory per token, and smaller Q8_0 / Q5_0 matrices that stay in
+//! the caches. Prints ms per call and the weight bytes read per second, to set against the
+//! machine's plain read bandwidth. Weights are random blocks (scales kept small); the numbers
+//! do not depend on their values.
+//! Run: RAYON_NUM_THREADS=2 cargo run --release --example qrows_speed
+use declab::engine::qrows::{QKind, QRows, QuantInput};
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let cases = [
+        (QKind::Q8_0, 262_144usize, 640usize, 30),
+        (QKind::Q8_0, 8192, 640, 2000),
+        (QKind::Q5_0, 4096, 640, 2000),
+        (QKind::Q4_1, 1536, 576, 2000),
+    ];
+    for (kind, n, k, reps) in cases {
+        let bb = kind.block_bytes();
+        let mut state = 1u64;
+        let w = QRows::from_gguf(kind, &[n], k, |_, _, buf| {
+            for (i, b) in buf.iter_mut().enumerate() {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                // the block's leading f16 scale(s): small, finite
+                *b = match i % bb {
+                    j if j < kind_scale_bytes(kind) => [0x00, 0x20][j % 2], // f16 2^-7
+                    _ => (state >> 33) as u8,
+                };
+            }
+            Ok(())
+        })?;
+        let x: Vec<f32> = (0..k)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let xq = QuantInput::new(&x, k);
+        std::hint::black_box(w.matmul(&xq));
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(w.matmul(&xq));
+        }
+        let el = t.elapsed().as_secs_f64() / reps as f64;
+        let bytes = (n * k / 32 * bb) as f64;
+        println!(
+            "{kind:?} {n:>7} x {k}: {:8.3} ms, {:5.1} GB/s of weights",
+            el * 1e3,
+            bytes / el / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of f16 scale (and minimum) at the start of each block.
+fn kind_scale_bytes(kind: QKind) -> usize {
+    match kind {
+        QKind::Q4_1 => 4,
+        _ => 2,
+    }
+}
