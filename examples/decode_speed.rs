@@ -201,5 +201,44 @@ fn main() -> anyhow::Result<()> {
         );
         println!("memory after batch {b}: {}", mem());
     }
+    // ragged: the largest batch's rows spread over up to 9 prompts of different lengths (as
+    // `declab run` packs a grid's prompts), forward only, against the same rows on one prompt
+    if let Some(&b) = bs.iter().max() {
+        let parts = b.min(9);
+        let prompts: Vec<Box<dyn engine::LanguageModel>> = (0..parts)
+            .map(|p| {
+                let mut f = m.model.fork();
+                f.forward(&long[..12 + 5 * p], 0)?;
+                Ok(f)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let spec: Vec<(&dyn engine::LanguageModel, usize)> = prompts
+            .iter()
+            .enumerate()
+            .map(|(p, f)| (f.as_dyn(), b / parts + usize::from(p < b % parts)))
+            .collect();
+        let positions: Vec<usize> = (0..parts)
+            .flat_map(|p| std::iter::repeat_n(12 + 5 * p, spec[p].1))
+            .collect();
+        let mut uniform = pre.batch(b, ids.len() + n + 1)?;
+        let mut ragged = engine::batch_of(&spec, 12 + 5 * parts + n + 1)?;
+        let toks = vec![argmax(&first); b];
+        let (mut tu, mut tr) = (0f64, 0f64);
+        for i in 0..n {
+            let t = Instant::now();
+            uniform.step(&toks, ids.len() + i)?;
+            tu += t.elapsed().as_secs_f64();
+            let at: Vec<usize> = positions.iter().map(|p| p + i).collect();
+            let t = Instant::now();
+            ragged.step_rows(&toks, &at)?;
+            tr += t.elapsed().as_secs_f64();
+        }
+        println!(
+            "ragged {b:>3} over {parts} prompts, forward only: {:.1} ms/step, {:.1} tok/s (one prompt, interleaved: {:.1} ms/step)",
+            tr * 1e3 / n as f64,
+            (n * b) as f64 / tr,
+            tu * 1e3 / n as f64
+        );
+    }
     Ok(())
 }

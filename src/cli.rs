@@ -37,8 +37,8 @@ pub enum Command {
         /// is given; `declab merge results/<name>` joins the shards.
         #[arg(long, value_name = "K/N")]
         shard: Option<String>,
-        /// Most samples of a prompt decoded together in one batch (1: one at a time). Batching
-        /// does not change any sample, only the speed.
+        /// Most samples decoded together in one batch (1: one at a time); prompts with fewer
+        /// samples share a batch. Batching does not change any sample, only the speed.
         #[arg(long, default_value_t = crate::runner::DEFAULT_BATCH, value_parser = clap::value_parser!(u16).range(1..=256))]
         batch: u16,
         /// Resuming, run again the samples that failed before (they count as done otherwise).

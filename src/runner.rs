@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,8 +39,8 @@ pub struct RunOptions {
     pub progress: Option<bool>,
     /// Run only this shard's cells (see `grid`).
     pub shard: Option<Shard>,
-    /// Most samples of one prompt decoded together (see `generate_batch`); 1 decodes one
-    /// sample at a time. Does not change any sample.
+    /// Most samples decoded together, of one prompt or of several (see [`plan_batches`]); 1
+    /// decodes one sample at a time. Does not change any sample.
     pub batch: usize,
     /// Run again the samples recorded as failed (otherwise they count as done).
     pub retry_failed: bool,
@@ -261,6 +262,7 @@ struct StepArgs<'a> {
 }
 
 /// Everything shared by the samples that decode from one prefilled prompt.
+#[derive(Clone, Copy)]
 pub struct GenerateArgs<'a> {
     pub model: &'a LoadedModel,
     pub prefilled: &'a dyn LanguageModel,
@@ -417,34 +419,61 @@ pub fn generate_batch(
     jobs: &[Job],
     mut on_done: impl FnMut(usize, Generated) -> Result<()>,
 ) -> Result<()> {
-    if jobs.is_empty() {
+    generate_parts(&[(*args, jobs)], |_, j, g| on_done(j, g))
+}
+
+/// [`generate_batch`] for several prompts at once (ragged batching): part `p` is a prefilled
+/// prompt with its jobs, and every part's rows decode in one batch, each part at its own
+/// position ([`engine::batch_of`]). The parts share the model, `max_new_tokens`, the stop
+/// strings and the stop flag (the first part's are used). `on_done(part, job index, sample)`.
+pub fn generate_parts(
+    parts: &[(GenerateArgs, &[Job])],
+    mut on_done: impl FnMut(usize, usize, Generated) -> Result<()>,
+) -> Result<()> {
+    // (part, job) per sample, part after part: the batch's row order
+    let samples: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, (_, jobs))| (0..jobs.len()).map(move |j| (p, j)))
+        .collect();
+    let Some(&(first_part, _)) = samples.first() else {
         return Ok(());
-    }
-    if let Some(j) = jobs.iter().find(|j| j.strategy.needs_calibration()) {
+    };
+    let shared = &parts[first_part].0;
+    let all_jobs = || parts.iter().flat_map(|(_, jobs)| jobs.iter());
+    if let Some(j) = all_jobs().find(|j| j.strategy.needs_calibration()) {
         bail!(
             "strategy {:?} still holds quantile placeholders: it must be resolved against the model's calibration first",
             j.strategy.id
         );
     }
-    let mut states: Vec<Option<SampleState>> = jobs
+    let mut states: Vec<Option<SampleState>> = samples
         .iter()
-        .map(|j| Some(SampleState::new(j, args)))
+        .map(|&(p, j)| Some(SampleState::new(&parts[p].1[j], &parts[p].0)))
         .collect();
-    let vocab = args.first_logits.len();
-    let step_args = StepArgs {
-        tokenizer: &args.model.tokenizer,
-        eos_ids: &args.model.eos_ids,
-        stop: args.stop,
-        max_new_tokens: args.max_new_tokens,
-        prompt_len: args.prompt_ids.len(),
-        context_length: args.model.context_length,
-    };
+    let vocab = shared.first_logits.len();
+    let step_args: Vec<StepArgs> = parts
+        .iter()
+        .map(|(a, _)| StepArgs {
+            tokenizer: &shared.model.tokenizer,
+            eos_ids: &shared.model.eos_ids,
+            stop: shared.stop,
+            max_new_tokens: shared.max_new_tokens,
+            prompt_len: a.prompt_ids.len(),
+            context_length: shared.model.context_length,
+        })
+        .collect();
+    let longest = parts
+        .iter()
+        .map(|(a, _)| a.prompt_ids.len())
+        .max()
+        .unwrap_or(0);
     let mut decoder: Option<Box<dyn engine::BatchDecoder>> = None;
-    // live[r]: the job decoded in row r
-    let mut live: Vec<usize> = (0..jobs.len()).collect();
+    // live[r]: the sample decoded in row r (an index into `samples`, increasing)
+    let mut live: Vec<usize> = (0..samples.len()).collect();
     let mut logits: Vec<f32> = Vec::new();
-    for i in 0..args.max_new_tokens {
-        if args.stop_flag.load(Ordering::Relaxed) {
+    for i in 0..shared.max_new_tokens {
+        if shared.stop_flag.load(Ordering::Relaxed) {
             bail!("interrupted");
         }
         // the rows' samplers run one after another, each with the whole pool for its passes
@@ -454,42 +483,54 @@ pub fn generate_batch(
         let stepped: Vec<Result<Option<u32>>> = live
             .iter()
             .enumerate()
-            .map(|(r, &j)| {
+            .map(|(r, &k)| {
+                let p = samples[k].0;
                 let row = if i == 0 {
-                    args.first_logits
+                    parts[p].0.first_logits
                 } else {
                     &logits[r * vocab..(r + 1) * vocab]
                 };
-                states[j]
+                states[k]
                     .as_mut()
                     .expect("live rows are unfinished")
-                    .step(row, i, &step_args)
+                    .step(row, i, &step_args[p])
             })
             .collect();
         let mut keep = Vec::with_capacity(live.len());
         let mut tokens = Vec::with_capacity(live.len());
         for (r, result) in stepped.into_iter().enumerate() {
-            let j = live[r];
+            let k = live[r];
             match result? {
                 Some(t) => {
                     keep.push(r);
                     tokens.push(t);
                 }
                 None => {
-                    let g = states[j].take().expect("unfinished").finish(args.model)?;
-                    on_done(j, g)?;
+                    let g = states[k].take().expect("unfinished").finish(shared.model)?;
+                    on_done(samples[k].0, samples[k].1, g)?;
                 }
             }
         }
         if keep.is_empty() {
             return Ok(());
         }
-        let pos = args.prompt_ids.len() + i;
         let dec = match decoder.as_mut() {
-            None => decoder.insert(
-                args.prefilled
-                    .batch(keep.len(), args.prompt_ids.len() + args.max_new_tokens)?,
-            ),
+            None => {
+                // each part with rows left, as many copies of its prefilled state
+                let mut counts: Vec<(usize, usize)> = Vec::new();
+                for &r in &keep {
+                    let p = samples[live[r]].0;
+                    match counts.last_mut() {
+                        Some((last, n)) if *last == p => *n += 1,
+                        _ => counts.push((p, 1)),
+                    }
+                }
+                let spec: Vec<(&dyn LanguageModel, usize)> = counts
+                    .iter()
+                    .map(|&(p, n)| (parts[p].0.prefilled, n))
+                    .collect();
+                decoder.insert(engine::batch_of(&spec, longest + shared.max_new_tokens)?)
+            }
             Some(d) => {
                 if keep.len() < live.len() {
                     d.retain(&keep)?;
@@ -498,14 +539,18 @@ pub fn generate_batch(
             }
         };
         live = keep.iter().map(|&r| live[r]).collect();
+        let positions: Vec<usize> = live
+            .iter()
+            .map(|&k| parts[samples[k].0].0.prompt_ids.len() + i)
+            .collect();
         let t1 = Instant::now();
         // the previous step's rows are consumed: free them before the next ones exist
         // (a batch of 27 at vocab 262k holds 28 MB of logits)
         drop(std::mem::take(&mut logits));
-        logits = dec.step(&tokens, pos)?;
+        logits = dec.step_rows(&tokens, &positions)?;
         let ms = (t1.elapsed().as_secs_f64() * 1e3 / live.len() as f64) as f32;
-        for &j in &live {
-            states[j]
+        for &k in &live {
+            states[k]
                 .as_mut()
                 .expect("unfinished")
                 .trace
@@ -513,9 +558,9 @@ pub fn generate_batch(
                 .push(ms);
         }
     }
-    for (j, st) in states.iter_mut().enumerate() {
+    for (k, st) in states.iter_mut().enumerate() {
         if let Some(st) = st.take() {
-            on_done(j, st.finish(args.model)?)?;
+            on_done(samples[k].0, samples[k].1, st.finish(shared.model)?)?;
         }
     }
     Ok(())
@@ -708,29 +753,10 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
             }
             _ => exp.strategies.clone(),
         };
+        // every pending sample of each prompt, in canonical order
+        let mut work: Vec<(&Prompt, Vec<Pending>)> = Vec::new();
         for prompt in &exp.prompts {
-            if !pending_for_prompt(&expected, &done, &mspec.id, prompt) {
-                continue;
-            }
-            // (that it fits the context with max_new_tokens was checked by `preflight`)
-            let (prompt_ids, chat_prompt) = model.encode_prompt(prompt)?;
-            let mut prefilled = model.model.fork();
-            let t0 = Instant::now();
-            let first_logits = prefilled
-                .forward(&prompt_ids, 0)
-                .with_context(|| format!("prefill of prompt {:?}", prompt.id))?;
-            let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
-            let args = GenerateArgs {
-                model: &model,
-                prefilled: prefilled.as_ref(),
-                first_logits: &first_logits,
-                prompt_ids: &prompt_ids,
-                max_new_tokens: exp.max_new_tokens,
-                stop: &exp.stop,
-                stop_flag: &stop,
-            };
-            // every pending sample of this prompt, in canonical order
-            let mut pending: Vec<(&StrategySpec, usize, u64)> = Vec::new();
+            let mut pending = Vec::new();
             for strat in &strategies {
                 for idx in 0..exp.samples {
                     let key = (mspec.id.clone(), prompt.id.clone(), strat.id.clone(), idx);
@@ -742,70 +768,116 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                     pending.push((strat, idx, seed));
                 }
             }
-            let mut left_in_cell: HashMap<&str, usize> = HashMap::new();
-            for (strat, _, _) in &pending {
-                *left_in_cell.entry(strat.id.as_str()).or_default() += 1;
+            if !pending.is_empty() {
+                work.push((prompt, pending));
             }
-            // as few batches as `--batch` allows, of equal size: 36 samples at --batch 32 run
-            // as 18 + 18, not 32 + 4, so no strategy's samples end up alone in a small batch
-            // whose amortised forward time would read as that strategy's overhead
-            let batches = pending.len().div_ceil(opts.batch.max(1)).max(1);
-            let size = pending.len().div_ceil(batches).max(1);
-            for chunk in pending.chunks(size) {
+        }
+        let mut left_in_cell: HashMap<(&str, &str), usize> = HashMap::new();
+        for (prompt, pending) in &work {
+            for (strat, _, _) in pending {
+                *left_in_cell
+                    .entry((prompt.id.as_str(), strat.id.as_str()))
+                    .or_default() += 1;
+            }
+        }
+        let counts: Vec<usize> = work.iter().map(|w| w.1.len()).collect();
+        for group in plan_batches(&counts, opts.batch) {
+            // each prompt of the batch prefilled on its own
+            let mut prompts = Vec::with_capacity(group.len());
+            for (w, range) in &group {
+                let prompt = work[*w].0;
+                // (that it fits the context with max_new_tokens was checked by `preflight`)
+                let (prompt_ids, chat_prompt) = model.encode_prompt(prompt)?;
+                let mut prefilled = model.model.fork();
+                let t0 = Instant::now();
+                let first_logits = prefilled
+                    .forward(&prompt_ids, 0)
+                    .with_context(|| format!("prefill of prompt {:?}", prompt.id))?;
+                let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let chunk = &work[*w].1[range.clone()];
                 let jobs: Vec<Job> = chunk
                     .iter()
                     .map(|&(strategy, _, seed)| Job { strategy, seed })
                     .collect();
-                let result = generate_batch(&args, &jobs, |j, g| {
-                    let (strat, idx, seed) = chunk[j];
-                    let total_ms = g.trace.forward_ms.iter().map(|&x| x as f64).sum::<f64>()
-                        + g.trace.sampler_us.iter().map(|&x| x as f64).sum::<f64>() / 1e3;
-                    let rec = record(
-                        exp,
-                        &mspec.id,
-                        prompt,
-                        strat,
-                        idx,
-                        seed,
-                        &prompt_ids,
-                        chat_prompt.as_deref(),
-                        g,
-                        prefill_ms,
-                        total_ms,
-                    );
-                    if !rec.ok() {
-                        summary.samples_failed += 1;
-                        eprintln!(
-                            "declab: sample failed: {}/{}/{} #{idx}: {}",
-                            rec.model,
-                            rec.prompt_id,
-                            rec.strategy,
-                            rec.error.as_deref().unwrap_or("")
-                        );
-                    }
-                    summary.tokens_generated += rec.token_ids.len();
-                    progress.sample_done(rec.token_ids.len());
-                    out.append(&rec)?;
-                    summary.samples_run += 1;
-                    let left = left_in_cell.get_mut(strat.id.as_str()).expect("counted");
-                    *left -= 1;
-                    if *left == 0 {
-                        out.sync()?;
-                        progress.cell_done(&format!("{} / {} / {}", mspec.id, prompt.id, strat.id));
-                    }
-                    Ok(())
+                prompts.push(PromptPart {
+                    prompt,
+                    chunk,
+                    prompt_ids,
+                    chat_prompt,
+                    prefilled,
+                    first_logits,
+                    prefill_ms,
+                    jobs,
                 });
-                match result {
-                    Ok(()) => {}
-                    Err(_) if stop.load(Ordering::Relaxed) => {
-                        summary.interrupted = true;
-                        break 'models;
-                    }
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("generating samples of {}/{}", mspec.id, prompt.id)
-                        })
-                    }
+            }
+            let parts: Vec<(GenerateArgs, &[Job])> = prompts
+                .iter()
+                .map(|pp| {
+                    let args = GenerateArgs {
+                        model: &model,
+                        prefilled: pp.prefilled.as_ref(),
+                        first_logits: &pp.first_logits,
+                        prompt_ids: &pp.prompt_ids,
+                        max_new_tokens: exp.max_new_tokens,
+                        stop: &exp.stop,
+                        stop_flag: &stop,
+                    };
+                    (args, pp.jobs.as_slice())
+                })
+                .collect();
+            let result = generate_parts(&parts, |p, j, g| {
+                let pp = &prompts[p];
+                let (strat, idx, seed) = pp.chunk[j];
+                let total_ms = g.trace.forward_ms.iter().map(|&x| x as f64).sum::<f64>()
+                    + g.trace.sampler_us.iter().map(|&x| x as f64).sum::<f64>() / 1e3;
+                let rec = record(
+                    exp,
+                    &mspec.id,
+                    pp.prompt,
+                    strat,
+                    idx,
+                    seed,
+                    &pp.prompt_ids,
+                    pp.chat_prompt.as_deref(),
+                    g,
+                    pp.prefill_ms,
+                    total_ms,
+                );
+                if !rec.ok() {
+                    summary.samples_failed += 1;
+                    eprintln!(
+                        "declab: sample failed: {}/{}/{} #{idx}: {}",
+                        rec.model,
+                        rec.prompt_id,
+                        rec.strategy,
+                        rec.error.as_deref().unwrap_or("")
+                    );
+                }
+                summary.tokens_generated += rec.token_ids.len();
+                progress.sample_done(rec.token_ids.len());
+                out.append(&rec)?;
+                summary.samples_run += 1;
+                let left = left_in_cell
+                    .get_mut(&(pp.prompt.id.as_str(), strat.id.as_str()))
+                    .expect("counted");
+                *left -= 1;
+                if *left == 0 {
+                    out.sync()?;
+                    progress.cell_done(&format!("{} / {} / {}", mspec.id, pp.prompt.id, strat.id));
+                }
+                Ok(())
+            });
+            match result {
+                Ok(()) => {}
+                Err(_) if stop.load(Ordering::Relaxed) => {
+                    summary.interrupted = true;
+                    break 'models;
+                }
+                Err(e) => {
+                    let ids: Vec<&str> = prompts.iter().map(|p| p.prompt.id.as_str()).collect();
+                    return Err(e).with_context(|| {
+                        format!("generating samples of {}/{}", mspec.id, ids.join("+"))
+                    });
                 }
             }
             out.sync()?;
@@ -897,6 +969,61 @@ fn score_references(
     Ok(())
 }
 
+/// A sample to run: its strategy, sample index and seed.
+type Pending<'a> = (&'a StrategySpec, usize, u64);
+
+/// A prompt's part of a batch: its samples, its prefilled state and what its records take.
+struct PromptPart<'a> {
+    prompt: &'a Prompt,
+    /// the samples, in the jobs' order
+    chunk: &'a [Pending<'a>],
+    prompt_ids: Vec<u32>,
+    chat_prompt: Option<String>,
+    prefilled: Box<dyn LanguageModel>,
+    first_logits: Vec<f32>,
+    prefill_ms: f64,
+    jobs: Vec<Job<'a>>,
+}
+
+/// How the pending samples of a model's prompts (`counts[p]` for prompt p, in order) are cut
+/// into batches of at most `batch` rows: `(prompt, range of its pending samples)` per part of
+/// each batch. Consecutive prompts share a batch while their samples fit (ragged batching: a
+/// grid with few samples per prompt still decodes in full batches); a prompt with more than
+/// `batch` runs alone, in as few batches as it needs, of equal size: 36 samples at `--batch 32`
+/// run as 18 + 18, not 32 + 4, so no strategy's samples end up alone in a small batch whose
+/// amortised forward time would read as that strategy's overhead.
+pub fn plan_batches(counts: &[usize], batch: usize) -> Vec<Vec<(usize, Range<usize>)>> {
+    let batch = batch.max(1);
+    let mut plan: Vec<Vec<(usize, Range<usize>)>> = Vec::new();
+    let mut open: Vec<(usize, Range<usize>)> = Vec::new();
+    let mut rows = 0;
+    for (p, &c) in counts.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        if rows + c > batch && !open.is_empty() {
+            plan.push(std::mem::take(&mut open));
+            rows = 0;
+        }
+        if c > batch {
+            let n = c.div_ceil(batch);
+            let size = c.div_ceil(n);
+            plan.extend(
+                (0..c)
+                    .step_by(size)
+                    .map(|s| vec![(p, s..(s + size).min(c))]),
+            );
+        } else {
+            open.push((p, 0..c));
+            rows += c;
+        }
+    }
+    if !open.is_empty() {
+        plan.push(open);
+    }
+    plan
+}
+
 fn pending_for_prompt(
     expected: &HashSet<SampleKey>,
     done: &HashSet<SampleKey>,
@@ -949,5 +1076,60 @@ fn record(
             total_ms,
         },
         reference: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_batches;
+
+    #[test]
+    fn prompts_share_batches_while_they_fit_and_large_ones_split_evenly() {
+        // grid1-like: 27 samples a prompt at --batch 32, one prompt a batch
+        let plan = plan_batches(&[27, 27, 27], 32);
+        assert_eq!(
+            plan,
+            vec![vec![(0, 0..27)], vec![(1, 0..27)], vec![(2, 0..27)]]
+        );
+        // few samples a prompt: prompts packed together up to the batch
+        let plan = plan_batches(&[6, 6, 6, 6, 6, 6], 32);
+        assert_eq!(
+            plan,
+            vec![
+                vec![(0, 0..6), (1, 0..6), (2, 0..6), (3, 0..6), (4, 0..6)],
+                vec![(5, 0..6)]
+            ]
+        );
+        // a prompt larger than the batch runs alone in equal batches: 36 at 32 is 18 + 18
+        let plan = plan_batches(&[5, 36, 4, 0, 3], 32);
+        assert_eq!(
+            plan,
+            vec![
+                vec![(0, 0..5)],
+                vec![(1, 0..18)],
+                vec![(1, 18..36)],
+                vec![(2, 0..4), (4, 0..3)]
+            ]
+        );
+        // --batch 1: one sample at a time; nothing pending: no batch
+        assert_eq!(
+            plan_batches(&[2, 1], 1),
+            vec![vec![(0, 0..1)], vec![(0, 1..2)], vec![(1, 0..1)]]
+        );
+        assert!(plan_batches(&[0, 0], 8).is_empty());
+        // every sample planned once, no batch over the limit
+        for batch in 1..40 {
+            let counts = [7, 0, 33, 1, 12, 40, 2, 2];
+            let plan = plan_batches(&counts, batch);
+            let mut seen = vec![0; counts.len()];
+            for b in &plan {
+                assert!(b.iter().map(|(_, r)| r.len()).sum::<usize>() <= batch);
+                for (p, r) in b {
+                    assert_eq!(r.start, seen[*p], "batch {batch}: prompt {p} in order");
+                    seen[*p] = r.end;
+                }
+            }
+            assert_eq!(seen, counts, "batch {batch}");
+        }
     }
 }

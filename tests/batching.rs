@@ -1,6 +1,7 @@
 //! Batched decoding (`--batch`) does not change any sample: the same experiment run one sample
 //! at a time, in batches of 4 and all at once gives identical records, with samples that stop
-//! at different steps (stop strings, EOS) and every stateful strategy in the batch.
+//! at different steps (stop strings, EOS) and every stateful strategy in the batch. All at once
+//! is a ragged batch: both prompts (of different lengths) share it, each at its own position.
 
 mod common;
 

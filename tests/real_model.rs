@@ -270,7 +270,8 @@ samples: 3\nmax_new_tokens: 24\nstrategies:\n  - kind: greedy\n  - {{kind: tempe
 
 /// On both real models (Gemma 3's own kernels and candle's Q4_K/Q6_K; SmolLM2's Q4_1 through
 /// candle's generic kernel), a row's logits in a batch are bit-identical to decoding that
-/// sequence alone, as rows are dropped from the batch.
+/// sequence alone, as rows are dropped from the batch, also when the batch holds several
+/// prompts at different positions.
 #[test]
 fn real_models_give_every_batch_row_the_logits_it_gets_alone() {
     let models = real_models_dir();
@@ -296,6 +297,24 @@ fn real_models_give_every_batch_row_the_logits_it_gets_alone() {
             &keeps,
         )
         .unwrap_or_else(|e| panic!("{file}: {e}"));
+        // ragged: three prompts of different lengths in one batch, each part at its own
+        // position, as the runner packs a grid's prompts; a part leaves, rows reorder
+        let (pa, pb, pc): (Vec<u32>, Vec<u32>, Vec<u32>) = (
+            vec![1, 450, 4996, 17354],
+            (0..11u32).map(|i| 200 + i * 37).collect(),
+            vec![1, 818],
+        );
+        let keeps: [(usize, &[usize]); 2] = [(3, &[0, 1, 3, 4]), (6, &[0, 3, 2])];
+        declab::engine::check_parts_against_singles(
+            m.as_ref(),
+            &[
+                (&pa, &streams[..2]),
+                (&pb, &streams[2..3]),
+                (&pc, &streams[3..]),
+            ],
+            &keeps,
+        )
+        .unwrap_or_else(|e| panic!("{file}, ragged: {e}"));
     }
 }
 

@@ -286,6 +286,17 @@ impl Rope {
         let idx = Tensor::from_vec(idx, (seq, self.theta.len()), device)?;
         Ok((idx.cos()?, idx.sin()?))
     }
+
+    /// `(cos, sin)` for one token per row, row `r` at `positions[r]`: `(rows, 1, head_dim / 2)`
+    /// (each row's values are those [`Rope::at`] gives for its position).
+    fn rows(&self, positions: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        let idx: Vec<f32> = positions
+            .iter()
+            .flat_map(|&p| self.theta.iter().map(move |t| p as f32 * t))
+            .collect();
+        let idx = Tensor::from_vec(idx, (positions.len(), 1, self.theta.len()), device)?;
+        Ok((idx.cos()?, idx.sin()?))
+    }
 }
 
 fn apply_rope(x: &Tensor, (cos, sin): &(Tensor, Tensor), interleaved: bool) -> Result<Tensor> {
@@ -985,48 +996,177 @@ impl ModelWeights {
     pub fn forward(&mut self, x: &Tensor, index_pos: usize) -> Result<Vec<f32>> {
         let (b_sz, seq_len) = x.dims2()?;
         let w = self.w.clone();
-        if index_pos + seq_len > w.context_length {
+        check_context(&w, index_pos + seq_len)?;
+        let mut segs = [Segment {
+            caches: &mut self.caches,
+            rows: b_sz,
+            pos: index_pos,
+            reserve: self.reserve,
+        }];
+        run(&w, x, &mut segs)
+    }
+
+    /// One token for each row of several states (segments) at once, each segment at its own
+    /// position: `tokens` holds every row of `states[0]`, then of `states[1]`, ..., and
+    /// `positions[s]` is the position of segment s's token. The projections run on all the rows
+    /// together (one read of each weight serves every segment); attention runs per segment on
+    /// its own caches, as it would alone. Returns the logits, row after row.
+    pub fn forward_segments(
+        states: &mut [&mut ModelWeights],
+        tokens: &[u32],
+        positions: &[usize],
+        device: &Device,
+    ) -> Result<Vec<f32>> {
+        let Some(first) = states.first() else {
+            candle_core::bail!("no segments");
+        };
+        let w = first.w.clone();
+        if states.len() != positions.len() {
             candle_core::bail!(
-                "positions up to {} exceed the model's context length {}",
-                index_pos + seq_len,
-                w.context_length
+                "{} positions for {} segments",
+                positions.len(),
+                states.len()
             );
         }
-        // rows of the (possibly zero-padded) embedding matrix, cut to the model width
-        let mut h = w.tok_embeddings.lookup(x, w.embedding_length)?;
-        if w.family == Family::Gemma3 {
-            h = (h * (w.embedding_length as f64).sqrt())?;
+        let mut segs = Vec::with_capacity(states.len());
+        for (st, &pos) in states.iter_mut().zip(positions) {
+            if !Arc::ptr_eq(&st.w, &w) {
+                candle_core::bail!("segments of one forward must share their weights");
+            }
+            check_context(&w, pos + 1)?;
+            let rows = st.rows()?;
+            segs.push(Segment {
+                caches: &mut st.caches,
+                rows,
+                pos,
+                reserve: st.reserve,
+            });
         }
-        let global = w.rope_global.at(index_pos, seq_len, x.device())?;
-        let sliding = w.rope_sliding.at(index_pos, seq_len, x.device())?;
-        let ropes = Ropes {
-            global: &global,
-            sliding: &sliding,
-            interleaved: w.rope_interleaved,
-        };
-        for (layer, cache) in w.layers.iter().zip(self.caches.iter_mut()) {
-            let residual = &h;
-            let x = layer.attention_norm.forward(&h)?;
-            let x = attention(layer, cache, &x, index_pos, &ropes, self.reserve)?;
-            let x = maybe_norm(&layer.post_attention_norm, x)?;
-            let x = (x + residual)?;
-            let residual = &x;
-            let y = layer.ffn_norm.forward(&x)?;
-            let gu = layer.gate_up.forward(&y)?;
-            let y = match w.family {
-                Family::Gemma3 => geglu(&gu[0], &gu[1])?,
-                Family::Llama => (candle_nn::ops::silu(&gu[0])? * &gu[1])?,
-            };
-            let y = layer.down.forward_one(&y)?;
-            let y = maybe_norm(&layer.post_ffn_norm, y)?;
-            h = (y + residual)?;
+        let total: usize = segs.iter().map(|s| s.rows).sum();
+        if tokens.len() != total {
+            candle_core::bail!("{} tokens for {total} rows", tokens.len());
         }
-        let x = h.i((.., seq_len - 1, ..))?.contiguous()?;
-        let x = w.norm.forward(&x)?;
-        let out = w.output.logits(&x)?;
-        debug_assert_eq!(out.len(), b_sz * w.output.vocab());
-        Ok(out)
+        let x = Tensor::new(tokens, device)?.unsqueeze(1)?;
+        run(&w, &x, &mut segs)
     }
+
+    /// The sequences this state holds (the first cache's batch; 1 before any forward).
+    fn rows(&self) -> Result<usize> {
+        match self.caches.iter().flatten().next() {
+            Some(c) => c.k.dim(0),
+            None => Ok(1),
+        }
+    }
+}
+
+fn check_context(w: &Weights, end: usize) -> Result<()> {
+    if end > w.context_length {
+        candle_core::bail!(
+            "positions up to {end} exceed the model's context length {}",
+            w.context_length
+        );
+    }
+    Ok(())
+}
+
+/// Rows of one batch state inside a forward: its layers' caches, its row count and position.
+struct Segment<'a> {
+    caches: &'a mut [Option<KvCache>],
+    rows: usize,
+    pos: usize,
+    reserve: usize,
+}
+
+/// The forward pass over `x` (`(rows, seq_len)`, the segments' rows in order; `seq_len` > 1
+/// only with one segment).
+fn run(w: &Weights, x: &Tensor, segs: &mut [Segment]) -> Result<Vec<f32>> {
+    let (b_sz, seq_len) = x.dims2()?;
+    debug_assert_eq!(segs.iter().map(|s| s.rows).sum::<usize>(), b_sz);
+    if seq_len > 1 && segs.len() > 1 {
+        candle_core::bail!("a prompt of several tokens runs as a segment of its own");
+    }
+    // rows of the (possibly zero-padded) embedding matrix, cut to the model width
+    let mut h = w.tok_embeddings.lookup(x, w.embedding_length)?;
+    if w.family == Family::Gemma3 {
+        h = (h * (w.embedding_length as f64).sqrt())?;
+    }
+    // one segment: (seq_len, head_dim / 2) rotations; several: one row of them per row
+    let ropes = (
+        w.rope_global.at(segs[0].pos, seq_len, x.device())?,
+        w.rope_sliding.at(segs[0].pos, seq_len, x.device())?,
+    );
+    let row_ropes = if segs.len() > 1 {
+        let at: Vec<usize> = segs
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s.pos, s.rows))
+            .collect();
+        (
+            w.rope_global.rows(&at, x.device())?,
+            w.rope_sliding.rows(&at, x.device())?,
+        )
+    } else {
+        ropes.clone()
+    };
+    for (li, layer) in w.layers.iter().enumerate() {
+        let residual = &h;
+        let x = layer.attention_norm.forward(&h)?;
+        let qkv = layer.qkv.forward(&x)?;
+        let out = if let [s] = segs {
+            let r = Ropes {
+                global: &ropes.0,
+                sliding: &ropes.1,
+                interleaved: w.rope_interleaved,
+            };
+            attention(layer, &mut s.caches[li], &qkv, s.pos, &r, s.reserve)?
+        } else {
+            // norms and rotations on every row at once (each row at its segment's position),
+            // then each segment's rows attend over its own cache
+            let r = Ropes {
+                global: &row_ropes.0,
+                sliding: &row_ropes.1,
+                interleaved: w.rope_interleaved,
+            };
+            let (q, k, v) = heads(layer, &qkv, &r)?;
+            let mut parts = Vec::with_capacity(segs.len());
+            let mut first = 0;
+            for s in segs.iter_mut() {
+                let (q, k, v) = (
+                    q.narrow(0, first, s.rows)?,
+                    k.narrow(0, first, s.rows)?,
+                    v.narrow(0, first, s.rows)?,
+                );
+                parts.push(attend(
+                    layer,
+                    &mut s.caches[li],
+                    &q,
+                    &k,
+                    &v,
+                    s.pos,
+                    s.reserve,
+                )?);
+                first += s.rows;
+            }
+            Tensor::cat(&parts, 0)?
+        };
+        let x = layer.wo.forward_one(&out)?;
+        let x = maybe_norm(&layer.post_attention_norm, x)?;
+        let x = (x + residual)?;
+        let residual = &x;
+        let y = layer.ffn_norm.forward(&x)?;
+        let gu = layer.gate_up.forward(&y)?;
+        let y = match w.family {
+            Family::Gemma3 => geglu(&gu[0], &gu[1])?,
+            Family::Llama => (candle_nn::ops::silu(&gu[0])? * &gu[1])?,
+        };
+        let y = layer.down.forward_one(&y)?;
+        let y = maybe_norm(&layer.post_ffn_norm, y)?;
+        h = (y + residual)?;
+    }
+    let x = h.i((.., seq_len - 1, ..))?.contiguous()?;
+    let x = w.norm.forward(&x)?;
+    let out = w.output.logits(&x)?;
+    debug_assert_eq!(out.len(), b_sz * w.output.vocab());
+    Ok(out)
 }
 
 /// Gemma 3's MLP: `gelu(gate) * up`, GELU with the tanh approximation, `0.5 x (1 + tanh(sqrt(2/pi)
@@ -1078,16 +1218,24 @@ struct Ropes<'a> {
     interleaved: bool,
 }
 
+/// Attention of one segment's rows: `qkv` their projected queries, keys and values
+/// (`(rows, seq, width)` each); returns the heads' output, before the output projection.
 fn attention(
     l: &Layer,
     cache: &mut Option<KvCache>,
-    x: &Tensor,
+    qkv: &[Tensor],
     pos: usize,
     ropes: &Ropes,
     reserve: usize,
 ) -> Result<Tensor> {
-    let (b, seq, _) = x.dims3()?;
-    let qkv = l.qkv.forward(x)?;
+    let (q, k, v) = heads(l, qkv, ropes)?;
+    attend(l, cache, &q, &k, &v, pos, reserve)
+}
+
+/// `qkv`'s rows as heads, `(rows, heads, seq, head_dim)`: queries and keys normed (Gemma 3)
+/// and rotated, values as they are.
+fn heads(l: &Layer, qkv: &[Tensor], ropes: &Ropes) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, seq, _) = qkv[0].dims3()?;
     let q = qkv[0]
         .reshape((b, seq, l.n_head, l.head_dim))?
         .transpose(1, 2)?;
@@ -1106,10 +1254,25 @@ fn attention(
     };
     let q = apply_rope(&q, rope, ropes.interleaved)?;
     let k = apply_rope(&k, rope, ropes.interleaved)?;
+    Ok((q, k, v))
+}
 
+/// One segment's attention on its cache: `q`, `k`, `v` its rows' heads at positions
+/// `pos..pos + seq`; returns the heads' output `(rows, seq, heads * head_dim)`.
+fn attend(
+    l: &Layer,
+    cache: &mut Option<KvCache>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    pos: usize,
+    reserve: usize,
+) -> Result<Tensor> {
+    let (b, _, seq, _) = q.dims4()?;
+    let device = q.device();
     let c = cache.get_or_insert_with(|| KvCache {
-        k: Tensor::zeros((0, 0, 0, 0), DType::F32, x.device()).expect("empty tensor"),
-        v: Tensor::zeros((0, 0, 0, 0), DType::F32, x.device()).expect("empty tensor"),
+        k: Tensor::zeros((0, 0, 0, 0), DType::F32, device).expect("empty tensor"),
+        v: Tensor::zeros((0, 0, 0, 0), DType::F32, device).expect("empty tensor"),
         len: 0,
     });
     // Writing at `pos` rewinds a longer cache; a gap is an error.
@@ -1118,7 +1281,7 @@ fn attention(
     } else if c.len < pos {
         candle_core::bail!("position {pos} but the KV cache holds {} positions", c.len);
     }
-    c.append(&k, &v, reserve)?;
+    c.append(k, v, reserve)?;
     let total = c.len;
     let scale = l.attn_scale;
     let n_rep = l.n_head / l.n_kv_head;
@@ -1143,14 +1306,14 @@ fn attention(
         let k = candle_transformers::utils::repeat_kv(k, n_rep)?;
         let v = candle_transformers::utils::repeat_kv(v, n_rep)?;
         let att = (q.matmul(&k.t()?)? * scale)?;
-        let mask = causal_mask(seq, pos, l.sliding_window, x.device())?;
+        let mask = causal_mask(seq, pos, l.sliding_window, device)?;
         let att = att.broadcast_add(&mask)?;
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         att.matmul(&v)?
             .transpose(1, 2)?
             .reshape((b, seq, l.n_head * l.head_dim))?
     };
-    l.wo.forward_one(&out)
+    Ok(out)
 }
 
 /// Additive mask for `seq` new positions after `pos` cached ones: 0 where query i (at

@@ -33,19 +33,58 @@ pub trait LanguageModel: Send {
     /// `n` copies of this sequence that decode together, one token per row per step, with
     /// room for `positions` positions in all. A row's logits do not depend on the batch.
     fn batch(&self, n: usize, positions: usize) -> Result<Box<dyn BatchDecoder>> {
-        let _ = positions;
-        Ok(Box::new(RowByRow {
-            rows: (0..n).map(|_| self.fork()).collect(),
-        }))
+        batch_of(&[(self.as_dyn(), n)], positions)
     }
+    /// This model as a trait object (for [`batch_of`]).
+    fn as_dyn(&self) -> &dyn LanguageModel;
+    /// For [`batch_of`]: the concrete model behind the trait object.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
-/// Sequences at the same position decoded together.
+/// Several prefilled sequences decoded together: `parts[i] = (sequence, n)` puts `n` copies
+/// of sequence i in the batch, its rows after those of the parts before it, each part at its
+/// own position (ragged batching: the prompts of a grid can share one batch, and so each
+/// weight read). `positions`: room for that many positions per row. A row's logits do not
+/// depend on the batch or on the other parts.
+pub fn batch_of(
+    parts: &[(&dyn LanguageModel, usize)],
+    positions: usize,
+) -> Result<Box<dyn BatchDecoder>> {
+    let decoders: Option<Vec<&Decoder>> = parts
+        .iter()
+        .map(|(m, _)| m.as_any().downcast_ref::<Decoder>())
+        .collect();
+    if let Some(ds) = decoders.filter(|ds| !ds.is_empty()) {
+        let segs = ds
+            .iter()
+            .zip(parts)
+            .map(|(d, &(_, n))| Ok((d.inner.replicate(n, positions)?, n)))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Box::new(DecoderBatch {
+            segs,
+            device: ds[0].device.clone(),
+        }));
+    }
+    Ok(Box::new(RowByRow {
+        rows: parts
+            .iter()
+            .flat_map(|&(m, n)| (0..n).map(move |_| m.fork()))
+            .collect(),
+    }))
+}
+
+/// Sequences decoded together, one token per row per step.
 pub trait BatchDecoder: Send {
     fn rows(&self) -> usize;
-    /// One token per row, every row at position `pos`; the logits, row after row.
-    fn step(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>>;
-    /// Keep only `rows` (indices into the current rows, in that order).
+    /// One token per row, row `r` at position `positions[r]`; the logits, row after row.
+    /// Rows of one part of [`batch_of`] share a position.
+    fn step_rows(&mut self, tokens: &[u32], positions: &[usize]) -> Result<Vec<f32>>;
+    /// One token per row, every row at position `pos`.
+    fn step(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+        self.step_rows(tokens, &vec![pos; tokens.len()])
+    }
+    /// Keep only `rows` (indices into the current rows, in that order; the rows of a part of
+    /// [`batch_of`] stay together, and the parts in their order).
     fn retain(&mut self, rows: &[usize]) -> Result<()>;
 }
 
@@ -59,9 +98,12 @@ impl BatchDecoder for RowByRow {
         self.rows.len()
     }
 
-    fn step(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
+    fn step_rows(&mut self, tokens: &[u32], positions: &[usize]) -> Result<Vec<f32>> {
+        if tokens.len() != self.rows.len() || positions.len() != tokens.len() {
+            bail!("{} tokens for a batch of {}", tokens.len(), self.rows.len());
+        }
         let mut out = Vec::new();
-        for (m, &t) in self.rows.iter_mut().zip(tokens) {
+        for ((m, &t), &pos) in self.rows.iter_mut().zip(tokens).zip(positions) {
             out.extend(m.forward(&[t], pos)?);
         }
         Ok(out)
@@ -99,37 +141,90 @@ impl LanguageModel for Decoder {
         })
     }
 
-    fn batch(&self, n: usize, positions: usize) -> Result<Box<dyn BatchDecoder>> {
-        Ok(Box::new(DecoderBatch {
-            inner: self.inner.replicate(n, positions)?,
-            device: self.device.clone(),
-            rows: n,
-        }))
+    fn as_dyn(&self) -> &dyn LanguageModel {
+        self
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
+/// Parts of [`batch_of`] on declab's forward: each part a batch state of its own (its caches,
+/// its position), all stepped in one forward ([`decoder::ModelWeights::forward_segments`]).
 struct DecoderBatch {
-    inner: decoder::ModelWeights,
+    /// (state, rows) per part still in the batch
+    segs: Vec<(decoder::ModelWeights, usize)>,
     device: Device,
-    rows: usize,
 }
 
 impl BatchDecoder for DecoderBatch {
     fn rows(&self) -> usize {
-        self.rows
+        self.segs.iter().map(|s| s.1).sum()
     }
 
-    fn step(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>> {
-        if tokens.len() != self.rows {
-            bail!("{} tokens for a batch of {}", tokens.len(), self.rows);
+    fn step_rows(&mut self, tokens: &[u32], positions: &[usize]) -> Result<Vec<f32>> {
+        let rows = self.rows();
+        if tokens.len() != rows || positions.len() != rows {
+            bail!("{} tokens for a batch of {rows}", tokens.len());
         }
-        let x = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
-        Ok(self.inner.forward(&x, pos)?)
+        let mut pos = Vec::with_capacity(self.segs.len());
+        let mut first = 0;
+        for (_, n) in &self.segs {
+            let p = positions[first];
+            if positions[first..first + n].iter().any(|&q| q != p) {
+                bail!("the rows of one part of a batch step at one position");
+            }
+            pos.push(p);
+            first += n;
+        }
+        if let [(state, _)] = self.segs.as_mut_slice() {
+            let x = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
+            return Ok(state.forward(&x, pos[0])?);
+        }
+        let mut states: Vec<&mut decoder::ModelWeights> =
+            self.segs.iter_mut().map(|(s, _)| s).collect();
+        Ok(decoder::ModelWeights::forward_segments(
+            &mut states,
+            tokens,
+            &pos,
+            &self.device,
+        )?)
     }
 
     fn retain(&mut self, rows: &[usize]) -> Result<()> {
-        self.inner.retain(rows)?;
-        self.rows = rows.len();
+        // each kept row as (part, row within the part)
+        let mut starts = Vec::with_capacity(self.segs.len());
+        let mut total = 0;
+        for (_, n) in &self.segs {
+            starts.push(total);
+            total += n;
+        }
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &r in rows {
+            if r >= total {
+                bail!("row {r} is not in a batch of {total}");
+            }
+            let part = starts.partition_point(|&s| s <= r) - 1;
+            match groups.last_mut() {
+                Some((p, mine)) if *p == part => mine.push(r - starts[part]),
+                Some((p, _)) if *p > part => {
+                    bail!("kept rows must keep the parts of the batch together and in order")
+                }
+                _ => groups.push((part, vec![r - starts[part]])),
+            }
+        }
+        let mut old: Vec<Option<(decoder::ModelWeights, usize)>> = std::mem::take(&mut self.segs)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for (part, mine) in groups {
+            let (mut state, n) = old[part].take().expect("each part once");
+            if mine.len() != n || mine.iter().enumerate().any(|(i, &r)| i != r) {
+                state.retain(&mine)?;
+            }
+            self.segs.push((state, mine.len()));
+        }
         Ok(())
     }
 }
@@ -737,29 +832,59 @@ fn finish_load(
 /// their steps (`(step, indices into the current rows)`), and every row's logits at every step
 /// must be bit-identical to decoding that stream alone. The first mismatch is the error. Used by
 /// the tiny model's tests and the real models' (`tests/real_model.rs`).
-// `i` is a step, indexing each live stream (`streams[r][i]`), not one slice to iterate
-#[allow(clippy::needless_range_loop)]
 pub fn check_batch_against_singles(
     model: &dyn LanguageModel,
     prefix: &[u32],
     streams: &[Vec<u32>],
     keeps: &[(usize, &[usize])],
 ) -> Result<()> {
-    let steps = streams.iter().map(Vec::len).min().unwrap_or(0);
-    let mut pre = model.fork();
-    pre.forward(prefix, 0)?;
+    check_parts_against_singles(model, &[(prefix, streams)], keeps)
+}
+
+/// [`check_batch_against_singles`] for a ragged batch ([`batch_of`]): part `p` is
+/// `parts[p].1`'s streams after the prompt `parts[p].0`, so the parts step at different
+/// positions; the rows are part 0's streams, then part 1's, and so on.
+// `i` is a step, indexing each live stream (`streams[r][i]`), not one slice to iterate
+#[allow(clippy::needless_range_loop)]
+pub fn check_parts_against_singles(
+    model: &dyn LanguageModel,
+    parts: &[(&[u32], &[Vec<u32>])],
+    keeps: &[(usize, &[usize])],
+) -> Result<()> {
+    // (prompt length, stream) per row
+    let rows: Vec<(usize, &Vec<u32>)> = parts
+        .iter()
+        .flat_map(|(prefix, streams)| streams.iter().map(move |s| (prefix.len(), s)))
+        .collect();
+    let steps = rows.iter().map(|r| r.1.len()).min().unwrap_or(0);
+    let mut pres = Vec::with_capacity(parts.len());
+    for (prefix, _) in parts {
+        let mut pre = model.fork();
+        pre.forward(prefix, 0)?;
+        pres.push(pre);
+    }
+    let longest = parts.iter().map(|p| p.0.len()).max().unwrap_or(0);
     // a small reservation, so the caches also grow while decoding
-    let mut batch = pre.batch(streams.len(), prefix.len() + 4)?;
-    let mut singles: Vec<Box<dyn LanguageModel>> = streams.iter().map(|_| pre.fork()).collect();
-    let mut live: Vec<usize> = (0..streams.len()).collect();
+    let spec: Vec<(&dyn LanguageModel, usize)> = pres
+        .iter()
+        .zip(parts)
+        .map(|(p, (_, streams))| (p.as_dyn(), streams.len()))
+        .collect();
+    let mut batch = batch_of(&spec, longest + 4)?;
+    let mut singles: Vec<Box<dyn LanguageModel>> = pres
+        .iter()
+        .zip(parts)
+        .flat_map(|(p, (_, streams))| streams.iter().map(move |_| p.fork()))
+        .collect();
+    let mut live: Vec<usize> = (0..rows.len()).collect();
     for i in 0..steps {
         if let Some((_, keep)) = keeps.iter().find(|(at, _)| *at == i) {
             batch.retain(keep)?;
             live = keep.iter().map(|&k| live[k]).collect();
         }
-        let pos = prefix.len() + i;
-        let tokens: Vec<u32> = live.iter().map(|&r| streams[r][i]).collect();
-        let out = batch.step(&tokens, pos)?;
+        let tokens: Vec<u32> = live.iter().map(|&r| rows[r].1[i]).collect();
+        let positions: Vec<usize> = live.iter().map(|&r| rows[r].0 + i).collect();
+        let out = batch.step_rows(&tokens, &positions)?;
         if batch.rows() != live.len() || out.len() % live.len() != 0 {
             bail!(
                 "step {i}: {} rows and {} logits for {} sequences",
@@ -770,7 +895,7 @@ pub fn check_batch_against_singles(
         }
         let v = out.len() / live.len();
         for (row, &r) in live.iter().enumerate() {
-            let alone = singles[r].forward(&[streams[r][i]], pos)?;
+            let alone = singles[r].forward(&[rows[r].1[i]], positions[row])?;
             let same = out[row * v..(row + 1) * v]
                 .iter()
                 .zip(&alone)
@@ -890,5 +1015,39 @@ mod tests {
             .collect();
         let keeps: [(usize, &[usize]); 2] = [(10, &[0, 2, 3, 4]), (25, &[3, 1])];
         check_batch_against_singles(m.model.as_ref(), &[5, 9, 13], &streams, &keeps).unwrap();
+    }
+
+    /// Prompts of different lengths in one batch (ragged): every row bit-identical to its
+    /// stream alone, past the tiny model's 8-token sliding window, through retains that drop
+    /// a whole part, rows of a part, and reorder rows within a part; rows that would mix the
+    /// parts' order are refused.
+    #[test]
+    fn ragged_batches_of_prompts_equal_single_sequences_bit_for_bit() {
+        let (_d, m) = tiny();
+        let stream = |r: usize| -> Vec<u32> {
+            (0..30)
+                .map(|i| 4 + ((r * 13 + i * 5) % 60) as u32)
+                .collect()
+        };
+        let a: Vec<Vec<u32>> = (0..3).map(stream).collect();
+        let b: Vec<Vec<u32>> = (3..5).map(stream).collect();
+        let c: Vec<Vec<u32>> = (5..9).map(stream).collect();
+        let (pa, pb, pc): (Vec<u32>, Vec<u32>, Vec<u32>) =
+            (vec![5, 9, 13], (4..15).collect(), vec![7]);
+        // rows: a 0-2, b 3-4, c 5-8
+        let keeps: [(usize, &[usize]); 3] = [
+            (4, &[0, 2, 3, 4, 5, 6, 7, 8]), // a loses a row
+            (9, &[0, 1, 4, 6, 7, 5]),       // b gone, c reordered
+            (20, &[1, 3]),                  // one row of a and one of c
+        ];
+        check_parts_against_singles(m.model.as_ref(), &[(&pa, &a), (&pb, &b), (&pc, &c)], &keeps)
+            .unwrap();
+        let err =
+            check_parts_against_singles(m.model.as_ref(), &[(&pa, &a), (&pb, &b)], &[(2, &[3, 0])])
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("parts of the batch together"),
+            "{err}"
+        );
     }
 }
