@@ -8,7 +8,7 @@
 # -n 64), batched decode at B = 27 against llama.cpp's own batched decode at the same batch
 # (llama-batched-bench -npl 27; declab's figure includes its greedy sampler on every row), load
 # time, and peak RSS for a single stream (`time -v` on a 128-token greedy run; declab's peak up
-# to its single stream) and for the batch (`time -v` on both whole runs). For Gemma also the sampler: per-row
+# to its single stream) and for the batch (llama.cpp: `time -v` on its whole run; declab: its peak up to the end of the batch). For Gemma also the sampler: per-row
 # latency against llama.cpp's sampling time, and each strategy's share of the per-token time
 # inside a batch (`declab bench`). Not part of CI (the llama.cpp build takes ~5 minutes on 2
 # cores). Usage: make bench-peer; the table is also written to $WORK/bench-peer.txt.
@@ -55,7 +55,8 @@ for m in gemma smollm2; do
   grep -E "^(load|prefill|single|batch)" "$WORK/declab-$m.txt"
   D=$WORK/declab-$m.txt
   DL_RSS=$(awk '/^memory after single stream/{print $9}' "$D")
-  DL_BATCH_RSS=$(awk '/Maximum resident/{print $6/1024}' "$D")
+  # decode_speed's peak up to the end of its batch (its ragged comparison runs after)
+  DL_BATCH_RSS=$(awk -v b=$BATCH '$0 ~ "^memory after batch "b":" {print $9}' "$D")
   DL_LOAD=$(awk '/^load/{print $2}' "$D")
   DL_PP16=$(awk '/^prefill 16 tokens/{print 16/$4*1000}' "$D")
   DL_PP512=$(awk '/^prefill 512 tokens/{print 512/$4*1000}' "$D")
@@ -103,7 +104,7 @@ out.append("(tok/s: higher is better; ms, MiB, us: lower is better. The batch ro
 out.append(" decode speed at the same batch; declab's includes its greedy sampler on every row. llama.cpp's")
 out.append(" sampler time is its whole common_sampler_sample per token; declab's is bench's median on a cold row.")
 out.append(" Peak RSS, single stream: load, a short prompt and 128 (llama.cpp) or 32 (declab) greedy tokens;")
-out.append(" batch: the whole llama-batched-bench run (its KV cache sized by -c 4096) against the whole decode_speed run.)")
+out.append(" batch: the whole llama-batched-bench run (its KV cache sized by -c 4096) against decode_speed up to the end of its batch.)")
 b = bench.get("batched", [])
 if b:
     out.append("")
