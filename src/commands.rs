@@ -1010,12 +1010,21 @@ fn select_cmd(a: &SelectArgs) -> Result<i32> {
         return Err(ConfigError::new(a.input, errors).into());
     }
 
+    // every group's candidates, the groups sharing batches (ragged: several prompts a batch)
+    let groups: Vec<(&[u32], Vec<&[u32]>)> = work
+        .iter()
+        .map(|(prompt_ids, texts)| {
+            (
+                prompt_ids.as_slice(),
+                texts.iter().map(Vec::as_slice).collect(),
+            )
+        })
+        .collect();
+    let forced_groups =
+        teacher::force_groups(&model, &groups).context("teacher-forcing the candidates")?;
     let mut rows = Vec::new();
     let mut traces_jsonl: Vec<u8> = Vec::new();
-    for (g, (prompt_ids, texts)) in parsed.groups.iter().zip(&work) {
-        let slices: Vec<&[u32]> = texts.iter().map(Vec::as_slice).collect();
-        let forced = teacher::force(&model, prompt_ids, &slices)
-            .with_context(|| format!("teacher-forcing {}", label(g)))?;
+    for (g, forced) in parsed.groups.iter().zip(&forced_groups) {
         let traces: Vec<crate::record::Trace> =
             forced.iter().map(|f| teacher::trace_of(f)).collect();
         let cands: Vec<crate::select::Candidate> = g

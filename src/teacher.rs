@@ -15,7 +15,8 @@ use crate::engine::{BatchDecoder, LanguageModel, LoadedModel};
 use crate::record::{RefScore, Trace};
 use crate::strategy::{self, ForcedStep};
 
-/// Continuations of one prompt teacher-forced together at most (as `run --batch`'s default).
+/// Continuations teacher-forced together at most (as `run --batch`'s default), of one prompt
+/// or of several ([`force_groups`]).
 pub const BATCH: usize = crate::runner::DEFAULT_BATCH as usize;
 
 /// A prompt's ids as `run` feeds them (`LoadedModel::encode`, special tokens included).
@@ -97,61 +98,140 @@ pub fn force(
     prompt_ids: &[u32],
     texts: &[&[u32]],
 ) -> Result<Vec<Vec<ForcedStep>>> {
-    let mut prefilled = model.model.fork();
-    let first = prefilled
-        .forward(prompt_ids, 0)
-        .context("prefill of the prompt")?;
-    let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(BATCH) {
-        out.extend(force_batch(
-            prefilled.as_ref(),
-            &first,
-            prompt_ids.len(),
-            chunk,
-        )?);
+    let mut out = force_groups(model, &[(prompt_ids, texts.to_vec())])?;
+    Ok(out.pop().unwrap_or_default())
+}
+
+/// [`force`] for several prompts at once: `groups[g] = (prompt ids, continuations)`. The
+/// groups' continuations share batches of at most [`BATCH`] rows as `declab run`'s samples do
+/// ([`crate::runner::plan_batches`]: consecutive prompts together while they fit, each at its
+/// own position), so many prompts with a few candidates each decode in full batches. The steps
+/// per group, in input order.
+pub fn force_groups(
+    model: &LoadedModel,
+    groups: &[(&[u32], Vec<&[u32]>)],
+) -> Result<Vec<Vec<Vec<ForcedStep>>>> {
+    let counts: Vec<usize> = groups.iter().map(|g| g.1.len()).collect();
+    let mut out: Vec<Vec<Vec<ForcedStep>>> =
+        counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+    for batch in crate::runner::plan_batches(&counts, BATCH) {
+        let mut prefilled = Vec::with_capacity(batch.len());
+        for (g, _) in &batch {
+            let mut p = model.model.fork();
+            let first = p
+                .forward(groups[*g].0, 0)
+                .with_context(|| format!("prefill of the prompt of group {}", g + 1))?;
+            prefilled.push((p, first));
+        }
+        let parts: Vec<Part> = batch
+            .iter()
+            .zip(&prefilled)
+            .map(|((g, range), (p, first))| Part {
+                group: *g,
+                offset: range.start,
+                prefilled: p.as_ref(),
+                first,
+                prompt_len: groups[*g].0.len(),
+                texts: &groups[*g].1[range.clone()],
+            })
+            .collect();
+        for ((g, _), steps) in batch.iter().zip(force_parts(&parts)?) {
+            out[*g].extend(steps);
+        }
     }
     Ok(out)
 }
 
-/// One batch of [`force`] from the prefilled state and its logits.
-fn force_batch(
-    prefilled: &dyn LanguageModel,
-    first: &[f32],
+/// A prompt's continuations inside one batch of [`force_parts`].
+struct Part<'a> {
+    /// the group (input order) and the index of `texts[0]` in it, for errors
+    group: usize,
+    offset: usize,
+    prefilled: &'a dyn LanguageModel,
+    first: &'a [f32],
     prompt_len: usize,
-    texts: &[&[u32]],
-) -> Result<Vec<Vec<ForcedStep>>> {
-    let vocab = first.len();
-    let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
-    let mut out: Vec<Vec<ForcedStep>> = texts.iter().map(|t| Vec::with_capacity(t.len())).collect();
-    // live[r]: the text decoded in row r
-    let mut live: Vec<usize> = (0..texts.len()).filter(|&j| !texts[j].is_empty()).collect();
+    texts: &'a [&'a [u32]],
+}
+
+/// One batch of [`force_groups`]: every part's continuations as rows of one (ragged) batch.
+// `i` is a step, indexing each live text (`texts[p][j][i]`), not one slice to iterate
+#[allow(clippy::needless_range_loop)]
+fn force_parts(parts: &[Part]) -> Result<Vec<Vec<Vec<ForcedStep>>>> {
+    // (part, text) per row, part after part: the batch's row order
+    let rows: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, part)| (0..part.texts.len()).map(move |j| (p, j)))
+        .collect();
+    let text = |k: usize| parts[rows[k].0].texts[rows[k].1];
+    let Some(vocab) = parts.first().map(|p| p.first.len()) else {
+        return Ok(Vec::new());
+    };
+    let longest = (0..rows.len()).map(|k| text(k).len()).max().unwrap_or(0);
+    let longest_prompt = parts.iter().map(|p| p.prompt_len).max().unwrap_or(0);
+    let mut out: Vec<Vec<Vec<ForcedStep>>> = parts
+        .iter()
+        .map(|p| {
+            p.texts
+                .iter()
+                .map(|t| Vec::with_capacity(t.len()))
+                .collect()
+        })
+        .collect();
+    // live[r]: the row (index into `rows`) decoded in batch row r
+    let mut live: Vec<usize> = (0..rows.len()).filter(|&k| !text(k).is_empty()).collect();
     let mut decoder: Option<Box<dyn BatchDecoder>> = None;
     let mut logits: Vec<f32> = Vec::new();
+    // what the rows' steps read (the parts themselves hold models, which stay on this thread)
+    let firsts: Vec<&[f32]> = parts.iter().map(|p| p.first).collect();
+    let texts: Vec<&[&[u32]]> = parts.iter().map(|p| p.texts).collect();
+    let names: Vec<(usize, usize)> = parts.iter().map(|p| (p.group + 1, p.offset)).collect();
     for i in 0..longest {
-        let rows = &logits;
+        let ready = &logits;
         let stepped: Vec<Result<ForcedStep>> = crate::pool::map(live.len(), |r| {
+            let (p, j) = rows[live[r]];
             let row = if i == 0 {
-                first
+                firsts[p]
             } else {
-                &rows[r * vocab..(r + 1) * vocab]
+                &ready[r * vocab..(r + 1) * vocab]
             };
-            let j = live[r];
-            strategy::forced_step(row, texts[j][i])
-                .map_err(|e| anyhow!("text {j}, token {i}: invalid logits: {e}"))
+            strategy::forced_step(row, texts[p][j][i]).map_err(|e| {
+                anyhow!(
+                    "group {}, text {}, token {i}: invalid logits: {e}",
+                    names[p].0,
+                    names[p].1 + j
+                )
+            })
         });
-        for (&j, s) in live.iter().zip(stepped) {
-            out[j].push(s?);
+        for (&k, s) in live.iter().zip(stepped) {
+            let (p, j) = rows[k];
+            out[p][j].push(s?);
         }
         // the rows that go on feed their token i; the others end here (as a sample ends after
         // its last token, which is never fed)
         let keep: Vec<usize> = (0..live.len())
-            .filter(|&r| texts[live[r]].len() > i + 1)
+            .filter(|&r| text(live[r]).len() > i + 1)
             .collect();
         if keep.is_empty() {
             break;
         }
         let dec = match decoder.as_mut() {
-            None => decoder.insert(prefilled.batch(keep.len(), prompt_len + longest)?),
+            None => {
+                // each part with rows left, as many copies of its prefilled state
+                let mut counts: Vec<(usize, usize)> = Vec::new();
+                for &r in &keep {
+                    let p = rows[live[r]].0;
+                    match counts.last_mut() {
+                        Some((last, n)) if *last == p => *n += 1,
+                        _ => counts.push((p, 1)),
+                    }
+                }
+                let spec: Vec<(&dyn LanguageModel, usize)> = counts
+                    .iter()
+                    .map(|&(p, n)| (parts[p].prefilled, n))
+                    .collect();
+                decoder.insert(crate::engine::batch_of(&spec, longest_prompt + longest)?)
+            }
             Some(d) => {
                 if keep.len() < live.len() {
                     d.retain(&keep)?;
@@ -160,9 +240,13 @@ fn force_batch(
             }
         };
         live = keep.iter().map(|&r| live[r]).collect();
-        let tokens: Vec<u32> = live.iter().map(|&j| texts[j][i]).collect();
+        let tokens: Vec<u32> = live.iter().map(|&k| text(k)[i]).collect();
+        let positions: Vec<usize> = live
+            .iter()
+            .map(|&k| parts[rows[k].0].prompt_len + i)
+            .collect();
         drop(std::mem::take(&mut logits));
-        logits = dec.step(&tokens, prompt_len + i)?;
+        logits = dec.step_rows(&tokens, &positions)?;
     }
     Ok(out)
 }
@@ -257,5 +341,57 @@ mod tests {
         assert!(check_fits(&model, prompt.len(), &[model.vocab_size as u32]).is_some());
         assert!(check_fits(&model, model.context_length, &[1]).is_some());
         assert!(check_fits(&model, prompt.len(), &made[0].0).is_none());
+    }
+
+    /// Several prompts' continuations in shared (ragged) batches give every text the steps it
+    /// gets forced alone: prompts of different lengths, texts of different lengths (one empty),
+    /// a prompt with no continuation, and one with more than [`BATCH`] (split in two batches).
+    #[test]
+    fn groups_forced_together_equal_each_text_forced_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiny = crate::engine::tiny::write(dir.path(), 7).unwrap();
+        let spec = crate::config::ModelSpec {
+            id: "tiny".into(),
+            weights: crate::config::Weights::Gguf(tiny.gguf),
+            tokenizer: Some(tiny.tokenizer),
+            eos_tokens: vec![],
+            chat: false,
+        };
+        let model = crate::engine::load(&spec, &candle_core::Device::Cpu).unwrap();
+        let prompts: Vec<Vec<u32>> = ["the cat sat on the", "once", "a king", "there lived a"]
+            .iter()
+            .map(|p| prompt_ids(&model, p).unwrap())
+            .collect();
+        assert!(prompts[0].len() != prompts[1].len());
+        let text = |k: usize| -> Vec<u32> {
+            (0..3 + k % 9)
+                .map(|i| 4 + ((k * 17 + i * 5) % 60) as u32)
+                .collect()
+        };
+        let sets: Vec<Vec<Vec<u32>>> = vec![
+            (0..3).map(text).collect(),
+            vec![text(3), vec![], text(4)],
+            vec![],
+            (5..5 + BATCH + 3).map(text).collect(),
+        ];
+        let groups: Vec<(&[u32], Vec<&[u32]>)> = prompts
+            .iter()
+            .zip(&sets)
+            .map(|(p, ts)| (p.as_slice(), ts.iter().map(Vec::as_slice).collect()))
+            .collect();
+        let together = force_groups(&model, &groups).unwrap();
+        assert_eq!(together.len(), groups.len());
+        for (g, (p, ts)) in groups.iter().enumerate() {
+            assert_eq!(together[g].len(), ts.len(), "group {g}");
+            for (j, t) in ts.iter().enumerate() {
+                let alone = force(&model, p, &[t]).unwrap().pop().unwrap();
+                let (a, b) = (trace_of(&together[g][j]), trace_of(&alone));
+                assert_eq!(a.entropy.len(), t.len(), "group {g}, text {j}");
+                assert_eq!(a.entropy, b.entropy, "group {g}, text {j}");
+                assert_eq!(a.logprob, b.logprob, "group {g}, text {j}");
+                assert_eq!(a.varentropy, b.varentropy, "group {g}, text {j}");
+                assert_eq!(a.confidence, b.confidence, "group {g}, text {j}");
+            }
+        }
     }
 }
