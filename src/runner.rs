@@ -516,20 +516,15 @@ pub fn generate_parts(
         }
         let dec = match decoder.as_mut() {
             None => {
-                // each part with rows left, as many copies of its prefilled state
-                let mut counts: Vec<(usize, usize)> = Vec::new();
-                for &r in &keep {
-                    let p = samples[live[r]].0;
-                    match counts.last_mut() {
-                        Some((last, n)) if *last == p => *n += 1,
-                        _ => counts.push((p, 1)),
-                    }
-                }
-                let spec: Vec<(&dyn LanguageModel, usize)> = counts
-                    .iter()
-                    .map(|&(p, n)| (parts[p].0.prefilled, n))
-                    .collect();
-                decoder.insert(engine::batch_of(&spec, longest + shared.max_new_tokens)?)
+                // each row a copy of its part's prefilled state
+                let models: Vec<&dyn LanguageModel> =
+                    parts.iter().map(|(a, _)| a.prefilled).collect();
+                let row_parts = keep.iter().map(|&r| samples[live[r]].0);
+                decoder.insert(engine::batch_of_rows(
+                    &models,
+                    row_parts,
+                    longest + shared.max_new_tokens,
+                )?)
             }
             Some(d) => {
                 if keep.len() < live.len() {
@@ -781,19 +776,17 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
             }
         }
         let counts: Vec<usize> = work.iter().map(|w| w.1.len()).collect();
+        // a prompt split over several batches (more samples than --batch) is prefilled once:
+        // its batches follow one another, and the prefill is carried from one to the next
+        let mut carried: Option<(usize, Prefill)> = None;
         for group in plan_batches(&counts, opts.batch) {
-            // each prompt of the batch prefilled on its own
             let mut prompts = Vec::with_capacity(group.len());
             for (w, range) in &group {
                 let prompt = work[*w].0;
-                // (that it fits the context with max_new_tokens was checked by `preflight`)
-                let (prompt_ids, chat_prompt) = model.encode_prompt(prompt)?;
-                let mut prefilled = model.model.fork();
-                let t0 = Instant::now();
-                let first_logits = prefilled
-                    .forward(&prompt_ids, 0)
-                    .with_context(|| format!("prefill of prompt {:?}", prompt.id))?;
-                let prefill_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let pre = match carried.take() {
+                    Some((cw, pre)) if cw == *w => pre,
+                    _ => Prefill::new(&model, prompt)?,
+                };
                 let chunk = &work[*w].1[range.clone()];
                 let jobs: Vec<Job> = chunk
                     .iter()
@@ -802,11 +795,7 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                 prompts.push(PromptPart {
                     prompt,
                     chunk,
-                    prompt_ids,
-                    chat_prompt,
-                    prefilled,
-                    first_logits,
-                    prefill_ms,
+                    pre,
                     jobs,
                 });
             }
@@ -815,9 +804,9 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                 .map(|pp| {
                     let args = GenerateArgs {
                         model: &model,
-                        prefilled: pp.prefilled.as_ref(),
-                        first_logits: &pp.first_logits,
-                        prompt_ids: &pp.prompt_ids,
+                        prefilled: pp.pre.prefilled.as_ref(),
+                        first_logits: &pp.pre.first_logits,
+                        prompt_ids: &pp.pre.prompt_ids,
                         max_new_tokens: exp.max_new_tokens,
                         stop: &exp.stop,
                         stop_flag: &stop,
@@ -837,10 +826,10 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                     strat,
                     idx,
                     seed,
-                    &pp.prompt_ids,
-                    pp.chat_prompt.as_deref(),
+                    &pp.pre.prompt_ids,
+                    pp.pre.chat_prompt.as_deref(),
                     g,
-                    pp.prefill_ms,
+                    pp.pre.prefill_ms,
                     total_ms,
                 );
                 if !rec.ok() {
@@ -881,6 +870,13 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
                 }
             }
             out.sync()?;
+            if let [(w, range)] = group.as_slice() {
+                if range.end < counts[*w] {
+                    drop(parts);
+                    let pp = prompts.pop().expect("the group's one prompt");
+                    carried = Some((*w, pp.pre));
+                }
+            }
         }
     }
     out.sync()?;
@@ -977,12 +973,37 @@ struct PromptPart<'a> {
     prompt: &'a Prompt,
     /// the samples, in the jobs' order
     chunk: &'a [Pending<'a>],
+    pre: Prefill,
+    jobs: Vec<Job<'a>>,
+}
+
+/// A prompt encoded and prefilled: its ids, its chat rendering, the state after it, the logits
+/// of its first token and how long the prefill took.
+struct Prefill {
     prompt_ids: Vec<u32>,
     chat_prompt: Option<String>,
     prefilled: Box<dyn LanguageModel>,
     first_logits: Vec<f32>,
     prefill_ms: f64,
-    jobs: Vec<Job<'a>>,
+}
+
+impl Prefill {
+    fn new(model: &LoadedModel, prompt: &Prompt) -> Result<Prefill> {
+        // (that it fits the context with max_new_tokens was checked by `preflight`)
+        let (prompt_ids, chat_prompt) = model.encode_prompt(prompt)?;
+        let mut prefilled = model.model.fork();
+        let t0 = Instant::now();
+        let first_logits = prefilled
+            .forward(&prompt_ids, 0)
+            .with_context(|| format!("prefill of prompt {:?}", prompt.id))?;
+        Ok(Prefill {
+            prompt_ids,
+            chat_prompt,
+            prefilled,
+            first_logits,
+            prefill_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
 }
 
 /// How the pending samples of a model's prompts (`counts[p]` for prompt p, in order) are cut

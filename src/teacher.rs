@@ -114,14 +114,21 @@ pub fn force_groups(
     let counts: Vec<usize> = groups.iter().map(|g| g.1.len()).collect();
     let mut out: Vec<Vec<Vec<ForcedStep>>> =
         counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+    // a group split over several batches is prefilled once, carried to its next batch
+    let mut carried: Option<(usize, Prefilled)> = None;
     for batch in crate::runner::plan_batches(&counts, BATCH) {
         let mut prefilled = Vec::with_capacity(batch.len());
         for (g, _) in &batch {
-            let mut p = model.model.fork();
-            let first = p
-                .forward(groups[*g].0, 0)
-                .with_context(|| format!("prefill of the prompt of group {}", g + 1))?;
-            prefilled.push((p, first));
+            match carried.take() {
+                Some((cg, pre)) if cg == *g => prefilled.push(pre),
+                _ => {
+                    let mut p = model.model.fork();
+                    let first = p
+                        .forward(groups[*g].0, 0)
+                        .with_context(|| format!("prefill of the prompt of group {}", g + 1))?;
+                    prefilled.push((p, first));
+                }
+            }
         }
         let parts: Vec<Part> = batch
             .iter()
@@ -138,9 +145,18 @@ pub fn force_groups(
         for ((g, _), steps) in batch.iter().zip(force_parts(&parts)?) {
             out[*g].extend(steps);
         }
+        drop(parts);
+        if let [(g, range)] = batch.as_slice() {
+            if range.end < counts[*g] {
+                carried = prefilled.pop().map(|pre| (*g, pre));
+            }
+        }
     }
     Ok(out)
 }
+
+/// A prompt's state after its prefill, and the logits of its first forced token.
+type Prefilled = (Box<dyn LanguageModel>, Vec<f32>);
 
 /// A prompt's continuations inside one batch of [`force_parts`].
 struct Part<'a> {
@@ -217,20 +233,14 @@ fn force_parts(parts: &[Part]) -> Result<Vec<Vec<Vec<ForcedStep>>>> {
         }
         let dec = match decoder.as_mut() {
             None => {
-                // each part with rows left, as many copies of its prefilled state
-                let mut counts: Vec<(usize, usize)> = Vec::new();
-                for &r in &keep {
-                    let p = rows[live[r]].0;
-                    match counts.last_mut() {
-                        Some((last, n)) if *last == p => *n += 1,
-                        _ => counts.push((p, 1)),
-                    }
-                }
-                let spec: Vec<(&dyn LanguageModel, usize)> = counts
-                    .iter()
-                    .map(|&(p, n)| (parts[p].prefilled, n))
-                    .collect();
-                decoder.insert(crate::engine::batch_of(&spec, longest_prompt + longest)?)
+                // each row a copy of its part's prefilled state
+                let models: Vec<&dyn LanguageModel> = parts.iter().map(|p| p.prefilled).collect();
+                let row_parts = keep.iter().map(|&r| rows[live[r]].0);
+                decoder.insert(crate::engine::batch_of_rows(
+                    &models,
+                    row_parts,
+                    longest_prompt + longest,
+                )?)
             }
             Some(d) => {
                 if keep.len() < live.len() {
@@ -270,9 +280,8 @@ mod tests {
     use crate::runner::{generate_batch, GenerateArgs, Job};
     use std::sync::atomic::AtomicBool;
 
-    /// Forcing a run's own samples gives back their traces bit for bit, whatever the batch.
-    #[test]
-    fn forcing_generated_samples_reproduces_their_traces() {
+    /// The tiny test model (its folder kept alive with it).
+    fn tiny_model() -> (tempfile::TempDir, LoadedModel) {
         let dir = tempfile::tempdir().unwrap();
         let tiny = crate::engine::tiny::write(dir.path(), 7).unwrap();
         let spec = crate::config::ModelSpec {
@@ -283,6 +292,13 @@ mod tests {
             chat: false,
         };
         let model = crate::engine::load(&spec, &candle_core::Device::Cpu).unwrap();
+        (dir, model)
+    }
+
+    /// Forcing a run's own samples gives back their traces bit for bit, whatever the batch.
+    #[test]
+    fn forcing_generated_samples_reproduces_their_traces() {
+        let (_dir, model) = tiny_model();
         let prompt = prompt_ids(&model, "the cat sat on the").unwrap();
         let mut prefilled = model.model.fork();
         let first = prefilled.forward(&prompt, 0).unwrap();
@@ -348,16 +364,7 @@ mod tests {
     /// a prompt with no continuation, and one with more than [`BATCH`] (split in two batches).
     #[test]
     fn groups_forced_together_equal_each_text_forced_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let tiny = crate::engine::tiny::write(dir.path(), 7).unwrap();
-        let spec = crate::config::ModelSpec {
-            id: "tiny".into(),
-            weights: crate::config::Weights::Gguf(tiny.gguf),
-            tokenizer: Some(tiny.tokenizer),
-            eos_tokens: vec![],
-            chat: false,
-        };
-        let model = crate::engine::load(&spec, &candle_core::Device::Cpu).unwrap();
+        let (_dir, model) = tiny_model();
         let prompts: Vec<Vec<u32>> = ["the cat sat on the", "once", "a king", "there lived a"]
             .iter()
             .map(|p| prompt_ids(&model, p).unwrap())

@@ -1091,11 +1091,12 @@ fn run(w: &Weights, x: &Tensor, segs: &mut [Segment]) -> Result<Vec<f32>> {
         h = (h * (w.embedding_length as f64).sqrt())?;
     }
     // one segment: (seq_len, head_dim / 2) rotations; several: one row of them per row
-    let ropes = (
-        w.rope_global.at(segs[0].pos, seq_len, x.device())?,
-        w.rope_sliding.at(segs[0].pos, seq_len, x.device())?,
-    );
-    let row_ropes = if segs.len() > 1 {
+    let ropes = if let [s] = segs {
+        (
+            w.rope_global.at(s.pos, seq_len, x.device())?,
+            w.rope_sliding.at(s.pos, seq_len, x.device())?,
+        )
+    } else {
         let at: Vec<usize> = segs
             .iter()
             .flat_map(|s| std::iter::repeat_n(s.pos, s.rows))
@@ -1104,29 +1105,22 @@ fn run(w: &Weights, x: &Tensor, segs: &mut [Segment]) -> Result<Vec<f32>> {
             w.rope_global.rows(&at, x.device())?,
             w.rope_sliding.rows(&at, x.device())?,
         )
-    } else {
-        ropes.clone()
+    };
+    let ropes = Ropes {
+        global: &ropes.0,
+        sliding: &ropes.1,
+        interleaved: w.rope_interleaved,
     };
     for (li, layer) in w.layers.iter().enumerate() {
         let residual = &h;
         let x = layer.attention_norm.forward(&h)?;
         let qkv = layer.qkv.forward(&x)?;
         let out = if let [s] = segs {
-            let r = Ropes {
-                global: &ropes.0,
-                sliding: &ropes.1,
-                interleaved: w.rope_interleaved,
-            };
-            attention(layer, &mut s.caches[li], &qkv, s.pos, &r, s.reserve)?
+            attention(layer, &mut s.caches[li], &qkv, s.pos, &ropes, s.reserve)?
         } else {
             // norms and rotations on every row at once (each row at its segment's position),
             // then each segment's rows attend over its own cache
-            let r = Ropes {
-                global: &row_ropes.0,
-                sliding: &row_ropes.1,
-                interleaved: w.rope_interleaved,
-            };
-            let (q, k, v) = heads(layer, &qkv, &r)?;
+            let (q, k, v) = heads(layer, &qkv, &ropes)?;
             let mut parts = Vec::with_capacity(segs.len());
             let mut first = 0;
             for s in segs.iter_mut() {

@@ -73,6 +73,25 @@ pub fn batch_of(
     }))
 }
 
+/// [`batch_of`] for rows given one by one: `row_parts[r]` is the index into `models` of the
+/// prefilled sequence row `r` copies (the rows of a part consecutive, parts in order).
+pub fn batch_of_rows(
+    models: &[&dyn LanguageModel],
+    row_parts: impl IntoIterator<Item = usize>,
+    positions: usize,
+) -> Result<Box<dyn BatchDecoder>> {
+    let mut spec: Vec<(usize, usize)> = Vec::new();
+    for p in row_parts {
+        match spec.last_mut() {
+            Some((last, n)) if *last == p => *n += 1,
+            _ => spec.push((p, 1)),
+        }
+    }
+    let spec: Vec<(&dyn LanguageModel, usize)> =
+        spec.iter().map(|&(p, n)| (models[p], n)).collect();
+    batch_of(&spec, positions)
+}
+
 /// Sequences decoded together, one token per row per step.
 pub trait BatchDecoder: Send {
     fn rows(&self) -> usize;
@@ -177,10 +196,6 @@ impl BatchDecoder for DecoderBatch {
             }
             pos.push(p);
             first += n;
-        }
-        if let [(state, _)] = self.segs.as_mut_slice() {
-            let x = Tensor::new(tokens, &self.device)?.unsqueeze(1)?;
-            return Ok(state.forward(&x, pos[0])?);
         }
         let mut states: Vec<&mut decoder::ModelWeights> =
             self.segs.iter_mut().map(|(s, _)| s).collect();
