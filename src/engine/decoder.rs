@@ -1007,12 +1007,13 @@ impl ModelWeights {
     }
 
     /// One token for each row of several states (segments) at once, each segment at its own
-    /// position: `tokens` holds every row of `states[0]`, then of `states[1]`, ..., and
+    /// position: `states[s] = (state, its rows)`, `tokens` holds every row of segment 0, then of
+    /// segment 1, ..., and
     /// `positions[s]` is the position of segment s's token. The projections run on all the rows
     /// together (one read of each weight serves every segment); attention runs per segment on
     /// its own caches, as it would alone. Returns the logits, row after row.
     pub fn forward_segments(
-        states: &mut [&mut ModelWeights],
+        states: &mut [(&mut ModelWeights, usize)],
         tokens: &[u32],
         positions: &[usize],
         device: &Device,
@@ -1020,7 +1021,7 @@ impl ModelWeights {
         let Some(first) = states.first() else {
             candle_core::bail!("no segments");
         };
-        let w = first.w.clone();
+        let w = first.0.w.clone();
         if states.len() != positions.len() {
             candle_core::bail!(
                 "{} positions for {} segments",
@@ -1029,12 +1030,12 @@ impl ModelWeights {
             );
         }
         let mut segs = Vec::with_capacity(states.len());
-        for (st, &pos) in states.iter_mut().zip(positions) {
+        for ((st, rows), &pos) in states.iter_mut().zip(positions) {
             if !Arc::ptr_eq(&st.w, &w) {
                 candle_core::bail!("segments of one forward must share their weights");
             }
             check_context(&w, pos + 1)?;
-            let rows = st.rows()?;
+            let rows = *rows;
             segs.push(Segment {
                 caches: &mut st.caches,
                 rows,
@@ -1048,14 +1049,6 @@ impl ModelWeights {
         }
         let x = Tensor::new(tokens, device)?.unsqueeze(1)?;
         run(&w, &x, &mut segs)
-    }
-
-    /// The sequences this state holds (the first cache's batch; 1 before any forward).
-    fn rows(&self) -> Result<usize> {
-        match self.caches.iter().flatten().next() {
-            Some(c) => c.k.dim(0),
-            None => Ok(1),
-        }
     }
 }
 

@@ -197,8 +197,8 @@ impl BatchDecoder for DecoderBatch {
             pos.push(p);
             first += n;
         }
-        let mut states: Vec<&mut decoder::ModelWeights> =
-            self.segs.iter_mut().map(|(s, _)| s).collect();
+        let mut states: Vec<(&mut decoder::ModelWeights, usize)> =
+            self.segs.iter_mut().map(|(s, n)| (s, *n)).collect();
         Ok(decoder::ModelWeights::forward_segments(
             &mut states,
             tokens,
