@@ -10,7 +10,7 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     let cases = [
-        (QKind::Q8_0, 262_144usize, 640usize, 30),
+        (QKind::Q8_0, 262_144usize, 640usize, 30usize),
         (QKind::Q8_0, 8192, 640, 2000),
         (QKind::Q5_0, 4096, 640, 2000),
         (QKind::Q4_1, 1536, 576, 2000),
@@ -31,22 +31,26 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         })?;
-        let x: Vec<f32> = (0..k)
-            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
-            .collect();
-        let xq = QuantInput::new(&x, k);
-        std::hint::black_box(w.matmul(&xq));
-        let t = Instant::now();
-        for _ in 0..reps {
+        for rows in [1usize, 27] {
+            let x: Vec<f32> = (0..k * rows)
+                .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+                .collect();
+            let xq = QuantInput::new(&x, k);
+            let reps = if rows == 1 { reps } else { reps.div_ceil(8) };
             std::hint::black_box(w.matmul(&xq));
+            let t = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(w.matmul(&xq));
+            }
+            let el = t.elapsed().as_secs_f64() / reps as f64;
+            let bytes = (n * k / 32 * bb) as f64;
+            println!(
+                "{kind:?} {n:>7} x {k}, {rows:>2} rows: {:8.3} ms, {:5.1} GB/s of weights, {:5.1} G multiply-adds/s",
+                el * 1e3,
+                bytes / el / 1e9,
+                (n * k * rows) as f64 / el / 1e9
+            );
         }
-        let el = t.elapsed().as_secs_f64() / reps as f64;
-        let bytes = (n * k / 32 * bb) as f64;
-        println!(
-            "{kind:?} {n:>7} x {k}: {:8.3} ms, {:5.1} GB/s of weights",
-            el * 1e3,
-            bytes / el / 1e9
-        );
     }
     Ok(())
 }

@@ -126,6 +126,10 @@ pub(super) fn block_sums_portable<const PRE: bool>(
 /// microcoded sequences: greedy at vocab 262k took 890 µs on a Zen 3 host, 10x its floor. Here
 /// the lanes stay in registers, the conditions are blends and AND masks, and the arrays are
 /// written once, in full.
+///
+/// Most blocks of a real row have no masked lane (a logit 87 nats under the maximum, -inf or
+/// NaN), and for them the masks change nothing: the block is first summed without them
+/// ([`block_sums_avx2_live`]), and summed again here only when a lane turns out not live.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn block_sums_avx2<const PRE: bool>(
@@ -134,6 +138,90 @@ pub(super) fn block_sums_avx2<const PRE: bool>(
     m: f32,
     k: f32,
 ) -> BlockSums {
+    if let Some(b) = block_sums_avx2_live::<PRE>(block, pre, m, k) {
+        return b;
+    }
+    block_sums_avx2_masked::<PRE>(block, pre, m, k)
+}
+
+/// [`block_sums_avx2`] for a block whose lanes are all live (y >= -125, so no clamp, no
+/// masks, and each lane counts), or `None` when one is not: the same values, lane for lane, in
+/// 20 instructions per 8 logits instead of 25. 2^n comes from the bits of y + 1.5·2^23 + 128
+/// (even, so ties round as with 1.5·2^23 alone) shifted into the exponent: 2^(n+1) without the
+/// bias subtraction, and the polynomial runs on halved coefficients, which gives exactly half
+/// of each Horner step (a scaling by 2 is exact on normal numbers), so p/2 · 2^(n+1) is the
+/// portable p · 2^n, bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn block_sums_avx2_live<const PRE: bool>(
+    block: &[f32],
+    pre: f32,
+    m: f32,
+    k: f32,
+) -> Option<BlockSums> {
+    use super::exp::EXP2_MAGIC;
+    use std::arch::x86_64::*;
+    let ps = _mm256_set1_ps;
+    let (vm, vk, lim, vpre, half) = (ps(m), ps(k), ps(-125.0), ps(pre), ps(0.5));
+    let magic = ps(EXP2_MAGIC + 128.0);
+    let pc = super::exp::EXP2_P.map(|c| _mm256_set1_ps(c * 0.5));
+    let zero = _mm256_setzero_ps();
+    let mut s = [zero; 2];
+    let mut s1 = [zero; 2];
+    let mut s2 = [zero; 2];
+    let mut dead = zero;
+    for c in block.chunks_exact(LANES) {
+        for h in 0..2 {
+            // SAFETY: `c` holds 16 f32, this half reads 8 of them
+            let x = unsafe { _mm256_loadu_ps(c.as_ptr().add(8 * h)) };
+            let x = if PRE { _mm256_mul_ps(x, vpre) } else { x };
+            let y = _mm256_mul_ps(_mm256_sub_ps(x, vm), vk);
+            // not live: y < -125 or NaN
+            dead = _mm256_or_ps(dead, _mm256_cmp_ps::<_CMP_NGE_UQ>(y, lim));
+            let t = _mm256_add_ps(y, magic);
+            let nn = _mm256_sub_ps(t, magic);
+            let f = _mm256_sub_ps(y, nn);
+            let mut p = _mm256_fmadd_ps(f, pc[0], pc[1]);
+            p = _mm256_fmadd_ps(f, p, pc[2]);
+            p = _mm256_fmadd_ps(f, p, pc[3]);
+            p = _mm256_fmadd_ps(f, p, pc[4]);
+            p = _mm256_fmadd_ps(f, p, pc[5]);
+            let p = _mm256_fmadd_ps(f, p, half);
+            // the low bits of t hold n + 128 (3..=128): shifted to the exponent, 2^(n+1)
+            let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
+            let e = _mm256_mul_ps(p, pow2);
+            let ey = _mm256_mul_ps(e, y);
+            s[h] = _mm256_add_ps(s[h], e);
+            s1[h] = _mm256_add_ps(s1[h], ey);
+            s2[h] = _mm256_fmadd_ps(ey, y, s2[h]);
+        }
+    }
+    if _mm256_movemask_ps(dead) != 0 {
+        return None;
+    }
+    let mut b = BlockSums {
+        total: 0.0,
+        s1: [0.0; LANES],
+        s2: [0.0; LANES],
+        n: [(block.len() / LANES) as u32; LANES],
+    };
+    let mut sl = [0f32; LANES];
+    for h in 0..2 {
+        // SAFETY: each destination holds 16 lanes of 4 bytes; this half writes 8 of them
+        unsafe {
+            _mm256_storeu_ps(sl.as_mut_ptr().add(8 * h), s[h]);
+            _mm256_storeu_ps(b.s1.as_mut_ptr().add(8 * h), s1[h]);
+            _mm256_storeu_ps(b.s2.as_mut_ptr().add(8 * h), s2[h]);
+        }
+    }
+    b.total = tree_sum(&sl);
+    Some(b)
+}
+
+/// [`block_sums_avx2`] with every lane masked as [`block_sums_portable`] masks it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn block_sums_avx2_masked<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f32) -> BlockSums {
     use super::exp::{EXP2_BIAS, EXP2_MAGIC};
     use std::arch::x86_64::*;
     let ps = _mm256_set1_ps;
@@ -638,6 +726,69 @@ mod tests {
         assert!((m + pivot as f64 - mean).abs() < 1e-9 * mean.abs(), "mean");
         let v = sq / count as f64 - m * m;
         assert!((v - var).abs() < 1e-5 * var, "variance {v} vs {var}");
+    }
+
+    /// The AVX2 block sums without masks (all lanes live) and with them give the portable
+    /// bits, at exact ties of the rounding (y = k + 1/2, where an odd magic constant would round
+    /// the other way), at the clamp's edge, and with a dead lane (-inf, NaN, y < -125) anywhere
+    /// in the block, which sends the block to the masked form.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_block_sums_with_and_without_masks_give_the_portable_bits() {
+        if !Isa::available().contains(&Isa::Avx2) {
+            eprintln!("note: no AVX2 on this CPU; nothing to compare");
+            return;
+        }
+        let key = |b: &BlockSums| {
+            (
+                b.total.to_bits(),
+                b.s1.map(f32::to_bits),
+                b.s2.map(f32::to_bits),
+                b.n,
+            )
+        };
+        // y = x with m = 0, k = 1: quarters from -125 to 0 (every half a tie), then the edge
+        let live: Vec<f32> = (0..BLOCK)
+            .map(|i| match i {
+                0 => -125.0,
+                1 => -124.5,
+                2 => -0.5,
+                3 => 0.0,
+                _ => -((i * 37 % 501) as f32) / 4.0,
+            })
+            .collect();
+        for (pre, scale) in [(false, 1.0f32), (true, 1.0), (true, 0.5)] {
+            let run = |block: &[f32]| {
+                // SAFETY: AVX2 and FMA are present (checked above)
+                let (fast, full) = unsafe {
+                    if pre {
+                        (
+                            block_sums_avx2_live::<true>(block, scale, 0.0, 1.0),
+                            block_sums_avx2::<true>(block, scale, 0.0, 1.0),
+                        )
+                    } else {
+                        (
+                            block_sums_avx2_live::<false>(block, 1.0, 0.0, 1.0),
+                            block_sums_avx2::<false>(block, 1.0, 0.0, 1.0),
+                        )
+                    }
+                };
+                let want = if pre {
+                    block_sums_portable::<true>(block, scale, 0.0, 1.0)
+                } else {
+                    block_sums_portable::<false>(block, 1.0, 0.0, 1.0)
+                };
+                assert_eq!(key(&full), key(&want), "pre {pre}, scale {scale}");
+                fast.map(|f| assert_eq!(key(&f), key(&want), "pre {pre}, scale {scale}"))
+            };
+            let scaled_live = live.iter().all(|&x| x * scale >= -125.0);
+            assert_eq!(run(&live).is_some(), scaled_live);
+            for (at, dead) in [(0, f32::NEG_INFINITY), (77, f32::NAN), (255, -125.01)] {
+                let mut b = live.clone();
+                b[at] = dead / if pre { scale } else { 1.0 };
+                assert!(run(&b).is_none(), "a dead lane at {at} went unmasked");
+            }
+        }
     }
 
     #[test]
