@@ -909,9 +909,11 @@ pub fn run(exp: &Experiment, opts: &RunOptions) -> Result<RunOutcome> {
 }
 
 /// The reference scorer's pass (`scorer:`): every successful sample without a score from
-/// `scorer` gets one ([`teacher::reference_scores`]), a prompt at a time, all the models'
-/// samples of the prompt forced together after one prefill. Between prompts it stops when
-/// asked; the samples left unscored are scored by the next run.
+/// `scorer` gets one ([`teacher::reference_scores_groups`]). Consecutive prompts go together
+/// until their samples fill a batch ([`teacher::BATCH`] rows), so a grid with a few samples a
+/// prompt is forced in full batches; each prompt is prefilled once, and every score is the one
+/// its prompt alone would get. Between those chunks it stops when asked; the samples left
+/// unscored are scored by the next run.
 fn score_references(
     exp: &Experiment,
     scorer: &str,
@@ -933,29 +935,49 @@ fn score_references(
     let model = engine::load(spec, device)
         .with_context(|| format!("loading the reference scorer {scorer:?}"))?;
     eprintln!("declab: scoring {todo} samples under the reference scorer {scorer:?}");
-    let mut tokens = 0;
+    // each prompt with samples to score: its id, its ids under the scorer and the records
+    let mut todo_prompts: Vec<(&str, Vec<u32>, Vec<usize>)> = Vec::new();
     for prompt in &exp.prompts {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
         let idx: Vec<usize> = (0..records.len())
             .filter(|&i| records[i].prompt_id == prompt.id && unscored(&records[i]))
             .collect();
-        if idx.is_empty() {
-            continue;
+        if !idx.is_empty() {
+            let (prompt_ids, _) = model.encode_prompt(prompt)?;
+            todo_prompts.push((prompt.id.as_str(), prompt_ids, idx));
         }
-        let (prompt_ids, _) = model.encode_prompt(prompt)?;
-        let texts: Vec<&str> = idx.iter().map(|&i| records[i].text.as_str()).collect();
+    }
+    let mut tokens = 0;
+    let mut rest = todo_prompts.as_slice();
+    while !rest.is_empty() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        // prompts until their samples fill a batch (at least one prompt)
+        let mut take = 0;
+        let mut rows = 0;
+        while take < rest.len() && (take == 0 || rows + rest[take].2.len() <= teacher::BATCH) {
+            rows += rest[take].2.len();
+            take += 1;
+        }
+        let (chunk, next) = rest.split_at(take);
+        rest = next;
+        let groups: Vec<(&[u32], Vec<&str>)> = chunk
+            .iter()
+            .map(|(_, ids, idx)| {
+                let texts = idx.iter().map(|&i| records[i].text.as_str()).collect();
+                (ids.as_slice(), texts)
+            })
+            .collect();
         let scores =
-            teacher::reference_scores(&model, scorer, &prompt_ids, &texts).with_context(|| {
-                format!(
-                    "scoring the samples of prompt {:?} under {scorer:?}",
-                    prompt.id
-                )
+            teacher::reference_scores_groups(&model, scorer, &groups).with_context(|| {
+                let ids: Vec<&str> = chunk.iter().map(|c| c.0).collect();
+                format!("scoring the samples of prompts {ids:?} under {scorer:?}")
             })?;
-        for (&i, score) in idx.iter().zip(scores) {
-            tokens += score.logprob.len();
-            records[i].reference = Some(score);
+        for ((_, _, idx), scores) in chunk.iter().zip(scores) {
+            for (&i, score) in idx.iter().zip(scores) {
+                tokens += score.logprob.len();
+                records[i].reference = Some(score);
+            }
         }
     }
     eprintln!(

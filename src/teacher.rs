@@ -38,35 +38,47 @@ pub fn text_ids(model: &LoadedModel, text: &str) -> Result<Vec<u32>> {
         .to_vec())
 }
 
-/// The reference scores of `texts` (continuations of one prompt, whichever model wrote them)
-/// under `model`, the experiment's scorer, named `model_id`: each text re-tokenized by
-/// [`text_ids`] and forced after `prompt_ids` (the prompt as the scorer encodes it) in one
-/// [`force`]. A text the scorer cannot take ([`check_fits`]) gets its reason and no values.
-pub fn reference_scores(
+/// The reference scores of texts under `model`, the experiment's scorer, named `model_id`:
+/// `groups[g] = (prompt ids, texts)`, the texts continuations of that prompt (whichever model
+/// wrote them) and the prompt as the scorer encodes it. Each text is re-tokenized by
+/// [`text_ids`] and forced after its prompt; all groups go through one [`force_groups`], so the
+/// prompts' texts share batches and each score is the one its prompt alone would get, bit for
+/// bit. A text the scorer cannot take ([`check_fits`]) gets its reason and no values.
+pub fn reference_scores_groups(
     model: &LoadedModel,
     model_id: &str,
-    prompt_ids: &[u32],
-    texts: &[&str],
-) -> Result<Vec<RefScore>> {
-    let mut ids = Vec::with_capacity(texts.len());
-    let mut out: Vec<RefScore> = Vec::with_capacity(texts.len());
-    for t in texts {
-        let mut tokens = text_ids(model, t)?;
-        let error = check_fits(model, prompt_ids.len(), &tokens);
-        if error.is_some() {
-            tokens.clear();
+    groups: &[(&[u32], Vec<&str>)],
+) -> Result<Vec<Vec<RefScore>>> {
+    let mut ids: Vec<Vec<Vec<u32>>> = Vec::with_capacity(groups.len());
+    let mut out: Vec<Vec<RefScore>> = Vec::with_capacity(groups.len());
+    for (prompt_ids, texts) in groups {
+        let (mut gi, mut go) = (Vec::with_capacity(texts.len()), Vec::new());
+        for t in texts {
+            let mut tokens = text_ids(model, t)?;
+            let error = check_fits(model, prompt_ids.len(), &tokens);
+            if error.is_some() {
+                tokens.clear();
+            }
+            gi.push(tokens);
+            go.push(RefScore {
+                model: model_id.to_string(),
+                error,
+                ..RefScore::default()
+            });
         }
-        ids.push(tokens);
-        out.push(RefScore {
-            model: model_id.to_string(),
-            error,
-            ..RefScore::default()
-        });
+        ids.push(gi);
+        out.push(go);
     }
-    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-    for (score, steps) in out.iter_mut().zip(force(model, prompt_ids, &refs)?) {
-        score.entropy = steps.iter().map(|s| s.entropy_nats as f32).collect();
-        score.logprob = steps.iter().map(|s| s.logprob as f32).collect();
+    let forced: Vec<(&[u32], Vec<&[u32]>)> = groups
+        .iter()
+        .zip(&ids)
+        .map(|((p, _), gi)| (*p, gi.iter().map(Vec::as_slice).collect()))
+        .collect();
+    for (go, steps) in out.iter_mut().zip(force_groups(model, &forced)?) {
+        for (score, steps) in go.iter_mut().zip(steps) {
+            score.entropy = steps.iter().map(|s| s.entropy_nats as f32).collect();
+            score.logprob = steps.iter().map(|s| s.logprob as f32).collect();
+        }
     }
     Ok(out)
 }
@@ -400,5 +412,40 @@ mod tests {
                 assert_eq!(a.confidence, b.confidence, "group {g}, text {j}");
             }
         }
+    }
+
+    /// The reference scores of several prompts' texts in one pass equal each prompt's texts
+    /// scored alone, bit for bit (an empty text among them).
+    #[test]
+    fn reference_scores_of_groups_equal_each_group_alone() {
+        let (_dir, model) = tiny_model();
+        let prompts: Vec<Vec<u32>> = ["the cat sat on the", "once"]
+            .iter()
+            .map(|p| prompt_ids(&model, p).unwrap())
+            .collect();
+        let texts: Vec<Vec<&str>> = vec![
+            vec!["the dog ran", "a cat", ""],
+            vec!["there lived a king and a queen", "sat"],
+        ];
+        let groups: Vec<(&[u32], Vec<&str>)> = prompts
+            .iter()
+            .zip(&texts)
+            .map(|(p, t)| (p.as_slice(), t.clone()))
+            .collect();
+        let together = reference_scores_groups(&model, "tiny", &groups).unwrap();
+        for (g, group) in groups.iter().enumerate() {
+            let alone = reference_scores_groups(&model, "tiny", &[group.clone()]).unwrap();
+            assert_eq!(together[g].len(), group.1.len());
+            for (a, b) in together[g].iter().zip(&alone[0]) {
+                assert_eq!(a.logprob, b.logprob, "group {g}");
+                assert_eq!(a.entropy, b.entropy, "group {g}");
+                assert_eq!((a.error.is_none(), a.model.as_str()), (true, "tiny"));
+            }
+        }
+        assert!(together[0][0].logprob.len() > 1);
+        assert!(
+            together[0][2].logprob.is_empty(),
+            "an empty text has no step"
+        );
     }
 }
