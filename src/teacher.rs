@@ -434,7 +434,8 @@ mod tests {
             .collect();
         let together = reference_scores_groups(&model, "tiny", &groups).unwrap();
         for (g, group) in groups.iter().enumerate() {
-            let alone = reference_scores_groups(&model, "tiny", &[group.clone()]).unwrap();
+            let alone =
+                reference_scores_groups(&model, "tiny", std::slice::from_ref(group)).unwrap();
             assert_eq!(together[g].len(), group.1.len());
             for (a, b) in together[g].iter().zip(&alone[0]) {
                 assert_eq!(a.logprob, b.logprob, "group {g}");

@@ -42,8 +42,7 @@ pub fn apply_top_p(cands: &mut Candidates, p: f64, s: &mut Scratch) {
     let mut positions: Vec<usize> = Vec::new();
     let mut mass_before = 0.0;
     let keys = &s.keys;
-    let mut order = Vec::new();
-    visit_in_key_order(keys, &s.ids, &mut order, |h| {
+    visit_in_key_order(keys, &s.ids, |h| {
         if !positions.is_empty() && mass_before >= p {
             return false;
         }

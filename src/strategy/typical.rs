@@ -62,7 +62,7 @@ impl Processor for Typical {
         let mut cum = 0.0;
         let mut boundary = f64::INFINITY;
         let keys = &s.keys;
-        visit_in_key_order(keys, &head_ids, &mut s.order, |j| {
+        visit_in_key_order(keys, &head_ids, |j| {
             cum += stats.log_prob(cands.logits()[head[j]]).exp();
             if cum >= self.typical_p {
                 boundary = keys[j];

@@ -188,7 +188,49 @@ fn positions_impl(logits: &[f32], c: f32, out: &mut Vec<usize>, block_max: &[f32
 }
 
 multiversion! {
-    pub(super) fn positions_f32 / positions_f32_at(logits: &[f32], c: f32, out: &mut Vec<usize>, block_max: &[f32]) -> () = positions_impl
+    #[allow(dead_code)] // only the `_at` form is called
+    fn positions_f32_one / positions_f32_one_at(logits: &[f32], c: f32, out: &mut Vec<usize>, block_max: &[f32]) -> () = positions_impl
+}
+
+/// Blocks at or above the cut from which [`positions_f32`] lists the two halves of a long row
+/// on two threads: 16k logits to read, against the few microseconds a join costs.
+const PAR_BLOCKS: usize = 64;
+
+std::thread_local! {
+    /// The second half's positions, kept between calls.
+    static SECOND: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The positions of the logits >= `c`, in order, into `out`; whole blocks below `c` (by
+/// `block_max`, when known) are skipped. A long row with many blocks to read is listed as two
+/// halves on two threads (the pool's), the second half's positions appended after the first's:
+/// the same list.
+pub(super) fn positions_f32(logits: &[f32], c: f32, out: &mut Vec<usize>, block_max: &[f32]) {
+    positions_f32_at(Isa::detected(), logits, c, out, block_max)
+}
+
+/// [`positions_f32`] at `isa`.
+pub(super) fn positions_f32_at(
+    isa: Isa,
+    logits: &[f32],
+    c: f32,
+    out: &mut Vec<usize>,
+    block_max: &[f32],
+) {
+    let split = split_point(logits.len());
+    let busy = || block_max.iter().filter(|&&m| m >= c).count() >= PAR_BLOCKS;
+    if split == 0 || block_max.is_empty() || !busy() {
+        return positions_f32_one_at(isa, logits, c, out, block_max);
+    }
+    let (la, lb) = logits.split_at(split);
+    let (ba, bb) = block_max.split_at(split / BLOCK);
+    SECOND.with_borrow_mut(|second| {
+        crate::pool::join(
+            || positions_f32_one_at(isa, la, c, out, ba),
+            || positions_f32_one_at(isa, lb, c, second, bb),
+        );
+        out.extend(second.iter().map(|&i| i + split));
+    })
 }
 
 #[inline(always)]
@@ -309,7 +351,7 @@ fn values_f32_at(isa: Isa, logits: &[f32], c: f32, out: &mut Vec<f32>, block_max
 mod tests {
     use super::*;
     use crate::strategy::kernels::test_rows::big_row;
-    use crate::strategy::kernels::Candidates;
+    use crate::strategy::kernels::{Candidates, SPLIT_MIN};
 
     #[test]
     fn f32_threshold_is_exact() {
@@ -322,6 +364,27 @@ mod tests {
             );
         }
         assert!(f32_at_least(f64::NAN).is_nan());
+    }
+
+    /// A long row whose cut passes many blocks is listed in two halves on two threads; the
+    /// list is the plain filter's, for a cut that passes few blocks (one thread), many, or all.
+    #[test]
+    fn positions_of_long_rows_in_two_halves_are_the_plain_filter() {
+        let l = big_row(SPLIT_MIN * 2 + 4_321);
+        let mut c = Candidates::default();
+        c.check_and_fill(&l).unwrap();
+        let bm = c.known_block_max();
+        assert!(!bm.is_empty());
+        for cut in [21.5f32, 5.0, -11.9, f32::NEG_INFINITY] {
+            let passing = bm.iter().filter(|&&m| m >= cut).count();
+            let want: Vec<usize> = (0..l.len()).filter(|&i| l[i] >= cut).collect();
+            for isa in Isa::available() {
+                let mut got = vec![7];
+                positions_f32_at(isa, &l, cut, &mut got, bm);
+                assert_eq!(got, want, "{isa:?}, cut {cut} ({passing} blocks)");
+            }
+        }
+        assert!(bm.iter().filter(|&&m| m >= 21.5).count() < PAR_BLOCKS);
     }
 
     #[test]

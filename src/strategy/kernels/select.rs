@@ -4,8 +4,6 @@
 //! [`top_k_positions`]), and a lazy walk in ascending order of any key, in growing windows
 //! ([`visit_in_key_order`]). No SIMD here: the passes these read through live in `scan`.
 
-use std::cmp::Ordering;
-
 use super::scan::{f32_at_least, max_finite, values_f32};
 use super::Candidates;
 
@@ -141,67 +139,98 @@ pub fn top_k_positions(cands: &Candidates, k: usize, out: &mut Vec<usize>) {
     out.truncate(k);
 }
 
-/// Order candidates by a key (ascending), ties broken by lower token id.
+/// `(key, id)` in ascending order as one unsigned integer: the key's bits mapped so that
+/// unsigned order is `partial_cmp`'s order (both zeros to one value), then the id, then the
+/// position, which makes every entry distinct and is read back from the low bits. Sorting these
+/// compares integers held in the array, where comparing through `keys[a]` and `ids[a]` chases
+/// two indices per comparison.
 #[inline]
-fn cmp_key(a: (f64, u32), b: (f64, u32)) -> Ordering {
-    a.0.partial_cmp(&b.0)
-        .unwrap_or(Ordering::Equal)
-        .then(a.1.cmp(&b.1))
+fn packed(key: f64, id: u32, pos: usize) -> u128 {
+    debug_assert!(!key.is_nan() && pos <= u32::MAX as usize);
+    let b = (key + 0.0).to_bits(); // -0.0 + 0.0 = +0.0
+    let ord = if b >> 63 == 1 { !b } else { b | (1 << 63) };
+    ((ord as u128) << 64) | ((id as u128) << 32) | pos as u128
+}
+
+std::thread_local! {
+    /// [`visit_in_key_order`]'s packed entries, kept between steps (a head of tens of thousands
+    /// of candidates would otherwise be allocated, and its pages faulted in, every step).
+    static PACKED: std::cell::RefCell<Vec<u128>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Positions of the candidates in ascending `key` order (ties: lower id first), produced lazily
 /// in growing windows: the caller's `visit` is called on each position in order until it returns
 /// `false`. Costs O(V) per window instead of a full sort; the window grows 8x when exhausted.
-pub fn visit_in_key_order(
-    keys: &[f64],
-    ids: &[u32],
-    order: &mut Vec<usize>,
-    mut visit: impl FnMut(usize) -> bool,
-) {
-    let n = keys.len();
-    let mut window = 256.min(n);
-    let mut done = 0usize; // how many of the sorted prefix have been visited
-    loop {
-        order.clear();
-        order.extend(0..n);
-        if window < n {
-            order.select_nth_unstable_by(window - 1, |&a, &b| {
-                cmp_key((keys[a], ids[a]), (keys[b], ids[b]))
-            });
-            order.truncate(window);
-        }
-        order.sort_unstable_by(|&a, &b| cmp_key((keys[a], ids[a]), (keys[b], ids[b])));
-        for &pos in &order[done..] {
-            if !visit(pos) {
+/// Keys are never NaN; equal keys (0.0 and -0.0 too) go by id. Sorted as integers ([`packed`]).
+pub fn visit_in_key_order(keys: &[f64], ids: &[u32], mut visit: impl FnMut(usize) -> bool) {
+    PACKED.with_borrow_mut(|all| {
+        let n = keys.len();
+        all.clear();
+        all.extend((0..n).map(|i| packed(keys[i], ids[i], i)));
+        let mut window = 256.min(n);
+        let mut done = 0usize; // how many of the sorted prefix have been visited
+        loop {
+            // the `window` smallest entries, sorted, at the front (the ones already visited are
+            // among them: a selection keeps every smaller entry before its pivot)
+            if window < n {
+                all.select_nth_unstable(window - 1);
+            }
+            all[..window].sort_unstable();
+            for &e in &all[done..window] {
+                if !visit(e as u32 as usize) {
+                    return;
+                }
+            }
+            done = window;
+            if window >= n {
                 return;
             }
+            window = (window * 8).min(n);
         }
-        done = order.len();
-        if window >= n {
-            return;
-        }
-        window = (window * 8).min(n);
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::strategy::kernels::test_rows::big_row;
+    use std::cmp::Ordering;
 
+    /// The order visited: keys ascending by `partial_cmp`, ties by lower id.
+    fn cmp_key(a: (f64, u32), b: (f64, u32)) -> Ordering {
+        a.0.partial_cmp(&b.0)
+            .unwrap_or(Ordering::Equal)
+            .then(a.1.cmp(&b.1))
+    }
+
+    /// Over several windows, with ties, negative keys (top-p's), both zeros and ids not in
+    /// position order.
     #[test]
     fn visit_order_matches_full_sort_with_ties() {
-        let keys: Vec<f64> = (0..2000).map(|i| ((i * 7919) % 97) as f64).collect();
-        let ids: Vec<u32> = (0..2000).collect();
-        let mut order = Vec::new();
+        let keys: Vec<f64> = (0..2000)
+            .map(|i| match i % 11 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => -(((i * 31) % 13) as f64) * 0.125,
+                _ => ((i * 7919) % 97) as f64,
+            })
+            .collect();
+        let ids: Vec<u32> = (0..2000u32).map(|i| (i * 7) % 2003).collect();
         let mut seen = Vec::new();
-        visit_in_key_order(&keys, &ids, &mut order, |p| {
+        visit_in_key_order(&keys, &ids, |p| {
             seen.push(p);
             true
         });
         let mut expect: Vec<usize> = (0..2000).collect();
         expect.sort_by(|&a, &b| cmp_key((keys[a], ids[a]), (keys[b], ids[b])));
         assert_eq!(seen, expect);
+        // stopped past the first window: the visits so far are the sorted prefix
+        let mut seen = Vec::new();
+        visit_in_key_order(&keys, &ids, |p| {
+            seen.push(p);
+            seen.len() < 300
+        });
+        assert_eq!(seen, expect[..300]);
     }
 
     #[test]
