@@ -181,12 +181,7 @@ fn block_sums_avx2_live<const PRE: bool>(
             let t = _mm256_add_ps(y, magic);
             let nn = _mm256_sub_ps(t, magic);
             let f = _mm256_sub_ps(y, nn);
-            let mut p = _mm256_fmadd_ps(f, pc[0], pc[1]);
-            p = _mm256_fmadd_ps(f, p, pc[2]);
-            p = _mm256_fmadd_ps(f, p, pc[3]);
-            p = _mm256_fmadd_ps(f, p, pc[4]);
-            p = _mm256_fmadd_ps(f, p, pc[5]);
-            let p = _mm256_fmadd_ps(f, p, half);
+            let p = horner_avx2(f, &pc, half);
             // the low bits of t hold n + 128 (3..=128): shifted to the exponent, 2^(n+1)
             let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
             let e = _mm256_mul_ps(p, pow2);
@@ -199,11 +194,50 @@ fn block_sums_avx2_live<const PRE: bool>(
     if _mm256_movemask_ps(dead) != 0 {
         return None;
     }
+    Some(block_sums_from_avx2(
+        &s,
+        &s1,
+        &s2,
+        [(block.len() / LANES) as u32; LANES],
+    ))
+}
+
+/// `last + f·P(f)` with P's coefficients `pc` (highest degree first), Horner by fused
+/// multiply-adds as [`exp2_nonpos`] evaluates it: with `last` = 1 its 2^f, with halved
+/// coefficients and `last` = 0.5 exactly half of it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn horner_avx2(
+    f: std::arch::x86_64::__m256,
+    pc: &[std::arch::x86_64::__m256; 6],
+    last: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::_mm256_fmadd_ps;
+    let mut p = _mm256_fmadd_ps(f, pc[0], pc[1]);
+    for &c in &pc[2..] {
+        p = _mm256_fmadd_ps(f, p, c);
+    }
+    _mm256_fmadd_ps(f, p, last)
+}
+
+/// A block's [`BlockSums`] from the AVX2 kernels' two 8-lane halves of Σe, Σe·y and Σe·y²
+/// (lanes 0-7, then 8-15) and the live counts.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn block_sums_from_avx2(
+    s: &[std::arch::x86_64::__m256; 2],
+    s1: &[std::arch::x86_64::__m256; 2],
+    s2: &[std::arch::x86_64::__m256; 2],
+    n: [u32; LANES],
+) -> BlockSums {
+    use std::arch::x86_64::_mm256_storeu_ps;
     let mut b = BlockSums {
         total: 0.0,
         s1: [0.0; LANES],
         s2: [0.0; LANES],
-        n: [(block.len() / LANES) as u32; LANES],
+        n,
     };
     let mut sl = [0f32; LANES];
     for h in 0..2 {
@@ -215,7 +249,7 @@ fn block_sums_avx2_live<const PRE: bool>(
         }
     }
     b.total = tree_sum(&sl);
-    Some(b)
+    b
 }
 
 /// [`block_sums_avx2`] with every lane masked as [`block_sums_portable`] masks it.
@@ -244,12 +278,7 @@ fn block_sums_avx2_masked<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f
             let t = _mm256_add_ps(yc, magic);
             let nn = _mm256_sub_ps(t, magic);
             let f = _mm256_sub_ps(yc, nn);
-            let mut p = _mm256_fmadd_ps(f, pc[0], pc[1]);
-            p = _mm256_fmadd_ps(f, p, pc[2]);
-            p = _mm256_fmadd_ps(f, p, pc[3]);
-            p = _mm256_fmadd_ps(f, p, pc[4]);
-            p = _mm256_fmadd_ps(f, p, pc[5]);
-            let p = _mm256_fmadd_ps(f, p, one);
+            let p = horner_avx2(f, &pc, one);
             let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_sub_epi32(
                 _mm256_castps_si256(t),
                 bias,
@@ -264,24 +293,12 @@ fn block_sums_avx2_masked<const PRE: bool>(block: &[f32], pre: f32, m: f32, k: f
             s2[h] = _mm256_blendv_ps(s2[h], _mm256_fmadd_ps(ey, y, s2[h]), live);
         }
     }
-    let mut b = BlockSums {
-        total: 0.0,
-        s1: [0.0; LANES],
-        s2: [0.0; LANES],
-        n: [0; LANES],
-    };
-    let mut sl = [0f32; LANES];
-    for h in 0..2 {
-        // SAFETY: each destination holds 16 lanes of 4 bytes; this half writes 8 of them
-        unsafe {
-            _mm256_storeu_ps(sl.as_mut_ptr().add(8 * h), s[h]);
-            _mm256_storeu_ps(b.s1.as_mut_ptr().add(8 * h), s1[h]);
-            _mm256_storeu_ps(b.s2.as_mut_ptr().add(8 * h), s2[h]);
-            _mm256_storeu_si256(b.n.as_mut_ptr().add(8 * h).cast(), n[h]);
-        }
+    let mut counts = [0u32; LANES];
+    for (h, n) in n.iter().enumerate() {
+        // SAFETY: `counts` holds 16 lanes of 4 bytes; this half writes 8 of them
+        unsafe { _mm256_storeu_si256(counts.as_mut_ptr().add(8 * h).cast(), *n) };
     }
-    b.total = tree_sum(&sl);
-    b
+    block_sums_from_avx2(&s, &s1, &s2, counts)
 }
 
 /// [`block_sums_portable`] in AVX-512 intrinsics: the same values, lane for lane, on one 16-lane
