@@ -218,8 +218,10 @@ pub(super) fn positions_f32_at(
     block_max: &[f32],
 ) {
     let split = split_point(logits.len());
+    // only with every block's maximum known (the halves split them at `split / BLOCK`)
+    let known = block_max.len() == logits.len().div_ceil(BLOCK);
     let busy = || block_max.iter().filter(|&&m| m >= c).count() >= PAR_BLOCKS;
-    if split == 0 || block_max.is_empty() || !busy() {
+    if split == 0 || !known || !busy() {
         return positions_f32_one_at(isa, logits, c, out, block_max);
     }
     let (la, lb) = logits.split_at(split);
@@ -382,6 +384,9 @@ mod tests {
                 let mut got = vec![7];
                 positions_f32_at(isa, &l, cut, &mut got, bm);
                 assert_eq!(got, want, "{isa:?}, cut {cut} ({passing} blocks)");
+                // maxima for only part of the row: one thread, the same list
+                positions_f32_at(isa, &l, cut, &mut got, &bm[..bm.len() / 3]);
+                assert_eq!(got, want, "{isa:?}, cut {cut}, partial maxima");
             }
         }
         assert!(bm.iter().filter(|&&m| m >= 21.5).count() < PAR_BLOCKS);
