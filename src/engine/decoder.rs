@@ -524,7 +524,12 @@ fn own_rows<R: std::io::Seek + std::io::Read>(
         let parts: Vec<usize> = run.iter().map(|i| i.2).collect();
         let row = (k / 32 * kind.block_bytes()) as u64;
         let rows = QRows::from_gguf(kind, &parts, k, |p, first, buf| {
-            reader.seek(std::io::SeekFrom::Start(run[p].4 + first as u64 * row))?;
+            // rows are read in file order: a seek to where the reader already is would throw
+            // away a buffered reader's buffer and read it again
+            let at = run[p].4 + first as u64 * row;
+            if reader.stream_position()? != at {
+                reader.seek(std::io::SeekFrom::Start(at))?;
+            }
             reader.read_exact(buf)?;
             Ok(())
         })

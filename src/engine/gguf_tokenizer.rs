@@ -50,7 +50,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
@@ -201,10 +201,7 @@ pub fn check_file(path: &Path) -> Result<()> {
 }
 
 fn read_header(path: &Path) -> Result<Content> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open model file {}", path.display()))?;
-    // buffered: the header holds hundreds of thousands of small values
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let (mut reader, _) = super::open_gguf(path)?;
     Content::read(&mut reader).map_err(|e| {
         anyhow!(
             "{} is not a readable GGUF file ({}); re-run `make models` or check the path",

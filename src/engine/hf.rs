@@ -844,9 +844,7 @@ pub struct WriteOptions {
 pub fn write_from_gguf(gguf: &Path, dir: &Path, opts: WriteOptions) -> Result<()> {
     use candle_core::quantized::gguf_file;
     use candle_core::{DType, Device, Tensor};
-    let mut f = std::io::BufReader::new(
-        std::fs::File::open(gguf).with_context(|| format!("cannot open {}", gguf.display()))?,
-    );
+    let (mut f, _) = super::open_gguf(gguf)?;
     let ct = gguf_file::Content::read(&mut f).map_err(|e| anyhow!("{}: {e}", gguf.display()))?;
     let md = |k: &str| ct.metadata.get(k);
     let arch = md("general.architecture")
