@@ -215,7 +215,7 @@ pub fn preflight(exp: &Experiment) -> Result<()> {
                     };
                     let n = tok
                         .encode(text.as_str(), special)
-                        .map(|e| e.get_ids().len())
+                        .map(|ids| ids.len())
                         .map_err(|e| anyhow::anyhow!("tokenizing prompt {:?}: {e}", p.id))?;
                     if n.saturating_add(exp.max_new_tokens) > info.context_length {
                         errors.push(format!(
@@ -253,7 +253,7 @@ fn check_against_vocab(exp: &Experiment, vocab_size: usize) -> Result<()> {
 
 /// What a sample's step needs besides its logits (shared by the rows sampled in parallel).
 struct StepArgs<'a> {
-    tokenizer: &'a tokenizers::Tokenizer,
+    tokenizer: &'a engine::tokenizer::Tokenizer,
     eos_ids: &'a [u32],
     stop: &'a [String],
     max_new_tokens: usize,

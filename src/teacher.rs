@@ -30,12 +30,10 @@ pub fn prompt_ids(model: &LoadedModel, prompt: &str) -> Result<Vec<u32>> {
 
 /// A text's ids as a continuation: tokenized on its own, without special tokens.
 pub fn text_ids(model: &LoadedModel, text: &str) -> Result<Vec<u32>> {
-    Ok(model
+    model
         .tokenizer
         .encode(text, false)
-        .map_err(|e| anyhow!("tokenizing the text failed: {e}"))?
-        .get_ids()
-        .to_vec())
+        .map_err(|e| anyhow!("tokenizing the text failed: {e}"))
 }
 
 /// The reference scores of texts under `model`, the experiment's scorer, named `model_id`:

@@ -178,12 +178,13 @@ fn bench_measures_every_strategy_and_saves_a_real_logit_fixture() {
     );
 }
 
-/// declab's one-pass tokenizer.json reader builds the same tokenizer as `tokenizers`' own
-/// deserializer on the real Gemma 3 file (vocabulary, added tokens, merges, encodings).
+/// declab's one-pass tokenizer.json reader builds the same `tokenizers` tokenizer as
+/// `tokenizers`' own deserializer on the real Gemma 3 file (vocabulary, added tokens, merges,
+/// encodings).
 #[test]
 fn fast_tokenizer_load_equals_tokenizers_own() {
     let path = real_models_dir().join("gemma-3-270m/tokenizer.json");
-    let fast = declab::engine::tokenizer::load(&path).unwrap();
+    let fast = declab::engine::tokenizer::load_hf(&path).unwrap();
     let slow = tokenizers::Tokenizer::from_file(&path).unwrap();
     assert_eq!(fast.get_vocab(true), slow.get_vocab(true));
     assert_eq!(
@@ -209,6 +210,209 @@ fn fast_tokenizer_load_equals_tokenizers_own() {
                 fast.decode(a.get_ids(), false).unwrap(),
                 slow.decode(b.get_ids(), false).unwrap()
             );
+        }
+    }
+}
+
+/// Seeded random texts for comparing tokenizers: fragments that stress each step (spaces and
+/// `▁`, runs of newlines and tabs that have their own merges, added tokens whole and cut,
+/// characters outside the vocabulary that fall back to bytes, combining marks, scripts) and
+/// vocabulary tokens' own texts, joined.
+fn random_texts(vocab: &[String], n: usize, seed: u64) -> Vec<String> {
+    use rand::{Rng, SeedableRng};
+    const FRAGMENTS: &[&str] = &[
+        " ",
+        "  ",
+        "   ",
+        "\n",
+        "\n\n",
+        "\n\n\n\n",
+        "\t",
+        "\t\t",
+        "\u{2581}",
+        "\u{2581} ",
+        "the",
+        "The",
+        " the",
+        "ing",
+        "un",
+        "believ",
+        "able",
+        ".",
+        ",",
+        "!",
+        "?",
+        "'",
+        "\"",
+        "-",
+        "0",
+        "12",
+        "345",
+        "2026",
+        "<",
+        ">",
+        "</",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<bos>",
+        "<eos>",
+        "<unused7>",
+        "<image_soft_token>",
+        "<start_of",
+        "_turn>",
+        "<0x0A>",
+        "<pad>",
+        "é",
+        "e\u{301}",
+        "ñ",
+        "ß",
+        "Ω",
+        "ж",
+        "中文",
+        "漢字",
+        "日本語",
+        "한국어",
+        "العربية",
+        "हिन्दी",
+        "🦀",
+        "👩‍👩‍👧",
+        "\u{1F9EA}",
+        "\u{E000}",
+        "\u{10FFFD}",
+        "\u{FEFF}",
+        "\u{200B}",
+        "\r\n",
+        "\u{7}",
+        "http://",
+        "www.",
+        "```",
+        "    ",
+        "\\",
+        "{\"a\": 1}",
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let parts = rng.random_range(0..24);
+            (0..parts)
+                .map(|_| {
+                    if rng.random_bool(0.3) {
+                        vocab[rng.random_range(0..vocab.len())].replace('\u{2581}', " ")
+                    } else {
+                        FRAGMENTS[rng.random_range(0..FRAGMENTS.len())].to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// declab's own BPE (what `engine::tokenizer::load` gives for Gemma 3's file, built from the
+/// JSON and read back from its cache) against `tokenizers` on the same file: the vocabulary
+/// both ways, the special tokens, the fixture texts and 3,000 seeded random texts encoded with
+/// and without special tokens, and those ids plus random id sequences (byte tokens that split
+/// characters, special and out-of-range ids) decoded with and without skipping.
+#[test]
+fn own_bpe_equals_tokenizers_on_gemma() {
+    use declab::engine::bpe::Bpe;
+    use declab::engine::tokenizer::Tokenizer;
+    use rand::{Rng, SeedableRng};
+    let path = real_models_dir().join("gemma-3-270m/tokenizer.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let built = Bpe::from_json(&text).unwrap();
+    let cached = Bpe::from_bytes(&built.to_bytes()).unwrap();
+    let loaded = declab::engine::tokenizer::load(&path).unwrap();
+    assert!(
+        matches!(loaded, Tokenizer::Bpe(_)),
+        "Gemma 3's tokenizer.json should load as declab's own BPE"
+    );
+    let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
+    let ours: Vec<Tokenizer> = vec![
+        Tokenizer::Bpe(Box::new(built)),
+        Tokenizer::Bpe(Box::new(cached)),
+        loaded,
+    ];
+    let total = hf.get_vocab_size(true) as u32;
+    let vocab: Vec<String> = (0..total).map(|i| hf.id_to_token(i).unwrap()).collect();
+    let mut specials: Vec<u32> = hf
+        .get_added_tokens_decoder()
+        .into_iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| id)
+        .collect();
+    specials.sort_unstable();
+    let fixtures: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/tokenizer/texts.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut texts: Vec<String> = fixtures
+        .iter()
+        .map(|t| t["text"].as_str().unwrap().to_string())
+        .collect();
+    texts.extend(random_texts(&vocab, 3000, 21));
+    texts.push(String::new());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(22);
+    let mut id_runs: Vec<Vec<u32>> = (0..500)
+        .map(|_| {
+            (0..rng.random_range(0..30))
+                .map(|_| match rng.random_range(0..4) {
+                    0 => rng.random_range(0..total + 3),
+                    1 => hf
+                        .token_to_id(&format!("<0x{:02X}>", rng.random_range(0x80..=0xFFu32)))
+                        .unwrap(),
+                    2 => specials[rng.random_range(0..specials.len())],
+                    _ => rng.random_range(0..4000),
+                })
+                .collect()
+        })
+        .collect();
+    for (k, t) in ours.iter().enumerate() {
+        assert_eq!(t.vocab_size(), hf.get_vocab_size(false), "tokenizer {k}");
+        assert_eq!(t.special_ids(), specials, "tokenizer {k}");
+        for (i, want) in vocab.iter().enumerate() {
+            assert_eq!(
+                t.id_to_token(i as u32).as_ref(),
+                Some(want),
+                "tokenizer {k}: id {i}"
+            );
+        }
+        assert_eq!(t.id_to_token(total), None);
+        for i in (0..total)
+            .step_by(997)
+            .chain([0, 1, 2, 106, 107, total - 1])
+        {
+            assert_eq!(
+                t.token_to_id(&vocab[i as usize]),
+                hf.token_to_id(&vocab[i as usize])
+            );
+        }
+        assert_eq!(t.token_to_id("no such token here"), None);
+        for text in &texts {
+            for special in [false, true] {
+                let want = hf
+                    .encode(text.as_str(), special)
+                    .unwrap()
+                    .get_ids()
+                    .to_vec();
+                let got = t.encode(text, special).unwrap();
+                assert_eq!(got, want, "tokenizer {k}, add_special {special}: {text:?}");
+                if k == 0 {
+                    id_runs.push(want);
+                }
+            }
+        }
+        for ids in &id_runs {
+            for skip in [false, true] {
+                assert_eq!(
+                    t.decode(ids, skip).unwrap(),
+                    hf.decode(ids, skip).unwrap(),
+                    "tokenizer {k}, skip {skip}: {ids:?}"
+                );
+            }
         }
     }
 }

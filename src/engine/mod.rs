@@ -3,6 +3,7 @@
 //! the tokenizer. Untrusted files are checked here: not-a-GGUF, missing metadata, an
 //! unsupported architecture, a tokenizer that does not fit the model's vocabulary.
 
+pub mod bpe;
 pub mod chat;
 mod decoder;
 pub mod dense;
@@ -16,11 +17,11 @@ pub mod tokenizer;
 use std::path::Path;
 use std::time::Instant;
 
+use self::tokenizer::Tokenizer;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use sha2::{Digest, Sha256};
-use tokenizers::Tokenizer;
 
 use crate::config::{ModelSpec, Weights};
 
@@ -278,11 +279,10 @@ impl LoadedModel {
     }
 
     fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
+        let ids = self
             .tokenizer
             .encode(text, add_special_tokens)
             .map_err(|e| anyhow!("tokenizing the prompt failed: {e}"))?;
-        let ids = enc.get_ids().to_vec();
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
             bail!(
                 "the tokenizer produced token id {bad}, outside the model's vocabulary of {}",
@@ -709,8 +709,7 @@ pub fn end_of_turn_id(t: &chat::ChatTemplate, tokenizer: &Tokenizer) -> Result<u
     let ids = tokenizer
         .encode(after.as_str(), false)
         .map_err(|e| anyhow!("tokenizing the end of a turn failed: {e}"))?;
-    ids.get_ids()
-        .first()
+    ids.first()
         .copied()
         .filter(|&id| {
             tokenizer
@@ -729,7 +728,7 @@ pub fn end_of_turn_id(t: &chat::ChatTemplate, tokenizer: &Tokenizer) -> Result<u
 pub fn load_tokenizer(spec: &ModelSpec) -> Result<Tokenizer> {
     match (&spec.tokenizer, &spec.weights) {
         (Some(json), _) => tokenizer::load(json),
-        (None, Weights::Gguf(gguf)) => gguf_tokenizer::from_gguf_file(gguf),
+        (None, Weights::Gguf(gguf)) => gguf_tokenizer::from_gguf_file(gguf).map(Tokenizer::from),
         (None, Weights::Hf { folder, .. }) => bail!(
             "{} has no tokenizer.json; give the tokenizer as `tokenizer:`",
             folder.display()
@@ -819,7 +818,7 @@ fn finish_load(
     } = info;
     // Added tokens beyond the model's vocabulary (Gemma 3's `<image_soft_token>`) are harmless
     // unless a prompt produces them (checked in `encode`); the base vocabulary must fit.
-    let tok_vocab = tokenizer.get_vocab_size(false);
+    let tok_vocab = tokenizer.vocab_size();
     if tok_vocab > vocab_size {
         bail!(
             "{} has {tok_vocab} tokens but the model {} has a vocabulary of {vocab_size}; they do not belong together",

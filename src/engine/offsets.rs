@@ -15,8 +15,8 @@
 //! boundaries are recomputed from whole prefixes (`decode(ids[..=i])`, quadratic), which agree
 //! with the text by construction.
 
+use super::tokenizer::Tokenizer;
 use anyhow::Result;
-use tokenizers::Tokenizer;
 
 /// End (a byte offset into `text`) of each token's text, one per id, non-decreasing, each on a
 /// character boundary of `text`. `full` is the whole decode of `ids` (what

@@ -1,25 +1,207 @@
-//! Loading a `tokenizer.json` faster than `tokenizers`' own deserializer, with the same result.
+//! A model's tokenizer, and loading a `tokenizer.json` fast with the same result as
+//! `tokenizers`.
 //!
-//! `tokenizers` 0.22 reads the `model` section through an untagged enum and a flattened
-//! `serde_json::Value` (a BTreeMap of the whole vocabulary), and the merges through another
-//! untagged enum: each buffers Gemma 3's 262,144-token vocabulary and 514,906 merges again
-//! before the BPE is built (1.5 s of a 1.8 s load here). For a plain BPE file this reads the
-//! same fields in one typed pass and hands them to `tokenizers`' own builders, in the order its
-//! deserializer uses (model, normalizer, pre-tokenizer, post-processor, decoder, then the added
-//! tokens through `add_tokens`). Anything else (another model type, the legacy `"a b"` merge
-//! form, truncation or padding settings) goes through `Tokenizer::from_str`.
-//! Tests check the two give the same vocabulary, added tokens, encodings and decodings.
+//! A SentencePiece-style BPE file (Gemma 3's) gets declab's own encoder ([`super::bpe`]), built
+//! once from the JSON and then read from a cache beside it (`<file>.declab-bpe`, keyed like the
+//! `.sha256` stamps by the file's size, time and inode, with a checksum of its own).
+//!
+//! Any other file goes to `tokenizers`. `tokenizers` 0.22 reads the `model` section through an
+//! untagged enum and a flattened `serde_json::Value` (a BTreeMap of the whole vocabulary), and
+//! the merges through another untagged enum. For a plain BPE file this reads the same fields in
+//! one typed pass and hands them to `tokenizers`' own builders, in the order its deserializer
+//! uses (model, normalizer, pre-tokenizer, post-processor, decoder, then the added tokens
+//! through `add_tokens`). Anything else (another model type, the legacy `"a b"` merge form,
+//! truncation or padding settings) goes through `Tokenizer::from_str`.
+//! Tests check each path against `tokenizers`' own: vocabulary, added tokens, encodings and
+//! decodings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokenizers::models::bpe::{Merges, Vocab, BPE};
 use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
-    Tokenizer,
 };
+
+use super::bpe::Bpe;
+
+/// A model's tokenizer: declab's own BPE where the file is one it covers, `tokenizers`
+/// otherwise.
+pub enum Tokenizer {
+    Bpe(Box<Bpe>),
+    Hf(Box<tokenizers::Tokenizer>),
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tokenizer::Bpe(b) => b.fmt(f),
+            Tokenizer::Hf(t) => write!(f, "tokenizers({} tokens)", t.get_vocab_size(true)),
+        }
+    }
+}
+
+impl From<tokenizers::Tokenizer> for Tokenizer {
+    fn from(t: tokenizers::Tokenizer) -> Self {
+        Tokenizer::Hf(Box::new(t))
+    }
+}
+
+impl Tokenizer {
+    /// The ids of `text`, with the post-processor's special tokens (BOS) when `add_special`.
+    /// Added tokens written in the text are always parsed.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Bpe(b) => Ok(b.encode(text, add_special)),
+            Tokenizer::Hf(t) => Ok(t
+                .encode(text, add_special)
+                .map_err(|e| anyhow!("{e}"))?
+                .get_ids()
+                .to_vec()),
+        }
+    }
+
+    /// The text of `ids`, special added tokens skipped when `skip_special`.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        match self {
+            Tokenizer::Bpe(b) => Ok(b.decode(ids, skip_special)),
+            Tokenizer::Hf(t) => t.decode(ids, skip_special).map_err(|e| anyhow!("{e}")),
+        }
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        match self {
+            Tokenizer::Bpe(b) => b.id_to_token(id).map(str::to_string),
+            Tokenizer::Hf(t) => t.id_to_token(id),
+        }
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match self {
+            Tokenizer::Bpe(b) => b.token_to_id(token),
+            Tokenizer::Hf(t) => t.token_to_id(token),
+        }
+    }
+
+    /// Tokens of the model's vocabulary, without added tokens beyond it.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Bpe(b) => b.vocab_size(),
+            Tokenizer::Hf(t) => t.get_vocab_size(false),
+        }
+    }
+
+    /// Ids of the special added tokens (what decoding skips).
+    pub fn special_ids(&self) -> Vec<u32> {
+        match self {
+            Tokenizer::Bpe(b) => b.special_ids(),
+            Tokenizer::Hf(t) => {
+                let mut ids: Vec<u32> = t
+                    .get_added_tokens_decoder()
+                    .into_iter()
+                    .filter(|(_, a)| a.special)
+                    .map(|(id, _)| id)
+                    .collect();
+                ids.sort_unstable();
+                ids
+            }
+        }
+    }
+}
+
+/// Reads `path` (a tokenizer.json): declab's own BPE from its cache or the file, else
+/// `tokenizers` (with the fast path when the file allows it).
+pub fn load(path: &Path) -> Result<Tokenizer> {
+    if let Some(b) = read_cache(path) {
+        return Ok(Tokenizer::Bpe(Box::new(b)));
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read tokenizer file {}", path.display()))?;
+    if let Ok(b) = Bpe::from_json(&text) {
+        write_cache(path, &b);
+        return Ok(Tokenizer::Bpe(Box::new(b)));
+    }
+    load_hf_text(path, text).map(Tokenizer::from)
+}
+
+/// `path` through `tokenizers` only (the fast typed reader where it applies): what declab's
+/// own BPE is compared with.
+pub fn load_hf(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read tokenizer file {}", path.display()))?;
+    load_hf_text(path, text)
+}
+
+fn load_hf_text(path: &Path, text: String) -> Result<tokenizers::Tokenizer> {
+    let invalid = |e: String| anyhow!("{} is not a valid tokenizer.json: {e}", path.display());
+    match plain_bpe(&text) {
+        Some(raw) => {
+            // the text (33 MB for Gemma 3) is not needed while the BPE's maps are built, which
+            // is when the load's memory peaks
+            drop(text);
+            build(raw).map_err(|e| invalid(e.to_string()))
+        }
+        None => tokenizers::Tokenizer::from_str(&text).map_err(|e| invalid(e.to_string())),
+    }
+}
+
+/// Where the cache of `path`'s BPE tables lives.
+pub fn cache_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".declab-bpe");
+    PathBuf::from(p)
+}
+
+/// First line of a cache file: the format, then the tokenizer file's stamp.
+const CACHE_MAGIC: &str = "declab-bpe 1";
+
+fn cache_stamp(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!(
+        "{CACHE_MAGIC} {}\n",
+        super::stamp_key(&meta, modified)
+    ))
+}
+
+/// The cached tables of `path`, when a cache exists for the file as it is now and is whole.
+fn read_cache(path: &Path) -> Option<Bpe> {
+    let stamp = cache_stamp(path)?;
+    let data = std::fs::read(cache_path(path)).ok()?;
+    let rest = data.strip_prefix(stamp.as_bytes())?;
+    let (body, sum) = rest.split_at_checked(rest.len().checked_sub(32)?)?;
+    (Sha256::digest(body).as_slice() == sum)
+        .then(|| Bpe::from_bytes(body).ok())
+        .flatten()
+}
+
+/// Writes the cache of `path` (whole, then renamed into place); failures are harmless (the next
+/// load builds from the file again).
+fn write_cache(path: &Path, b: &Bpe) {
+    let Some(stamp) = cache_stamp(path) else {
+        return;
+    };
+    let body = b.to_bytes();
+    let mut data = Vec::with_capacity(stamp.len() + body.len() + 32);
+    data.extend_from_slice(stamp.as_bytes());
+    data.extend_from_slice(&body);
+    data.extend_from_slice(&Sha256::digest(&body));
+    let target = cache_path(path);
+    let mut tmp = target.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    if std::fs::write(&tmp, &data).is_err() || std::fs::rename(&tmp, &target).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
 
 #[derive(Deserialize)]
 struct RawTokenizer {
@@ -59,25 +241,9 @@ struct RawBpe {
     merges: Merges,
 }
 
-/// Reads `path` (a tokenizer.json), with the fast path when the file allows it.
-pub fn load(path: &Path) -> Result<Tokenizer> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read tokenizer file {}", path.display()))?;
-    let invalid = |e: String| anyhow!("{} is not a valid tokenizer.json: {e}", path.display());
-    match plain_bpe(&text) {
-        Some(raw) => {
-            // the text (33 MB for Gemma 3) is not needed while the BPE's maps are built, which
-            // is when the load's memory peaks
-            drop(text);
-            build(raw).map_err(|e| invalid(e.to_string()))
-        }
-        None => Tokenizer::from_str(&text).map_err(|e| invalid(e.to_string())),
-    }
-}
-
 /// `Ok(None)` when the file is not a plain BPE tokenizer this path covers.
 #[cfg(test)]
-fn fast(text: &str) -> Result<Option<Tokenizer>> {
+fn fast(text: &str) -> Result<Option<tokenizers::Tokenizer>> {
     plain_bpe(text).map(build).transpose()
 }
 
@@ -92,7 +258,7 @@ fn plain_bpe(text: &str) -> Option<RawTokenizer> {
     .then_some(raw)
 }
 
-fn build(raw: RawTokenizer) -> Result<Tokenizer> {
+fn build(raw: RawTokenizer) -> Result<tokenizers::Tokenizer> {
     let m = raw.model;
     let mut b = BPE::builder().vocab_and_merges(m.vocab, m.merges);
     if let Some(p) = m.dropout {
@@ -117,7 +283,7 @@ fn build(raw: RawTokenizer) -> Result<Tokenizer> {
         b = b.ignore_merges(i);
     }
     let bpe = b.build().map_err(|e| anyhow!("{e}"))?;
-    let mut tokenizer = Tokenizer::new(bpe);
+    let mut tokenizer = tokenizers::Tokenizer::new(bpe);
     tokenizer
         .with_normalizer(raw.normalizer)
         .with_pre_tokenizer(raw.pre_tokenizer)
@@ -147,7 +313,7 @@ pub(crate) mod tests {
     /// `tokenizers`' own deserializer, on `samples`.
     pub(crate) fn assert_same_as_tokenizers(text: &str, samples: &[&str]) {
         let fast = fast(text).unwrap().expect("the fast path applies");
-        let slow = Tokenizer::from_str(text).unwrap();
+        let slow = tokenizers::Tokenizer::from_str(text).unwrap();
         assert_eq!(fast.get_vocab(true), slow.get_vocab(true));
         assert_eq!(
             fast.get_added_tokens_decoder(),
@@ -253,15 +419,16 @@ pub(crate) mod tests {
         );
         assert_ne!(legacy, gemma_like(), "the replacement applied");
         assert!(fast(&legacy).unwrap().is_none());
-        assert!(Tokenizer::from_str(&legacy).is_ok());
+        assert!(tokenizers::Tokenizer::from_str(&legacy).is_ok());
         let dir = tempfile::tempdir().unwrap();
         let tiny = crate::engine::tiny::write(dir.path(), 1).unwrap();
         let text = std::fs::read_to_string(&tiny.tokenizer).unwrap();
         assert!(fast(&text).unwrap().is_none());
-        let t = load(&tiny.tokenizer).unwrap();
+        assert!(matches!(load(&tiny.tokenizer).unwrap(), Tokenizer::Hf(_)));
+        let t = load_hf(&tiny.tokenizer).unwrap();
         assert_eq!(
             t.get_vocab(true),
-            Tokenizer::from_file(&tiny.tokenizer)
+            tokenizers::Tokenizer::from_file(&tiny.tokenizer)
                 .unwrap()
                 .get_vocab(true)
         );
@@ -273,5 +440,154 @@ pub(crate) mod tests {
             err.contains("bad.json") && err.contains("not a valid tokenizer.json"),
             "{err}"
         );
+    }
+
+    /// declab's own BPE against `tokenizers` on `text`'s file: the same ids for every sample
+    /// (with and without special tokens), the same text back for those ids and for `ids`.
+    fn assert_own_bpe_agrees(text: &str, samples: &[String], ids: &[Vec<u32>]) {
+        let own = Bpe::from_json(text).unwrap();
+        let again = Bpe::from_bytes(&own.to_bytes()).unwrap();
+        let hf = tokenizers::Tokenizer::from_str(text).unwrap();
+        for b in [&own, &again] {
+            assert_eq!(b.vocab_size(), hf.get_vocab_size(false));
+            for s in samples {
+                for special in [false, true] {
+                    let want = hf.encode(s.as_str(), special).unwrap().get_ids().to_vec();
+                    assert_eq!(b.encode(s, special), want, "{s:?}, special {special}");
+                    for skip in [false, true] {
+                        assert_eq!(b.decode(&want, skip), hf.decode(&want, skip).unwrap());
+                    }
+                }
+            }
+            for ids in ids {
+                for skip in [false, true] {
+                    assert_eq!(
+                        b.decode(ids, skip),
+                        hf.decode(ids, skip).unwrap(),
+                        "{ids:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Random strings over `alphabet`, seeded.
+    fn random_strings(alphabet: &[&str], n: usize, seed: u64) -> Vec<String> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                (0..rng.random_range(0..16))
+                    .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn own_bpe_encodes_and_decodes_like_tokenizers() {
+        use rand::{Rng, SeedableRng};
+        let alphabet = [
+            "a",
+            "b",
+            "c",
+            "ab",
+            " ",
+            "  ",
+            "\u{2581}",
+            "é",
+            "🦀",
+            "z",
+            "<bos>",
+            "<pad>",
+            "<start_of_turn>",
+            "<image_soft_token>",
+            "<start_of",
+            "<",
+            ">",
+            "\n",
+        ];
+        let samples = random_strings(&alphabet, 3000, 7);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        // byte tokens that split characters, special ids, ids beyond every table
+        let ids: Vec<Vec<u32>> = (0..500)
+            .map(|_| {
+                (0..rng.random_range(0..12))
+                    .map(|_| rng.random_range(0..280))
+                    .collect()
+            })
+            .collect();
+        assert_own_bpe_agrees(&gemma_like(), &samples, &ids);
+        // a pair listed twice: the later rank holds, as in `tokenizers`' map
+        let twice = gemma_like().replace(r#"["▁","b"]]"#, r#"["▁","b"],["a","b"]]"#);
+        assert_ne!(twice, gemma_like(), "the replacement applied");
+        assert_own_bpe_agrees(&twice, &samples, &ids);
+        // overlapping pairs of one rank ("aaa"): the leftmost merges first
+        let overlap = gemma_like()
+            .replace(r#""bc":14"#, r#""aa":14"#)
+            .replace(r#"["b","c"]"#, r#"["a","a"]"#);
+        assert!(!overlap.contains(r#"["b","c"]"#) && overlap.contains(r#""aa":14"#));
+        assert_own_bpe_agrees(&overlap, &samples, &ids);
+    }
+
+    #[test]
+    fn own_bpe_refuses_what_it_does_not_implement() {
+        let base = gemma_like();
+        assert!(Bpe::from_json(&base).is_ok());
+        for (from, to) in [
+            (r#"{"type":"ByteFallback"},"#, ""),
+            (r#""byte_fallback":true"#, r#""byte_fallback":false"#),
+            (r#""dropout":null"#, r#""dropout":0.1"#),
+            (r#""normalizer":{"#, r#""normalizer":{"prepend":"x","#),
+            (r#""lstrip":false"#, r#""lstrip":true"#),
+            (r#""<0x41>":"#, r#""<0x41>x":"#),
+        ] {
+            let changed = base.replacen(from, to, 1);
+            assert_ne!(changed, base, "{from:?} is in the file");
+            assert!(Bpe::from_json(&changed).is_err(), "{from:?} -> {to:?}");
+        }
+    }
+
+    /// The cache beside a tokenizer.json: written on the first load, read on the next, ignored
+    /// when damaged or when the file changes (rebuilt from the file each time).
+    #[test]
+    fn own_bpe_cache_is_written_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, gemma_like()).unwrap();
+        let cache = cache_path(&path);
+        let ids = |t: &Tokenizer| t.encode("abc ab<bos>🦀", true).unwrap();
+        let first = load(&path).unwrap();
+        assert!(matches!(first, Tokenizer::Bpe(_)));
+        let want = ids(&first);
+        assert!(cache.is_file(), "the first load writes the cache");
+        assert!(read_cache(&path).is_some());
+        assert_eq!(ids(&load(&path).unwrap()), want);
+        // damaged: one byte flipped in the body, or cut short
+        let good = std::fs::read(&cache).unwrap();
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 1;
+        for damaged in [bad, good[..good.len() - 7].to_vec()] {
+            std::fs::write(&cache, damaged).unwrap();
+            assert!(read_cache(&path).is_none());
+            assert_eq!(ids(&load(&path).unwrap()), want);
+            assert!(
+                read_cache(&path).is_some(),
+                "a load rewrites a damaged cache"
+            );
+        }
+        // the file changes: the cache of the old file is not used
+        let edited = gemma_like().replace(r#"["a","b"],"#, "");
+        assert_ne!(edited, gemma_like(), "the replacement applied");
+        std::fs::write(&path, edited).unwrap();
+        assert!(read_cache(&path).is_none());
+        let changed = load(&path).unwrap();
+        let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
+        assert_eq!(
+            ids(&changed),
+            hf.encode("abc ab<bos>🦀", true).unwrap().get_ids()
+        );
+        assert_ne!(ids(&changed), want);
     }
 }
