@@ -576,3 +576,50 @@ select:\n  - {{kind: self_certainty}}\n  - {{kind: mean_entropy}}\n  - {{kind: m
     assert_eq!(records.len(), 6);
     assert_traces_match(&records, &trace_lines(&sel_out.join("select_traces.jsonl")));
 }
+
+/// declab's GGUF header reader ([`declab::engine::gguf_header::read`]) gives candle's
+/// `Content` on both real files: every metadata value, tensor info and the data offset, and
+/// without the tokenizer arrays when told to step over them.
+#[test]
+fn gguf_header_reader_equals_candles_on_the_real_files() {
+    use candle_core::quantized::gguf_file::Content;
+    use declab::engine::gguf_header::{read, tokenizer_arrays};
+    let summary = |c: &Content, skip: &dyn Fn(&str) -> bool| {
+        let mut md: Vec<String> = c
+            .metadata
+            .iter()
+            .filter(|(k, _)| !skip(k))
+            .map(|(k, v)| format!("{k} = {v:?}"))
+            .collect();
+        md.sort();
+        let mut ti: Vec<String> = c
+            .tensor_infos
+            .iter()
+            .map(|(k, t)| format!("{k}: {:?} {:?} {}", t.ggml_dtype, t.shape, t.offset))
+            .collect();
+        ti.sort();
+        (md, ti, c.tensor_data_offset)
+    };
+    for file in [
+        "gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
+        "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ] {
+        let path = real_models_dir().join(file);
+        let open = || std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+        let theirs = Content::read(&mut open()).unwrap();
+        assert!(theirs.metadata.contains_key("tokenizer.ggml.tokens"));
+        let all = read(&mut open(), |_| false).unwrap();
+        assert_eq!(
+            summary(&all, &|_| false),
+            summary(&theirs, &|_| false),
+            "{file}"
+        );
+        let lean = read(&mut open(), tokenizer_arrays).unwrap();
+        assert!(!lean.metadata.contains_key("tokenizer.ggml.tokens"));
+        assert_eq!(
+            summary(&lean, &|_| false),
+            summary(&theirs, &tokenizer_arrays),
+            "{file}"
+        );
+    }
+}

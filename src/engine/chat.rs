@@ -215,7 +215,7 @@ fn from_tokenizer_config(path: &Path) -> Result<Option<ChatTemplate>> {
 }
 
 fn from_gguf(path: &Path) -> Result<Option<ChatTemplate>> {
-    let (_, ct, _) = super::read_header(path)?;
+    let (_, ct, _) = super::read_header(path, true)?;
     let md = &ct.metadata;
     let Some(t) = md.get("tokenizer.chat_template") else {
         return Ok(None);

@@ -7,6 +7,7 @@ pub mod bpe;
 pub mod chat;
 mod decoder;
 pub mod dense;
+pub mod gguf_header;
 pub mod gguf_tokenizer;
 pub mod hf;
 pub mod offsets;
@@ -579,11 +580,16 @@ pub(crate) fn open_gguf(path: &Path) -> Result<(std::io::BufReader<PosFile>, u64
     ))
 }
 
+/// A GGUF's header, checked, with the reader left after it. `with_vocabulary: false` steps
+/// over the `tokenizer.ggml.*` arrays ([`gguf_header::tokenizer_arrays`]), which the weights
+/// never read.
 fn read_header(
     path: &Path,
+    with_vocabulary: bool,
 ) -> Result<(std::io::BufReader<PosFile>, gguf_file::Content, WeightsInfo)> {
     let (mut file, file_len) = open_gguf(path)?;
-    let ct = gguf_file::Content::read(&mut file).map_err(|e| {
+    let skip = |k: &str| !with_vocabulary && gguf_header::tokenizer_arrays(k);
+    let ct = gguf_header::read(&mut file, skip).map_err(|e| {
         anyhow!(
             "{} is not a readable GGUF file ({}); re-run `make models` or check the path",
             path.display(),
@@ -648,7 +654,7 @@ fn read_header(
 
 /// Check a model file's header (format, architecture, metadata, size) without loading weights.
 pub fn inspect(path: &Path) -> Result<WeightsInfo> {
-    Ok(read_header(path)?.2)
+    Ok(read_header(path, false)?.2)
 }
 
 /// What a Hugging Face folder's config says, in the terms of a GGUF's header.
@@ -781,7 +787,7 @@ pub fn load_model_weights(
 
 /// The model in a GGUF file, without its tokenizer (what a logit check needs).
 pub fn load_weights(path: &Path, device: &Device) -> Result<(Box<dyn LanguageModel>, WeightsInfo)> {
-    let (mut file, ct, info) = read_header(path)?;
+    let (mut file, ct, info) = read_header(path, false)?;
     let arch = info.architecture.clone();
     let model: Box<dyn LanguageModel> = {
         let d = device.clone();
