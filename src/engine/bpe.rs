@@ -33,6 +33,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use anyhow::{anyhow, bail, ensure, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokenizers::models::bpe::{Merges, Vocab};
 
 /// What the encoder needs, all as ids.
 pub struct Bpe {
@@ -85,31 +86,34 @@ struct RawFile {
     model: RawModel,
 }
 
+/// An entry of a tokenizer.json's `added_tokens` (also read by `tokenizer.rs`'s typed path).
 #[derive(Deserialize)]
-struct RawAdded {
-    id: u32,
-    content: String,
-    single_word: bool,
-    lstrip: bool,
-    rstrip: bool,
-    normalized: bool,
-    special: bool,
+pub(crate) struct RawAdded {
+    pub id: u32,
+    pub content: String,
+    pub single_word: bool,
+    pub lstrip: bool,
+    pub rstrip: bool,
+    pub normalized: bool,
+    pub special: bool,
 }
 
+/// A tokenizer.json's BPE `model` section (also read by `tokenizer.rs`'s typed path).
 #[derive(Deserialize)]
-struct RawModel {
+pub(crate) struct RawModel {
     #[serde(rename = "type")]
-    kind: String,
-    dropout: Option<f32>,
-    unk_token: Option<String>,
-    continuing_subword_prefix: Option<String>,
-    end_of_word_suffix: Option<String>,
-    byte_fallback: Option<bool>,
-    ignore_merges: Option<bool>,
-    vocab: HashMap<String, u32>,
+    pub kind: String,
+    pub dropout: Option<f32>,
+    pub unk_token: Option<String>,
+    pub continuing_subword_prefix: Option<String>,
+    pub end_of_word_suffix: Option<String>,
+    pub fuse_unk: Option<bool>,
+    pub byte_fallback: Option<bool>,
+    pub ignore_merges: Option<bool>,
+    pub vocab: Vocab,
     /// The `[left, right]` form (the legacy `"left right"` strings fail to parse, and the
-    /// caller falls back to `tokenizers`).
-    merges: Vec<(String, String)>,
+    /// caller falls back to `tokenizers`' own reader).
+    pub merges: Merges,
 }
 
 /// The byte fallback token of `b`, as `tokenizers` spells it (`format!("<{b:#04X}>")`).

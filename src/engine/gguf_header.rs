@@ -307,26 +307,28 @@ pub fn read<R: BufRead + Seek>(r: &mut R, skip: impl Fn(&str) -> bool) -> Result
     })
 }
 
+/// A header as comparable parts (candle's types have no `PartialEq`): the metadata as
+/// `key = value` lines and the tensor infos as lines, each sorted, and the data offset. For
+/// tests comparing this reader with candle's.
+pub fn describe(c: &Content) -> (Vec<String>, Vec<String>, u64) {
+    let mut md: Vec<String> = c
+        .metadata
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}"))
+        .collect();
+    md.sort();
+    let mut ti: Vec<String> = c
+        .tensor_infos
+        .iter()
+        .map(|(k, t)| format!("{k}: {:?} {:?} {}", t.ggml_dtype, t.shape, t.offset))
+        .collect();
+    ti.sort();
+    (md, ti, c.tensor_data_offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The parts of a header, printed (candle's types have no `PartialEq`), sorted by key.
-    fn summary(c: &Content) -> (Vec<String>, Vec<String>, u64) {
-        let mut md: Vec<String> = c
-            .metadata
-            .iter()
-            .map(|(k, v)| format!("{k} = {v:?}"))
-            .collect();
-        md.sort();
-        let mut ti: Vec<String> = c
-            .tensor_infos
-            .iter()
-            .map(|(k, t)| format!("{k}: {:?} {:?} {}", t.ggml_dtype, t.shape, t.offset))
-            .collect();
-        ti.sort();
-        (md, ti, c.tensor_data_offset)
-    }
 
     #[test]
     fn reads_the_tiny_models_header_as_candle_does() {
@@ -337,15 +339,15 @@ mod tests {
         let ours = read(&mut f, |_| false).unwrap();
         let mut f = std::io::BufReader::new(std::fs::File::open(gguf).unwrap());
         let theirs = Content::read(&mut f).unwrap();
-        assert_eq!(summary(&ours), summary(&theirs));
+        assert_eq!(describe(&ours), describe(&theirs));
         // skipped keys (here every other key name by length) are missing, the rest the same
         let some = |k: &str| k.len().is_multiple_of(2);
         let (mut f, _) = crate::engine::open_gguf(gguf).unwrap();
         let skipped = read(&mut f, some).unwrap();
-        let (mut md, ti, off) = summary(&theirs);
+        let (mut md, ti, off) = describe(&theirs);
         md.retain(|l| !some(l.split(" = ").next().unwrap()));
         assert!(md.len() < theirs.metadata.len() && !md.is_empty());
-        assert_eq!(summary(&skipped), (md, ti, off));
+        assert_eq!(describe(&skipped), (md, ti, off));
         // a file cut inside the header is an error, not a short header
         let bytes = std::fs::read(gguf).unwrap();
         let end = theirs.tensor_data_offset as usize - 32;

@@ -21,12 +21,12 @@ use std::str::FromStr;
 use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokenizers::models::bpe::{Merges, Vocab, BPE};
+use tokenizers::models::bpe::BPE;
 use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
 };
 
-use super::bpe::Bpe;
+use super::bpe::{Bpe, RawAdded, RawModel};
 
 /// A model's tokenizer: declab's own BPE where the file is one it covers, `tokenizers`
 /// otherwise.
@@ -213,32 +213,7 @@ struct RawTokenizer {
     pre_tokenizer: Option<PreTokenizerWrapper>,
     post_processor: Option<PostProcessorWrapper>,
     decoder: Option<DecoderWrapper>,
-    model: RawBpe,
-}
-
-#[derive(Deserialize)]
-struct RawAdded {
-    content: String,
-    single_word: bool,
-    lstrip: bool,
-    rstrip: bool,
-    normalized: bool,
-    special: bool,
-}
-
-#[derive(Deserialize)]
-struct RawBpe {
-    #[serde(rename = "type")]
-    kind: String,
-    dropout: Option<f32>,
-    unk_token: Option<String>,
-    continuing_subword_prefix: Option<String>,
-    end_of_word_suffix: Option<String>,
-    fuse_unk: Option<bool>,
-    byte_fallback: Option<bool>,
-    ignore_merges: Option<bool>,
-    vocab: Vocab,
-    merges: Merges,
+    model: RawModel,
 }
 
 /// `Ok(None)` when the file is not a plain BPE tokenizer this path covers.
