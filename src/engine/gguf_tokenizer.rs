@@ -201,14 +201,7 @@ pub fn check_file(path: &Path) -> Result<()> {
 }
 
 fn read_header(path: &Path) -> Result<Content> {
-    let (mut reader, _) = super::open_gguf(path)?;
-    Content::read(&mut reader).map_err(|e| {
-        anyhow!(
-            "{} is not a readable GGUF file ({}); re-run `make models` or check the path",
-            path.display(),
-            super::first_line(&e)
-        )
-    })
+    Ok(super::read_content(path, true)?.1)
 }
 
 /// The tokenizer described by the `tokenizer.ggml.*` metadata of `ct`, read from `path` (which

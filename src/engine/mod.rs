@@ -431,18 +431,10 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 pub fn sha256_cached(path: &Path) -> Result<String> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos());
-    let Some(modified) = modified else {
+    let Some(key) = file_stamp(&meta) else {
         return sha256_file(path);
     };
-    let key = stamp_key(&meta, modified);
-    let mut stamp = path.as_os_str().to_owned();
-    stamp.push(".sha256");
-    let stamp = std::path::PathBuf::from(stamp);
+    let stamp = beside(path, ".sha256");
     if let Ok(text) = std::fs::read_to_string(&stamp) {
         if let Some((hash, rest)) = text.trim_end().split_once(' ') {
             if rest == key && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -451,16 +443,38 @@ pub fn sha256_cached(path: &Path) -> Result<String> {
         }
     }
     let hash = sha256_file(path)?;
-    // written whole then renamed, so a reader never sees half a stamp; failures are harmless
-    let mut tmp = stamp.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    if std::fs::write(&tmp, format!("{hash} {key}\n")).is_ok()
-        && std::fs::rename(&tmp, &stamp).is_err()
-    {
+    write_beside(&stamp, format!("{hash} {key}\n").as_bytes());
+    Ok(hash)
+}
+
+/// `path` with `suffix` appended to its file name (`tokenizer.json` -> `tokenizer.json.sha256`).
+pub(crate) fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    std::path::PathBuf::from(p)
+}
+
+/// Writes a cache file beside a model file (a `.sha256` stamp, a tokenizer's tables) whole: a
+/// temporary file named by this process, then renamed, so a reader never sees half of it and
+/// two processes never write the same temporary. Failures are harmless (the next load computes
+/// again), so they are not reported.
+pub(crate) fn write_beside(target: &Path, bytes: &[u8]) {
+    let tmp = beside(target, &format!(".{}.tmp", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, target).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    Ok(hash)
+}
+
+/// What the caches beside a file are keyed on ([`stamp_key`]); `None` where the platform gives
+/// no modification time.
+pub(crate) fn file_stamp(meta: &std::fs::Metadata) -> Option<String> {
+    let modified = meta
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(stamp_key(meta, modified))
 }
 
 /// What a hash stamp is keyed on: size and modification time, and on Unix the inode and the
@@ -542,9 +556,10 @@ pub(crate) fn first_line(e: &dyn std::fmt::Display) -> String {
 
 /// A file that knows its own position, so that asking for it costs no system call.
 ///
-/// candle's GGUF reader asks for the stream position before every string it reads (to check
-/// the length against the bytes left); through a plain `BufReader<File>` each ask is an
-/// `lseek` (262,144 of them for Gemma 3's vocabulary, about 100 ms of a load).
+/// Through a plain `BufReader<File>` each ask is an `lseek`. candle's GGUF reader (still used
+/// by `hf::write_from_gguf`) asks before every string it reads, 262,144 times for Gemma 3's
+/// vocabulary (about 100 ms); the weights' reader asks before each run of rows, to skip a seek
+/// that would throw the buffer away.
 pub(crate) struct PosFile {
     file: std::fs::File,
     pos: u64,
@@ -580,13 +595,13 @@ pub(crate) fn open_gguf(path: &Path) -> Result<(std::io::BufReader<PosFile>, u64
     ))
 }
 
-/// A GGUF's header, checked, with the reader left after it. `with_vocabulary: false` steps
-/// over the `tokenizer.ggml.*` arrays ([`gguf_header::tokenizer_arrays`]), which the weights
-/// never read.
-fn read_header(
+/// A GGUF's header as read ([`gguf_header::read`]), with the reader left after it and the
+/// file's length; an unreadable file is an error naming it and the fix. `with_vocabulary:
+/// false` steps over the `tokenizer.ggml.*` arrays.
+pub(crate) fn read_content(
     path: &Path,
     with_vocabulary: bool,
-) -> Result<(std::io::BufReader<PosFile>, gguf_file::Content, WeightsInfo)> {
+) -> Result<(std::io::BufReader<PosFile>, gguf_file::Content, u64)> {
     let (mut file, file_len) = open_gguf(path)?;
     let skip = |k: &str| !with_vocabulary && gguf_header::tokenizer_arrays(k);
     let ct = gguf_header::read(&mut file, skip).map_err(|e| {
@@ -596,6 +611,17 @@ fn read_header(
             first_line(&e)
         )
     })?;
+    Ok((file, ct, file_len))
+}
+
+/// A GGUF's header, checked, with the reader left after it. `with_vocabulary: false` steps
+/// over the `tokenizer.ggml.*` arrays ([`gguf_header::tokenizer_arrays`]), which the weights
+/// never read.
+fn read_header(
+    path: &Path,
+    with_vocabulary: bool,
+) -> Result<(std::io::BufReader<PosFile>, gguf_file::Content, WeightsInfo)> {
+    let (file, ct, file_len) = read_content(path, with_vocabulary)?;
     let arch = match ct.metadata.get("general.architecture") {
         Some(v) => v
             .to_string()

@@ -150,26 +150,15 @@ fn load_hf_text(path: &Path, text: String) -> Result<tokenizers::Tokenizer> {
 
 /// Where the cache of `path`'s BPE tables lives.
 pub fn cache_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".declab-bpe");
-    PathBuf::from(p)
+    super::beside(path, ".declab-bpe")
 }
 
 /// First line of a cache file: the format, then the tokenizer file's stamp.
 const CACHE_MAGIC: &str = "declab-bpe 1";
 
 fn cache_stamp(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
-    let modified = meta
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_nanos();
-    Some(format!(
-        "{CACHE_MAGIC} {}\n",
-        super::stamp_key(&meta, modified)
-    ))
+    let key = super::file_stamp(&std::fs::metadata(path).ok()?)?;
+    Some(format!("{CACHE_MAGIC} {key}\n"))
 }
 
 /// The cached tables of `path`, when a cache exists for the file as it is now and is whole.
@@ -183,8 +172,8 @@ fn read_cache(path: &Path) -> Option<Bpe> {
         .flatten()
 }
 
-/// Writes the cache of `path` (whole, then renamed into place); failures are harmless (the next
-/// load builds from the file again).
+/// Writes the cache of `path` ([`super::write_beside`]: whole, and failures harmless, the next
+/// load building from the file again).
 fn write_cache(path: &Path, b: &Bpe) {
     let Some(stamp) = cache_stamp(path) else {
         return;
@@ -194,13 +183,7 @@ fn write_cache(path: &Path, b: &Bpe) {
     data.extend_from_slice(stamp.as_bytes());
     data.extend_from_slice(&body);
     data.extend_from_slice(&Sha256::digest(&body));
-    let target = cache_path(path);
-    let mut tmp = target.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    if std::fs::write(&tmp, &data).is_err() || std::fs::rename(&tmp, &target).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    super::write_beside(&cache_path(path), &data);
 }
 
 #[derive(Deserialize)]
