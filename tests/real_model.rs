@@ -601,3 +601,41 @@ fn gguf_header_reader_equals_candles_on_the_real_files() {
         assert_eq!(describe(&lean), (md, ti, off), "{file}");
     }
 }
+
+/// The packed-weight cache beside each GGUF (`<file>.declab-qrows`) gives the logits packing
+/// from the GGUF gives, bit for bit, on both real models; a load that finds no cache writes one.
+#[test]
+fn packed_weight_cache_gives_the_logits_the_gguf_gives() {
+    let models = real_models_dir();
+    for file in [
+        "gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
+        "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ] {
+        let path = models.join(file);
+        assert!(
+            path.is_file(),
+            "run `make models`: {} is missing",
+            path.display()
+        );
+        let cpu = candle_core::Device::Cpu;
+        let run = |pack_cache: bool| -> Vec<Vec<u32>> {
+            let (mut m, _) = declab::engine::load_weights_with(&path, &cpu, pack_cache).unwrap();
+            let mut out = vec![m.forward(&[2, 450, 4996, 17354, 603], 0).unwrap()];
+            for (i, t) in [818u32, 235265, 1010].iter().enumerate() {
+                out.push(m.forward(&[t % 49152], 5 + i).unwrap());
+            }
+            out.iter()
+                .map(|l| l.iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        let from_gguf = run(false);
+        let _ = run(true); // writes the cache where none was current
+        let cache = declab::engine::pack_cache_path(&path);
+        assert!(cache.is_file(), "{} was not written", cache.display());
+        // a current cache exists now, so this load maps it
+        assert!(
+            run(true) == from_gguf,
+            "{file}: the cached weights give other logits"
+        );
+    }
+}

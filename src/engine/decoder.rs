@@ -48,6 +48,7 @@ use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use super::dense::DenseRows;
 use super::hf::{HfModel, LayerNames};
 use super::qrows::{QKind, QRows, QuantInput};
+use super::qrows_cache::{Cache, Writer};
 
 const DEFAULT_SLIDING_WINDOW_TYPE: usize = 6;
 const DEFAULT_ROPE_FREQUENCY: f32 = 1_000_000.;
@@ -480,14 +481,83 @@ fn floats(x: &Tensor, k: usize) -> Result<Vec<f32>> {
     x.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
+/// The packed-weight cache of the GGUF being loaded ([`super::qrows_cache`]): read from when
+/// one exists for the file as it is, written while packing when none does.
+pub(crate) enum PackCache {
+    /// Neither read nor written (a GPU load, or asked off).
+    Off,
+    Read(Cache),
+    Write(Writer),
+    /// Wanted, but no cache can be written here.
+    Unavailable,
+}
+
+impl PackCache {
+    /// The cache of `gguf`: the one beside it when it is current, else a writer for one.
+    pub(crate) fn beside(gguf: &std::path::Path) -> Self {
+        match Cache::open(gguf) {
+            Some(c) => PackCache::Read(c),
+            None => Writer::create(gguf).map_or(PackCache::Unavailable, PackCache::Write),
+        }
+    }
+
+    /// Renames a cache written during this load into place.
+    fn finish(self) {
+        if let PackCache::Write(w) = self {
+            w.finish();
+        }
+    }
+}
+
+/// A GGUF tensor from its bytes ([`tensor_bytes`]), copied out of the mapping.
+fn gguf_file_tensor(
+    info: &gguf_file::TensorInfo,
+    bytes: &[u8],
+    device: &Device,
+) -> Result<QTensor> {
+    candle_core::quantized::ggml_file::qtensor_from_ggml(
+        info.ggml_dtype,
+        bytes,
+        info.shape.dims().to_vec(),
+        device,
+    )
+}
+
+/// A tensor's bytes in the mapped GGUF `data`, bounds checked.
+fn tensor_bytes<'a, 'c>(
+    ct: &'c gguf_file::Content,
+    data: &'a [u8],
+    name: &str,
+) -> Result<(&'a [u8], &'c gguf_file::TensorInfo)> {
+    let Some(info) = ct.tensor_infos.get(name) else {
+        candle_core::bail!("cannot find tensor info for {name}")
+    };
+    let elems = info.shape.elem_count();
+    let block = info.ggml_dtype.block_size();
+    if !elems.is_multiple_of(block) {
+        candle_core::bail!("{name}: {elems} elements are not a multiple of the block size {block}");
+    }
+    let size = elems / block * info.ggml_dtype.type_size();
+    let start = (ct.tensor_data_offset as usize).saturating_add(info.offset as usize);
+    match data.get(start..start.saturating_add(size)) {
+        Some(bytes) => Ok((bytes, info)),
+        None => candle_core::bail!(
+            "tensor {name} needs {size} bytes at offset {start}, only {} remaining in file",
+            data.len().saturating_sub(start)
+        ),
+    }
+}
+
 /// Weights read from the GGUF straight into [`QRows`] (CPU only), consecutive ones of the same
-/// type stacked; `None` unless every one is a 2-D Q8_0, Q5_0 or Q4_1 matrix of the same width.
-/// On every CPU: the kernels give the same bits with AVX-512 VNNI, AVX2 or none.
-fn own_rows<R: std::io::Seek + std::io::Read>(
+/// type stacked, or mapped from the cache where it holds them; `None` unless every one is a 2-D
+/// Q8_0, Q5_0 or Q4_1 matrix of the same width. On every CPU: the kernels give the same bits
+/// with AVX-512 VNNI, AVX2 or none.
+fn own_rows(
     ct: &gguf_file::Content,
-    reader: &mut R,
+    data: &[u8],
     names: &[&str],
     device: &Device,
+    cache: &mut PackCache,
 ) -> Result<Option<Vec<QRows>>> {
     if !device.is_cpu() {
         return Ok(None);
@@ -507,13 +577,7 @@ fn own_rows<R: std::io::Seek + std::io::Read>(
         if dims.len() != 2 || dims[1] % 32 != 0 {
             return Ok(None);
         }
-        infos.push((
-            *name,
-            kind,
-            dims[0],
-            dims[1],
-            ct.tensor_data_offset + info.offset,
-        ));
+        infos.push((*name, kind, dims[0], dims[1]));
     }
     if infos.iter().any(|i| i.3 != infos[0].3) {
         return Ok(None);
@@ -522,18 +586,26 @@ fn own_rows<R: std::io::Seek + std::io::Read>(
     for run in infos.chunk_by(|a, b| a.1 == b.1) {
         let (kind, k) = (run[0].1, run[0].3);
         let parts: Vec<usize> = run.iter().map(|i| i.2).collect();
-        let row = (k / 32 * kind.block_bytes()) as u64;
-        let rows = QRows::from_gguf(kind, &parts, k, |p, first, buf| {
-            // rows are read in file order: a seek to where the reader already is would throw
-            // away a buffered reader's buffer and read it again
-            let at = run[p].4 + first as u64 * row;
-            if reader.stream_position()? != at {
-                reader.seek(std::io::SeekFrom::Start(at))?;
+        let key = run.iter().map(|i| i.0).collect::<Vec<_>>().join("+");
+        if let PackCache::Read(c) = cache {
+            if let Some(rows) = c.get(&key, kind, k, &parts) {
+                mats.push(rows);
+                continue;
             }
-            reader.read_exact(buf)?;
+        }
+        let mut sources = Vec::with_capacity(run.len());
+        for i in run {
+            sources.push(tensor_bytes(ct, data, i.0)?.0);
+        }
+        let row = k / 32 * kind.block_bytes();
+        let rows = QRows::from_gguf(kind, &parts, k, |p, first, buf| {
+            buf.copy_from_slice(&sources[p][first * row..first * row + buf.len()]);
             Ok(())
         })
         .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", run[0].0)))?;
+        if let PackCache::Write(w) = cache {
+            w.add(&key, &rows);
+        }
         mats.push(rows);
     }
     Ok(Some(mats))
@@ -628,10 +700,13 @@ pub struct ModelWeights {
 }
 
 impl ModelWeights {
-    pub fn from_gguf<R: std::io::Seek + std::io::Read>(
+    /// The model of a GGUF whose header is `ct` and whole contents `data` (the file, mapped);
+    /// the packed matrices come from, or go to, `cache`.
+    pub fn from_gguf(
         ct: gguf_file::Content,
-        reader: &mut R,
+        data: &[u8],
         device: &Device,
+        mut cache: PackCache,
     ) -> Result<Self> {
         let arch = match ct.metadata.get("general.architecture") {
             Some(v) => v.to_string()?.clone(),
@@ -716,8 +791,9 @@ impl ModelWeights {
             candle_core::bail!("{prefix}.attention.sliding_window_type is 0");
         }
 
-        let tensor = |reader: &mut R, name: &str| -> Result<QTensor> {
-            let t = ct.tensor(reader, name, device)?;
+        let tensor = |name: &str| -> Result<QTensor> {
+            let (bytes, info) = tensor_bytes(&ct, data, name)?;
+            let t = gguf_file_tensor(info, bytes, device)?;
             if !device.is_cpu() {
                 return Ok(t);
             }
@@ -734,28 +810,29 @@ impl ModelWeights {
         };
         let norm = |t: QTensor| RmsNorm::from_qtensor(t, rms_norm_eps);
 
-        let (tok_embeddings, tied) = match own_rows(&ct, reader, &["token_embd.weight"], device)? {
-            Some(mut rows) => {
-                let rows = Arc::new(rows.swap_remove(0));
-                (Embeddings::Own(rows.clone()), Output::Own(rows))
-            }
-            None => {
-                let embd = Arc::new(tensor(reader, "token_embd.weight")?);
-                (
-                    Embeddings::Candle(QMatMul::from_arc(embd.clone())?),
-                    Output::Candle(Linear::from_arc(embd)?),
-                )
-            }
-        };
+        let (tok_embeddings, tied) =
+            match own_rows(&ct, data, &["token_embd.weight"], device, &mut cache)? {
+                Some(mut rows) => {
+                    let rows = Arc::new(rows.swap_remove(0));
+                    (Embeddings::Own(rows.clone()), Output::Own(rows))
+                }
+                None => {
+                    let embd = Arc::new(tensor("token_embd.weight")?);
+                    (
+                        Embeddings::Candle(QMatMul::from_arc(embd.clone())?),
+                        Output::Candle(Linear::from_arc(embd)?),
+                    )
+                }
+            };
         let output = if ct.tensor_infos.contains_key("output.weight") {
-            match own_rows(&ct, reader, &["output.weight"], device)? {
+            match own_rows(&ct, data, &["output.weight"], device, &mut cache)? {
                 Some(mut rows) => Output::Own(Arc::new(rows.swap_remove(0))),
-                None => Output::Candle(Linear::new(tensor(reader, "output.weight")?)?),
+                None => Output::Candle(Linear::new(tensor("output.weight")?)?),
             }
         } else {
             tied
         };
-        let final_norm = norm(tensor(reader, "output_norm.weight")?)?;
+        let final_norm = norm(tensor("output_norm.weight")?)?;
 
         let mut layers = Vec::with_capacity(block_count);
         for i in 0..block_count {
@@ -763,12 +840,12 @@ impl ModelWeights {
             let mut proj = |names: &[&str]| -> Result<Proj> {
                 let names: Vec<String> = names.iter().map(|n| format!("{p}.{n}.weight")).collect();
                 let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                Ok(match own_rows(&ct, reader, &names, device)? {
+                Ok(match own_rows(&ct, data, &names, device, &mut cache)? {
                     Some(mats) => Proj::Own(mats),
                     None => Proj::Candle(
                         names
                             .iter()
-                            .map(|n| Linear::new(tensor(reader, n)?))
+                            .map(|n| Linear::new(tensor(n)?))
                             .collect::<Result<_>>()?,
                     ),
                 })
@@ -777,12 +854,12 @@ impl ModelWeights {
             let gate_up = proj(&["ffn_gate", "ffn_up"])?;
             let wo = proj(&["attn_output"])?;
             let down = proj(&["ffn_down"])?;
-            let mut t = |n: &str| tensor(reader, &format!("{p}.{n}.weight"));
+            let t = |n: &str| tensor(&format!("{p}.{n}.weight"));
             // Gemma 3: every `sliding_window_type`-th layer is global (llama.cpp's
             // `set_swa_pattern`); the others attend within the window.
             let is_sliding = sliding_window_size.is_some() && (i + 1) % sliding_window_type > 0;
             let gemma = family == Family::Gemma3;
-            let mut opt_norm = |n: &str| -> Result<Option<RmsNorm>> {
+            let opt_norm = |n: &str| -> Result<Option<RmsNorm>> {
                 if gemma {
                     Ok(Some(norm(t(n)?)?))
                 } else {
@@ -828,6 +905,7 @@ impl ModelWeights {
             rope_sliding: Rope::new(key_length, rope_freq_base_sliding),
             rope_interleaved: family == Family::Llama,
         };
+        cache.finish();
         Ok(Self {
             caches: (0..block_count).map(|_| None).collect(),
             w: Arc::new(w),

@@ -12,6 +12,7 @@ pub mod gguf_tokenizer;
 pub mod hf;
 pub mod offsets;
 pub mod qrows;
+mod qrows_cache;
 pub mod tiny;
 pub mod tokenizer;
 
@@ -455,14 +456,23 @@ pub(crate) fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
 }
 
 /// Writes a cache file beside a model file (a `.sha256` stamp, a tokenizer's tables) whole: a
-/// temporary file named by this process, then renamed, so a reader never sees half of it and
-/// two processes never write the same temporary. Failures are harmless (the next load computes
+/// temporary file of its own ([`temp_beside`]), then renamed, so a reader never sees half of it
+/// and two writers never share a temporary. Failures are harmless (the next load computes
 /// again), so they are not reported.
 pub(crate) fn write_beside(target: &Path, bytes: &[u8]) {
-    let tmp = beside(target, &format!(".{}.tmp", std::process::id()));
+    let tmp = temp_beside(target);
     if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, target).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+}
+
+/// A temporary name beside `target`, named by this process and a counter: two processes, or two
+/// threads of one process (tests loading the same model), never write the same temporary.
+pub(crate) fn temp_beside(target: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    beside(target, &format!(".{}-{n}.tmp", std::process::id()))
 }
 
 /// What the caches beside a file are keyed on ([`stamp_key`]); `None` where the platform gives
@@ -813,16 +823,42 @@ pub fn load_model_weights(
 
 /// The model in a GGUF file, without its tokenizer (what a logit check needs).
 pub fn load_weights(path: &Path, device: &Device) -> Result<(Box<dyn LanguageModel>, WeightsInfo)> {
-    let (mut file, ct, info) = read_header(path, false)?;
+    load_weights_with(path, device, true)
+}
+
+/// Where [`load_weights`] caches the packed matrices of the GGUF at `gguf`.
+pub fn pack_cache_path(gguf: &Path) -> std::path::PathBuf {
+    qrows_cache::cache_path(gguf)
+}
+
+/// [`load_weights`]; `pack_cache: false` neither reads nor writes the packed-weight cache
+/// beside the file (`<file>.declab-qrows`), packing from the GGUF instead (tests compare the
+/// two).
+pub fn load_weights_with(
+    path: &Path,
+    device: &Device,
+    pack_cache: bool,
+) -> Result<(Box<dyn LanguageModel>, WeightsInfo)> {
+    let (file, ct, info) = read_header(path, false)?;
     let arch = info.architecture.clone();
+    // SAFETY: the mapping is read during this load only (every tensor is copied or packed out
+    // of it); like llama.cpp's, it assumes the model file is not rewritten in place meanwhile.
+    let data = unsafe { memmap2::Mmap::map(&file.get_ref().file) }
+        .with_context(|| format!("cannot map model file {}", path.display()))?;
+    drop(file);
     let model: Box<dyn LanguageModel> = {
         let d = device.clone();
         let ctx = |e: candle_core::Error| {
             anyhow!("{}: loading the {arch} weights failed: {e}", path.display())
         };
-        let inner = decoder::ModelWeights::from_gguf(ct, &mut file, device).map_err(ctx)?;
+        let cache = match pack_cache && device.is_cpu() {
+            true => decoder::PackCache::beside(path),
+            false => decoder::PackCache::Off,
+        };
+        let inner = decoder::ModelWeights::from_gguf(ct, &data, device, cache).map_err(ctx)?;
+        drop(data);
         // One throwaway step packs the weights for candle's fast kernels now rather than inside
-        // the first timed prefill.
+        // the first timed prefill (and brings in the cache's pages the step reads).
         inner
             .fork()
             .and_then(|mut m| m.forward(&Tensor::new(&[[0u32]], device)?, 0).map(|_| ()))

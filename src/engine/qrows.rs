@@ -29,6 +29,8 @@
 
 use half::f16;
 
+use super::qrows_cache::{Plain, Slab};
+
 /// Rows per group (one AVX-512 vector of outputs).
 const G: usize = 16;
 /// Input rows run together against one group's weights (one weight load serves them all).
@@ -38,7 +40,10 @@ const PF: usize = 8;
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct Line([u8; 64]);
+pub(crate) struct Line([u8; 64]);
+
+// SAFETY: 64 bytes, any values, no padding.
+unsafe impl Plain for Line {}
 
 /// The GGUF block formats these kernels take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,11 +212,11 @@ pub struct QRows {
     parts: Vec<usize>,
     starts: Vec<usize>,
     /// `groups * blocks * kind.lines()` lines.
-    quants: Vec<Line>,
+    quants: Slab<Line>,
     /// `groups * blocks * 16` scales (zero for padding rows).
-    scales: Vec<f16>,
+    scales: Slab<f16>,
     /// Q4_1's minima, laid out as `scales`; empty for the other kinds.
-    mins: Vec<f16>,
+    mins: Slab<f16>,
 }
 
 impl std::fmt::Debug for QRows {
@@ -270,12 +275,7 @@ impl QRows {
         );
         anyhow::ensure!(!parts.is_empty(), "no rows");
         let blocks = k / 32;
-        let mut starts = Vec::with_capacity(parts.len());
-        let mut groups = 0;
-        for &n in parts {
-            starts.push(groups * G);
-            groups += n.div_ceil(G);
-        }
+        let (starts, groups) = Self::group_starts(parts);
         let lines = kind.lines();
         // padding rows: u = offset, scale 0, so they contribute exact zeros
         let pad = match kind {
@@ -326,10 +326,62 @@ impl QRows {
             k,
             parts: parts.to_vec(),
             starts,
-            quants,
-            scales,
-            mins,
+            quants: Slab::Owned(quants),
+            scales: Slab::Owned(scales),
+            mins: Slab::Owned(mins),
         })
+    }
+
+    /// The first group of each part, and the groups in all.
+    fn group_starts(parts: &[usize]) -> (Vec<usize>, usize) {
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut groups = 0;
+        for &n in parts {
+            starts.push(groups * G);
+            groups += n.div_ceil(G);
+        }
+        (starts, groups)
+    }
+
+    /// A matrix from its packed arrays (as [`QRows::slab_bytes`] gave them, mapped back from a
+    /// cache); `None` unless their lengths are those of `kind`, `k` and `parts`.
+    pub(crate) fn from_slabs(
+        kind: QKind,
+        k: usize,
+        parts: &[usize],
+        quants: Slab<Line>,
+        scales: Slab<f16>,
+        mins: Slab<f16>,
+    ) -> Option<Self> {
+        if k == 0 || !k.is_multiple_of(32) || parts.is_empty() {
+            return None;
+        }
+        let (starts, groups) = Self::group_starts(parts);
+        let tiles = groups * (k / 32);
+        let n_mins = if kind.has_min() { tiles * G } else { 0 };
+        (quants.len() == tiles * kind.lines() && scales.len() == tiles * G && mins.len() == n_mins)
+            .then(|| Self {
+                kind,
+                k,
+                parts: parts.to_vec(),
+                starts,
+                quants,
+                scales,
+                mins,
+            })
+    }
+
+    /// The packed arrays (quants, scales, minima) as bytes, each with its element count.
+    pub(crate) fn slab_bytes(&self) -> [(&[u8], usize); 3] {
+        [
+            (self.quants.as_bytes(), self.quants.len()),
+            (self.scales.as_bytes(), self.scales.len()),
+            (self.mins.as_bytes(), self.mins.len()),
+        ]
+    }
+
+    pub fn kind(&self) -> QKind {
+        self.kind
     }
 
     /// Rows of the first part (the vocabulary, for an embedding matrix).
