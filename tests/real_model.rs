@@ -472,23 +472,31 @@ samples: 3\nmax_new_tokens: 24\nstrategies:\n  - kind: greedy\n  - {{kind: tempe
     assert_eq!(m["models"][0]["architecture"], "llama");
 }
 
-/// On both real models (Gemma 3's own kernels and candle's Q4_K/Q6_K; SmolLM2's Q4_1 through
-/// candle's generic kernel), a row's logits in a batch are bit-identical to decoding that
-/// sequence alone, as rows are dropped from the batch, also when the batch holds several
-/// prompts at different positions.
-#[test]
-fn real_models_give_every_batch_row_the_logits_it_gets_alone() {
+/// Both real GGUFs (Gemma 3's and SmolLM2's), each as (name under models/, path), checked present.
+fn real_ggufs() -> [(&'static str, std::path::PathBuf); 2] {
     let models = real_models_dir();
-    for file in [
+    [
         "gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
         "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
-    ] {
+    ]
+    .map(|file| {
         let path = models.join(file);
         assert!(
             path.is_file(),
             "run `make models`: {} is missing",
             path.display()
         );
+        (file, path)
+    })
+}
+
+/// On both real models (Gemma 3's own kernels and candle's Q4_K/Q6_K; SmolLM2's Q4_1 through
+/// candle's generic kernel), a row's logits in a batch are bit-identical to decoding that
+/// sequence alone, as rows are dropped from the batch, also when the batch holds several
+/// prompts at different positions.
+#[test]
+fn real_models_give_every_batch_row_the_logits_it_gets_alone() {
+    for (file, path) in real_ggufs() {
         let (m, _) = declab::engine::load_weights(&path, &candle_core::Device::Cpu).unwrap();
         let streams: Vec<Vec<u32>> = (0..5u32)
             .map(|r| (0..10u32).map(|i| 100 + r * 977 + i * 131).collect())
@@ -584,11 +592,7 @@ select:\n  - {{kind: self_certainty}}\n  - {{kind: mean_entropy}}\n  - {{kind: m
 fn gguf_header_reader_equals_candles_on_the_real_files() {
     use candle_core::quantized::gguf_file::Content;
     use declab::engine::gguf_header::{describe, read, tokenizer_arrays};
-    for file in [
-        "gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
-        "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
-    ] {
-        let path = real_models_dir().join(file);
+    for (file, path) in real_ggufs() {
         let open = || std::io::BufReader::new(std::fs::File::open(&path).unwrap());
         let theirs = Content::read(&mut open()).unwrap();
         assert!(theirs.metadata.contains_key("tokenizer.ggml.tokens"));
@@ -606,17 +610,7 @@ fn gguf_header_reader_equals_candles_on_the_real_files() {
 /// from the GGUF gives, bit for bit, on both real models; a load that finds no cache writes one.
 #[test]
 fn packed_weight_cache_gives_the_logits_the_gguf_gives() {
-    let models = real_models_dir();
-    for file in [
-        "gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
-        "smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf",
-    ] {
-        let path = models.join(file);
-        assert!(
-            path.is_file(),
-            "run `make models`: {} is missing",
-            path.display()
-        );
+    for (file, path) in real_ggufs() {
         let cpu = candle_core::Device::Cpu;
         let run = |pack_cache: bool| -> Vec<Vec<u32>> {
             let (mut m, _) = declab::engine::load_weights_with(&path, &cpu, pack_cache).unwrap();
