@@ -1,7 +1,8 @@
 //! Projections from the residual stream with declab's own quantised kernels: Q8_0, Q5_0 and Q4_1
-//! matrices read from the GGUF straight into a layout for AVX-512 VNNI, held once. The token
-//! embedding matrix (Q8_0 in Gemma 3 270M) serves both the lookup (rows dequantised) and the
-//! tied output projection; q|k|v and gate|up run as one call per quantisation type.
+//! matrices read from the GGUF straight into a layout for AVX-512 VNNI, held once (built in
+//! memory at a first load, then mapped from the cache beside the GGUF: `qrows_cache.rs`). The
+//! token embedding matrix (Q8_0 in Gemma 3 270M) serves both the lookup (rows dequantised) and
+//! the tied output projection; q|k|v and gate|up run as one call per quantisation type.
 //!
 //! Why not candle's `QMatMul` for these: candle 0.11.1's fast x86 kernels quantise the input in
 //! 256-wide blocks, so a 640-wide model (Gemma 3 270M) needed its matrices zero-padded to 768
