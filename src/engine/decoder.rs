@@ -484,12 +484,10 @@ fn floats(x: &Tensor, k: usize) -> Result<Vec<f32>> {
 /// The packed-weight cache of the GGUF being loaded ([`super::qrows_cache`]): read from when
 /// one exists for the file as it is, written while packing when none does.
 pub(crate) enum PackCache {
-    /// Neither read nor written (a GPU load, or asked off).
+    /// Neither read nor written (a GPU load, asked off, or no cache can be written here).
     Off,
     Read(Cache),
     Write(Writer),
-    /// Wanted, but no cache can be written here.
-    Unavailable,
 }
 
 impl PackCache {
@@ -497,7 +495,7 @@ impl PackCache {
     pub(crate) fn beside(gguf: &std::path::Path) -> Self {
         match Cache::open(gguf) {
             Some(c) => PackCache::Read(c),
-            None => Writer::create(gguf).map_or(PackCache::Unavailable, PackCache::Write),
+            None => Writer::create(gguf).map_or(PackCache::Off, PackCache::Write),
         }
     }
 
@@ -507,20 +505,6 @@ impl PackCache {
             w.finish();
         }
     }
-}
-
-/// A GGUF tensor from its bytes ([`tensor_bytes`]), copied out of the mapping.
-fn gguf_file_tensor(
-    info: &gguf_file::TensorInfo,
-    bytes: &[u8],
-    device: &Device,
-) -> Result<QTensor> {
-    candle_core::quantized::ggml_file::qtensor_from_ggml(
-        info.ggml_dtype,
-        bytes,
-        info.shape.dims().to_vec(),
-        device,
-    )
 }
 
 /// A tensor's bytes in the mapped GGUF `data`, bounds checked.
@@ -793,7 +777,13 @@ impl ModelWeights {
 
         let tensor = |name: &str| -> Result<QTensor> {
             let (bytes, info) = tensor_bytes(&ct, data, name)?;
-            let t = gguf_file_tensor(info, bytes, device)?;
+            // copied out of the mapping
+            let t = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                info.ggml_dtype,
+                bytes,
+                info.shape.dims().to_vec(),
+                device,
+            )?;
             if !device.is_cpu() {
                 return Ok(t);
             }

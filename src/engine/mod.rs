@@ -568,8 +568,7 @@ pub(crate) fn first_line(e: &dyn std::fmt::Display) -> String {
 ///
 /// Through a plain `BufReader<File>` each ask is an `lseek`. candle's GGUF reader (still used
 /// by `hf::write_from_gguf`) asks before every string it reads, 262,144 times for Gemma 3's
-/// vocabulary (about 100 ms); the weights' reader asks before each run of rows, to skip a seek
-/// that would throw the buffer away.
+/// vocabulary (about 100 ms); declab's header reader asks once, where the tensor data begins.
 pub(crate) struct PosFile {
     file: std::fs::File,
     pos: u64,

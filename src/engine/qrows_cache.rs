@@ -270,7 +270,7 @@ impl Writer {
         self.put(&(index.len() as u64).to_le_bytes());
         let synced = !self.failed && self.w.flush().is_ok() && self.w.get_ref().sync_data().is_ok();
         if synced && std::fs::rename(&self.tmp, &self.target).is_ok() {
-            self.failed = false;
+            // renamed: nothing left for `drop` to remove
             self.tmp = PathBuf::new();
         }
     }
