@@ -1,8 +1,8 @@
 //! The packed weight matrices ([`QRows`]) of a GGUF, kept in a file beside it
 //! (`<file>.declab-qrows`) and mapped back at the next load instead of rebuilt: Gemma 3 270M's
-//! 178 MB embedding took about 325 ms to read and pack, and is mapped in well under a
-//! millisecond; its pages come in from the page cache when the first forward reads them, as
-//! llama.cpp's mapped GGUF does.
+//! 178 MB embedding took about 325 ms to read and pack; mapping it and copying candle's tensors
+//! out of the GGUF now take 10-35 ms together (`bench/perf-notes.md`). Its pages come in from
+//! the page cache when the first forward reads them, as llama.cpp's mapped GGUF does.
 //!
 //! Format (little-endian, this layout's version in the first line):
 //! ```text
