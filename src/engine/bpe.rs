@@ -1,30 +1,35 @@
-//! declab's own encoder and decoder for SentencePiece-style BPE `tokenizer.json` files (Gemma
-//! 3's), giving the ids and text `tokenizers` gives, and built in milliseconds from a cache.
+//! declab's own encoder and decoder for the BPE tokenizers of declab's models: Gemma 3's
+//! SentencePiece-style `tokenizer.json`, and the vocabularies built from a GGUF's metadata
+//! (`gguf_tokenizer.rs`: SmolLM2's byte-level BPE, Gemma 3's SentencePiece one). It gives the
+//! ids and text `tokenizers` gives, and is built in milliseconds from a cache.
 //!
 //! Why by hand: `tokenizers` 0.22 builds its BPE by looking up both halves and the joined string
-//! of each of Gemma 3's 514,906 merges in a string map, 0.5-0.9 s of every model load, and its
-//! maps are private, so no cache can skip that. This module holds the same tables as ids (the
-//! merges as `(left, right) -> (rank, merged)`), which [`Bpe::to_bytes`] writes and
-//! [`Bpe::from_bytes`] reads back (`tokenizer.rs` keeps the file beside the `tokenizer.json`).
+//! of each merge in a string map (0.5-0.9 s of every load for Gemma 3's 514,906 merges, about
+//! 150 ms for SmolLM2's 48,900), and its maps are private, so no cache can skip that. This
+//! module holds the same tables as ids (the merges as `(left, right) -> (rank, merged)`), which
+//! [`Bpe::to_bytes`] writes and [`Bpe::from_bytes`] reads back (`tokenizer.rs` keeps the file
+//! beside the `tokenizer.json` or the GGUF).
 //!
-//! It covers exactly one pipeline, the one Gemma 3's file spells out, and [`Bpe::from_json`]
-//! refuses anything else (the caller then uses `tokenizers`):
+//! It covers two pipelines ([`Pipeline`]); [`Bpe::from_json`] takes only the first, the one
+//! Gemma 3's file spells out, and refuses anything else (the caller then uses `tokenizers`):
 //! * added tokens, none normalized, stripped or single-word, split off first by leftmost-longest
 //!   match (`tokenizers`' `AddedVocabulary`, an Aho-Corasick automaton, `MatchKind::LeftmostLongest`);
-//! * the rest normalized by `Replace(" ", "▁")` (so the `Split(" ")` pre-tokenizer that may
-//!   follow finds nothing to split);
-//! * BPE with byte fallback (every `<0xXX>` in the vocabulary, so no unknown token), no
-//!   dropout, no subword prefix or suffix: each character is its vocabulary token or its
-//!   UTF-8 bytes' tokens, then merges are applied lowest rank first, leftmost first, with the
-//!   same queue and staleness check as `tokenizers`' `Word::merge_all`;
-//! * a `TemplateProcessing` post-processor (`<bos>` before the text) when special tokens are
-//!   added;
-//! * decoding as `Sequence[Replace("▁", " "), ByteFallback, Fuse]`, special added tokens
-//!   skipped on request.
+//! * SentencePiece: the rest normalized by `Replace(" ", "▁")` (so the `Split(" ")`
+//!   pre-tokenizer that may follow finds nothing to split); BPE with byte fallback (every
+//!   `<0xXX>` in the vocabulary, so no unknown token): each character is its vocabulary token or
+//!   its UTF-8 bytes' tokens; decoding as `Sequence[Replace("▁", " "), ByteFallback, Fuse]`;
+//! * byte level: the rest split into words by `tokenizers`' own pre-tokenizer (digits, the GPT-2
+//!   split, the byte-to-symbol mapping, the split at missing symbols), each symbol its
+//!   vocabulary token or dropped (no unknown token, as `tokenizers`' BPE without one drops it);
+//!   decoding by `tokenizers`' `ByteLevel` decoder;
+//! * in both, no dropout, no subword prefix or suffix, merges applied lowest rank first,
+//!   leftmost first, with the same queue and staleness check as `tokenizers`' `Word::merge_all`;
+//!   the post-processor's tokens (BOS) around the text when special tokens are added; special
+//!   added tokens skipped when decoding on request.
 //!
-//! `tests/real_model.rs` compares it with `tokenizers` on Gemma 3's file (fixture texts and
-//! seeded random texts, encodings and decodings) and `tests/tokenizer_reference.rs` holds its
-//! ids to llama.cpp's.
+//! `tests/real_model.rs` compares it with `tokenizers` on Gemma 3's file and on both GGUFs'
+//! vocabularies (fixture texts and seeded random texts, encodings and decodings), and
+//! `tests/tokenizer_reference.rs` holds its ids to llama.cpp's.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -34,6 +39,10 @@ use anyhow::{anyhow, bail, ensure, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokenizers::models::bpe::{Merges, Vocab};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{
+    Decoder, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, PreTokenizerWrapper,
+};
 
 /// What the encoder needs, all as ids.
 pub struct Bpe {
@@ -53,9 +62,12 @@ pub struct Bpe {
     /// Ids added before and after the text when special tokens are added.
     before: Vec<u32>,
     after: Vec<u32>,
+    /// How text becomes words and ids become text.
+    pipeline: Pipeline,
     /// Derived on load: single-character tokens, byte tokens, the added tokens' automaton, and
     /// which ids are special.
     chars: Vec<(char, u32)>,
+    /// The byte fallback tokens (SentencePiece only).
     bytes: [u32; 256],
     split: Option<AhoCorasick>,
     special: Vec<bool>,
@@ -71,6 +83,19 @@ impl std::fmt::Debug for Bpe {
             self.added.len()
         )
     }
+}
+
+/// The two pipelines around the merges that this module covers.
+#[derive(Debug, Clone)]
+pub enum Pipeline {
+    /// Gemma 3's: spaces as `▁`, no pre-tokenizer, characters missing from the vocabulary
+    /// spelt as `<0xXX>` byte tokens; decoded by `Replace("▁", " ")`, `ByteFallback`, `Fuse`.
+    SentencePiece,
+    /// GPT-2's byte level (SmolLM2's, from its GGUF): the text split into words by this
+    /// `tokenizers` pre-tokenizer, which also maps each byte to its symbol (`ByteLevel`),
+    /// symbols missing from the vocabulary dropped (no unknown token, no byte fallback);
+    /// decoded by `tokenizers`' `ByteLevel` decoder.
+    ByteLevel(PreTokenizerWrapper),
 }
 
 #[derive(Deserialize)]
@@ -200,15 +225,6 @@ impl Bpe {
             joined.push_str(b);
             merges.push((id(a)?, id(b)?, rank as u32, id(&joined)?));
         }
-        // by pair, the last listing of a pair kept
-        merges.sort_by_key(|m| (m.0, m.1));
-        let mut kept: Vec<(u32, u32, u32, u32)> = Vec::with_capacity(merges.len());
-        for m in merges {
-            match kept.last_mut() {
-                Some(k) if (k.0, k.1) == (m.0, m.1) => *k = m,
-                _ => kept.push(m),
-            }
-        }
         // added tokens: those in the vocabulary keep its id; the others follow it in order
         let mut added = Vec::with_capacity(raw.added_tokens.len());
         let mut beyond: Vec<String> = Vec::new();
@@ -242,6 +258,43 @@ impl Bpe {
             None => (Vec::new(), Vec::new()),
             Some(p) => template(&p)?,
         };
+        Self::from_parts(
+            texts,
+            n,
+            merges,
+            added,
+            (before, after),
+            Pipeline::SentencePiece,
+        )
+    }
+
+    /// The encoder of a vocabulary (the model's `vocab_size` tokens, then added tokens beyond
+    /// it), its merges as `(left, right, rank, merged)` ids (a pair listed twice keeps its
+    /// later listing, as `tokenizers`' map does), its added tokens `(id, special)` in order, the
+    /// ids the post-processor puts before and after a sequence, and the pipeline around the
+    /// merges. Errors where the tables do not fit together.
+    pub(crate) fn from_parts(
+        texts: Vec<String>,
+        vocab_size: usize,
+        mut merges: Vec<(u32, u32, u32, u32)>,
+        added: Vec<(u32, bool)>,
+        (before, after): (Vec<u32>, Vec<u32>),
+        pipeline: Pipeline,
+    ) -> Result<Self> {
+        let n = texts.len() as u32;
+        ensure!(
+            merges.iter().all(|m| m.0 < n && m.1 < n && m.3 < n),
+            "merge id out of range"
+        );
+        // by pair, the last listing of a pair kept
+        merges.sort_by_key(|m| (m.0, m.1));
+        let mut kept: Vec<(u32, u32, u32, u32)> = Vec::with_capacity(merges.len());
+        for m in merges {
+            match kept.last_mut() {
+                Some(k) if (k.0, k.1) == (m.0, m.1) => *k = m,
+                _ => kept.push(m),
+            }
+        }
         let mut blob = String::with_capacity(texts.iter().map(String::len).sum());
         let mut ends = Vec::with_capacity(texts.len());
         for t in &texts {
@@ -256,7 +309,15 @@ impl Bpe {
             merge_at[i] += merge_at[i - 1];
         }
         let merges = kept.iter().map(|k| [k.1, k.2, k.3]).collect();
-        Self::finish(blob, ends, n, (merge_at, merges), added, before, after)
+        Self::finish(
+            blob,
+            ends,
+            vocab_size,
+            (merge_at, merges),
+            added,
+            (before, after),
+            pipeline,
+        )
     }
 
     /// Derives the lookup tables from the stored ones.
@@ -266,8 +327,8 @@ impl Bpe {
         vocab_size: usize,
         (merge_at, merges): (Vec<u32>, Vec<[u32; 3]>),
         added: Vec<(u32, bool)>,
-        before: Vec<u32>,
-        after: Vec<u32>,
+        (before, after): (Vec<u32>, Vec<u32>),
+        pipeline: Pipeline,
     ) -> Result<Self> {
         let mut b = Bpe {
             blob,
@@ -278,6 +339,7 @@ impl Bpe {
             added,
             before,
             after,
+            pipeline,
             chars: Vec::new(),
             bytes: [0; 256],
             split: None,
@@ -310,7 +372,7 @@ impl Bpe {
             "merge table out of order"
         );
         // the model's vocabulary: single characters (looked up first, as `tokenizers` does)
-        // and the byte fallback tokens
+        // and the byte fallback tokens (SentencePiece only: a byte-level vocabulary has none)
         let byte_tokens: HashMap<String, u8> = (0..=255u8).map(|v| (byte_token(v), v)).collect();
         let mut bytes = [None; 256];
         for id in 0..b.vocab_size as u32 {
@@ -324,8 +386,10 @@ impl Bpe {
         }
         // texts are unique, so each character once
         b.chars.sort_unstable();
-        for (v, id) in bytes.iter().enumerate() {
-            b.bytes[v] = id.ok_or_else(|| anyhow!("no byte token for {v}"))?;
+        if matches!(b.pipeline, Pipeline::SentencePiece) {
+            for (v, id) in bytes.iter().enumerate() {
+                b.bytes[v] = id.ok_or_else(|| anyhow!("no byte token for {v}"))?;
+            }
         }
         let mut special = vec![false; b.ends.len()];
         for &(id, s) in &b.added {
@@ -409,22 +473,53 @@ impl Bpe {
         ids
     }
 
-    /// Text between added tokens: normalized, split into characters (or their bytes), merged.
+    /// Text between added tokens: split into words by the pipeline, each word into characters
+    /// (or their bytes), merged.
     fn encode_piece(&self, piece: &str, out: &mut Vec<u32>) {
         if piece.is_empty() {
             return;
         }
+        match &self.pipeline {
+            Pipeline::SentencePiece => self.encode_word(piece, out),
+            Pipeline::ByteLevel(pre) => {
+                let mut words = PreTokenizedString::from(piece);
+                // `tokenizers`' own pre-tokenizers fail only on an invalid regex, which
+                // building them already ruled out
+                pre.pre_tokenize(&mut words)
+                    .expect("a built pre-tokenizer does not fail");
+                for (word, _, _) in
+                    words.get_splits(OffsetReferential::Normalized, OffsetType::None)
+                {
+                    self.encode_word(word, out);
+                }
+            }
+        }
+    }
+
+    /// One word: each character its vocabulary token; a character missing from the vocabulary
+    /// becomes its byte tokens (SentencePiece) or is dropped (byte level, as `tokenizers`'
+    /// BPE without an unknown token drops it); then the merges.
+    fn encode_word(&self, piece: &str, out: &mut Vec<u32>) {
+        if piece.is_empty() {
+            return;
+        }
+        let sentencepiece = matches!(self.pipeline, Pipeline::SentencePiece);
         let mut word: Vec<Symbol> = Vec::with_capacity(piece.len());
         let mut utf8 = [0u8; 4];
         for c in piece.chars() {
-            let c = if c == ' ' { '\u{2581}' } else { c };
+            let c = if sentencepiece && c == ' ' {
+                '\u{2581}'
+            } else {
+                c
+            };
             match self.chars.binary_search_by_key(&c, |x| x.0) {
                 Ok(i) => word.push(Symbol::new(self.chars[i].1, c.len_utf8())),
-                Err(_) => {
+                Err(_) if sentencepiece => {
                     for &b in c.encode_utf8(&mut utf8).as_bytes() {
                         word.push(Symbol::new(self.bytes[b as usize], 1));
                     }
                 }
+                Err(_) => {}
             }
         }
         let n = word.len();
@@ -498,6 +593,23 @@ impl Bpe {
     /// `▁` as a space, runs of byte tokens as their UTF-8 (or one U+FFFD per byte when they
     /// are not valid UTF-8), all joined.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
+        let tokens = ids.iter().filter_map(|&id| {
+            self.id_to_token(id)
+                .filter(|_| !(skip_special && self.special[id as usize]))
+        });
+        match self.pipeline {
+            Pipeline::SentencePiece => Self::decode_sentencepiece(tokens),
+            Pipeline::ByteLevel(_) => {
+                let tokens = tokens.map(str::to_string).collect();
+                ByteLevel::new(false, true, true)
+                    .decode(tokens)
+                    .expect("the byte-level decoder does not fail")
+            }
+        }
+    }
+
+    /// `Replace("▁", " ")`, `ByteFallback`, `Fuse`.
+    fn decode_sentencepiece<'a>(tokens: impl Iterator<Item = &'a str>) -> String {
         let mut out = String::new();
         let mut pending: Vec<u8> = Vec::new();
         let flush = |pending: &mut Vec<u8>, out: &mut String| {
@@ -510,13 +622,7 @@ impl Bpe {
             }
             pending.clear();
         };
-        for &id in ids {
-            let Some(t) = self.id_to_token(id) else {
-                continue;
-            };
-            if skip_special && self.special[id as usize] {
-                continue;
-            }
+        for t in tokens {
             let t = t.replace('\u{2581}', " ");
             // ByteFallback's test, as `tokenizers` writes it
             let byte = (t.len() == 6 && t.starts_with("<0x") && t.ends_with('>'))
@@ -550,6 +656,14 @@ impl Bpe {
         w.u32s(&added);
         w.u32s(&self.before);
         w.u32s(&self.after);
+        match &self.pipeline {
+            Pipeline::SentencePiece => w.u32(0),
+            Pipeline::ByteLevel(pre) => {
+                w.u32(1);
+                let json = serde_json::to_vec(pre).expect("a pre-tokenizer serializes");
+                w.bytes(&json);
+            }
+        }
         w.0
     }
 
@@ -571,6 +685,13 @@ impl Bpe {
             .collect();
         let before = r.u32s()?;
         let after = r.u32s()?;
+        let pipeline = match r.u32()? {
+            0 => Pipeline::SentencePiece,
+            1 => Pipeline::ByteLevel(
+                serde_json::from_slice(r.bytes()?).map_err(|e| anyhow!("pre-tokenizer: {e}"))?,
+            ),
+            other => bail!("pipeline {other}"),
+        };
         ensure!(r.0.is_empty(), "trailing bytes");
         Self::finish(
             blob,
@@ -578,8 +699,8 @@ impl Bpe {
             vocab_size,
             (merge_at, merges),
             added,
-            before,
-            after,
+            (before, after),
+            pipeline,
         )
     }
 }

@@ -1,7 +1,9 @@
 //! Tokenizers built from a GGUF file's own `tokenizer.ggml.*` metadata, for a model given by
-//! `gguf:` alone (a `tokenizer.json` given with `tokenizer:` still wins). The result is an
-//! ordinary `tokenizers::Tokenizer`, assembled from its builders, that gives the token ids
-//! llama.cpp's own tokenizer gives (`llama-tokenize`: BOS as the model asks, special tokens
+//! `gguf:` alone (a `tokenizer.json` given with `tokenizer:` still wins). [`from_gguf`] builds an
+//! ordinary `tokenizers::Tokenizer` from its builders; [`own_from_gguf`] builds declab's own BPE
+//! ([`super::bpe`], what a run uses, cached beside the GGUF by `tokenizer.rs`) from the same
+//! vocabulary, merges, added tokens and pre-tokenizer, where it covers the pipeline. Both give
+//! the token ids llama.cpp's own tokenizer gives (`llama-tokenize`: BOS as the model asks, special tokens
 //! parsed). This module owns the reading and checking of that metadata (it is untrusted: every
 //! missing key, wrong type, length mismatch or id out of range is an error naming the file and
 //! the key) and the mapping onto `tokenizers`; its only I/O is reading a GGUF header
@@ -67,6 +69,9 @@ use tokenizers::{
     AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
     SplitDelimiterBehavior, Tokenizer,
 };
+
+use super::bpe::{Bpe, Pipeline};
+use super::tokenizer::Tokenizer as OwnTokenizer;
 
 /// SentencePiece's escaped space.
 const SPACE: &str = "\u{2581}";
@@ -365,9 +370,53 @@ fn read_flags(md: &Metadata, kind: Kind, n_tokens: usize) -> Result<Flags> {
     Ok(flags)
 }
 
-fn build(md: &Metadata, kind: Kind, v: &Vocabulary) -> Result<Tokenizer> {
+/// The tokenizer `ct` describes, as declab's own BPE ([`Bpe`]) where it covers the pipeline,
+/// else as `tokenizers` builds it ([`from_gguf`]). The own BPE covers both kinds but a
+/// SentencePiece vocabulary with `add_space_prefix` or without all 256 byte tokens, and
+/// Phi-3's stripping special tokens. The metadata is read and checked the same way in both.
+pub fn own_from_gguf(ct: &Content, path: &Path) -> Result<OwnTokenizer> {
+    let md = Metadata { ct, path };
+    let kind = kind(&md)?;
+    let v = read_vocabulary(&md, kind)?;
+    let flags = read_flags(&md, kind, v.tokens.len())?;
+    let (vocab, merges) = vocab_and_merges(&md, kind, &v)?;
+    let added = added_tokens(&md, &v)?;
+    let pipeline = match kind {
+        Kind::SentencePiece if !flags.add_space_prefix => Some(Pipeline::SentencePiece),
+        Kind::SentencePiece => None,
+        Kind::ByteLevelSmollm => Some(Pipeline::ByteLevel(byte_level_pre(&v.tokens)?)),
+    };
+    let plain = added
+        .iter()
+        .all(|a| !(a.lstrip || a.rstrip || a.single_word || a.normalized));
+    if let Some(pipeline) = pipeline.filter(|_| plain) {
+        // every text was checked to be in the vocabulary by `vocab_and_merges`
+        let id = |t: &str| vocab[t];
+        let merges = merges
+            .iter()
+            .enumerate()
+            .map(|(rank, (l, r))| (id(l), id(r), rank as u32, id(&format!("{l}{r}"))))
+            .collect();
+        let added = added.iter().map(|a| (id(&a.content), a.special)).collect();
+        let before = flags.bos.filter(|_| flags.add_bos).into_iter().collect();
+        let after = flags.eos.filter(|_| flags.add_eos).into_iter().collect();
+        drop(vocab);
+        let n = v.tokens.len();
+        // a vocabulary the own BPE cannot hold (a byte token missing) goes to `tokenizers`
+        if let Ok(b) = Bpe::from_parts(v.tokens, n, merges, added, (before, after), pipeline) {
+            return Ok(OwnTokenizer::Bpe(Box::new(b)));
+        }
+    }
+    from_gguf(ct, path).map(OwnTokenizer::from)
+}
+
+/// The vocabulary as a map (each text once) and the merges, in rank order.
+fn vocab_and_merges(
+    md: &Metadata,
+    kind: Kind,
+    v: &Vocabulary,
+) -> Result<(Vocab, Vec<(String, String)>)> {
     let path = md.path.display();
-    let flags = read_flags(md, kind, v.tokens.len())?;
     let mut vocab = Vocab::default();
     vocab.reserve(v.tokens.len());
     for (id, t) in v.tokens.iter().enumerate() {
@@ -380,6 +429,26 @@ fn build(md: &Metadata, kind: Kind, v: &Vocabulary) -> Result<Tokenizer> {
         Kind::SentencePiece => sentencepiece_merges(v, &vocab),
         Kind::ByteLevelSmollm => gguf_merges(md, &vocab)?,
     };
+    Ok((vocab, merges))
+}
+
+/// The byte-level pre-tokenizer: every digit alone, the GPT-2 split and byte mapping, then
+/// the split at byte symbols the vocabulary lacks.
+fn byte_level_pre(tokens: &[String]) -> Result<PreTokenizerWrapper> {
+    let mut pre = vec![
+        PreTokenizerWrapper::Digits(Digits::new(true)),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+    ];
+    pre.extend(missing_bytes_split(tokens)?);
+    Ok(PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(
+        pre,
+    )))
+}
+
+fn build(md: &Metadata, kind: Kind, v: &Vocabulary) -> Result<Tokenizer> {
+    let path = md.path.display();
+    let flags = read_flags(md, kind, v.tokens.len())?;
+    let (vocab, merges) = vocab_and_merges(md, kind, v)?;
     let mut builder = BPE::builder().vocab_and_merges(vocab, merges);
     if kind == Kind::SentencePiece {
         builder = builder.byte_fallback(true).fuse_unk(true);
@@ -424,16 +493,9 @@ fn build(md: &Metadata, kind: Kind, v: &Vocabulary) -> Result<Tokenizer> {
                 ))));
         }
         Kind::ByteLevelSmollm => {
-            let mut pre = vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
-            ];
-            pre.extend(missing_bytes_split(&v.tokens)?);
             tokenizer
                 .with_normalizer(None::<NormalizerWrapper>)
-                .with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(
-                    PreTokenizerSequence::new(pre),
-                )))
+                .with_pre_tokenizer(Some(byte_level_pre(&v.tokens)?))
                 .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::new(
                     false, true, true,
                 ))));
@@ -950,6 +1012,80 @@ mod tests {
         // as llama.cpp: "h" and "e" do not merge across the missing \x06, which gives nothing
         assert_eq!(encode(&t, "h\u{6}ello"), ids(&t, &["h", "e", "ll", "o"]));
         assert_eq!(encode(&t, "hello\u{6}"), ids(&t, &["hello"]));
+    }
+
+    /// declab's own BPE from the same metadata gives `tokenizers`' ids and texts where it
+    /// covers the pipeline, and is `tokenizers` itself where it does not (`add_space_prefix`, a
+    /// SentencePiece vocabulary without its byte tokens), also after its cache round trip.
+    #[test]
+    fn own_bpe_from_metadata_equals_tokenizers() {
+        let mut no_bytes = spm_pieces();
+        no_bytes.truncate(no_bytes.len() - 256);
+        let cases = [
+            ("spm", spm_metadata(&spm_pieces(), false), true),
+            (
+                "spm, space prefix",
+                spm_metadata(&spm_pieces(), true),
+                false,
+            ),
+            ("spm, no byte tokens", spm_metadata(&no_bytes, false), false),
+            ("smollm", bpe_metadata("smollm", MERGES), true),
+        ];
+        let texts = [
+            "",
+            "abc aab aaab",
+            "ab b<start_of_turn>c\n\n  a   b",
+            "é中🦀 x\u{6}",
+            "hello world 42",
+            "<|im_start|>he12<|endoftext|>",
+            "h\u{6}ello hello\u{6}",
+            "<|im_start|>hello  wé\n",
+            " 's 'll \t\t x  \n y",
+        ];
+        for (name, metadata, own) in cases {
+            let ct = content(metadata);
+            let path = Path::new("x.gguf");
+            let hf = from_gguf(&ct, path).unwrap();
+            let ours = own_from_gguf(&ct, path).unwrap();
+            let mut tokenizers = vec![];
+            match ours {
+                OwnTokenizer::Bpe(b) => {
+                    assert!(own, "{name}: built as declab's own BPE");
+                    let back = Bpe::from_bytes(&b.to_bytes()).unwrap();
+                    tokenizers.push(OwnTokenizer::Bpe(b));
+                    tokenizers.push(OwnTokenizer::Bpe(Box::new(back)));
+                }
+                t @ OwnTokenizer::Hf(_) => {
+                    assert!(!own, "{name}: left to tokenizers");
+                    tokenizers.push(t);
+                }
+            }
+            let n = hf.get_vocab_size(true) as u32;
+            for t in &tokenizers {
+                assert_eq!(t.vocab_size(), hf.get_vocab_size(false), "{name}");
+                for text in texts {
+                    for special in [false, true] {
+                        let want = hf.encode(text, special).unwrap().get_ids().to_vec();
+                        assert_eq!(t.encode(text, special).unwrap(), want, "{name}: {text:?}");
+                    }
+                }
+                let all: Vec<u32> = (0..n + 2).collect();
+                for skip in [false, true] {
+                    assert_eq!(
+                        t.decode(&all, skip).unwrap(),
+                        hf.decode(&all, skip).unwrap(),
+                        "{name}"
+                    );
+                    for id in 0..n {
+                        assert_eq!(
+                            t.decode(&[id], skip).unwrap(),
+                            hf.decode(&[id], skip).unwrap(),
+                            "{name}: id {id}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     fn error(metadata: Vec<(&'static str, Value)>) -> String {

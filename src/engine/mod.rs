@@ -769,7 +769,7 @@ pub fn end_of_turn_id(t: &chat::ChatTemplate, tokenizer: &Tokenizer) -> Result<u
 pub fn load_tokenizer(spec: &ModelSpec) -> Result<Tokenizer> {
     match (&spec.tokenizer, &spec.weights) {
         (Some(json), _) => tokenizer::load(json),
-        (None, Weights::Gguf(gguf)) => gguf_tokenizer::from_gguf_file(gguf).map(Tokenizer::from),
+        (None, Weights::Gguf(gguf)) => tokenizer::load_gguf(gguf),
         (None, Weights::Hf { folder, .. }) => bail!(
             "{} has no tokenizer.json; give the tokenizer as `tokenizer:`",
             folder.display()

@@ -3,7 +3,9 @@
 //!
 //! A SentencePiece-style BPE file (Gemma 3's) gets declab's own encoder ([`super::bpe`]), built
 //! once from the JSON and then read from a cache beside it (`<file>.declab-bpe`, keyed like the
-//! `.sha256` stamps by the file's size, time and inode, with a checksum of its own).
+//! `.sha256` stamps by the file's size, time and inode, with a checksum of its own). A model
+//! given by its GGUF alone gets the same from the GGUF's metadata ([`load_gguf`]), cached
+//! beside the GGUF alike.
 //!
 //! Any other file goes to `tokenizers`. `tokenizers` 0.22 reads the `model` section through an
 //! untagged enum and a flattened `serde_json::Value` (a BTreeMap of the whole vocabulary), and
@@ -127,6 +129,21 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
     load_hf_text(path, text).map(Tokenizer::from)
 }
 
+/// The tokenizer a GGUF file's metadata describes ([`super::gguf_tokenizer`]): declab's own BPE
+/// from its cache beside the file (`<file>.declab-bpe`, keyed by the GGUF's stamp) or from the
+/// metadata, else `tokenizers`.
+pub fn load_gguf(path: &Path) -> Result<Tokenizer> {
+    if let Some(b) = read_cache(path) {
+        return Ok(Tokenizer::Bpe(Box::new(b)));
+    }
+    let ct = super::read_content(path, true)?.1;
+    let t = super::gguf_tokenizer::own_from_gguf(&ct, path)?;
+    if let Tokenizer::Bpe(b) = &t {
+        write_cache(path, b);
+    }
+    Ok(t)
+}
+
 /// `path` through `tokenizers` only (the fast typed reader where it applies): what declab's
 /// own BPE is compared with.
 pub fn load_hf(path: &Path) -> Result<tokenizers::Tokenizer> {
@@ -154,7 +171,7 @@ pub fn cache_path(path: &Path) -> PathBuf {
 }
 
 /// First line of a cache file: the format, then the tokenizer file's stamp.
-const CACHE_MAGIC: &str = "declab-bpe 1";
+const CACHE_MAGIC: &str = "declab-bpe 2";
 
 fn cache_stamp(path: &Path) -> Option<String> {
     let key = super::file_stamp(&std::fs::metadata(path).ok()?)?;
