@@ -468,11 +468,63 @@ pub(crate) fn write_beside(target: &Path, bytes: &[u8]) {
 
 /// A temporary name beside `target`, named by this process and a counter: two processes, or two
 /// threads of one process (tests loading the same model), never write the same temporary.
+/// Temporaries of `target` that a killed process left behind are removed first
+/// ([`sweep_stale_temps`]).
 pub(crate) fn temp_beside(target: &Path) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    sweep_stale_temps(target);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     beside(target, &format!(".{}-{n}.tmp", std::process::id()))
+}
+
+/// Removes `target`'s temporaries (`<target>.<pid>-<n>.tmp`) whose process is gone: what a load
+/// killed while writing a cache leaves (up to 213 MiB for Gemma 3's packed weights). A process
+/// counts as gone when `/proc` is there and lacks its id; without `/proc`, a temporary is taken
+/// as left behind only when a day old. Runs only when a cache is about to be written, so a load
+/// that reads its caches lists no folder. Failures are ignored.
+fn sweep_stale_temps(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Some(prefix) = name.to_str().map(|n| format!("{n}.")) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let proc_fs = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".tmp"))
+            .and_then(|f| f.split_once('-'))
+            .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty())
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone = if proc_fs {
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 24 * 3600)
+        };
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// What the caches beside a file are keyed on ([`stamp_key`]); `None` where the platform gives
@@ -1036,6 +1088,32 @@ mod tests {
         };
         let loaded = load(&spec, &Device::Cpu).unwrap();
         (dir, loaded)
+    }
+
+    /// A temporary of a process that is gone is removed when the next cache of the same file is
+    /// written; this process's own, a live process's, another file's and other names stay.
+    #[test]
+    fn temporaries_of_killed_writers_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("m.gguf.declab-qrows");
+        let own = std::process::id();
+        let names = [
+            ("m.gguf.declab-qrows.999999999-0.tmp", false),
+            ("m.gguf.declab-qrows.999999998-12.tmp", false),
+            (&format!("m.gguf.declab-qrows.{own}-7.tmp") as &str, true),
+            ("m.gguf.declab-qrows.1-0.tmp", true),
+            ("other.gguf.declab-qrows.999999999-0.tmp", true),
+            ("m.gguf.declab-qrows.999999999-x.tmp", true),
+            ("m.gguf.declab-qrows", true),
+        ];
+        for (name, _) in names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let tmp = temp_beside(&target);
+        assert!(!tmp.exists());
+        for (name, kept) in names {
+            assert_eq!(dir.path().join(name).exists(), kept, "{name}");
+        }
     }
 
     #[test]
