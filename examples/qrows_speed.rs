@@ -14,6 +14,9 @@ fn main() -> anyhow::Result<()> {
         (QKind::Q8_0, 8192, 640, 2000),
         (QKind::Q5_0, 4096, 640, 2000),
         (QKind::Q4_1, 1536, 576, 2000),
+        (QKind::Q4K, 640, 1024, 2000),
+        (QKind::Q4K, 640, 2048, 2000),
+        (QKind::Q6K, 640, 2048, 2000),
     ];
     for (kind, n, k, reps) in cases {
         let bb = kind.block_bytes();
@@ -24,9 +27,9 @@ fn main() -> anyhow::Result<()> {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 // the block's leading f16 scale(s): small, finite
-                *b = match i % bb {
-                    j if j < kind_scale_bytes(kind) => [0x00, 0x20][j % 2], // f16 2^-7
-                    _ => (state >> 33) as u8,
+                *b = match scale_byte(kind, i % bb) {
+                    Some(j) => [0x00, 0x20][j % 2], // f16 2^-7
+                    None => (state >> 33) as u8,
                 };
             }
             Ok(())
@@ -43,7 +46,7 @@ fn main() -> anyhow::Result<()> {
                 std::hint::black_box(w.matmul(&xq));
             }
             let el = t.elapsed().as_secs_f64() / reps as f64;
-            let bytes = (n * k / 32 * bb) as f64;
+            let bytes = (n * kind.row_bytes(k)) as f64;
             println!(
                 "{kind:?} {n:>7} x {k}, {rows:>2} rows: {:8.3} ms, {:5.1} GB/s of weights, {:5.1} G multiply-adds/s",
                 el * 1e3,
@@ -55,10 +58,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Bytes of f16 scale (and minimum) at the start of each block.
-fn kind_scale_bytes(kind: QKind) -> usize {
+/// Where byte `j` of a block is one of its f16 scales (or minima): its place among them.
+fn scale_byte(kind: QKind, j: usize) -> Option<usize> {
     match kind {
-        QKind::Q4_1 => 4,
-        _ => 2,
+        QKind::Q4_1 | QKind::Q4K => (j < 4).then_some(j),
+        QKind::Q6K => (j >= 208).then(|| j - 208),
+        _ => (j < 2).then_some(j),
     }
 }

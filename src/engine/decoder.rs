@@ -15,16 +15,18 @@
 //! `bench/perf-notes.md`):
 //! * RoPE sin/cos rows are computed per forward pass for the positions it covers (candle: one
 //!   131,072-position table per layer, 2.25 GiB).
-//! * On CPU, the Q8_0, Q5_0 and Q4_1 projections (q|k|v, gate|up, attention output, down, the
-//!   tied output projection) run on declab's own kernels (`qrows.rs`), which give the same bits
-//!   with AVX-512 VNNI, AVX2 or neither: each matrix held once at the file's size and width,
+//! * On CPU, the Q8_0, Q5_0, Q4_1, Q4_K and Q6_K projections (q|k|v, gate|up, attention
+//!   output, down, the tied output projection) run on declab's own kernels (`qrows.rs`), which
+//!   give the same bits with AVX-512 VNNI, AVX2 or neither: each matrix held once, at its width,
 //!   the token embedding matrix shared by the lookup and the output projection (candle: a 640
-//!   MiB f32 copy).
-//! * Other types (Gemma's Q4_K and Q6_K) run on candle's kernels, whose AVX-512 VNNI and AVX2
-//!   tiers also agree bit for bit (`tests/portability.rs`). A group of projections that mixes
-//!   in such a type runs on candle whole, with Q5_0 re-blocked as Q8_0 at load, exactly (same
-//!   f16 scale, quants shifted by -16), and Q8_0 weights whose width is not a multiple of 256
-//!   zero-padded to one, the widths candle's fast x86 kernels take.
+//!   MiB f32 copy). Gemma 3's Q4_K/Q6_K attention-output and down projections ran on candle's
+//!   kernels until declab had its own: candle repacked each on one thread inside its first
+//!   matmul (about 50 ms of every load) and kept both copies.
+//! * Other types run on candle's kernels, whose AVX-512 VNNI and AVX2 tiers also agree bit for
+//!   bit (`tests/portability.rs`). A group of projections that mixes in such a type runs on
+//!   candle whole, with Q5_0 re-blocked as Q8_0 at load, exactly (same f16 scale, quants
+//!   shifted by -16), and Q8_0 weights whose width is not a multiple of 256 zero-padded to one,
+//!   the widths candle's fast x86 kernels take.
 //! * A preallocated KV cache per layer (written in place, grown by doubling) instead of a
 //!   concatenation per step, and a batch dimension: `B` sequences at the same position decode
 //!   in one pass, so each weight is read once per step for all of them.
@@ -555,10 +557,12 @@ fn own_rows(
             GgmlDType::Q8_0 => QKind::Q8_0,
             GgmlDType::Q5_0 => QKind::Q5_0,
             GgmlDType::Q4_1 => QKind::Q4_1,
+            GgmlDType::Q4K => QKind::Q4K,
+            GgmlDType::Q6K => QKind::Q6K,
             _ => return Ok(None),
         };
         let dims = info.shape.dims();
-        if dims.len() != 2 || dims[1] % 32 != 0 {
+        if dims.len() != 2 || dims[1] % kind.block_weights() != 0 {
             return Ok(None);
         }
         infos.push((*name, kind, dims[0], dims[1]));
@@ -581,7 +585,7 @@ fn own_rows(
         for i in run {
             sources.push(tensor_bytes(ct, data, i.0)?.0);
         }
-        let row = k / 32 * kind.block_bytes();
+        let row = kind.row_bytes(k);
         let rows = QRows::from_gguf(kind, &parts, k, |p, first, buf| {
             buf.copy_from_slice(&sources[p][first * row..first * row + buf.len()]);
             Ok(())

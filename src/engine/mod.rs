@@ -908,8 +908,9 @@ pub fn load_weights_with(
         };
         let inner = decoder::ModelWeights::from_gguf(ct, &data, device, cache).map_err(ctx)?;
         drop(data);
-        // One throwaway step packs the weights for candle's fast kernels now rather than inside
-        // the first timed prefill (and brings in the cache's pages the step reads).
+        // One throwaway step brings in the cache's pages now rather than inside the first timed
+        // prefill (and packs any weights left on candle's fast kernels, which candle does in
+        // their first matmul).
         inner
             .fork()
             .and_then(|mut m| m.forward(&Tensor::new(&[[0u32]], device)?, 0).map(|_| ()))

@@ -1,8 +1,8 @@
-//! Projections from the residual stream with declab's own quantised kernels: Q8_0, Q5_0 and Q4_1
-//! matrices read from the GGUF straight into a layout for AVX-512 VNNI, held once (built in
-//! memory at a first load, then mapped from the cache beside the GGUF: `qrows_cache.rs`). The
-//! token embedding matrix (Q8_0 in Gemma 3 270M) serves both the lookup (rows dequantised) and
-//! the tied output projection; q|k|v and gate|up run as one call per quantisation type.
+//! Projections with declab's own quantised kernels: Q8_0, Q5_0, Q4_1, Q4_K and Q6_K matrices
+//! read from the GGUF straight into a layout for AVX-512 VNNI, held once (built in memory at a
+//! first load, then mapped from the cache beside the GGUF: `qrows_cache.rs`). The token
+//! embedding matrix (Q8_0 in Gemma 3 270M) serves both the lookup (rows dequantised) and the
+//! tied output projection; q|k|v and gate|up run as one call per quantisation type.
 //!
 //! Why not candle's `QMatMul` for these: candle 0.11.1's fast x86 kernels quantise the input in
 //! 256-wide blocks, so a 640-wide model (Gemma 3 270M) needed its matrices zero-padded to 768
@@ -18,13 +18,26 @@
 //! Q8_0 stores the 8 chunks as they are; Q5_0 and Q4_1 pack chunks `j` and `j + 4` as the low
 //! and high nibbles of 4 lines, Q5_0 plus one line of fifth bits (one 64-bit mask per chunk).
 //! The 16 f16 scales (and Q4_1's 16 f16 minima) of the (group, block) sit in separate arrays.
+//!
+//! The K kinds' 256-weight super-blocks are laid out as 8 blocks of 32 in the same tiles. Q4_K
+//! (`w = d sc q - dmin m`) keeps its 4-bit `q` as Q4_1's nibbles; Q6_K (`w = d sc (q - 32)`, a
+//! scale per 16 weights) keeps `q - 32 + 128` as Q8_0's bytes (one byte for 6.6 bits: more
+//! memory than the file, for the simplest kernel). A last line per tile holds each row's two
+//! 8-bit integer multipliers (Q4_K: `sc`, `m`; Q6_K: the two halves' `sc`), and the scale (and
+//! minimum) arrays hold the super-block's `d` (and `-dmin`), so every factor is stored exactly.
+//! The kernels multiply the exact integer block sums by those integers before converting to
+//! float (Q4_K: `fma(dot sc, d d_x)` then `fma(sum(x) m, -dmin d_x)`; Q6_K: `fma(dot_lo sc_lo +
+//! dot_hi sc_hi, d d_x)`; every integer below 2^24, so exact in f32). ggml computes the same
+//! products against an input quantised per 256 (`block_q8_K`); here the input stays quantised
+//! per 32, as for the other kinds, so one quantised input serves every matrix. The K kinds have
+//! portable and AVX2 kernels; an AVX-512 CPU runs the AVX2 one (the same bits).
 //! The input row is quantised to Q8_0 (per 32-block `d = max|x| / 127`, round to nearest, as
 //! ggml's `quantize_row_q8_0`; for Q4_1 also `s = d * sum(q)` in f16, as `quantize_row_q8_1`),
 //! and `sum(u x) - offset * sum(x)` is each block's exact integer dot product.
 //!
 //! Every output is computed the same way whatever the number of input rows, the thread count or
 //! the instruction set: exact integer block sums, then `acc = fma(dot, d_w * d_x, acc)` (Q4_1:
-//! then `acc = fma(m_w, s_x, acc)`) over the blocks in order. So batching never changes a row's
+//! then `acc = fma(m_w, s_x, acc)`; the K kinds as above) over the blocks in order. So batching never changes a row's
 //! logits, and the AVX-512 VNNI, AVX2 and portable paths give the same bits (tested): a CPU
 //! without AVX-512 computes the samples an AVX-512 server computes.
 
@@ -52,43 +65,80 @@ pub enum QKind {
     Q8_0,
     Q5_0,
     Q4_1,
+    /// 256-weight super-blocks of 8 sub-blocks of 32: `w = d sc q - dmin m` (`q` 4 bits, `sc`
+    /// and `m` 6-bit integers per sub-block, `d` and `dmin` f16 per super-block).
+    Q4K,
+    /// 256-weight super-blocks of 16 sub-blocks of 16: `w = d sc (q - 32)` (`q` 6 bits, `sc` an
+    /// 8-bit signed integer per sub-block, `d` f16 per super-block).
+    Q6K,
 }
 
 impl QKind {
-    /// Bytes of one 32-weight GGUF block.
+    /// Bytes of one GGUF block ([`QKind::block_weights`] weights).
     pub fn block_bytes(self) -> usize {
         match self {
             QKind::Q8_0 => 34,
             QKind::Q5_0 => 22,
             QKind::Q4_1 => 20,
+            QKind::Q4K => 144,
+            QKind::Q6K => 210,
         }
     }
 
-    /// Lines of quants per (group, block) tile (Q5_0: 4 nibble lines + 1 line of fifth bits).
+    /// Weights of one GGUF block (what a row's width must be a multiple of).
+    pub fn block_weights(self) -> usize {
+        match self {
+            QKind::Q4K | QKind::Q6K => 256,
+            _ => 32,
+        }
+    }
+
+    /// Bytes of one GGUF row `k` wide.
+    pub fn row_bytes(self, k: usize) -> usize {
+        k / self.block_weights() * self.block_bytes()
+    }
+
+    /// Lines per (group, block) tile: the quants (Q8_0 and Q6_K 8 lines of bytes; Q5_0, Q4_1
+    /// and Q4_K 4 lines of nibbles, Q5_0 plus 1 line of fifth bits), then for the K kinds 1
+    /// line of per-row integer multipliers ([`QKind::has_mul`]).
     fn lines(self) -> usize {
         match self {
             QKind::Q8_0 => 8,
             QKind::Q5_0 => 5,
             QKind::Q4_1 => 4,
+            QKind::Q4K => 5,
+            QKind::Q6K => 9,
         }
     }
 
-    /// What the stored unsigned value exceeds the weight by.
+    /// What the stored unsigned value exceeds the weight by (Q6_K: the weight is `q - 32`).
     fn offset(self) -> i32 {
         match self {
-            QKind::Q8_0 => 128,
+            QKind::Q8_0 | QKind::Q6K => 128,
             QKind::Q5_0 => 16,
-            QKind::Q4_1 => 0,
+            QKind::Q4_1 | QKind::Q4K => 0,
         }
     }
 
     /// Whether blocks carry a minimum (`w = d q + m`).
     fn has_min(self) -> bool {
-        self == QKind::Q4_1
+        matches!(self, QKind::Q4_1 | QKind::Q4K)
+    }
+
+    /// Whether the quants are whole bytes (else nibbles).
+    fn bytes(self) -> bool {
+        matches!(self, QKind::Q8_0 | QKind::Q6K)
+    }
+
+    /// Whether a tile's last line holds integer multipliers per row: Q4_K's `sc` (bytes 0-15)
+    /// and `m` (16-31); Q6_K's `sc` of the block's first 16 weights (0-15) and last 16 (16-31).
+    /// The f16 scale (and minimum) arrays then hold the super-block's `d` (and `-dmin`).
+    fn has_mul(self) -> bool {
+        matches!(self, QKind::Q4K | QKind::Q6K)
     }
 
     /// The 32 unsigned values `w + offset`, the scale and the minimum (zero where the format has
-    /// none) of one GGUF block.
+    /// none) of one GGUF block of 32 (Q8_0, Q5_0, Q4_1).
     fn unpack(self, blk: &[u8], u: &mut [u8; 32]) -> (f16, f16) {
         let d = f16::from_le_bytes([blk[0], blk[1]]);
         let mut m = f16::ZERO;
@@ -113,8 +163,68 @@ impl QKind {
                     u[j + 16] = blk[4 + j] >> 4;
                 }
             }
+            QKind::Q4K | QKind::Q6K => unreachable!("K super-blocks go through unpack_k"),
         }
         (d, m)
+    }
+
+    /// One GGUF super-block of a K kind as 8 blocks of 32: each block's unsigned values
+    /// `w + offset` and its two multipliers (Q4_K: `sc`, `m`; Q6_K: the two halves' `sc`, as
+    /// bytes), and the super-block's `d` and (Q4_K) `-dmin`. ggml's `dequantize_row_q4_K` and
+    /// `dequantize_row_q6_K` (`ggml-quants.c`) read the same bits.
+    fn unpack_k(self, blk: &[u8], u: &mut [[u8; 32]; 8], mul: &mut [[u8; 2]; 8]) -> (f16, f16) {
+        match self {
+            QKind::Q4K => {
+                let d = f16::from_le_bytes([blk[0], blk[1]]);
+                let dmin = f16::from_le_bytes([blk[2], blk[3]]);
+                let (sc, qs) = (&blk[4..16], &blk[16..144]);
+                for (j, mul) in mul.iter_mut().enumerate() {
+                    // ggml's `get_scale_min_k4`
+                    *mul = if j < 4 {
+                        [sc[j] & 63, sc[j + 4] & 63]
+                    } else {
+                        [
+                            (sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4),
+                            (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
+                        ]
+                    };
+                }
+                // sub-blocks 2p and 2p + 1: the low and high nibbles of qs[32p..32p + 32]
+                for p in 0..4 {
+                    for l in 0..32 {
+                        let q = qs[32 * p + l];
+                        u[2 * p][l] = q & 0x0f;
+                        u[2 * p + 1][l] = q >> 4;
+                    }
+                }
+                (d, -dmin)
+            }
+            QKind::Q6K => {
+                let (ql, qh, sc) = (&blk[..128], &blk[128..192], &blk[192..208]);
+                let d = f16::from_le_bytes([blk[208], blk[209]]);
+                for (j, mul) in mul.iter_mut().enumerate() {
+                    *mul = [sc[2 * j], sc[2 * j + 1]];
+                }
+                // each half of 128 weights: 64 bytes of low nibbles, 32 of high 2-bit pairs
+                for n in 0..2 {
+                    let (ql, qh) = (&ql[64 * n..64 * n + 64], &qh[32 * n..32 * n + 32]);
+                    for l in 0..32 {
+                        let q = [
+                            (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
+                            (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
+                            (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                            (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                        ];
+                        for (i, q) in q.into_iter().enumerate() {
+                            // weight 128 n + 32 i + l; stored as (q - 32) + 128
+                            u[4 * n + i][l] = q + 96;
+                        }
+                    }
+                }
+                (d, f16::ZERO)
+            }
+            _ => unreachable!("blocks of 32 go through unpack"),
+        }
     }
 }
 
@@ -148,8 +258,8 @@ fn vec_on_huge_pages<T: Clone>(n: usize, v: T) -> Vec<T> {
 /// Groups of 16 rows [`QRows::from_gguf`] reads at once (512 rows: Gemma 3's embedding, 348 KB).
 const READ_GROUPS: usize = 32;
 
-/// Lays out `buf`'s GGUF rows (`blocks` blocks each, group after group of 16 rows; the last
-/// group may be short) into tiles: `quants`, `scales` and `mins` (empty unless the kind has
+/// Lays out `buf`'s GGUF rows (`blocks` blocks of 32 each, group after group of 16 rows; the
+/// last group may be short) into tiles: `quants`, `scales` and `mins` (empty unless the kind has
 /// minima) start at the first group's tiles.
 fn pack_groups(
     kind: QKind,
@@ -161,9 +271,28 @@ fn pack_groups(
 ) {
     let lines = kind.lines();
     let mut u = [0u8; 32];
-    for (r, row) in buf.chunks_exact(blocks * kind.block_bytes()).enumerate() {
+    let (mut uk, mut mul) = ([[0u8; 32]; 8], [[0u8; 2]; 8]);
+    for (r, row) in buf.chunks_exact(kind.row_bytes(blocks * 32)).enumerate() {
         let (g, lane) = (r / G, r % G);
         let at = lane * 4;
+        if kind.has_mul() {
+            for (sb, blk) in row.chunks_exact(kind.block_bytes()).enumerate() {
+                let (d, m) = kind.unpack_k(blk, &mut uk, &mut mul);
+                for j in 0..8 {
+                    let t = g * blocks + sb * 8 + j;
+                    let tile = &mut quants[t * lines..(t + 1) * lines];
+                    scales[t * G + lane] = d;
+                    if kind.has_min() {
+                        mins[t * G + lane] = m;
+                    }
+                    write_quants(kind, tile, at, &uk[j]);
+                    let last = &mut tile[lines - 1].0;
+                    last[lane] = mul[j][0];
+                    last[G + lane] = mul[j][1];
+                }
+            }
+            continue;
+        }
         for (b, blk) in row.chunks_exact(kind.block_bytes()).enumerate() {
             let t = g * blocks + b;
             let tile = &mut quants[t * lines..(t + 1) * lines];
@@ -181,12 +310,7 @@ fn pack_groups(
             if kind.has_min() {
                 mins[t * G + lane] = m;
             }
-            for j in 0..4 {
-                for i in 0..4 {
-                    let (lo, hi) = (u[j * 4 + i], u[(j + 4) * 4 + i]);
-                    tile[j].0[at + i] = (lo & 0x0f) | (hi << 4);
-                }
-            }
+            write_quants(kind, tile, at, &u);
             if kind == QKind::Q4_1 {
                 continue;
             }
@@ -201,6 +325,23 @@ fn pack_groups(
                 let shift = bit % 8; // 0 or 4
                 *hb = (*hb & !(0x0f << shift)) | (nib << shift);
             }
+        }
+    }
+}
+
+/// One row's 32 unsigned values of a block into its tile at byte `at` of each chunk: whole
+/// bytes in lines 0-7, or nibbles (chunk `j` low, chunk `j + 4` high) in lines 0-3.
+fn write_quants(kind: QKind, tile: &mut [Line], at: usize, u: &[u8; 32]) {
+    if kind.bytes() {
+        for (j, line) in tile[..8].iter_mut().enumerate() {
+            line.0[at..at + 4].copy_from_slice(&u[4 * j..4 * j + 4]);
+        }
+        return;
+    }
+    for j in 0..4 {
+        for i in 0..4 {
+            let (lo, hi) = (u[j * 4 + i], u[(j + 4) * 4 + i]);
+            tile[j].0[at + i] = (lo & 0x0f) | (hi << 4);
         }
     }
 }
@@ -271,18 +412,16 @@ impl QRows {
         mut fill: impl FnMut(usize, usize, &mut [u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            k > 0 && k.is_multiple_of(32),
-            "{kind:?} width {k} is not a multiple of 32"
+            k > 0 && k.is_multiple_of(kind.block_weights()),
+            "{kind:?} width {k} is not a multiple of {}",
+            kind.block_weights()
         );
         anyhow::ensure!(!parts.is_empty(), "no rows");
         let blocks = k / 32;
         let (starts, groups) = Self::group_starts(parts);
         let lines = kind.lines();
         // padding rows: u = offset, scale 0, so they contribute exact zeros
-        let pad = match kind {
-            QKind::Q8_0 => 0x80,
-            QKind::Q5_0 | QKind::Q4_1 => 0,
-        };
+        let pad = if kind.bytes() { 0x80 } else { 0 };
         let mut quants = vec_on_huge_pages(groups * blocks * lines, Line([pad; 64]));
         if kind == QKind::Q5_0 {
             for t in 0..groups * blocks {
@@ -295,7 +434,7 @@ impl QRows {
         } else {
             Vec::new()
         };
-        let row_bytes = blocks * kind.block_bytes();
+        let row_bytes = kind.row_bytes(k);
         let mut buf = vec![0u8; READ_GROUPS * G * row_bytes];
         let (tile_lines, tile_scales) = (blocks * lines, blocks * G);
         for (p, &n) in parts.iter().enumerate() {
@@ -354,7 +493,7 @@ impl QRows {
         scales: Slab<f16>,
         mins: Slab<f16>,
     ) -> Option<Self> {
-        if k == 0 || !k.is_multiple_of(32) || parts.is_empty() {
+        if k == 0 || !k.is_multiple_of(kind.block_weights()) || parts.is_empty() {
             return None;
         }
         let (starts, groups) = Self::group_starts(parts);
@@ -417,10 +556,20 @@ impl QRows {
             let tile = &self.quants[t * lines..(t + 1) * lines];
             for i in 0..32 {
                 let w = stored(self.kind, tile, i / 4, lane * 4 + i % 4) as i32 - off;
-                out[b * 32 + i] = if self.kind.has_min() {
-                    d * w as f32 + m
-                } else {
-                    d * w as f32
+                out[b * 32 + i] = match self.kind {
+                    // ggml: `d1 * q - m1`, d1 = d * sc, m1 = dmin * m (m holds -dmin)
+                    QKind::Q4K => {
+                        let (sc, mm) = multipliers(self.kind, tile, lane);
+                        (d * sc as f32) * w as f32 - (-m) * mm as f32
+                    }
+                    // ggml: `d * sc * q`
+                    QKind::Q6K => {
+                        let (lo, hi) = multipliers(self.kind, tile, lane);
+                        let sc = if i < 16 { lo } else { hi };
+                        (d * sc as f32) * w as f32
+                    }
+                    _ if self.kind.has_min() => d * w as f32 + m,
+                    _ => d * w as f32,
                 };
             }
         }
@@ -607,6 +756,11 @@ fn group_dot(
     acc: &mut [[f32; G]],
 ) {
     debug_assert!(xs.len() == acc.len() && xs.len() <= R);
+    // the K kinds have no AVX-512 kernel: AVX2's (the same bits) runs on AVX-512 CPUs too
+    let level = match (level, kind) {
+        (Level::Avx512Vnni, QKind::Q4K | QKind::Q6K) => Level::Avx2,
+        _ => level,
+    };
     #[cfg(target_arch = "x86_64")]
     match level {
         Level::Avx512Vnni => {
@@ -631,6 +785,7 @@ fn group_dot(
                 QKind::Q8_0 => by_rows!(K_Q8_0),
                 QKind::Q5_0 => by_rows!(K_Q5_0),
                 QKind::Q4_1 => by_rows!(K_Q4_1),
+                QKind::Q4K | QKind::Q6K => unreachable!("lowered to AVX2 above"),
             }
             return;
         }
@@ -654,6 +809,8 @@ fn group_dot(
                     QKind::Q8_0 => by_rows!(K_Q8_0),
                     QKind::Q5_0 => by_rows!(K_Q5_0),
                     QKind::Q4_1 => by_rows!(K_Q4_1),
+                    QKind::Q4K => by_rows!(K_Q4K),
+                    QKind::Q6K => by_rows!(K_Q6K),
                 }
             }
             return;
@@ -666,25 +823,44 @@ fn group_dot(
     }
 }
 
-/// [`QKind`] as a const generic parameter of the SIMD kernels.
+/// [`QKind`] as a const generic parameter of the SIMD kernels (an index into `KINDS`).
 const K_Q8_0: u8 = 0;
 const K_Q5_0: u8 = 1;
 const K_Q4_1: u8 = 2;
+const K_Q4K: u8 = 3;
+const K_Q6K: u8 = 4;
+const KINDS: [QKind; 5] = [
+    QKind::Q8_0,
+    QKind::Q5_0,
+    QKind::Q4_1,
+    QKind::Q4K,
+    QKind::Q6K,
+];
 
 /// The stored unsigned value `w + offset` at chunk `j`, byte `at` (= lane * 4 + i) of one
 /// (group, block) tile: the layout `from_gguf` writes, read back one value at a time.
 #[inline]
 fn stored(kind: QKind, tile: &[Line], j: usize, at: usize) -> u8 {
+    if kind.bytes() {
+        return tile[j].0[at];
+    }
+    let nib = (tile[j % 4].0[at] >> (4 * (j / 4))) & 0x0f;
+    if kind != QKind::Q5_0 {
+        return nib;
+    }
+    let bit = j * 64 + at;
+    nib | (((tile[4].0[bit / 8] >> (bit % 8)) & 1) << 4)
+}
+
+/// Row `lane`'s two integer multipliers in a K kind's tile ([`QKind::has_mul`]): Q4_K's `sc`
+/// and `m`; Q6_K's two halves' `sc` (signed).
+#[inline]
+fn multipliers(kind: QKind, tile: &[Line], lane: usize) -> (i32, i32) {
+    let last = &tile[kind.lines() - 1].0;
+    let (a, b) = (last[lane], last[G + lane]);
     match kind {
-        QKind::Q8_0 => tile[j].0[at],
-        QKind::Q5_0 | QKind::Q4_1 => {
-            let nib = (tile[j % 4].0[at] >> (4 * (j / 4))) & 0x0f;
-            if kind == QKind::Q4_1 {
-                return nib;
-            }
-            let bit = j * 64 + at;
-            nib | (((tile[4].0[bit / 8] >> (bit % 8)) & 1) << 4)
-        }
+        QKind::Q6K => (a as i8 as i32, b as i8 as i32),
+        _ => (a as i32, b as i32),
     }
 }
 
@@ -702,21 +878,37 @@ fn group_dot_portable(
     let off = kind.offset();
     for (b, (tile, sc)) in q.chunks_exact(lines).zip(s.chunks_exact(G)).enumerate() {
         let xb = &x.q[b * 32..(b + 1) * 32];
-        let mut dot = [0i32; G];
+        // each row's exact integer sums over the block's two halves of 16, offset removed
+        let mut dot = [[0i32; 2]; G];
         for j in 0..8 {
             for (lane, d) in dot.iter_mut().enumerate() {
                 for t in 0..4 {
-                    let u = stored(kind, tile, j, lane * 4 + t);
-                    *d += u as i32 * xb[j * 4 + t] as i32;
+                    let w = stored(kind, tile, j, lane * 4 + t) as i32 - off;
+                    d[j / 4] += w * xb[j * 4 + t] as i32;
                 }
             }
         }
-        let corr = off * x.sum[b];
         for lane in 0..G {
             let scale = sc[lane].to_f32() * x.d[b];
-            acc[lane] = ((dot[lane] - corr) as f32).mul_add(scale, acc[lane]);
-            if kind.has_min() {
-                acc[lane] = mn[b * G + lane].to_f32().mul_add(x.s[b], acc[lane]);
+            let [lo, hi] = dot[lane];
+            match kind {
+                QKind::Q4K => {
+                    // d sc sum(q x) + (-dmin) m sum(x): both integer parts exact in f32
+                    let (k, m) = multipliers(kind, tile, lane);
+                    acc[lane] = (((lo + hi) * k) as f32).mul_add(scale, acc[lane]);
+                    let min = mn[b * G + lane].to_f32() * x.d[b];
+                    acc[lane] = ((x.sum[b] * m) as f32).mul_add(min, acc[lane]);
+                }
+                QKind::Q6K => {
+                    let (k0, k1) = multipliers(kind, tile, lane);
+                    acc[lane] = ((lo * k0 + hi * k1) as f32).mul_add(scale, acc[lane]);
+                }
+                _ => {
+                    acc[lane] = ((lo + hi) as f32).mul_add(scale, acc[lane]);
+                    if kind.has_min() {
+                        acc[lane] = mn[b * G + lane].to_f32().mul_add(x.s[b], acc[lane]);
+                    }
+                }
             }
         }
     }
@@ -734,7 +926,7 @@ unsafe fn group_dot_vnni<const N: usize, const K: u8>(
 ) {
     use std::arch::x86_64::*;
     let blocks = xs[0].d.len();
-    let kind = [QKind::Q8_0, QKind::Q5_0, QKind::Q4_1][K as usize];
+    let kind = KINDS[K as usize];
     let (lines, off) = (kind.lines(), kind.offset());
     debug_assert!(q.len() == blocks * lines && s.len() == blocks * G && xs.len() == N);
     let mut a = [_mm512_setzero_ps(); N];
@@ -809,11 +1001,12 @@ unsafe fn group_dot_avx2<const N: usize, const K: u8>(
 ) {
     use std::arch::x86_64::*;
     let blocks = xs[0].d.len();
-    let kind = [QKind::Q8_0, QKind::Q5_0, QKind::Q4_1][K as usize];
+    let kind = KINDS[K as usize];
     let lines = kind.lines();
     debug_assert!(q.len() == blocks * lines && s.len() == blocks * G && xs.len() == N);
-    // Q8_0's sum is already signed; the others subtract `offset * sum(x)`
-    let off = if K == K_Q8_0 { 0 } else { kind.offset() };
+    // whole bytes (Q8_0, Q6_K) are summed signed; the nibble kinds subtract `offset * sum(x)`
+    let bytes = K == K_Q8_0 || K == K_Q6K;
+    let off = if bytes { 0 } else { kind.offset() };
     let qp = q.as_ptr() as *const u8;
     let xp: [*const i32; N] = std::array::from_fn(|i| xs[i].q.as_ptr() as *const i32);
     let low = _mm256_set1_epi8(0x0f);
@@ -826,12 +1019,19 @@ unsafe fn group_dot_avx2<const N: usize, const K: u8>(
         3, 3,
     );
     let select = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    // the 8 lanes' exact integer sums of block b, half h (32 bytes of each of its lines)
-    let dots = |b: usize, h: usize| -> [__m256i; N] {
+    // the 8 lanes' exact integer sums of block b, half h (32 bytes of each of its lines); Q6_K
+    // keeps the block's second 16 weights (chunks 4-7) apart, in the second array
+    let dots = |b: usize, h: usize| -> ([__m256i; N], [__m256i; N]) {
         let tile = qp.add(b * lines * 64 + h * 32);
         let mut dot = [_mm256_setzero_si256(); N];
+        let mut dot2 = [_mm256_setzero_si256(); N];
         for j in 0..8 {
-            let w = if K == K_Q8_0 {
+            let dot = if K == K_Q6K && j >= 4 {
+                &mut dot2
+            } else {
+                &mut dot
+            };
+            let w = if bytes {
                 _mm256_load_si256(tile.add(j * 64) as *const __m256i)
             } else {
                 let v = _mm256_load_si256(tile.add((j % 4) * 64) as *const __m256i);
@@ -850,7 +1050,7 @@ unsafe fn group_dot_avx2<const N: usize, const K: u8>(
                 }
                 nib
             };
-            if K == K_Q8_0 {
+            if bytes {
                 let ws = _mm256_xor_si256(w, flip);
                 let aw = _mm256_abs_epi8(ws);
                 for i in 0..N {
@@ -866,28 +1066,56 @@ unsafe fn group_dot_avx2<const N: usize, const K: u8>(
                 }
             }
         }
-        dot
+        (dot, dot2)
     };
     // acc = fma(dot, d_w * d_x, acc) (Q4_1: then fma(m_w, s_x, acc)), block by block in order
-    let fold = |a: &mut [__m256; N], dot: [__m256i; N], b: usize, h: usize| {
-        let at = b * G + h * 8;
-        let ws = _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().add(at) as *const __m128i));
-        let ms = if K == K_Q4_1 {
-            _mm256_cvtph_ps(_mm_loadu_si128(mn.as_ptr().add(at) as *const __m128i))
-        } else {
-            _mm256_setzero_ps()
-        };
-        for i in 0..N {
-            let x = &xs[i];
-            let corr = _mm256_set1_epi32(off * *x.sum.get_unchecked(b));
-            let d = _mm256_sub_epi32(dot[i], corr);
-            let scale = _mm256_mul_ps(ws, _mm256_set1_ps(*x.d.get_unchecked(b)));
-            a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, a[i]);
-            if K == K_Q4_1 {
-                a[i] = _mm256_fmadd_ps(ms, _mm256_set1_ps(*x.s.get_unchecked(b)), a[i]);
+    let fold =
+        |a: &mut [__m256; N], (dot, dot2): ([__m256i; N], [__m256i; N]), b: usize, h: usize| {
+            let at = b * G + h * 8;
+            let ws = _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().add(at) as *const __m128i));
+            let ms = if K == K_Q4_1 || K == K_Q4K {
+                _mm256_cvtph_ps(_mm_loadu_si128(mn.as_ptr().add(at) as *const __m128i))
+            } else {
+                _mm256_setzero_ps()
+            };
+            if K == K_Q4K || K == K_Q6K {
+                // the tile's last line: the lanes' two multipliers at bytes h * 8 and 16 + h * 8
+                let mul = qp.add(b * lines * 64 + (lines - 1) * 64 + h * 8);
+                let m0 = _mm_loadl_epi64(mul as *const __m128i);
+                let m1 = _mm_loadl_epi64(mul.add(G) as *const __m128i);
+                for i in 0..N {
+                    let dx = _mm256_set1_ps(*xs[i].d.get_unchecked(b));
+                    if K == K_Q6K {
+                        let k0 = _mm256_cvtepi8_epi32(m0);
+                        let k1 = _mm256_cvtepi8_epi32(m1);
+                        let d = _mm256_add_epi32(
+                            _mm256_mullo_epi32(dot[i], k0),
+                            _mm256_mullo_epi32(dot2[i], k1),
+                        );
+                        a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(ws, dx), a[i]);
+                    } else {
+                        let k = _mm256_cvtepu8_epi32(m0);
+                        let m = _mm256_cvtepu8_epi32(m1);
+                        let d = _mm256_mullo_epi32(dot[i], k);
+                        a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(ws, dx), a[i]);
+                        let sm =
+                            _mm256_mullo_epi32(_mm256_set1_epi32(*xs[i].sum.get_unchecked(b)), m);
+                        a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sm), _mm256_mul_ps(ms, dx), a[i]);
+                    }
+                }
+                return;
             }
-        }
-    };
+            for i in 0..N {
+                let x = &xs[i];
+                let corr = _mm256_set1_epi32(off * *x.sum.get_unchecked(b));
+                let d = _mm256_sub_epi32(dot[i], corr);
+                let scale = _mm256_mul_ps(ws, _mm256_set1_ps(*x.d.get_unchecked(b)));
+                a[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, a[i]);
+                if K == K_Q4_1 {
+                    a[i] = _mm256_fmadd_ps(ms, _mm256_set1_ps(*x.s.get_unchecked(b)), a[i]);
+                }
+            }
+        };
     // Ahead of block b's first read: the lines PF blocks on (the next group's when b is near
     // the end; a prefetch past the matrix is harmless). From memory the kernel waits on loads
     // otherwise: Gemma 3's 168 MB output projection streamed at 7 GB/s a core on Zen 3, against
@@ -939,12 +1167,28 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    const KINDS: [QKind; 3] = [QKind::Q8_0, QKind::Q5_0, QKind::Q4_1];
+    const KINDS: [QKind; 5] = super::KINDS;
 
     /// Random GGUF blocks of `kind` for `n x k` weights (Q8_0 includes -128, the value that
     /// would overflow a plain `vpmaddubsw`).
     fn random_blocks(kind: QKind, n: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n * k / 32 * kind.block_bytes());
+        let mut out = Vec::with_capacity(n * kind.row_bytes(k));
+        if kind.has_mul() {
+            // K super-blocks: random quants and integer scales, f16 `d` (and `dmin`) in range
+            let d = |rng: &mut ChaCha8Rng| f16::from_f32(rng.random_range(0.0001f32..0.004));
+            for _ in 0..n * k / 256 {
+                let mut blk: Vec<u8> = (0..kind.block_bytes()).map(|_| rng.random()).collect();
+                match kind {
+                    QKind::Q4K => {
+                        blk[0..2].copy_from_slice(&d(rng).to_le_bytes());
+                        blk[2..4].copy_from_slice(&d(rng).to_le_bytes());
+                    }
+                    _ => blk[208..210].copy_from_slice(&d(rng).to_le_bytes()),
+                }
+                out.extend_from_slice(&blk);
+            }
+            return out;
+        }
         for _ in 0..n * k / 32 {
             let d = f16::from_f32(rng.random_range(0.001f32..0.05));
             out.extend_from_slice(&d.to_le_bytes());
@@ -955,7 +1199,7 @@ mod tests {
             while out.len() % kind.block_bytes() != 0 {
                 out.push(match kind {
                     QKind::Q8_0 => rng.random_range(-128i32..=127) as i8 as u8,
-                    QKind::Q5_0 | QKind::Q4_1 => rng.random(),
+                    _ => rng.random(),
                 });
             }
         }
@@ -992,10 +1236,84 @@ mod tests {
                 }
                 (d, m, q)
             }
+            QKind::Q4K | QKind::Q6K => unreachable!("K super-blocks: k_block"),
         }
     }
 
+    /// One K super-block as ggml's `dequantize_row_q4_K` / `dequantize_row_q6_K` read it
+    /// (`ggml-quants.c`), written from the format (not from `unpack_k`): for each run of 16
+    /// weights `(scale, min, q)` with `w = scale * q - min` (Q6_K: `q` already less 32, min 0).
+    #[allow(clippy::needless_range_loop)] // ggml's loops, index for index
+    fn k_block(kind: QKind, b: &[u8]) -> Vec<(f32, f32, [i32; 16])> {
+        let mut out = vec![(0f32, 0f32, [0i32; 16]); 16];
+        match kind {
+            QKind::Q4K => {
+                let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+                let min = f16::from_le_bytes([b[2], b[3]]).to_f32();
+                let (scales, mut qs) = (&b[4..16], &b[16..144]);
+                let scale_min = |j: usize| -> (u8, u8) {
+                    if j < 4 {
+                        (scales[j] & 63, scales[j + 4] & 63)
+                    } else {
+                        (
+                            (scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4),
+                            (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
+                        )
+                    }
+                };
+                let mut is = 0;
+                for j in (0..256).step_by(64) {
+                    let (sc, m) = scale_min(is);
+                    let (d1, m1) = (d * sc as f32, min * m as f32);
+                    let (sc, m) = scale_min(is + 1);
+                    let (d2, m2) = (d * sc as f32, min * m as f32);
+                    for l in 0..32 {
+                        let (a, c) = ((j + l) / 16, (j + 32 + l) / 16);
+                        out[a].0 = d1;
+                        out[a].1 = m1;
+                        out[a].2[l % 16] = (qs[l] & 0xF) as i32;
+                        out[c].0 = d2;
+                        out[c].1 = m2;
+                        out[c].2[l % 16] = (qs[l] >> 4) as i32;
+                    }
+                    qs = &qs[32..];
+                    is += 2;
+                }
+            }
+            QKind::Q6K => {
+                let d = f16::from_le_bytes([b[208], b[209]]).to_f32();
+                let (mut ql, mut qh, mut sc) = (&b[..128], &b[128..192], &b[192..208]);
+                for n in (0..256).step_by(128) {
+                    for l in 0..32 {
+                        let is = l / 16;
+                        let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
+                        let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                        for (i, q) in [q1, q2, q3, q4].into_iter().enumerate() {
+                            let e = n + l + 32 * i;
+                            out[e / 16] = (d * (sc[is + 2 * i] as i8) as f32, 0.0, out[e / 16].2);
+                            out[e / 16].2[e % 16] = q;
+                        }
+                    }
+                    ql = &ql[64..];
+                    qh = &qh[32..];
+                    sc = &sc[8..];
+                }
+            }
+            _ => unreachable!(),
+        }
+        out
+    }
+
     fn dequantize_gguf(kind: QKind, data: &[u8]) -> Vec<f32> {
+        if kind.has_mul() {
+            return data
+                .chunks_exact(kind.block_bytes())
+                .flat_map(|b| k_block(kind, b))
+                .flat_map(|(scale, min, q)| q.map(|q| scale * q as f32 - min))
+                .collect();
+        }
         data.chunks_exact(kind.block_bytes())
             .flat_map(|b| {
                 let (d, m, q) = gguf_block(kind, b);
@@ -1011,7 +1329,7 @@ mod tests {
     }
 
     fn build(kind: QKind, parts: &[usize], k: usize, data: &[Vec<u8>]) -> QRows {
-        let row = k / 32 * kind.block_bytes();
+        let row = kind.row_bytes(k);
         QRows::from_gguf(kind, parts, k, |p, first, buf| {
             buf.copy_from_slice(&data[p][first * row..first * row + buf.len()]);
             Ok(())
@@ -1027,10 +1345,37 @@ mod tests {
             .into_iter()
             .flat_map(|kind| [(kind, 37), (kind, 1100)])
         {
-            let k = 96;
+            let k = if kind.has_mul() { 512 } else { 96 };
             let data = random_blocks(kind, n, k, &mut rng);
             let m = build(kind, &[n], k, std::slice::from_ref(&data));
             let want = dequantize_gguf(kind, &data);
+            let mut row = vec![0f32; k];
+            for r in 0..n {
+                m.dequantize_row(r, &mut row);
+                assert_eq!(row, want[r * k..(r + 1) * k], "{kind:?} row {r}");
+            }
+        }
+    }
+
+    /// The K kinds' rows against candle's own dequantisation of the same GGUF bytes (an
+    /// implementation of the formats independent of this file's).
+    #[test]
+    fn k_rows_dequantise_like_candle() {
+        use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+        let mut rng = ChaCha8Rng::seed_from_u64(6);
+        for (kind, dtype) in [(QKind::Q4K, GgmlDType::Q4K), (QKind::Q6K, GgmlDType::Q6K)] {
+            let (n, k) = (40, 768);
+            let data = random_blocks(kind, n, k, &mut rng);
+            let m = build(kind, &[n], k, std::slice::from_ref(&data));
+            let qt =
+                qtensor_from_ggml(dtype, &data, vec![n, k], &candle_core::Device::Cpu).unwrap();
+            let want: Vec<f32> = qt
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             let mut row = vec![0f32; k];
             for r in 0..n {
                 m.dequantize_row(r, &mut row);
@@ -1043,8 +1388,9 @@ mod tests {
     fn matmul_matches_the_quantised_reference_and_is_row_independent() {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         // parts not multiples of 16: padding groups inside and at the end
-        let (parts, k, m) = ([100usize, 37, 64], 640, 11);
+        let (parts, m) = ([100usize, 37, 64], 11);
         for kind in KINDS {
+            let k = if kind.has_mul() { 768 } else { 640 };
             let data: Vec<Vec<u8>> = parts
                 .iter()
                 .map(|&n| random_blocks(kind, n, k, &mut rng))
@@ -1053,7 +1399,7 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-3f32..3.0)).collect();
             let xq = QuantInput::new(&x, k);
             let outs = w.matmul(&xq);
-            let row_bytes = k / 32 * kind.block_bytes();
+            let row_bytes = kind.row_bytes(k);
             for (p, (&n, out)) in parts.iter().zip(&outs).enumerate() {
                 assert_eq!(out.len(), m * n);
                 let wf = dequantize_gguf(kind, &data[p]);
@@ -1064,7 +1410,27 @@ mod tests {
                     for r in 0..n {
                         let (mut want, mut size) = (0f64, 0f64);
                         let row = &data[p][r * row_bytes..(r + 1) * row_bytes];
-                        for (b, blk) in row.chunks_exact(kind.block_bytes()).enumerate() {
+                        if kind.has_mul() {
+                            // per 16 weights: d_x (scale sum(q x) - min sum(x))
+                            let halves = row
+                                .chunks_exact(kind.block_bytes())
+                                .flat_map(|b| k_block(kind, b));
+                            for (h, (scale, min, q)) in halves.enumerate() {
+                                let xq = &xr.q[h * 16..h * 16 + 16];
+                                let qx: i64 = (0..16).map(|i| q[i] as i64 * xq[i] as i64).sum();
+                                let sx: i64 = xq.iter().map(|&v| v as i64).sum();
+                                let dx = xr.d[h / 2] as f64;
+                                let (t, u) =
+                                    (dx * scale as f64 * qx as f64, -dx * min as f64 * sx as f64);
+                                want += t + u;
+                                size += t.abs() + u.abs();
+                            }
+                        }
+                        for (b, blk) in row
+                            .chunks_exact(kind.block_bytes())
+                            .enumerate()
+                            .filter(|_| !kind.has_mul())
+                        {
                             let (d, mw, q) = gguf_block(kind, blk);
                             let isum: i64 =
                                 (0..32).map(|i| q[i] as i64 * xr.q[b * 32 + i] as i64).sum();
@@ -1103,8 +1469,9 @@ mod tests {
         let levels: Vec<Level> = Isa::available().into_iter().map(Level::at).collect();
         eprintln!("levels compared with the portable path: {levels:?}");
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let (n, k) = (64, 640);
+        let n = 64;
         for kind in KINDS {
+            let k = if kind.has_mul() { 768 } else { 640 };
             let data = random_blocks(kind, n, k, &mut rng);
             let w = build(kind, &[n], k, std::slice::from_ref(&data));
             let x: Vec<f32> = (0..R * k).map(|_| rng.random_range(-10f32..10.0)).collect();

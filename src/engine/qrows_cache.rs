@@ -29,7 +29,7 @@ use memmap2::Mmap;
 use super::qrows::{QKind, QRows};
 
 /// First line of a cache file. Bump the version when [`QRows`]' tile layout changes.
-const MAGIC: &str = "declab-qrows 1 le g16\n";
+const MAGIC: &str = "declab-qrows 2 le g16\n";
 /// Sections start on page boundaries (so every element type is aligned in the mapping).
 const ALIGN: u64 = 4096;
 
@@ -123,6 +123,8 @@ fn kind_name(kind: QKind) -> &'static str {
         QKind::Q8_0 => "q8_0",
         QKind::Q5_0 => "q5_0",
         QKind::Q4_1 => "q4_1",
+        QKind::Q4K => "q4_k",
+        QKind::Q6K => "q6_k",
     }
 }
 
@@ -152,9 +154,15 @@ impl Cache {
             let [key, kind, k, parts, sections @ ..] = f.as_slice() else {
                 return None;
             };
-            let kind = [QKind::Q8_0, QKind::Q5_0, QKind::Q4_1]
-                .into_iter()
-                .find(|q| kind_name(*q) == *kind)?;
+            let kind = [
+                QKind::Q8_0,
+                QKind::Q5_0,
+                QKind::Q4_1,
+                QKind::Q4K,
+                QKind::Q6K,
+            ]
+            .into_iter()
+            .find(|q| kind_name(*q) == *kind)?;
             let nums: Vec<usize> = sections
                 .iter()
                 .map(|s| s.parse().ok())
@@ -292,10 +300,8 @@ mod tests {
     fn random_rows(kind: QKind, parts: &[usize], k: usize, seed: u64) -> QRows {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let n: usize = parts.iter().sum();
-        let bytes: Vec<u8> = (0..n * k / 32 * kind.block_bytes())
-            .map(|_| rng.random())
-            .collect();
-        let row = k / 32 * kind.block_bytes();
+        let row = kind.row_bytes(k);
+        let bytes: Vec<u8> = (0..n * row).map(|_| rng.random()).collect();
         let mut first_of = vec![0];
         for p in parts {
             first_of.push(first_of.last().unwrap() + p);
@@ -327,6 +333,8 @@ mod tests {
                 random_rows(QKind::Q5_0, &[33, 16, 5], 96, 2),
             ),
             ("up".to_string(), random_rows(QKind::Q4_1, &[40], 32, 3)),
+            ("down".to_string(), random_rows(QKind::Q4K, &[20], 512, 4)),
+            ("out".to_string(), random_rows(QKind::Q6K, &[17], 256, 5)),
         ];
         let mut w = Writer::create(&gguf).unwrap();
         for (key, m) in &mats {
@@ -334,7 +342,7 @@ mod tests {
         }
         w.finish();
         let cache = Cache::open(&gguf).expect("the cache just written");
-        assert_eq!(cache.len(), 3);
+        assert_eq!(cache.len(), 5);
         for (key, m) in &mats {
             let back = cache.get(key, m.kind(), m.cols(), m.parts()).unwrap();
             assert!(same(&back, m), "{key}");
