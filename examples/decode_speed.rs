@@ -2,7 +2,8 @@
 //! batched throughput for the batch sizes given, each batch step followed by declab's greedy
 //! sampler on every row (as a grid samples), with a bit-identity check of row 0 against the
 //! single stream. The measuring half of `make bench-peer` (scripts/bench-peer.sh).
-//! Run: cargo run --release --example decode_speed -- [gemma|smollm2] 1 9 27
+//! Run: cargo run --release --example decode_speed -- [gemma|smollm2] 1 9 27 (or `load`: the load
+//! alone, as `make bench-peer` warms the files with)
 use declab::config::ModelSpec;
 use declab::engine;
 use std::time::Instant;
@@ -72,6 +73,9 @@ fn main() -> anyhow::Result<()> {
         m.load_ms
     );
     println!("memory after load: {}", mem());
+    if args.first().map(String::as_str) == Some("load") {
+        return Ok(());
+    }
     let ids = m.encode("Once upon a time, in a small village by the sea, there lived")?;
     let mut pre = m.model.fork();
     let t = Instant::now();

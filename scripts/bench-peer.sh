@@ -50,6 +50,10 @@ for m in gemma smollm2; do
   LL_LOAD=$(awk '/load time/{for(i=1;i<=NF;i++) if($i=="ms") {print $(i-1); exit}}' "$WORK/llama-greedy-$m.txt")
 
   echo "== $m: declab (examples/decode_speed: load, prefill, 32 single-stream tokens, batch of $BATCH)"
+  # llama.cpp's measured load comes after two runs of its own on the file; one declab load first
+  # warms declab's files (the GGUF and the caches beside it) likewise (on the AVX2 host, declab's
+  # first load after llama.cpp's runs took 250-360 ms, the next ones 55-190)
+  RAYON_NUM_THREADS=$THREADS DECLAB_MODELS=$MODELS target/release/examples/decode_speed "$m" load > /dev/null
   RAYON_NUM_THREADS=$THREADS DECLAB_MODELS=$MODELS /usr/bin/time -v \
     target/release/examples/decode_speed "$m" $BATCH > "$WORK/declab-$m.txt" 2>&1
   grep -E "^(load|prefill|single|batch)" "$WORK/declab-$m.txt"
