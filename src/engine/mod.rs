@@ -479,7 +479,7 @@ pub(crate) fn temp_beside(target: &Path) -> std::path::PathBuf {
 }
 
 /// Removes `target`'s temporaries (`<target>.<pid>-<n>.tmp`) whose process is gone: what a load
-/// killed while writing a cache leaves (up to 213 MiB for Gemma 3's packed weights). A process
+/// killed while writing a cache leaves (243 MiB for Gemma 3's packed weights). A process
 /// counts as gone when `/proc` is there and lacks its id; without `/proc`, a temporary is taken
 /// as left behind only when a day old. Runs only when a cache is about to be written, so a load
 /// that reads its caches lists no folder. Failures are ignored.

@@ -989,7 +989,8 @@ unsafe fn group_dot_vnni<const N: usize, const K: u8>(
 /// then `vpmaddwd` against ones gives each lane's 4-product sum, as `vpdpbusd` does. `vpmaddubsw`
 /// saturates at 16 bits, so Q8_0 (u up to 255) multiplies `|w|` by `x` carrying `w`'s sign
 /// (ggml's `mul_sum_i8_pairs`): at most 2 * 128 * 127, and the sum is then `sum(w x)` itself,
-/// the same integer as `sum(u x) - 128 sum(x)`. Q5_0 and Q4_1 (u < 32) multiply directly.
+/// the same integer as `sum(u x) - 128 sum(x)` (Q6_K's bytes likewise). Q5_0, Q4_1 and Q4_K
+/// (u < 32) multiply directly.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn group_dot_avx2<const N: usize, const K: u8>(
