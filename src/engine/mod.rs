@@ -478,12 +478,15 @@ pub(crate) fn temp_beside(target: &Path) -> std::path::PathBuf {
     beside(target, &format!(".{}-{n}.tmp", std::process::id()))
 }
 
-/// Removes `target`'s temporaries (`<target>.<pid>-<n>.tmp`) whose process is gone: what a load
-/// killed while writing a cache leaves (243 MiB for Gemma 3's packed weights). A process
-/// counts as gone when `/proc` is there and lacks its id; without `/proc`, a temporary is taken
-/// as left behind only when a day old. Runs only when a cache is about to be written, so a load
-/// that reads its caches lists no folder. Failures are ignored.
+/// Removes `target`'s temporaries (`<target>.<pid>-<n>.tmp`) that no writer has touched for an
+/// hour: what a load killed while writing a cache leaves (243 MiB for Gemma 3's packed weights).
+/// Age, not the process id: a writer in another PID namespace (another container sharing the
+/// model folder), hidden from this `/proc` or on another host of a network filesystem would look
+/// dead, and a live writer touches its temporary every few seconds (Gemma's cache is written in
+/// about 2 s). Runs only when a cache is about to be written, so a load that reads its caches
+/// lists no folder. Failures are ignored.
 fn sweep_stale_temps(target: &Path) {
+    const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return;
     };
@@ -498,30 +501,27 @@ fn sweep_stale_temps(target: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let proc_fs = Path::new("/proc/self").exists();
     for entry in entries.flatten() {
         let file = entry.file_name();
-        let Some(pid) = file
+        let ours = file
             .to_str()
             .and_then(|f| f.strip_prefix(&prefix))
             .and_then(|f| f.strip_suffix(".tmp"))
             .and_then(|f| f.split_once('-'))
-            .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty())
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let gone = if proc_fs {
-            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
-        } else {
+            .is_some_and(|(pid, n)| {
+                [pid, n]
+                    .iter()
+                    .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            });
+        let stale = || {
             entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 24 * 3600)
+                .is_some_and(|age| age > STALE)
         };
-        if gone {
+        if ours && stale() {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -1091,28 +1091,33 @@ mod tests {
         (dir, loaded)
     }
 
-    /// A temporary of a process that is gone is removed when the next cache of the same file is
-    /// written; this process's own, a live process's, another file's and other names stay.
+    /// A temporary untouched for over an hour is removed when the next cache of the same file is
+    /// written; a fresh one (a live writer's, whatever its process), another file's and other
+    /// names stay.
     #[test]
     fn temporaries_of_killed_writers_are_swept() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("m.gguf.declab-qrows");
-        let own = std::process::id();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        // (name, old, kept)
         let names = [
-            ("m.gguf.declab-qrows.999999999-0.tmp", false),
-            ("m.gguf.declab-qrows.999999998-12.tmp", false),
-            (&format!("m.gguf.declab-qrows.{own}-7.tmp") as &str, true),
-            ("m.gguf.declab-qrows.1-0.tmp", true),
-            ("other.gguf.declab-qrows.999999999-0.tmp", true),
-            ("m.gguf.declab-qrows.999999999-x.tmp", true),
-            ("m.gguf.declab-qrows", true),
+            ("m.gguf.declab-qrows.4242-0.tmp", true, false),
+            ("m.gguf.declab-qrows.1-12.tmp", true, false),
+            ("m.gguf.declab-qrows.999999999-3.tmp", false, true),
+            ("other.gguf.declab-qrows.4242-0.tmp", true, true),
+            ("m.gguf.declab-qrows.4242-x.tmp", true, true),
+            ("m.gguf.declab-qrows.-1.tmp", true, true),
+            ("m.gguf.declab-qrows", true, true),
         ];
-        for (name, _) in names {
-            std::fs::write(dir.path().join(name), b"x").unwrap();
+        for (name, old, _) in names {
+            let f = std::fs::File::create(dir.path().join(name)).unwrap();
+            if old {
+                f.set_modified(two_hours_ago).unwrap();
+            }
         }
         let tmp = temp_beside(&target);
         assert!(!tmp.exists());
-        for (name, kept) in names {
+        for (name, _, kept) in names {
             assert_eq!(dir.path().join(name).exists(), kept, "{name}");
         }
     }

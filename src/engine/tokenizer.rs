@@ -170,7 +170,9 @@ pub fn cache_path(path: &Path) -> PathBuf {
     super::beside(path, ".declab-bpe")
 }
 
-/// First line of a cache file: the format, then the tokenizer file's stamp.
+/// First line of a cache file: the format, then the tokenizer file's stamp. The stamp covers
+/// the file, not the code that read it: bump the version whenever `Bpe`'s tables or what
+/// `gguf_tokenizer` makes of a GGUF's metadata change, or old caches keep the old tokenizer.
 const CACHE_MAGIC: &str = "declab-bpe 2";
 
 fn cache_stamp(path: &Path) -> Option<String> {
