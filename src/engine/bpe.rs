@@ -590,8 +590,7 @@ impl Bpe {
     }
 
     /// The text of `ids`: unknown ids dropped, special added tokens too when `skip_special`,
-    /// `▁` as a space, runs of byte tokens as their UTF-8 (or one U+FFFD per byte when they
-    /// are not valid UTF-8), all joined.
+    /// the rest through the pipeline's decoder.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> String {
         let tokens = ids.iter().filter_map(|&id| {
             self.id_to_token(id)
@@ -608,7 +607,8 @@ impl Bpe {
         }
     }
 
-    /// `Replace("▁", " ")`, `ByteFallback`, `Fuse`.
+    /// `Replace("▁", " ")`, `ByteFallback`, `Fuse`: `▁` as a space, runs of byte tokens as
+    /// their UTF-8 (or one U+FFFD per byte when they are not valid UTF-8), all joined.
     fn decode_sentencepiece<'a>(tokens: impl Iterator<Item = &'a str>) -> String {
         let mut out = String::new();
         let mut pending: Vec<u8> = Vec::new();

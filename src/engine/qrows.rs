@@ -37,9 +37,9 @@
 //!
 //! Every output is computed the same way whatever the number of input rows, the thread count or
 //! the instruction set: exact integer block sums, then `acc = fma(dot, d_w * d_x, acc)` (Q4_1:
-//! then `acc = fma(m_w, s_x, acc)`; the K kinds as above) over the blocks in order. So batching never changes a row's
-//! logits, and the AVX-512 VNNI, AVX2 and portable paths give the same bits (tested): a CPU
-//! without AVX-512 computes the samples an AVX-512 server computes.
+//! then `acc = fma(m_w, s_x, acc)`; the K kinds as above) over the blocks in order. So batching
+//! never changes a row's logits, and the AVX-512 VNNI, AVX2 and portable paths give the same
+//! bits (tested): a CPU without AVX-512 computes the samples an AVX-512 server computes.
 
 use half::f16;
 
@@ -74,6 +74,15 @@ pub enum QKind {
 }
 
 impl QKind {
+    /// Every kind, in the order of the kernels' const parameters (`K_Q8_0`, ...).
+    pub(crate) const ALL: [QKind; 5] = [
+        QKind::Q8_0,
+        QKind::Q5_0,
+        QKind::Q4_1,
+        QKind::Q4K,
+        QKind::Q6K,
+    ];
+
     /// Bytes of one GGUF block ([`QKind::block_weights`] weights).
     pub fn block_bytes(self) -> usize {
         match self {
@@ -823,19 +832,12 @@ fn group_dot(
     }
 }
 
-/// [`QKind`] as a const generic parameter of the SIMD kernels (an index into `KINDS`).
+/// [`QKind`] as a const generic parameter of the SIMD kernels (an index into [`QKind::ALL`]).
 const K_Q8_0: u8 = 0;
 const K_Q5_0: u8 = 1;
 const K_Q4_1: u8 = 2;
 const K_Q4K: u8 = 3;
 const K_Q6K: u8 = 4;
-const KINDS: [QKind; 5] = [
-    QKind::Q8_0,
-    QKind::Q5_0,
-    QKind::Q4_1,
-    QKind::Q4K,
-    QKind::Q6K,
-];
 
 /// The stored unsigned value `w + offset` at chunk `j`, byte `at` (= lane * 4 + i) of one
 /// (group, block) tile: the layout `from_gguf` writes, read back one value at a time.
@@ -926,7 +928,7 @@ unsafe fn group_dot_vnni<const N: usize, const K: u8>(
 ) {
     use std::arch::x86_64::*;
     let blocks = xs[0].d.len();
-    let kind = KINDS[K as usize];
+    let kind = QKind::ALL[K as usize];
     let (lines, off) = (kind.lines(), kind.offset());
     debug_assert!(q.len() == blocks * lines && s.len() == blocks * G && xs.len() == N);
     let mut a = [_mm512_setzero_ps(); N];
@@ -1002,7 +1004,7 @@ unsafe fn group_dot_avx2<const N: usize, const K: u8>(
 ) {
     use std::arch::x86_64::*;
     let blocks = xs[0].d.len();
-    let kind = KINDS[K as usize];
+    let kind = QKind::ALL[K as usize];
     let lines = kind.lines();
     debug_assert!(q.len() == blocks * lines && s.len() == blocks * G && xs.len() == N);
     // whole bytes (Q8_0, Q6_K) are summed signed; the nibble kinds subtract `offset * sum(x)`
@@ -1167,8 +1169,6 @@ mod tests {
     use crate::strategy::kernels::Isa;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-
-    const KINDS: [QKind; 5] = super::KINDS;
 
     /// Random GGUF blocks of `kind` for `n x k` weights (Q8_0 includes -128, the value that
     /// would overflow a plain `vpmaddubsw`).
@@ -1342,7 +1342,7 @@ mod tests {
     fn rows_dequantise_like_ggml() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         // 1100 rows: two whole reads of READ_GROUPS groups and a short one ending in a short group
-        for (kind, n) in KINDS
+        for (kind, n) in QKind::ALL
             .into_iter()
             .flat_map(|kind| [(kind, 37), (kind, 1100)])
         {
@@ -1390,7 +1390,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         // parts not multiples of 16: padding groups inside and at the end
         let (parts, m) = ([100usize, 37, 64], 11);
-        for kind in KINDS {
+        for kind in QKind::ALL {
             let k = if kind.has_mul() { 768 } else { 640 };
             let data: Vec<Vec<u8>> = parts
                 .iter()
@@ -1471,7 +1471,7 @@ mod tests {
         eprintln!("levels compared with the portable path: {levels:?}");
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let n = 64;
-        for kind in KINDS {
+        for kind in QKind::ALL {
             let k = if kind.has_mul() { 768 } else { 640 };
             let data = random_blocks(kind, n, k, &mut rng);
             let w = build(kind, &[n], k, std::slice::from_ref(&data));

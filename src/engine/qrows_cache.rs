@@ -154,15 +154,7 @@ impl Cache {
             let [key, kind, k, parts, sections @ ..] = f.as_slice() else {
                 return None;
             };
-            let kind = [
-                QKind::Q8_0,
-                QKind::Q5_0,
-                QKind::Q4_1,
-                QKind::Q4K,
-                QKind::Q6K,
-            ]
-            .into_iter()
-            .find(|q| kind_name(*q) == *kind)?;
+            let kind = QKind::ALL.into_iter().find(|q| kind_name(*q) == *kind)?;
             let nums: Vec<usize> = sections
                 .iter()
                 .map(|s| s.parse().ok())
