@@ -207,11 +207,14 @@ impl Mirostat {
                 cands.retain_ge(v);
                 return;
             }
-            let ties_left = std::cell::Cell::new(k - above);
-            cands.retain_where(v, |l| {
+            // everything at or above v (vectorised), then the first of v's ties in id order
+            // (a serial pass over the kept set only)
+            cands.retain_ge(v);
+            let mut ties_left = k - above;
+            cands.retain(|_, l| {
                 l > v
-                    || (ties_left.get() > 0 && {
-                        ties_left.set(ties_left.get() - 1);
+                    || (ties_left > 0 && {
+                        ties_left -= 1;
                         true
                     })
             });

@@ -290,8 +290,10 @@ impl Candidates {
     /// Keep the candidates with `l >= lower && keep(l)`, preserving their order. `lower` must be
     /// a bound below which `keep` is false anyway: blocks of 64 logits that are all below it are
     /// skipped with one vectorised compare, so a selective filter costs about one read of the
-    /// logits instead of a call per token.
-    pub fn retain_where(&mut self, lower: f32, keep: impl Fn(f32) -> bool) {
+    /// logits instead of a call per token. `keep` must be a pure function of the logit: a long
+    /// row is compacted as two parts on two threads (a filter that counts what it kept belongs
+    /// in [`Self::retain`]).
+    pub fn retain_where(&mut self, lower: f32, keep: impl Fn(f32) -> bool + Sync) {
         self.compact(|ids, identity, logits, bm| {
             retain_where_dispatch(ids, identity, logits, lower, keep, bm)
         });

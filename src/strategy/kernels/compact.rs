@@ -7,7 +7,7 @@
 
 use super::isa::Isa;
 use super::scan::SKIP;
-use super::BLOCK;
+use super::{balanced_split, BLOCK};
 
 /// Before compacting `n` candidates: with `identity` (implicit ids), `ids` emptied with room for
 /// the kept ids plus `slack` (a full register written at the last kept position); otherwise it
@@ -22,20 +22,57 @@ fn ids_for_compaction(ids: &mut Vec<u32>, identity: bool, n: usize, slack: usize
     }
 }
 
+/// One part of a compaction, compacted on its own (the two parts of a long row on two
+/// threads): its source, its destination (the source itself in place), its ids (compacted in
+/// place, or written fresh when they are implicit), its length and the id of its first
+/// position (implicit ids: position + `first`).
+#[derive(Clone, Copy)]
+struct Part {
+    src: *const f32,
+    dst: *mut f32,
+    ids: *mut u32,
+    n: usize,
+    first: usize,
+}
+
+// SAFETY: the two parts of a row cover disjoint ranges of its buffers, each handed to one thread
+unsafe impl Send for Part {}
+
+impl Part {
+    /// The part's positions from `at` on (a block boundary).
+    fn from(self, at: usize) -> Part {
+        debug_assert!(at <= self.n);
+        // SAFETY (of the offsets): at <= n, within each buffer's n positions
+        unsafe {
+            Part {
+                src: self.src.add(at),
+                dst: self.dst.add(at),
+                ids: self.ids.add(at),
+                n: self.n - at,
+                first: self.first + at,
+            }
+        }
+    }
+}
+
 /// # Safety
 /// `src` is readable and `dst` writable for `n` values; they are the same buffer (in place) or
-/// do not overlap.
+/// do not overlap. `ids` is writable for `n` ids, and readable (the ids being compacted) unless
+/// `identity`.
 #[inline(always)]
 unsafe fn retain_where_impl<F: Fn(f32) -> bool>(
-    ids: &mut Vec<u32>,
     identity: bool,
-    (src, dst, n): Rows,
+    Part {
+        src,
+        dst,
+        ids: id_out,
+        n,
+        first,
+    }: Part,
     lower: f32,
-    keep: F,
+    keep: &F,
     block_max: &[f32],
 ) -> usize {
-    ids_for_compaction(ids, identity, n, 0);
-    let id_out = ids.as_mut_ptr();
     let mut w = 0;
     let mut r = 0;
     while r < n {
@@ -56,11 +93,10 @@ unsafe fn retain_where_impl<F: Fn(f32) -> bool>(
             for i in r..end {
                 let l = unsafe { *src.add(i) };
                 let take = l >= lower && keep(l);
-                // SAFETY: w <= i < n, within `ids`' length (compacting: asserted above) or
-                // capacity (identity: reserved above); ids are read and written only through
-                // this pointer in the loop
+                // SAFETY: w <= i < n, within the part's ids; ids are read and written only
+                // through this pointer in the loop
                 let id = if identity {
-                    i as u32
+                    (first + i) as u32
                 } else {
                     unsafe { id_out.add(i).read() }
                 };
@@ -71,10 +107,6 @@ unsafe fn retain_where_impl<F: Fn(f32) -> bool>(
             }
         }
         r = end;
-    }
-    if identity {
-        // SAFETY: the first w ids were written above
-        unsafe { ids.set_len(w) };
     }
     w
 }
@@ -152,52 +184,86 @@ unsafe fn retain_ge_avx512(
 /// place) and length.
 type Rows = (*const f32, *mut f32, usize);
 
-/// [`retain_where_impl`] at the detected ISA (generic, so dispatched by hand); returns the new
-/// length. With `identity`, the ids are implicit (position = id) and the kept ones are pushed
-/// onto the empty `ids`; otherwise `ids` is compacted in place.
+/// [`retain_where_impl`] on one part at the detected ISA (generic, so dispatched by hand).
 ///
 /// # Safety
 /// As [`retain_where_impl`].
-unsafe fn retain_where_rows<F: Fn(f32) -> bool>(
-    ids: &mut Vec<u32>,
+unsafe fn retain_where_part<F: Fn(f32) -> bool>(
     identity: bool,
-    rows: Rows,
+    part: Part,
     lower: f32,
-    keep: F,
+    keep: &F,
     bm: &[f32],
 ) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-        unsafe fn v4<F: Fn(f32) -> bool>(
-            i: &mut Vec<u32>,
-            id: bool,
-            r: Rows,
-            lo: f32,
-            k: F,
-            bm: &[f32],
-        ) -> usize {
-            retain_where_impl(i, id, r, lo, k, bm)
+        unsafe fn v4<F: Fn(f32) -> bool>(id: bool, p: Part, lo: f32, k: &F, bm: &[f32]) -> usize {
+            retain_where_impl(id, p, lo, k, bm)
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn v3<F: Fn(f32) -> bool>(
-            i: &mut Vec<u32>,
-            id: bool,
-            r: Rows,
-            lo: f32,
-            k: F,
-            bm: &[f32],
-        ) -> usize {
-            retain_where_impl(i, id, r, lo, k, bm)
+        unsafe fn v3<F: Fn(f32) -> bool>(id: bool, p: Part, lo: f32, k: &F, bm: &[f32]) -> usize {
+            retain_where_impl(id, p, lo, k, bm)
         }
         match Isa::detected() {
             // SAFETY: `Isa::detected` never exceeds what the CPU supports
-            Isa::Avx512 => return unsafe { v4(ids, identity, rows, lower, keep, bm) },
-            Isa::Avx2 => return unsafe { v3(ids, identity, rows, lower, keep, bm) },
+            Isa::Avx512 => return unsafe { v4(identity, part, lower, keep, bm) },
+            Isa::Avx2 => return unsafe { v3(identity, part, lower, keep, bm) },
             Isa::Portable => {}
         }
     }
-    retain_where_impl(ids, identity, rows, lower, keep, bm)
+    retain_where_impl(identity, part, lower, keep, bm)
+}
+
+/// [`retain_where_part`] over a whole row, returning the new length. With `identity`, the ids
+/// are implicit (position = id) and the kept ones are pushed onto the empty `ids`; otherwise
+/// `ids` is compacted in place. A long row with many blocks to read is compacted as two parts
+/// on the pool's two threads (`keep` runs on both, in either order), cut where each holds half of those blocks ([`balanced_split`]); the second
+/// part's kept candidates are then moved down behind the first's: the same result.
+///
+/// # Safety
+/// As [`retain_where_impl`].
+unsafe fn retain_where_rows<F: Fn(f32) -> bool + Sync>(
+    ids: &mut Vec<u32>,
+    identity: bool,
+    (src, dst, n): Rows,
+    lower: f32,
+    keep: &F,
+    bm: &[f32],
+) -> usize {
+    ids_for_compaction(ids, identity, n, 0);
+    let whole = Part {
+        src,
+        dst,
+        ids: ids.as_mut_ptr(),
+        n,
+        first: 0,
+    };
+    let w = match balanced_split(n, bm, lower) {
+        None => unsafe { retain_where_part(identity, whole, lower, keep, bm) },
+        Some(split) => {
+            let (ba, bb) = bm.split_at(split / BLOCK);
+            let first = Part { n: split, ..whole };
+            let second = whole.from(split);
+            // SAFETY: the parts cover the disjoint ranges 0..split and split..n of each buffer
+            let (w1, w2) = crate::pool::join(
+                move || unsafe { retain_where_part(identity, first, lower, keep, ba) },
+                move || unsafe { retain_where_part(identity, second, lower, keep, bb) },
+            );
+            // SAFETY: the second part's w2 kept values and ids lie at split.., within the
+            // buffers; w1 <= split, so they move down (`copy` allows the overlap)
+            unsafe {
+                std::ptr::copy(dst.add(split), dst.add(w1), w2);
+                std::ptr::copy(whole.ids.add(split), whole.ids.add(w1), w2);
+            }
+            w1 + w2
+        }
+    };
+    if identity {
+        // SAFETY: the first w ids were written above
+        unsafe { ids.set_len(w) };
+    }
+    w
 }
 
 /// The pure-threshold filter (`l >= c`) at the detected ISA: AVX-512's compress where the CPU
@@ -217,7 +283,7 @@ unsafe fn retain_ge_rows(
         // SAFETY: the CPU has AVX-512 (`Isa::detected`)
         return unsafe { retain_ge_avx512(ids, identity, rows, c, bm) };
     }
-    retain_where_rows(ids, identity, rows, c, |_| true, bm)
+    retain_where_rows(ids, identity, rows, c, &|_| true, bm)
 }
 
 /// Where a compaction reads and writes: `logits` in place, or a row read in place (`src`, which
@@ -254,8 +320,10 @@ impl Target<'_> {
     }
 }
 
-/// Keep the values `l >= lower && keep(l)` (and their ids), in order; returns how many.
-pub(super) fn retain_where_dispatch<F: Fn(f32) -> bool>(
+/// Keep the values `l >= lower && keep(l)` (and their ids), in order; returns how many. A long
+/// row may be compacted as two parts on two threads: `keep` runs on both, in either order, so it
+/// must not depend on the candidates it saw before.
+pub(super) fn retain_where_dispatch<F: Fn(f32) -> bool + Sync>(
     ids: &mut Vec<u32>,
     identity: bool,
     target: Target<'_>,
@@ -265,7 +333,7 @@ pub(super) fn retain_where_dispatch<F: Fn(f32) -> bool>(
 ) -> usize {
     // SAFETY: `Target::run` hands over one valid buffer (in place), or a source and a distinct
     // destination with room for n + 16 values
-    target.run(|rows| unsafe { retain_where_rows(ids, identity, rows, lower, keep, bm) })
+    target.run(|rows| unsafe { retain_where_rows(ids, identity, rows, lower, &keep, bm) })
 }
 
 /// Keep the values `l >= c` (and their ids), in order; returns how many.
@@ -307,6 +375,61 @@ mod tests {
             .filter(|&i| (0.0..10.0).contains(&l[i as usize]))
             .collect();
         assert_eq!(c.ids, want);
+    }
+
+    /// A long row whose blocks to read lie off-centre is compacted as two unequal parts on two
+    /// threads: the same ids and values as the plain filter, for a row copied into the set and
+    /// one read in place, for the threshold and a predicate, for cuts reading many blocks (two
+    /// parts) and few (one).
+    #[test]
+    fn compaction_in_two_parts_is_the_plain_filter() {
+        use crate::strategy::kernels::{balanced_split, SPLIT_MIN};
+        let n = SPLIT_MIN * 2 + 4_321;
+        // the high logits only in the last fifth of the row (the cut lands far past the middle)
+        let l: Vec<f32> = big_row(n)
+            .into_iter()
+            .enumerate()
+            .map(|(i, x)| if i < n * 4 / 5 { x.min(-2.0) } else { x })
+            .collect();
+        let pred = |x: f32| !(3.0..6.0).contains(&x);
+        for cut in [0.0f32, 19.0, f32::NEG_INFINITY] {
+            for view in [false, true] {
+                for with_pred in [false, true] {
+                    let mut c = Candidates::default();
+                    if view {
+                        // SAFETY: `l` outlives `c`'s reads below
+                        unsafe { c.check_and_view(&l) }.unwrap();
+                    } else {
+                        c.check_and_fill(&l).unwrap();
+                    }
+                    let bm = c.known_block_max();
+                    let reads = bm.iter().filter(|&&m| m >= cut).count();
+                    let split = balanced_split(n, bm, cut);
+                    if cut == 0.0 {
+                        // two parts, the first holding most of the row
+                        assert!(split.is_some_and(|s| s > n * 4 / 5), "{split:?}");
+                    } else if cut == 19.0 {
+                        assert_eq!(split, None, "few blocks to read: one part");
+                    }
+                    if with_pred {
+                        c.retain_where(cut, pred);
+                    } else {
+                        c.retain_ge(cut);
+                    }
+                    let want: Vec<u32> = (0..n as u32)
+                        .filter(|&i| {
+                            let x = l[i as usize];
+                            x >= cut && (!with_pred || pred(x))
+                        })
+                        .collect();
+                    let vals: Vec<f32> = want.iter().map(|&i| l[i as usize]).collect();
+                    let what = format!("cut {cut}, view {view}, predicate {with_pred}");
+                    assert_eq!(c.ids, want, "{what}, {reads} blocks read");
+                    assert_eq!(c.logits(), vals, "{what}");
+                    c.end_view();
+                }
+            }
+        }
     }
 
     /// The vectorised threshold filter against the generic one on a long row, on the full set

@@ -5,7 +5,7 @@
 //! Nothing here shrinks the candidate set (`compact`) or evaluates exp (`moments`).
 
 use super::isa::{multiversion, Isa};
-use super::{split_point, BLOCK};
+use super::{balanced_split, split_point, BLOCK};
 use crate::strategy::SampleError;
 
 /// The smallest f32 `c` with `c as f64 >= cut`, so that `l >= c` <=> `l as f64 >= cut` for every
@@ -192,10 +192,6 @@ multiversion! {
     fn positions_f32_one / positions_f32_one_at(logits: &[f32], c: f32, out: &mut Vec<usize>, block_max: &[f32]) -> () = positions_impl
 }
 
-/// Blocks at or above the cut from which [`positions_f32`] lists the two halves of a long row
-/// on two threads: 16k logits to read, against the few microseconds a join costs.
-const PAR_BLOCKS: usize = 64;
-
 std::thread_local! {
     /// The second half's positions, kept between calls.
     static SECOND: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -203,8 +199,8 @@ std::thread_local! {
 
 /// The positions of the logits >= `c`, in order, into `out`; whole blocks below `c` (by
 /// `block_max`, when known) are skipped. A long row with many blocks to read is listed as two
-/// halves on two threads (the pool's), the second half's positions appended after the first's:
-/// the same list.
+/// parts on two threads (the pool's), cut where each holds half of the blocks to read
+/// ([`balanced_split`]), the second part's positions appended after the first's: the same list.
 pub(super) fn positions_f32(logits: &[f32], c: f32, out: &mut Vec<usize>, block_max: &[f32]) {
     positions_f32_at(Isa::detected(), logits, c, out, block_max)
 }
@@ -217,13 +213,9 @@ pub(super) fn positions_f32_at(
     out: &mut Vec<usize>,
     block_max: &[f32],
 ) {
-    let split = split_point(logits.len());
-    // only with every block's maximum known (the halves split them at `split / BLOCK`)
-    let known = block_max.len() == logits.len().div_ceil(BLOCK);
-    let busy = || block_max.iter().filter(|&&m| m >= c).count() >= PAR_BLOCKS;
-    if split == 0 || !known || !busy() {
+    let Some(split) = balanced_split(logits.len(), block_max, c) else {
         return positions_f32_one_at(isa, logits, c, out, block_max);
-    }
+    };
     let (la, lb) = logits.split_at(split);
     let (ba, bb) = block_max.split_at(split / BLOCK);
     SECOND.with_borrow_mut(|second| {
@@ -309,12 +301,17 @@ thread_local! {
     static HALF_VALUES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The logits >= `c`, in order, into `out` (blocks whose maximum is below `c` skipped). Long
-/// rows are read as the two halves the one-read pass wrote them in, each on the thread that
-/// wrote it (its own core's cache: read from one thread, the other half crosses cores).
+/// The logits >= `c`, in order, into `out` (blocks whose maximum is below `c` skipped). A long
+/// row with many blocks to read is read as two parts on two threads, cut where each holds half
+/// of those blocks ([`balanced_split`]); without every block's maximum, as the two fixed halves
+/// of the one-read pass.
 pub(super) fn values_f32(logits: &[f32], c: f32, out: &mut Vec<f32>, block_max: &[f32]) {
     let isa = Isa::detected();
-    let split = split_point(logits.len());
+    let split = if block_max.len() == logits.len().div_ceil(BLOCK) {
+        balanced_split(logits.len(), block_max, c).unwrap_or(0)
+    } else {
+        split_point(logits.len())
+    };
     if split == 0 {
         return values_f32_at(isa, logits, c, out, block_max);
     }
@@ -353,7 +350,7 @@ fn values_f32_at(isa: Isa, logits: &[f32], c: f32, out: &mut Vec<f32>, block_max
 mod tests {
     use super::*;
     use crate::strategy::kernels::test_rows::big_row;
-    use crate::strategy::kernels::{Candidates, SPLIT_MIN};
+    use crate::strategy::kernels::{Candidates, PAR_BLOCKS, SPLIT_MIN};
 
     #[test]
     fn f32_threshold_is_exact() {
