@@ -296,8 +296,8 @@ impl Sampler {
         self.copy_row |= w.cands.rewrote_row();
         w.cands.sort_by_id();
         // one exp pass, with a temperature still pending folded in (or cached by a processor
-        // that evaluated this very set)
-        let fin = w.cands.final_stats();
+        // that evaluated this very set); no step reads the final varentropy
+        let fin = w.cands.draw_stats();
         if fin.kept == 0 {
             return Err(SampleError::NoCandidate);
         }

@@ -6,7 +6,7 @@
 //! holds no SIMD.
 
 use super::compact::{retain_ge_dispatch, retain_where_dispatch, Target};
-use super::draw::{draw_scaled, final_stats_scaled, FinalStats};
+use super::draw::{draw_scaled, final_pass, FinalStats};
 use super::moments::{dist_stats, stats_from_moments, DistStats};
 use super::one_read::fused_stats;
 use super::scan::{
@@ -38,6 +38,8 @@ pub struct Candidates {
     stats: Option<DistStats>,
     /// The final statistics of the set (with `draw_blocks`), cached until the set changes.
     fin: Option<FinalStats>,
+    /// Whether `fin` holds the varentropy ([`Self::final_stats`]) or not ([`Self::draw_stats`]).
+    fin_varentropy: bool,
     /// Per-[`BLOCK`] sums of the final weights, for [`Self::draw`].
     draw_blocks: Vec<f64>,
     /// `ids` is the identity 0..len (the full vocabulary, as `fill` left it).
@@ -450,8 +452,20 @@ impl Candidates {
     /// sums [`Self::draw`] walks: one exp pass (with a pending temperature folded in), cached
     /// until the set changes. The set must be in id order for the draw (`sort_by_id`).
     pub fn final_stats(&mut self) -> FinalStats {
+        self.final_pass(true)
+    }
+
+    /// [`Self::final_stats`] as the draw needs them: the varentropy may be missing (NaN), which
+    /// spares the pass a product per logit; statistics cached by either are reused.
+    pub fn draw_stats(&mut self) -> FinalStats {
+        self.final_pass(false)
+    }
+
+    fn final_pass(&mut self, varentropy: bool) -> FinalStats {
         if let Some(f) = self.fin {
-            return f;
+            if self.fin_varentropy || !varentropy {
+                return f;
+            }
         }
         // the maximum of the scaled set is the scaled maximum (x -> x·f is monotone for f > 0)
         let raw_max = match self.known_block_max() {
@@ -462,21 +476,22 @@ impl Candidates {
             Some(f) if f > 0.0 => Some(f),
             Some(_) => {
                 self.settle();
-                return self.final_stats();
+                return self.final_pass(varentropy);
             }
             None => None,
         };
         let m = f.map_or(raw_max, |f| raw_max * f);
         let vals = Self::vals_in(self.view, &self.logits);
-        let fin = final_stats_scaled(vals, f, m, &mut self.draw_blocks);
+        let fin = final_pass(vals, f, m, &mut self.draw_blocks, varentropy);
         self.fin = Some(fin);
+        self.fin_varentropy = varentropy;
         fin
     }
 
     /// Draw a position with u in [0,1) (see [`draw_from_logits`](super::draw_from_logits)); returns it and its
     /// unnormalised weight.
     pub fn draw(&mut self, u: f64) -> (usize, f64) {
-        let fin = self.final_stats();
+        let fin = self.draw_stats();
         draw_scaled(self.vals(), self.pending, &fin, &self.draw_blocks, u)
     }
 }
@@ -605,6 +620,36 @@ mod tests {
     use crate::strategy::kernels::draw::{draw_from_logits, final_stats};
     use crate::strategy::kernels::test_rows::big_row;
     use crate::strategy::kernels::SPLIT_MIN;
+
+    /// The draw's pass (no varentropy) gives the sum, entropy and blocks of the full pass, bit
+    /// for bit; a full pass is computed when only the draw's is cached, and reused by the draw.
+    #[test]
+    fn the_draws_final_pass_is_the_full_one_without_varentropy() {
+        for n in [3_001, SPLIT_MIN + 1000] {
+            let l = big_row(n);
+            let mut c = Candidates::default();
+            c.check_and_fill(&l).unwrap();
+            c.scale(1.0 / 0.7);
+            let lean = c.draw_stats();
+            let lean_blocks = c.draw_blocks.clone();
+            assert!(lean.stats.varentropy_nats2.is_nan());
+            let full = c.final_stats();
+            assert!(full.stats.varentropy_nats2.is_finite());
+            let key = |f: &FinalStats| {
+                (
+                    f.sum.to_bits(),
+                    f.stats.entropy_nats.to_bits(),
+                    f.stats.log_z.to_bits(),
+                    f.kept,
+                )
+            };
+            assert_eq!(key(&lean), key(&full), "n {n}");
+            assert_eq!(lean_blocks, c.draw_blocks);
+            // the draw reuses the full pass
+            let again = c.draw_stats();
+            assert_eq!(again.stats.varentropy_nats2, full.stats.varentropy_nats2);
+        }
+    }
 
     /// A temperature left pending and folded into the final pass gives, bit for bit, the
     /// statistics and draws of the logits scaled first, on rows short and long (halves).

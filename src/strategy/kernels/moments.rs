@@ -33,7 +33,7 @@ impl DistStats {
 /// non-zero terms: the vectorised pass behind entropy and varentropy, for processors that
 /// model a distribution on a subset of its logits.
 pub fn scaled_moments(logits: &[f32], m: f32, s: f32) -> (f64, f64, f64, usize) {
-    exp_moments_at(Isa::detected(), logits, None, m, s, None)
+    exp_moments_at(Isa::detected(), logits, None, m, s, None, true)
 }
 
 /// Sums of one block: Σ e (reduced to f64 by [`tree_sum`]'s tree), and per lane Σ e·d, Σ e·d²
@@ -130,15 +130,17 @@ pub(super) fn block_sums_portable<const PRE: bool>(
 /// Most blocks of a real row have no masked lane (a logit 87 nats under the maximum, -inf or
 /// NaN), and for them the masks change nothing: the block is first summed without them
 /// ([`block_sums_avx2_live`]), and summed again here only when a lane turns out not live.
+/// Without `S2` the unmasked sum leaves Σe·y² out (zero; a pass whose caller needs no
+/// varentropy: the draw's final pass), the other sums unchanged, bit for bit.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn block_sums_avx2<const PRE: bool>(
+pub(super) fn block_sums_avx2<const PRE: bool, const S2: bool>(
     block: &[f32],
     pre: f32,
     m: f32,
     k: f32,
 ) -> BlockSums {
-    if let Some(b) = block_sums_avx2_live::<PRE>(block, pre, m, k) {
+    if let Some(b) = block_sums_avx2_live::<PRE, S2>(block, pre, m, k) {
         return b;
     }
     block_sums_avx2_masked::<PRE>(block, pre, m, k)
@@ -153,7 +155,7 @@ pub(super) fn block_sums_avx2<const PRE: bool>(
 /// portable p · 2^n, bit for bit.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn block_sums_avx2_live<const PRE: bool>(
+fn block_sums_avx2_live<const PRE: bool, const S2: bool>(
     block: &[f32],
     pre: f32,
     m: f32,
@@ -188,7 +190,9 @@ fn block_sums_avx2_live<const PRE: bool>(
             let ey = _mm256_mul_ps(e, y);
             s[h] = _mm256_add_ps(s[h], e);
             s1[h] = _mm256_add_ps(s1[h], ey);
-            s2[h] = _mm256_fmadd_ps(ey, y, s2[h]);
+            if S2 {
+                s2[h] = _mm256_fmadd_ps(ey, y, s2[h]);
+            }
         }
     }
     if _mm256_movemask_ps(dead) != 0 {
@@ -430,6 +434,9 @@ fn moments_outer(
 }
 
 /// [`moments_outer`] at `isa` (lowered to what the CPU has), over two halves for long rows.
+///
+/// With `second` false, Σe·y² may be left out (the AVX2 kernel skips it; the value returned is
+/// then meaningless): Σe, Σe·y, the count and the blocks' sums are the same bits either way.
 pub(super) fn exp_moments_at(
     isa: Isa,
     logits: &[f32],
@@ -437,6 +444,7 @@ pub(super) fn exp_moments_at(
     m: f32,
     scale: f32,
     blocks: Option<&mut Vec<f64>>,
+    second: bool,
 ) -> (f64, f64, f64, usize) {
     // each part writes its blocks' sums into its own piece of one presized buffer (parts
     // pushing onto two Vecs whose headers share a cache line bounced it between the cores)
@@ -447,7 +455,7 @@ pub(super) fn exp_moments_at(
     });
     let split = split_point(logits.len());
     if split == 0 {
-        return exp_moments_part(isa, logits, pre, m, scale, blocks);
+        return exp_moments_part(isa, logits, pre, m, scale, blocks, second);
     }
     let (la, lb) = logits.split_at(split);
     let (ra, rb) = match blocks {
@@ -458,8 +466,8 @@ pub(super) fn exp_moments_at(
         None => (None, None),
     };
     let (a, b) = crate::pool::join(
-        move || exp_moments_part(isa, la, pre, m, scale, ra),
-        move || exp_moments_part(isa, lb, pre, m, scale, rb),
+        move || exp_moments_part(isa, la, pre, m, scale, ra, second),
+        move || exp_moments_part(isa, lb, pre, m, scale, rb, second),
     );
     (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
 }
@@ -473,6 +481,7 @@ fn exp_moments_part(
     m: f32,
     scale: f32,
     blocks: Option<&mut [f64]>,
+    second: bool,
 ) -> (f64, f64, f64, usize) {
     type Out = (f64, f64, f64, usize);
     let k = scale * std::f32::consts::LOG2_E;
@@ -485,17 +494,26 @@ fn exp_moments_part(
             moments_outer(l, pre, m, k, b, |x| block_sums_avx512::<PRE>(x, f, m, k))
         }
         #[target_feature(enable = "avx2,fma")]
-        fn v3<const PRE: bool>(l: &[f32], f: f32, m: f32, k: f32, b: Option<&mut [f64]>) -> Out {
+        fn v3<const PRE: bool, const S2: bool>(
+            l: &[f32],
+            f: f32,
+            m: f32,
+            k: f32,
+            b: Option<&mut [f64]>,
+        ) -> Out {
             let pre = PRE.then_some(f);
-            moments_outer(l, pre, m, k, b, |x| block_sums_avx2::<PRE>(x, f, m, k))
+            moments_outer(l, pre, m, k, b, |x| block_sums_avx2::<PRE, S2>(x, f, m, k))
         }
+        let l = logits;
         // SAFETY: the CPU supports the level (clamped to `Isa::cpu()`)
-        match (isa.min(Isa::cpu()), pre.is_some()) {
-            (Isa::Avx512, true) => return unsafe { v4::<true>(logits, f, m, k, blocks) },
-            (Isa::Avx512, false) => return unsafe { v4::<false>(logits, f, m, k, blocks) },
-            (Isa::Avx2, true) => return unsafe { v3::<true>(logits, f, m, k, blocks) },
-            (Isa::Avx2, false) => return unsafe { v3::<false>(logits, f, m, k, blocks) },
-            (Isa::Portable, _) => {}
+        match (isa.min(Isa::cpu()), pre.is_some(), second) {
+            (Isa::Avx512, true, _) => return unsafe { v4::<true>(l, f, m, k, blocks) },
+            (Isa::Avx512, false, _) => return unsafe { v4::<false>(l, f, m, k, blocks) },
+            (Isa::Avx2, true, true) => return unsafe { v3::<true, true>(l, f, m, k, blocks) },
+            (Isa::Avx2, true, false) => return unsafe { v3::<true, false>(l, f, m, k, blocks) },
+            (Isa::Avx2, false, true) => return unsafe { v3::<false, true>(l, f, m, k, blocks) },
+            (Isa::Avx2, false, false) => return unsafe { v3::<false, false>(l, f, m, k, blocks) },
+            (Isa::Portable, ..) => {}
         }
     }
     if pre.is_some() {
@@ -777,16 +795,18 @@ mod tests {
         for (pre, scale) in [(false, 1.0f32), (true, 1.0), (true, 0.5)] {
             let run = |block: &[f32]| {
                 // SAFETY: AVX2 and FMA are present (checked above)
-                let (fast, full) = unsafe {
+                let (fast, full, lean) = unsafe {
                     if pre {
                         (
-                            block_sums_avx2_live::<true>(block, scale, 0.0, 1.0),
-                            block_sums_avx2::<true>(block, scale, 0.0, 1.0),
+                            block_sums_avx2_live::<true, true>(block, scale, 0.0, 1.0),
+                            block_sums_avx2::<true, true>(block, scale, 0.0, 1.0),
+                            block_sums_avx2::<true, false>(block, scale, 0.0, 1.0),
                         )
                     } else {
                         (
-                            block_sums_avx2_live::<false>(block, 1.0, 0.0, 1.0),
-                            block_sums_avx2::<false>(block, 1.0, 0.0, 1.0),
+                            block_sums_avx2_live::<false, true>(block, 1.0, 0.0, 1.0),
+                            block_sums_avx2::<false, true>(block, 1.0, 0.0, 1.0),
+                            block_sums_avx2::<false, false>(block, 1.0, 0.0, 1.0),
                         )
                     }
                 };
@@ -796,6 +816,9 @@ mod tests {
                     block_sums_portable::<false>(block, 1.0, 0.0, 1.0)
                 };
                 assert_eq!(key(&full), key(&want), "pre {pre}, scale {scale}");
+                // without Σe·y²: the other sums, bit for bit
+                let (l, w) = (key(&lean), key(&want));
+                assert_eq!((l.0, l.1, l.3), (w.0, w.1, w.3), "pre {pre}, scale {scale}");
                 fast.map(|f| assert_eq!(key(&f), key(&want), "pre {pre}, scale {scale}"))
             };
             let scaled_live = live.iter().all(|&x| x * scale >= -125.0);
@@ -820,8 +843,8 @@ mod tests {
         let m = max_finite(&l);
         for isa in Isa::available() {
             for scale in [1.0f32, 0.7, 1.6] {
-                let a = exp_moments_at(Isa::Portable, &l, None, m, scale, None);
-                let b = exp_moments_at(isa, &l, None, m, scale, None);
+                let a = exp_moments_at(Isa::Portable, &l, None, m, scale, None, true);
+                let b = exp_moments_at(isa, &l, None, m, scale, None, true);
                 assert_eq!(
                     (a.0.to_bits(), a.1.to_bits(), a.2.to_bits(), a.3),
                     (b.0.to_bits(), b.1.to_bits(), b.2.to_bits(), b.3),
@@ -829,20 +852,40 @@ mod tests {
                 );
             }
             let (mut ba, mut bb) = (Vec::new(), Vec::new());
-            let a = exp_moments_at(Isa::Portable, &l, None, m, 1.0, Some(&mut ba));
-            let b = exp_moments_at(isa, &l, None, m, 1.0, Some(&mut bb));
+            let a = exp_moments_at(Isa::Portable, &l, None, m, 1.0, Some(&mut ba), true);
+            let b = exp_moments_at(isa, &l, None, m, 1.0, Some(&mut bb), true);
             assert_eq!(a.0.to_bits(), b.0.to_bits());
             assert_eq!(ba, bb);
             // a pending temperature folded into the pass
             let (mut ba, mut bb) = (Vec::new(), Vec::new());
-            let a = exp_moments_at(Isa::Portable, &l, Some(1.3), m * 1.3, 1.0, Some(&mut ba));
-            let b = exp_moments_at(isa, &l, Some(1.3), m * 1.3, 1.0, Some(&mut bb));
+            let a = exp_moments_at(
+                Isa::Portable,
+                &l,
+                Some(1.3),
+                m * 1.3,
+                1.0,
+                Some(&mut ba),
+                true,
+            );
+            let b = exp_moments_at(isa, &l, Some(1.3), m * 1.3, 1.0, Some(&mut bb), true);
             assert_eq!(
                 (a.0.to_bits(), a.1.to_bits(), a.2.to_bits(), a.3),
                 (b.0.to_bits(), b.1.to_bits(), b.2.to_bits(), b.3),
                 "{isa:?}, pending scale"
             );
             assert_eq!(ba, bb);
+            // the draw's pass without Σe·y²: the other sums and the blocks, the same bits
+            for pre in [None, Some(1.3f32)] {
+                let mp = pre.map_or(m, |f| m * f);
+                let full = exp_moments_at(isa, &l, pre, mp, 1.0, Some(&mut ba), true);
+                let lean = exp_moments_at(isa, &l, pre, mp, 1.0, Some(&mut bb), false);
+                assert_eq!(
+                    (full.0.to_bits(), full.1.to_bits(), full.3),
+                    (lean.0.to_bits(), lean.1.to_bits(), lean.3),
+                    "{isa:?}, {pre:?} without the second moment"
+                );
+                assert_eq!(ba, bb);
+            }
             let fa = finite_moments_at(Isa::Portable, &l);
             let fb = finite_moments_at(isa, &l);
             assert_eq!(
@@ -859,8 +902,8 @@ mod tests {
                 (fb.0.to_bits(), fb.1.to_bits(), fb.2.to_bits(), fb.3),
                 "{isa:?}, long row"
             );
-            let a = exp_moments_at(Isa::Portable, &long, None, lm, 0.9, None);
-            let b = exp_moments_at(isa, &long, None, lm, 0.9, None);
+            let a = exp_moments_at(Isa::Portable, &long, None, lm, 0.9, None, true);
+            let b = exp_moments_at(isa, &long, None, lm, 0.9, None, true);
             assert_eq!(
                 (a.0.to_bits(), a.3),
                 (b.0.to_bits(), b.3),

@@ -273,7 +273,9 @@ fn fused_part_at<const COPY: bool>(
             b: &mut [f32],
             c: &mut [MaybeUninit<f32>],
         ) -> Online {
-            fused_outer::<C>(l, k, b, c, |x, m| block_sums_avx2::<false>(x, 1.0, m, k))
+            fused_outer::<C>(l, k, b, c, |x, m| {
+                block_sums_avx2::<false, true>(x, 1.0, m, k)
+            })
         }
         match isa.min(Isa::cpu()) {
             // SAFETY: the CPU supports the level (clamped to `Isa::cpu()` above)
