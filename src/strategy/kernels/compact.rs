@@ -41,8 +41,8 @@ unsafe impl Send for Part {}
 impl Part {
     /// The part's positions from `at` on (a block boundary).
     fn from(self, at: usize) -> Part {
-        debug_assert!(at <= self.n);
-        // SAFETY (of the offsets): at <= n, within each buffer's n positions
+        assert!(at <= self.n, "a part cut past its end");
+        // SAFETY (of the offsets): at <= n (asserted), within each buffer's n positions
         unsafe {
             Part {
                 src: self.src.add(at),
@@ -218,8 +218,10 @@ unsafe fn retain_where_part<F: Fn(f32) -> bool>(
 /// [`retain_where_part`] over a whole row, returning the new length. With `identity`, the ids
 /// are implicit (position = id) and the kept ones are pushed onto the empty `ids`; otherwise
 /// `ids` is compacted in place. A long row with many blocks to read is compacted as two parts
-/// on the pool's two threads (`keep` runs on both, in either order), cut where each holds half of those blocks ([`balanced_split`]); the second
-/// part's kept candidates are then moved down behind the first's: the same result.
+/// on the pool's two threads (`keep` runs on both, in either order), cut where each holds half
+/// of those blocks ([`balanced_split`]); the second part's kept candidates are then moved down
+/// behind the first's: the same result. (The blocks' maxima are known only for the full
+/// vocabulary, so the two parts always have implicit ids; the in-place ids are handled alike.)
 ///
 /// # Safety
 /// As [`retain_where_impl`].

@@ -369,24 +369,37 @@ mod tests {
     /// list is the plain filter's, for a cut that passes few blocks (one thread), many, or all.
     #[test]
     fn positions_of_long_rows_in_two_halves_are_the_plain_filter() {
-        let l = big_row(SPLIT_MIN * 2 + 4_321);
-        let mut c = Candidates::default();
-        c.check_and_fill(&l).unwrap();
-        let bm = c.known_block_max();
-        assert!(!bm.is_empty());
-        for cut in [21.5f32, 5.0, -11.9, f32::NEG_INFINITY] {
-            let passing = bm.iter().filter(|&&m| m >= cut).count();
-            let want: Vec<usize> = (0..l.len()).filter(|&i| l[i] >= cut).collect();
-            for isa in Isa::available() {
-                let mut got = vec![7];
-                positions_f32_at(isa, &l, cut, &mut got, bm);
-                assert_eq!(got, want, "{isa:?}, cut {cut} ({passing} blocks)");
-                // maxima for only part of the row: one thread, the same list
-                positions_f32_at(isa, &l, cut, &mut got, &bm[..bm.len() / 3]);
-                assert_eq!(got, want, "{isa:?}, cut {cut}, partial maxima");
+        let n = SPLIT_MIN * 2 + 4_321;
+        // the blocks to read spread evenly, and only in the last fifth (a cut far past the middle)
+        let even = big_row(n);
+        let late: Vec<f32> = even
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| if i < n * 4 / 5 { x.min(-12.0) } else { x })
+            .collect();
+        for l in [even, late] {
+            let mut c = Candidates::default();
+            c.check_and_fill(&l).unwrap();
+            let bm = c.known_block_max();
+            assert!(!bm.is_empty());
+            for cut in [21.5f32, 5.0, -11.9, f32::NEG_INFINITY] {
+                let passing = bm.iter().filter(|&&m| m >= cut).count();
+                let want: Vec<usize> = (0..l.len()).filter(|&i| l[i] >= cut).collect();
+                let want_vals: Vec<f32> = want.iter().map(|&i| l[i]).collect();
+                for isa in Isa::available() {
+                    let mut got = vec![7];
+                    positions_f32_at(isa, &l, cut, &mut got, bm);
+                    assert_eq!(got, want, "{isa:?}, cut {cut} ({passing} blocks)");
+                    // maxima for only part of the row: one thread, the same list
+                    positions_f32_at(isa, &l, cut, &mut got, &bm[..bm.len() / 3]);
+                    assert_eq!(got, want, "{isa:?}, cut {cut}, partial maxima");
+                }
+                let mut vals = vec![7.0];
+                values_f32(&l, cut, &mut vals, bm);
+                assert_eq!(vals, want_vals, "values, cut {cut}");
             }
+            assert!(bm.iter().filter(|&&m| m >= 21.5).count() < PAR_BLOCKS);
         }
-        assert!(bm.iter().filter(|&&m| m >= 21.5).count() < PAR_BLOCKS);
     }
 
     #[test]
