@@ -38,8 +38,6 @@ pub struct Candidates {
     stats: Option<DistStats>,
     /// The final statistics of the set (with `draw_blocks`), cached until the set changes.
     fin: Option<FinalStats>,
-    /// Whether `fin` holds the varentropy ([`Self::final_stats`]) or not ([`Self::draw_stats`]).
-    fin_varentropy: bool,
     /// Per-[`BLOCK`] sums of the final weights, for [`Self::draw`].
     draw_blocks: Vec<f64>,
     /// `ids` is the identity 0..len (the full vocabulary, as `fill` left it).
@@ -463,7 +461,8 @@ impl Candidates {
 
     fn final_pass(&mut self, varentropy: bool) -> FinalStats {
         if let Some(f) = self.fin {
-            if self.fin_varentropy || !varentropy {
+            // the draw's pass leaves the varentropy NaN; a full pass never does (clamped at 0)
+            if !(varentropy && f.stats.varentropy_nats2.is_nan()) {
                 return f;
             }
         }
@@ -484,7 +483,6 @@ impl Candidates {
         let vals = Self::vals_in(self.view, &self.logits);
         let fin = final_pass(vals, f, m, &mut self.draw_blocks, varentropy);
         self.fin = Some(fin);
-        self.fin_varentropy = varentropy;
         fin
     }
 
